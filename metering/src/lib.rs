@@ -1,0 +1,27 @@
+//! Metering: everything billing needs that does no I/O, shared by the Envoy filter (wasm32) and
+//! the control plane (native).
+//!
+//! * [`usage`]: the usage model (five token categories, cache TTL split, server tools).
+//! * [`json`]: a bounded-memory incremental JSON scanner the response and request parsers use.
+//! * [`sse`]: an incremental Server-Sent-Events framer.
+//! * [`anthropic`], [`openai`]: response meters for JSON and SSE bodies.
+//! * [`request`]: the request-side fields (`model`, `stream`, `max_tokens`).
+//! * [`price`], [`cost`]: the effective-dated price table and exact cost in credits.
+//! * [`wire`]: the internal API between filter and control plane.
+//! * [`apikey`]: the API key format, hashing and display prefix.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+pub mod anthropic;
+pub mod apikey;
+pub mod cost;
+pub mod json;
+pub mod openai;
+pub mod price;
+pub mod request;
+pub mod sse;
+pub mod usage;
+pub mod wire;
+
+pub use cost::{cost, Cost};
+pub use price::{PriceEntry, PriceError, PriceTable, Rates, Tier};
+pub use usage::{Metered, MeterError, Usage};
