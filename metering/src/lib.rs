@@ -24,4 +24,4 @@ pub mod wire;
 
 pub use cost::{cost, Cost};
 pub use price::{PriceEntry, PriceError, PriceTable, Rates, Tier};
-pub use usage::{Metered, MeterError, Usage};
+pub use usage::{MeterError, Metered, Usage};

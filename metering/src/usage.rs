@@ -54,7 +54,10 @@ impl Usage {
             ("web_fetch_requests", self.web_fetch_requests),
         ] {
             if v > MAX_COUNT {
-                return Err(MeterError::BadCount { field: name.to_owned(), reason: "absurdly large" });
+                return Err(MeterError::BadCount {
+                    field: name.to_owned(),
+                    reason: "absurdly large",
+                });
             }
         }
         if self.thinking_tokens > self.output_tokens {

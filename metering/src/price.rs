@@ -1,0 +1,266 @@
+//! The effective-dated price table: official USD rates per million tokens for each model family,
+//! prompt-size tiers, and the lookup from a model id (alias or dated id) to the entry in force.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Official prices, USD per million tokens, for the categories that are billed per token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rates {
+    pub input: Decimal,
+    pub cache_write_5m: Decimal,
+    pub cache_write_1h: Decimal,
+    pub cache_read: Decimal,
+    pub output: Decimal,
+    /// Thinking tokens are output tokens; a separate rate only when an admin sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Decimal>,
+}
+
+impl Rates {
+    pub fn thinking_rate(&self) -> Decimal {
+        self.thinking.unwrap_or(self.output)
+    }
+
+    fn all(&self) -> [(&'static str, Decimal); 6] {
+        [
+            ("input", self.input),
+            ("cache_write_5m", self.cache_write_5m),
+            ("cache_write_1h", self.cache_write_1h),
+            ("cache_read", self.cache_read),
+            ("output", self.output),
+            ("thinking", self.thinking_rate()),
+        ]
+    }
+}
+
+/// Rates that replace the base rates for the whole request when its prompt (every input-side
+/// token) is strictly above `above_prompt_tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub above_prompt_tokens: u64,
+    pub usd_per_mtok: Rates,
+}
+
+/// One version of one model family's price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntry {
+    /// The family id, e.g. `claude-sonnet-4-5`; dated ids (`claude-sonnet-4-5-20250929`) match it.
+    pub model: String,
+    /// Other ids billed as this family (e.g. `claude-sonnet-4` for `claude-sonnet-4-0`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The first instant at which this version applies to admitted requests.
+    pub effective_from: DateTime<Utc>,
+    pub usd_per_mtok: Rates,
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+    /// Web search fee per `server_tool_use.web_search_requests` (web fetch has no fee).
+    #[serde(default)]
+    pub web_search_usd_per_request: Decimal,
+}
+
+impl PriceEntry {
+    /// The version label a usage record keeps: family and effective instant, unique in a table.
+    pub fn version(&self) -> String {
+        format!(
+            "{}@{}",
+            self.model,
+            self.effective_from.format("%Y-%m-%dT%H:%M:%SZ")
+        )
+    }
+
+    /// The rates for a request with `prompt_tokens` input-side tokens: the tier with the highest
+    /// threshold strictly below the prompt size, else the base rates.
+    pub fn rates_for(&self, prompt_tokens: u64) -> (&Rates, Option<u64>) {
+        self.tiers
+            .iter()
+            .filter(|t| prompt_tokens > t.above_prompt_tokens)
+            .max_by_key(|t| t.above_prompt_tokens)
+            .map_or((&self.usd_per_mtok, None), |t| {
+                (&t.usd_per_mtok, Some(t.above_prompt_tokens))
+            })
+    }
+
+    /// Rejects negative rates, empty ids and duplicate tier thresholds.
+    pub fn validate(&self) -> Result<(), PriceError> {
+        let bad = |reason: String| PriceError::Invalid {
+            model: self.model.clone(),
+            reason,
+        };
+        if self.model.trim().is_empty() || self.model.len() > 128 {
+            return Err(bad("model id must be 1 to 128 characters".into()));
+        }
+        if self
+            .aliases
+            .iter()
+            .any(|a| a.trim().is_empty() || a.len() > 128 || *a == self.model)
+        {
+            return Err(bad(
+                "aliases must be non-empty, at most 128 characters, and differ from the model".into(),
+            ));
+        }
+        let mut rate_sets = vec![&self.usd_per_mtok];
+        rate_sets.extend(self.tiers.iter().map(|t| &t.usd_per_mtok));
+        for rates in rate_sets {
+            for (name, value) in rates.all() {
+                if value.is_sign_negative() {
+                    return Err(bad(format!("rate {name} is negative")));
+                }
+            }
+        }
+        if self.web_search_usd_per_request.is_sign_negative() {
+            return Err(bad("web_search_usd_per_request is negative".into()));
+        }
+        let mut thresholds: Vec<u64> = self.tiers.iter().map(|t| t.above_prompt_tokens).collect();
+        thresholds.sort_unstable();
+        if thresholds.windows(2).any(|w| w.first() == w.get(1)) {
+            return Err(bad("two tiers share a threshold".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PriceError {
+    #[error("model {model} has no price; add it with PUT /v1/prices/{model}")]
+    UnknownModel { model: String },
+    #[error("model {model} has no price in force at {at}; its first price starts later")]
+    NotYetPriced { model: String, at: DateTime<Utc> },
+    #[error("price entry for {model} is invalid: {reason}")]
+    Invalid { model: String, reason: String },
+    #[error("price table is invalid: {0}")]
+    Table(String),
+    #[error("cost of the usage does not fit the decimal range")]
+    Overflow,
+}
+
+/// The default table's file: the official prices of `prices-2026-11.md` as data.
+pub const DEFAULT_TABLE_JSON: &str = include_str!("../data/prices-2026-11.json");
+
+/// The public price as a fraction of the official price, unless configured otherwise.
+pub fn default_price_factor() -> Decimal {
+    Decimal::new(70, 2)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableFile {
+    #[allow(dead_code)]
+    source: String,
+    entries: Vec<PriceEntry>,
+}
+
+/// Every price version of every model family, with the factor that turns official USD into
+/// credits. Immutable once built; lookups are by exact id or alias, then by dated id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceTable {
+    factor: Decimal,
+    /// Versions sorted by family then effective instant.
+    entries: Vec<PriceEntry>,
+    /// Family id or alias -> the family id.
+    families: HashMap<String, String>,
+}
+
+impl PriceTable {
+    pub fn new(mut entries: Vec<PriceEntry>, factor: Decimal) -> Result<Self, PriceError> {
+        if factor <= Decimal::ZERO || factor > Decimal::from(10) {
+            return Err(PriceError::Table(format!(
+                "price factor {factor} must be above 0 and at most 10"
+            )));
+        }
+        let mut families: HashMap<String, String> = HashMap::new();
+        for e in &entries {
+            e.validate()?;
+            for id in std::iter::once(&e.model).chain(&e.aliases) {
+                match families.get(id) {
+                    Some(family) if *family != e.model => {
+                        return Err(PriceError::Table(format!(
+                            "id {id} names both {family} and {}",
+                            e.model
+                        )));
+                    }
+                    _ => {
+                        families.insert(id.clone(), e.model.clone());
+                    }
+                }
+            }
+        }
+        entries.sort_by(|a, b| (&a.model, a.effective_from).cmp(&(&b.model, b.effective_from)));
+        if let Some(w) = entries
+            .windows(2)
+            .find(|w| matches!(w, [a, b] if a.model == b.model && a.effective_from == b.effective_from))
+        {
+            let v = w.first().map(PriceEntry::version).unwrap_or_default();
+            return Err(PriceError::Table(format!("two entries for the version {v}")));
+        }
+        Ok(Self {
+            factor,
+            entries,
+            families,
+        })
+    }
+
+    /// Parses a table file (`{"source": ..., "entries": [...]}`).
+    pub fn from_json(json: &str, factor: Decimal) -> Result<Self, PriceError> {
+        let file: TableFile = serde_json::from_str(json).map_err(|e| PriceError::Table(e.to_string()))?;
+        Self::new(file.entries, factor)
+    }
+
+    /// The shipped default table at the given factor.
+    pub fn default_table(factor: Decimal) -> Result<Self, PriceError> {
+        Self::from_json(DEFAULT_TABLE_JSON, factor)
+    }
+
+    pub fn factor(&self) -> Decimal {
+        self.factor
+    }
+
+    pub fn entries(&self) -> &[PriceEntry] {
+        &self.entries
+    }
+
+    /// The family a model id bills as: the id itself or an alias, else the id without a
+    /// `-YYYYMMDD` date suffix. Nothing looser: `claude-fable-5-2` is not `claude-fable-5`.
+    pub fn family_of(&self, model: &str) -> Option<&str> {
+        if let Some(f) = self.families.get(model) {
+            return Some(f);
+        }
+        let (base, suffix) = model.rsplit_once('-')?;
+        if suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_digit()) {
+            return self.families.get(base).map(String::as_str);
+        }
+        None
+    }
+
+    /// The version of `model`'s price in force at `at` (the time the request was admitted).
+    pub fn resolve(&self, model: &str, at: DateTime<Utc>) -> Result<&PriceEntry, PriceError> {
+        let family = self.family_of(model).ok_or_else(|| PriceError::UnknownModel {
+            model: model.to_owned(),
+        })?;
+        self.entries
+            .iter()
+            .rfind(|e| e.model == family && e.effective_from <= at)
+            .ok_or_else(|| PriceError::NotYetPriced {
+                model: model.to_owned(),
+                at,
+            })
+    }
+
+    /// Credits per token for an official USD-per-million-tokens rate: USD x factor / $0.005 / 1e6.
+    pub fn credits_per_token(&self, usd_per_mtok: Decimal) -> Decimal {
+        // x / 0.005 / 1e6 == x / 5000, exact in decimal.
+        (usd_per_mtok * self.factor / Decimal::from(5000)).normalize()
+    }
+
+    /// Credits for an amount of official USD: USD x factor / $0.005.
+    pub fn credits_for_usd(&self, usd: Decimal) -> Option<Decimal> {
+        usd.checked_mul(self.factor)?.checked_mul(Decimal::from(200))
+    }
+}
