@@ -1,1 +1,173 @@
-//! (being written)
+//! Meters for Anthropic Messages API responses: [`AnthropicJsonMeter`] for a JSON body,
+//! [`AnthropicSseMeter`] for a stream.
+//!
+//! Both read only exact paths from the root (`usage.input_tokens`, not any `input_tokens`), so
+//! tool inputs, text mentioning "usage" or nested objects with the same keys change nothing. A
+//! repeated key's last value wins, and replaces everything under the earlier one. `null` is
+//! absent. A count that is negative, fractional, above [`MAX_COUNT`](crate::usage::MAX_COUNT)
+//! or not a number makes `finish` answer [`MeterError::BadCount`]; `best_effort` reads it as
+//! absent. `cache_creation` split rules: see `message::cache_writes`.
+//!
+//! `feed` never fails: the first error is kept and answered by `finish`. `best_effort` gives what
+//! was metered so far, marked partial, for callers that must bill even then (a cut body, a
+//! caller gone, an invalid count).
+//!
+//! Memory bound: a JSON scanner (about 5.4 KiB) plus the captured `model`, `id` and
+//! `service_tier` strings (256 bytes each, twice over in a stream: the event being read and
+//! the stream so far) and the SSE framer (256 bytes): under 8 KiB per meter.
+
+mod message;
+mod stream;
+
+pub use stream::AnthropicSseMeter;
+
+use crate::json::{JsonScanner, JsonSink, Limits, Path, Value};
+use crate::usage::{MeterError, Metered};
+use message::MessageFields;
+
+/// How much content a response carried, for estimating output that was not reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContentSeen {
+    /// Decoded bytes of text and tool-input JSON.
+    pub text_bytes: u64,
+    /// Decoded bytes of thinking.
+    pub thinking_bytes: u64,
+    /// Whether any thinking content was seen (even empty).
+    pub thinking_seen: bool,
+}
+
+impl ContentSeen {
+    pub fn add_text(&mut self, bytes: u64) {
+        self.text_bytes = self.text_bytes.saturating_add(bytes);
+    }
+
+    pub fn add_thinking(&mut self, bytes: u64) {
+        self.thinking_bytes = self.thinking_bytes.saturating_add(bytes);
+        self.thinking_seen = true;
+    }
+
+    pub fn add(&mut self, other: &ContentSeen) {
+        self.add_text(other.text_bytes);
+        if other.thinking_seen {
+            self.add_thinking(other.thinking_bytes);
+        }
+    }
+}
+
+/// Output and thinking tokens `(output, thinking)` to bill when the upstream never reported
+/// its output (a stream cut after `message_start`, a body without `usage.output_tokens`).
+///
+/// One token per 4 bytes of content forwarded, rounded up, with text (and tool-input JSON) and
+/// thinking rounded separately: about what tokenizers give for English and code, and on the
+/// caller's side for short outputs. Never less than what was reported (`message_start` says 1).
+/// Thinking becomes the thinking estimate when thinking content was seen, and is never more
+/// than the output that includes it.
+pub fn estimate_output(reported_output: u64, reported_thinking: u64, seen: &ContentSeen) -> (u64, u64) {
+    let thinking_estimate = seen.thinking_bytes.div_ceil(4);
+    let output = reported_output.max(seen.text_bytes.div_ceil(4).saturating_add(thinking_estimate));
+    let thinking = if seen.thinking_seen {
+        thinking_estimate
+    } else {
+        reported_thinking
+    };
+    (output, thinking.min(output))
+}
+
+/// The end of metering: the first error, else the metered usage once it passes validation.
+pub(crate) fn conclude(metered: Metered, error: Option<MeterError>) -> Result<Metered, MeterError> {
+    match error {
+        Some(e) => Err(e),
+        None => metered.usage.validate().map(|()| metered),
+    }
+}
+
+/// What `best_effort` answers: marked partial, and consistent even when the counts were not
+/// (thinking never above the output that includes it).
+pub(crate) fn best_effort(mut metered: Metered) -> Metered {
+    metered.partial = true;
+    metered.usage.thinking_tokens = metered.usage.thinking_tokens.min(metered.usage.output_tokens);
+    metered
+}
+
+/// Meters a non-streaming Messages response body.
+///
+/// `finish` answers an error for a body that is not one complete JSON document (a cut body
+/// included), so that nobody bills a truncated body as complete by accident; `best_effort`
+/// still gives what the part received reported. A complete body without
+/// `usage.output_tokens` is partial, with the output estimated from its text and thinking.
+pub struct AnthropicJsonMeter {
+    scanner: JsonScanner,
+    message: MessageSink,
+    error: Option<MeterError>,
+}
+
+/// The root message of a JSON response.
+#[derive(Default)]
+struct MessageSink(MessageFields);
+
+impl JsonSink for MessageSink {
+    fn capture_string(&mut self, path: Path<'_>) -> bool {
+        MessageFields::wants_text(path)
+    }
+
+    fn value(&mut self, path: Path<'_>, value: Value<'_>) {
+        self.0.record(path, &value);
+    }
+}
+
+impl Default for AnthropicJsonMeter {
+    fn default() -> Self {
+        AnthropicJsonMeter::new()
+    }
+}
+
+impl AnthropicJsonMeter {
+    pub fn new() -> Self {
+        AnthropicJsonMeter {
+            scanner: JsonScanner::new(Limits::default()),
+            message: MessageSink::default(),
+            error: None,
+        }
+    }
+
+    /// Meters the next chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self.scanner.feed(chunk, &mut self.message) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// The body ended: its usage, or why it cannot be billed as it stands.
+    pub fn finish(mut self) -> Result<Metered, MeterError> {
+        if self.error.is_none() {
+            self.error = self.scanner.finish(&mut self.message).err();
+        }
+        let (metered, error) = self.outcome();
+        conclude(metered, self.error.or(error))
+    }
+
+    /// What was metered so far, marked partial.
+    pub fn best_effort(&self) -> Metered {
+        best_effort(self.outcome().0)
+    }
+
+    fn outcome(&self) -> (Metered, Option<MeterError>) {
+        let message = &self.message.0;
+        let (mut usage, error) = message.usage.resolve();
+        let reported = message.usage.has_output();
+        if !reported {
+            (usage.output_tokens, usage.thinking_tokens) =
+                estimate_output(usage.output_tokens, usage.thinking_tokens, &message.content);
+        }
+        let metered = Metered {
+            usage,
+            model: message.model.clone(),
+            message_id: message.id.clone(),
+            partial: !reported || !self.scanner.is_done(),
+            output_estimated: !reported,
+        };
+        (metered, error)
+    }
+}

@@ -1,0 +1,445 @@
+//! The scanner's state machine: one byte at a time, so that where a chunk ends never matters.
+
+use super::path::{Frame, Key, Path};
+use super::string::{Capture, Discard, Progress, StrDecoder};
+use super::{Container, JsonSink, Limits, Number, Text, Value};
+use crate::usage::MeterError;
+
+/// What the scanner expects next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// A value: at the start, after `:` or after `,` in an array.
+    Value,
+    /// After `[`: a value or `]`.
+    ValueOrEnd,
+    /// After `{`: a key or `}`.
+    KeyOrEnd,
+    /// After `,` in an object: a key.
+    Key,
+    /// After a key: `:`.
+    Colon,
+    /// After a value inside a container: `,` or the closing bracket.
+    CommaOrEnd,
+    /// After the root value: only whitespace.
+    Done,
+    /// Inside a key string.
+    KeyString,
+    /// Inside a string value.
+    ValueString,
+    /// Inside a number.
+    Number(NumberPart),
+    /// Inside `true`, `false` or `null`: which one and how many bytes matched.
+    Literal(Literal, u8),
+}
+
+/// The part of a number being read (RFC 8259 section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NumberPart {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Fraction,
+    Exp,
+    ExpSign,
+    ExpDigits,
+}
+
+impl NumberPart {
+    /// Whether a number may end here.
+    fn is_complete(self) -> bool {
+        matches!(
+            self,
+            NumberPart::Zero | NumberPart::Int | NumberPart::Fraction | NumberPart::ExpDigits
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Literal {
+    True,
+    False,
+    Null,
+}
+
+impl Literal {
+    fn text(self) -> &'static [u8] {
+        match self {
+            Literal::True => b"true",
+            Literal::False => b"false",
+            Literal::Null => b"null",
+        }
+    }
+
+    fn value(self) -> Value<'static> {
+        match self {
+            Literal::True => Value::Bool(true),
+            Literal::False => Value::Bool(false),
+            Literal::Null => Value::Null,
+        }
+    }
+}
+
+/// The digits of the number being read, accumulated only as far as a `u64` goes.
+#[derive(Clone, Copy, Debug, Default)]
+struct NumberValue {
+    negative: bool,
+    not_integer: bool,
+    overflow: bool,
+    value: u64,
+}
+
+impl NumberValue {
+    fn push_digit(&mut self, b: u8) {
+        match self
+            .value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+        {
+            Some(v) => self.value = v,
+            None => self.overflow = true,
+        }
+    }
+
+    fn classify(&self) -> Number {
+        if self.negative {
+            Number::Negative
+        } else if self.not_integer {
+            Number::NotInteger
+        } else if self.overflow {
+            Number::TooLarge
+        } else {
+            Number::Integer(self.value)
+        }
+    }
+}
+
+/// An incremental JSON scanner. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct JsonScanner {
+    limits: Limits,
+    frames: Vec<Frame>,
+    state: State,
+    string: StrDecoder,
+    capture: Capture,
+    number: NumberValue,
+    /// Offset of the next byte, from the start of the document.
+    offset: u64,
+    /// The first error; every later call returns it again.
+    error: Option<MeterError>,
+}
+
+impl Default for JsonScanner {
+    fn default() -> Self {
+        JsonScanner::new(Limits::default())
+    }
+}
+
+impl JsonScanner {
+    pub fn new(limits: Limits) -> Self {
+        JsonScanner {
+            limits,
+            frames: Vec::with_capacity(limits.max_depth),
+            state: State::Value,
+            string: StrDecoder::new(),
+            capture: Capture::new(limits.max_capture_bytes),
+            number: NumberValue::default(),
+            offset: 0,
+            error: None,
+        }
+    }
+
+    /// Starts a new document, keeping the allocations.
+    pub fn reset(&mut self) {
+        self.frames.clear();
+        self.state = State::Value;
+        self.string = StrDecoder::new();
+        self.number = NumberValue::default();
+        self.offset = 0;
+        self.error = None;
+    }
+
+    /// How many bytes of the current document were consumed.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether a complete root value was read (only whitespace may follow).
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done && self.error.is_none()
+    }
+
+    /// The first error met, if any.
+    pub fn error(&self) -> Option<&MeterError> {
+        self.error.as_ref()
+    }
+
+    /// Scans the next chunk of the document, reporting its values to `sink`.
+    pub fn feed(&mut self, chunk: &[u8], sink: &mut impl JsonSink) -> Result<(), MeterError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        for &b in chunk {
+            if let Err(e) = self.byte(b, sink) {
+                self.error = Some(e.clone());
+                return Err(e);
+            }
+            self.offset = self.offset.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    /// Ends the document: an error unless exactly one complete value was read. A number at the
+    /// root can only be known complete here, so its value is reported now.
+    pub fn finish(&mut self, sink: &mut impl JsonSink) -> Result<(), MeterError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        match self.state {
+            State::Done => return Ok(()),
+            State::Number(part) if part.is_complete() && self.frames.is_empty() => {
+                self.end_number(sink);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let reason = if self.state == State::Value && self.frames.is_empty() {
+            "no JSON value"
+        } else {
+            "unexpected end of input"
+        };
+        let e = self.syntax(reason);
+        self.error = Some(e.clone());
+        Err(e)
+    }
+
+    fn syntax(&self, reason: &'static str) -> MeterError {
+        MeterError::Syntax {
+            offset: self.offset,
+            reason,
+        }
+    }
+
+    fn byte(&mut self, b: u8, sink: &mut impl JsonSink) -> Result<(), MeterError> {
+        let is_space = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        match self.state {
+            State::Value => self.begin_value(b, sink)?,
+            State::ValueOrEnd if b == b']' => self.close(Container::Array, sink)?,
+            State::ValueOrEnd => self.begin_value(b, sink)?,
+            State::KeyOrEnd if b == b'}' => self.close(Container::Object, sink)?,
+            State::KeyOrEnd | State::Key => match b {
+                b'"' => self.begin_key(),
+                _ if is_space => {}
+                _ => return Err(self.syntax("expected a string key")),
+            },
+            State::Colon => match b {
+                b':' => self.state = State::Value,
+                _ if is_space => {}
+                _ => return Err(self.syntax("expected ':' after a key")),
+            },
+            State::CommaOrEnd => match b {
+                b',' => self.next_member(),
+                b']' => self.close(Container::Array, sink)?,
+                b'}' => self.close(Container::Object, sink)?,
+                _ if is_space => {}
+                _ => return Err(self.syntax("expected ',' or a closing bracket")),
+            },
+            State::Done if is_space => {}
+            State::Done => return Err(self.syntax("trailing characters after the JSON value")),
+            State::KeyString => self.key_byte(b)?,
+            State::ValueString => self.string_byte(b, sink)?,
+            State::Number(part) => {
+                if !self.number_byte(part, b)? {
+                    // The byte ends the number and belongs to what follows it.
+                    self.end_number(sink);
+                    return self.byte(b, sink);
+                }
+            }
+            State::Literal(lit, matched) => self.literal_byte(lit, matched, b, sink)?,
+        }
+        Ok(())
+    }
+
+    fn begin_value(&mut self, b: u8, sink: &mut impl JsonSink) -> Result<(), MeterError> {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            b'{' => self.open(Container::Object, sink)?,
+            b'[' => self.open(Container::Array, sink)?,
+            b'"' => {
+                let wanted = sink.capture_string(Path::new(&self.frames));
+                self.capture.start(wanted);
+                self.string = StrDecoder::new();
+                self.state = State::ValueString;
+            }
+            b'-' => {
+                self.number = NumberValue {
+                    negative: true,
+                    ..NumberValue::default()
+                };
+                self.state = State::Number(NumberPart::Minus);
+            }
+            b'0'..=b'9' => {
+                self.number = NumberValue::default();
+                self.number.push_digit(b);
+                let part = if b == b'0' {
+                    NumberPart::Zero
+                } else {
+                    NumberPart::Int
+                };
+                self.state = State::Number(part);
+            }
+            b't' => self.state = State::Literal(Literal::True, 1),
+            b'f' => self.state = State::Literal(Literal::False, 1),
+            b'n' => self.state = State::Literal(Literal::Null, 1),
+            _ => return Err(self.syntax("expected a JSON value")),
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, container: Container, sink: &mut impl JsonSink) -> Result<(), MeterError> {
+        if self.frames.len() >= self.limits.max_depth {
+            return Err(MeterError::TooDeep {
+                limit: self.limits.max_depth,
+            });
+        }
+        let (value, frame, state) = match container {
+            Container::Object => (Value::Object, Frame::Object(Key::EMPTY), State::KeyOrEnd),
+            Container::Array => (Value::Array, Frame::Array(0), State::ValueOrEnd),
+        };
+        sink.value(Path::new(&self.frames), value);
+        self.frames.push(frame);
+        self.state = state;
+        Ok(())
+    }
+
+    fn close(&mut self, container: Container, sink: &mut impl JsonSink) -> Result<(), MeterError> {
+        let open_matches = matches!(
+            (self.frames.last(), container),
+            (Some(Frame::Object(_)), Container::Object) | (Some(Frame::Array(_)), Container::Array)
+        );
+        if !open_matches {
+            return Err(self.syntax("closing bracket does not match the open one"));
+        }
+        self.frames.pop();
+        sink.close(Path::new(&self.frames), container, self.offset);
+        self.after_value();
+        Ok(())
+    }
+
+    /// After `,`: the next array element or object member.
+    fn next_member(&mut self) {
+        match self.frames.last_mut() {
+            Some(Frame::Array(index)) => {
+                *index = index.saturating_add(1);
+                self.state = State::Value;
+            }
+            Some(Frame::Object(_)) => self.state = State::Key,
+            // CommaOrEnd is only entered inside a container.
+            None => self.state = State::Done,
+        }
+    }
+
+    fn after_value(&mut self) {
+        self.state = if self.frames.is_empty() {
+            State::Done
+        } else {
+            State::CommaOrEnd
+        };
+    }
+
+    fn begin_key(&mut self) {
+        if let Some(Frame::Object(key)) = self.frames.last_mut() {
+            key.clear();
+        }
+        self.string = StrDecoder::new();
+        self.state = State::KeyString;
+    }
+
+    fn key_byte(&mut self, b: u8) -> Result<(), MeterError> {
+        let progress = match self.frames.last_mut() {
+            Some(Frame::Object(key)) => self.string.byte(b, key),
+            _ => self.string.byte(b, &mut Discard),
+        };
+        match progress {
+            Ok(Progress::More) => {}
+            Ok(Progress::Closed) => self.state = State::Colon,
+            Err(reason) => return Err(self.syntax(reason)),
+        }
+        Ok(())
+    }
+
+    fn string_byte(&mut self, b: u8, sink: &mut impl JsonSink) -> Result<(), MeterError> {
+        match self.string.byte(b, &mut self.capture) {
+            Ok(Progress::More) => {}
+            Ok(Progress::Closed) => {
+                let (captured, truncated) = self.capture.text();
+                let text = Text {
+                    captured,
+                    truncated,
+                    len: self.string.len,
+                };
+                sink.value(Path::new(&self.frames), Value::String(text));
+                self.after_value();
+            }
+            Err(reason) => return Err(self.syntax(reason)),
+        }
+        Ok(())
+    }
+
+    /// Whether the byte continues the number; `false` when it ends a complete number.
+    fn number_byte(&mut self, part: NumberPart, b: u8) -> Result<bool, MeterError> {
+        let digit = b.is_ascii_digit();
+        let next = match (part, b) {
+            (NumberPart::Minus, b'0') => NumberPart::Zero,
+            (NumberPart::Minus, _) if digit => NumberPart::Int,
+            (NumberPart::Minus, _) => return Err(self.syntax("expected a digit after '-'")),
+            (NumberPart::Zero, _) if digit => return Err(self.syntax("leading zero in a number")),
+            (NumberPart::Int, _) if digit => NumberPart::Int,
+            (NumberPart::Zero | NumberPart::Int, b'.') => NumberPart::Dot,
+            (NumberPart::Dot | NumberPart::Fraction, _) if digit => NumberPart::Fraction,
+            (NumberPart::Dot, _) => return Err(self.syntax("expected a digit after '.'")),
+            (NumberPart::Zero | NumberPart::Int | NumberPart::Fraction, b'e' | b'E') => NumberPart::Exp,
+            (NumberPart::Exp, b'+' | b'-') => NumberPart::ExpSign,
+            (NumberPart::Exp | NumberPart::ExpSign | NumberPart::ExpDigits, _) if digit => {
+                NumberPart::ExpDigits
+            }
+            (NumberPart::Exp | NumberPart::ExpSign, _) => {
+                return Err(self.syntax("expected a digit in the exponent"))
+            }
+            // Zero, Int, Fraction, ExpDigits followed by anything else: the number is complete.
+            _ => return Ok(false),
+        };
+        match next {
+            NumberPart::Zero | NumberPart::Int => self.number.push_digit(b),
+            _ => self.number.not_integer = true,
+        }
+        self.state = State::Number(next);
+        Ok(true)
+    }
+
+    fn end_number(&mut self, sink: &mut impl JsonSink) {
+        sink.value(Path::new(&self.frames), Value::Number(self.number.classify()));
+        self.after_value();
+    }
+
+    fn literal_byte(
+        &mut self,
+        lit: Literal,
+        matched: u8,
+        b: u8,
+        sink: &mut impl JsonSink,
+    ) -> Result<(), MeterError> {
+        let text = lit.text();
+        if text.get(usize::from(matched)) != Some(&b) {
+            return Err(self.syntax("invalid literal (expected true, false or null)"));
+        }
+        let matched = matched.saturating_add(1);
+        if usize::from(matched) == text.len() {
+            sink.value(Path::new(&self.frames), lit.value());
+            self.after_value();
+        } else {
+            self.state = State::Literal(lit, matched);
+        }
+        Ok(())
+    }
+}
