@@ -1,0 +1,191 @@
+//! Reads and compare-and-swap writes of key and account entries in shared data: the only code that
+//! changes what every worker of this Envoy sees about keys and balances.
+
+use metering::wire::{AccountState, KeyState};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::state::{account_entry_name, key_entry_name, AccountEntry, KeyEntry};
+use crate::store::{update, Change, SharedStore, UpdateError};
+
+pub fn read_key<S: SharedStore + ?Sized>(store: &S, key_hash: &str) -> Option<KeyEntry> {
+    store.get(&key_entry_name(key_hash)).0.as_deref().and_then(KeyEntry::decode)
+}
+
+pub fn read_account<S: SharedStore + ?Sized>(store: &S, account: &Uuid) -> Option<AccountEntry> {
+    store
+        .get(&account_entry_name(account))
+        .0
+        .as_deref()
+        .and_then(AccountEntry::decode)
+}
+
+/// Stores a key row unless a newer version is already stored.
+pub fn apply_key<S: SharedStore + ?Sized>(store: &S, key: &KeyState, attempts: u32) -> Result<bool, UpdateError> {
+    let entry = KeyEntry {
+        key_id: key.key_id,
+        account_id: key.account_id,
+        status: key.status,
+        version: key.version,
+    };
+    update(store, &key_entry_name(&key.key_hash), attempts, |current| {
+        match current.and_then(KeyEntry::decode) {
+            Some(old) if old.version > entry.version || old == entry => Change::Keep(false),
+            _ => Change::Write(entry.encode(), true),
+        }
+    })
+}
+
+/// Applies an account row at `version` (the snapshot's version when higher than the row's own:
+/// the snapshot's balance includes every debit at or below it).
+pub fn apply_account<S: SharedStore + ?Sized>(
+    store: &S,
+    account: &AccountState,
+    version: u64,
+    attempts: u32,
+) -> Result<bool, UpdateError> {
+    let version = version.max(account.version);
+    update(store, &account_entry_name(&account.account_id), attempts, |current| {
+        match current.and_then(AccountEntry::decode) {
+            Some(mut entry) => {
+                if entry.apply_snapshot(account.status, account.balance, version) {
+                    Change::Write(entry.encode(), true)
+                } else {
+                    Change::Keep(false)
+                }
+            }
+            None => Change::Write(AccountEntry::new(account.status, account.balance, version).encode(), true),
+        }
+    })
+}
+
+/// Modifies an existing account entry; a missing or unreadable entry is left alone (`Ok(false)`).
+fn modify<S: SharedStore + ?Sized>(
+    store: &S,
+    account: &Uuid,
+    attempts: u32,
+    f: impl Fn(&mut AccountEntry),
+) -> Result<bool, UpdateError> {
+    update(store, &account_entry_name(account), attempts, |current| {
+        match current.and_then(AccountEntry::decode) {
+            Some(mut entry) => {
+                f(&mut entry);
+                Change::Write(entry.encode(), true)
+            }
+            None => Change::Keep(false),
+        }
+    })
+}
+
+/// A finalised debit's local amount: spent for every worker at once.
+pub fn add_spend<S: SharedStore + ?Sized>(
+    store: &S,
+    account: &Uuid,
+    amount: Decimal,
+    attempts: u32,
+) -> Result<bool, UpdateError> {
+    modify(store, account, attempts, |e| e.add_unacked(amount))
+}
+
+/// The control plane recorded the debit at `version`.
+pub fn ack_spend<S: SharedStore + ?Sized>(
+    store: &S,
+    account: &Uuid,
+    amount: Decimal,
+    version: u64,
+    attempts: u32,
+) -> Result<bool, UpdateError> {
+    modify(store, account, attempts, |e| e.ack(amount, version))
+}
+
+/// The control plane will never record the debit.
+pub fn forget_spend<S: SharedStore + ?Sized>(
+    store: &S,
+    account: &Uuid,
+    amount: Decimal,
+    attempts: u32,
+) -> Result<bool, UpdateError> {
+    modify(store, account, attempts, |e| e.forget_unacked(amount))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use metering::wire::{AccountStatus, KeyStatus};
+
+    fn key(version: u64, status: KeyStatus) -> KeyState {
+        KeyState {
+            key_hash: "h".into(),
+            key_id: Uuid::from_u128(1),
+            account_id: Uuid::from_u128(2),
+            status,
+            version,
+        }
+    }
+
+    fn acct(balance: i64, version: u64) -> AccountState {
+        AccountState {
+            account_id: Uuid::from_u128(2),
+            status: AccountStatus::Active,
+            balance: Decimal::from(balance),
+            version,
+        }
+    }
+
+    #[test]
+    fn newer_key_row_replaces_older_and_not_the_reverse() {
+        let s = MemoryStore::default();
+        assert_eq!(apply_key(&s, &key(5, KeyStatus::Active), 4), Ok(true));
+        assert_eq!(apply_key(&s, &key(7, KeyStatus::Revoked), 4), Ok(true));
+        assert_eq!(apply_key(&s, &key(6, KeyStatus::Active), 4), Ok(false));
+        assert_eq!(read_key(&s, "h").map(|k| k.status), Some(KeyStatus::Revoked));
+    }
+
+    #[test]
+    fn spend_ack_and_snapshot_reconcile_without_double_counting() {
+        let s = MemoryStore::default();
+        let id = Uuid::from_u128(2);
+        apply_account(&s, &acct(10, 3), 3, 4).unwrap();
+        add_spend(&s, &id, Decimal::from(4), 4).unwrap();
+        assert_eq!(read_account(&s, &id).unwrap().spendable(), Decimal::from(6));
+        ack_spend(&s, &id, Decimal::from(4), 9, 4).unwrap();
+        // Snapshot 8 predates the debit; snapshot 9 includes it in the balance.
+        apply_account(&s, &acct(10, 8), 8, 4).unwrap();
+        assert_eq!(read_account(&s, &id).unwrap().spendable(), Decimal::from(6));
+        apply_account(&s, &acct(6, 9), 9, 4).unwrap();
+        assert_eq!(read_account(&s, &id).unwrap().spendable(), Decimal::from(6));
+        assert!(read_account(&s, &id).unwrap().acked.is_empty());
+    }
+
+    #[test]
+    fn snapshot_version_above_the_row_version_drops_included_groups() {
+        let s = MemoryStore::default();
+        let id = Uuid::from_u128(2);
+        apply_account(&s, &acct(10, 3), 3, 4).unwrap();
+        add_spend(&s, &id, Decimal::from(1), 4).unwrap();
+        ack_spend(&s, &id, Decimal::from(1), 5, 4).unwrap();
+        // The row last changed at 5 (the debit), the snapshot is at 12.
+        apply_account(&s, &acct(9, 5), 12, 4).unwrap();
+        assert_eq!(read_account(&s, &id).unwrap().snapshot_version, 12);
+        assert_eq!(read_account(&s, &id).unwrap().spendable(), Decimal::from(9));
+    }
+
+    #[test]
+    fn spend_on_an_unknown_account_changes_nothing() {
+        let s = MemoryStore::default();
+        assert_eq!(add_spend(&s, &Uuid::from_u128(9), Decimal::ONE, 4), Ok(false));
+        assert_eq!(s.sets.get(), 0);
+    }
+
+    #[test]
+    fn concurrent_spend_is_not_lost() {
+        let s = MemoryStore::default();
+        let id = Uuid::from_u128(2);
+        apply_account(&s, &acct(10, 1), 1, 4).unwrap();
+        s.interfere.set(3);
+        add_spend(&s, &id, Decimal::from(2), 8).unwrap();
+        add_spend(&s, &id, Decimal::from(3), 8).unwrap();
+        assert_eq!(read_account(&s, &id).unwrap().spendable(), Decimal::from(5));
+    }
+}

@@ -1,0 +1,427 @@
+//! The plugin configuration: the JSON Envoy hands to `on_configure`, parsed once into [`Settings`],
+//! validated, and shared read-only by every request of the worker.
+//!
+//! Unknown fields are refused (`deny_unknown_fields`) so that a typo fails the load instead of
+//! silently falling back to a default. Secrets (internal token, upstream key) never appear in
+//! [`Settings::summary`], the only thing that is logged.
+
+use std::time::Duration;
+
+use metering::wire::Route;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use crate::route::{RouteKind, RouteRule, RouteTable};
+
+/// What the filter does when the control plane cannot be reached (no successful sync for
+/// `stale_after_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Serve known keys on the cached balances; debits stay buffered.
+    #[default]
+    Open,
+    /// Refuse every request with 503.
+    Closed,
+}
+
+/// The raw JSON shape. Field names are the public configuration schema (see the crate docs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginConfig {
+    #[serde(default = "default_cluster")]
+    control_plane_cluster: String,
+    #[serde(default)]
+    control_plane_authority: Option<String>,
+    internal_token: String,
+    #[serde(default)]
+    upstream_api_key: Option<String>,
+    #[serde(default)]
+    upstream_api_key_header: Option<String>,
+    #[serde(default)]
+    routes: Option<Vec<RouteRuleConfig>>,
+    #[serde(default = "default_sync_period_ms")]
+    sync_period_ms: u64,
+    #[serde(default = "default_flush_period_ms")]
+    flush_period_ms: u64,
+    #[serde(default = "default_flush_backoff_max_ms")]
+    flush_backoff_max_ms: u64,
+    #[serde(default)]
+    fail_mode: FailMode,
+    #[serde(default = "default_stale_after_ms")]
+    stale_after_ms: u64,
+    #[serde(default = "default_lease_ttl_ms")]
+    lease_ttl_ms: u64,
+    #[serde(default = "default_debit_buffer_max")]
+    debit_buffer_max: usize,
+    #[serde(default = "default_debit_batch_max")]
+    debit_batch_max: usize,
+    #[serde(default = "default_negative_cache_size")]
+    negative_cache_size: usize,
+    #[serde(default = "default_negative_cache_ttl_ms")]
+    negative_cache_ttl_ms: u64,
+    #[serde(default = "default_lookup_timeout_ms")]
+    lookup_timeout_ms: u64,
+    #[serde(default = "default_call_timeout_ms")]
+    call_timeout_ms: u64,
+    #[serde(default = "default_snapshot_page_limit")]
+    snapshot_page_limit: u32,
+    #[serde(default = "default_cas_retries")]
+    cas_retries: u32,
+    #[serde(default)]
+    price_factor: Option<Decimal>,
+    #[serde(default)]
+    gateway_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteRuleConfig {
+    method: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    kind: RouteKindConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RouteKindConfig {
+    AnthropicMessages,
+    OpenaiChatCompletions,
+    Free,
+    ControlPlane,
+}
+
+fn default_cluster() -> String {
+    "billing-control".to_owned()
+}
+fn default_sync_period_ms() -> u64 {
+    250
+}
+fn default_flush_period_ms() -> u64 {
+    500
+}
+fn default_flush_backoff_max_ms() -> u64 {
+    30_000
+}
+fn default_stale_after_ms() -> u64 {
+    5_000
+}
+fn default_lease_ttl_ms() -> u64 {
+    2_000
+}
+fn default_debit_buffer_max() -> usize {
+    10_000
+}
+fn default_debit_batch_max() -> usize {
+    200
+}
+fn default_negative_cache_size() -> usize {
+    1_024
+}
+fn default_negative_cache_ttl_ms() -> u64 {
+    5_000
+}
+fn default_lookup_timeout_ms() -> u64 {
+    2_000
+}
+fn default_call_timeout_ms() -> u64 {
+    5_000
+}
+fn default_snapshot_page_limit() -> u32 {
+    500
+}
+fn default_cas_retries() -> u32 {
+    32
+}
+
+/// The routes of the public contract: the two billed APIs, the two free ones, and the customer
+/// self-service routes that Envoy sends to the control plane.
+fn default_routes() -> Vec<RouteRule> {
+    let rule = |method: &str, path: &str, kind| RouteRule::exact(method, path, kind);
+    vec![
+        rule("POST", "/v1/messages", RouteKind::Billed(Route::AnthropicMessages)),
+        rule("POST", "/v1/chat/completions", RouteKind::Billed(Route::OpenaiChatCompletions)),
+        rule("POST", "/v1/messages/count_tokens", RouteKind::Free),
+        rule("GET", "/v1/models", RouteKind::Free),
+        rule("GET", "/v1/me", RouteKind::ControlPlane),
+        rule("GET", "/v1/me/usage", RouteKind::ControlPlane),
+    ]
+}
+
+/// Where the operator's upstream key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamKey {
+    /// No key is set (a fake or keyless upstream, e.g. demo mode).
+    None,
+    /// The key itself.
+    Inline(String),
+    /// Copied from this request header, which Envoy (or the mesh) sets and which is then removed.
+    FromHeader(String),
+}
+
+/// The validated configuration, immutable for the life of the plugin.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub control_plane_cluster: String,
+    pub control_plane_authority: String,
+    pub internal_token: String,
+    pub upstream_key: UpstreamKey,
+    pub routes: RouteTable,
+    pub sync_period: Duration,
+    pub flush_period: Duration,
+    pub flush_backoff_max: Duration,
+    pub fail_mode: FailMode,
+    pub stale_after: Duration,
+    pub lease_ttl: Duration,
+    pub debit_buffer_max: usize,
+    pub debit_batch_max: usize,
+    pub negative_cache_size: usize,
+    pub negative_cache_ttl: Duration,
+    pub lookup_timeout: Duration,
+    pub call_timeout: Duration,
+    pub snapshot_page_limit: u32,
+    pub cas_retries: u32,
+    /// Factor of the built-in price table used until the first snapshot brings the real one.
+    pub price_factor: Decimal,
+    pub gateway_id: Option<String>,
+}
+
+impl Settings {
+    /// Parses and validates the plugin configuration. The error names the field and what to do.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let raw: PluginConfig =
+            serde_json::from_slice(bytes).map_err(|e| format!("plugin configuration is not valid: {e}"))?;
+        raw.validate()
+    }
+
+    /// The timer period: the root context does all periodic work on one tick.
+    pub fn tick_period(&self) -> Duration {
+        self.sync_period.min(self.flush_period)
+    }
+
+    /// A one-line description for the log, without secrets.
+    pub fn summary(&self) -> String {
+        let key = match &self.upstream_key {
+            UpstreamKey::None => "none".to_owned(),
+            UpstreamKey::Inline(_) => "inline (redacted)".to_owned(),
+            UpstreamKey::FromHeader(h) => format!("from header {h}"),
+        };
+        format!(
+            "control plane cluster={} authority={}, upstream key {key}, {} routes, sync {:?}, flush {:?}, \
+             fail mode {:?}, stale after {:?}, debit buffer {} (batch {}), negative cache {} for {:?}",
+            self.control_plane_cluster,
+            self.control_plane_authority,
+            self.routes.len(),
+            self.sync_period,
+            self.flush_period,
+            self.fail_mode,
+            self.stale_after,
+            self.debit_buffer_max,
+            self.debit_batch_max,
+            self.negative_cache_size,
+            self.negative_cache_ttl,
+        )
+    }
+}
+
+fn in_range(name: &str, value: u64, min: u64, max: u64) -> Result<u64, String> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{name} is {value}; it must be between {min} and {max}"))
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl PluginConfig {
+    fn validate(self) -> Result<Settings, String> {
+        if self.internal_token.trim().is_empty() {
+            return Err("internal_token is empty; set it to the control plane's INTERNAL_TOKEN".into());
+        }
+        if self.control_plane_cluster.trim().is_empty() {
+            return Err("control_plane_cluster is empty; name the Envoy cluster of the control plane".into());
+        }
+        let upstream_key = match (self.upstream_api_key, self.upstream_api_key_header) {
+            (Some(_), Some(_)) => {
+                return Err("set upstream_api_key or upstream_api_key_header, not both".into());
+            }
+            (Some(k), None) if k.is_empty() => UpstreamKey::None,
+            (Some(k), None) => {
+                if k.bytes().any(|b| b.is_ascii_control()) {
+                    return Err("upstream_api_key contains control characters".into());
+                }
+                UpstreamKey::Inline(k)
+            }
+            (None, Some(h)) => {
+                let h = h.to_ascii_lowercase();
+                if !is_header_name(&h) || h == "x-api-key" || h == "authorization" {
+                    return Err(format!(
+                        "upstream_api_key_header {h:?} must be a lowercase header name other than the \
+                         caller's key headers"
+                    ));
+                }
+                UpstreamKey::FromHeader(h)
+            }
+            (None, None) => UpstreamKey::None,
+        };
+        let sync = in_range("sync_period_ms", self.sync_period_ms, 10, 60_000)?;
+        let flush = in_range("flush_period_ms", self.flush_period_ms, 10, 60_000)?;
+        let backoff = in_range("flush_backoff_max_ms", self.flush_backoff_max_ms, flush, 3_600_000)?;
+        let stale = in_range("stale_after_ms", self.stale_after_ms, sync, 3_600_000)?;
+        // The lease must outlive a sync period, or leadership flaps between workers.
+        let lease = in_range("lease_ttl_ms", self.lease_ttl_ms, sync.saturating_mul(2), 600_000)?;
+        let buffer = in_range("debit_buffer_max", self.debit_buffer_max as u64, 1, 10_000_000)?;
+        let batch = in_range("debit_batch_max", self.debit_batch_max as u64, 1, 10_000)?;
+        let neg_size = in_range("negative_cache_size", self.negative_cache_size as u64, 0, 1_000_000)?;
+        let neg_ttl = in_range("negative_cache_ttl_ms", self.negative_cache_ttl_ms, 0, 600_000)?;
+        let lookup = in_range("lookup_timeout_ms", self.lookup_timeout_ms, 1, 60_000)?;
+        let call = in_range("call_timeout_ms", self.call_timeout_ms, 1, 600_000)?;
+        let page = in_range("snapshot_page_limit", u64::from(self.snapshot_page_limit), 1, 10_000)?;
+        let cas = in_range("cas_retries", u64::from(self.cas_retries), 1, 1_000)?;
+        let price_factor = self.price_factor.unwrap_or_else(metering::price::default_price_factor);
+        if price_factor <= Decimal::ZERO || price_factor > Decimal::from(10) {
+            return Err(format!("price_factor {price_factor} must be above 0 and at most 10"));
+        }
+        let routes = match self.routes {
+            None => RouteTable::new(default_routes())?,
+            Some(rules) => RouteTable::new(rules.into_iter().map(RouteRuleConfig::compile).collect::<Result<_, _>>()?)?,
+        };
+        let authority = self
+            .control_plane_authority
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| self.control_plane_cluster.clone());
+        Ok(Settings {
+            control_plane_cluster: self.control_plane_cluster,
+            control_plane_authority: authority,
+            internal_token: self.internal_token,
+            upstream_key,
+            routes,
+            sync_period: Duration::from_millis(sync),
+            flush_period: Duration::from_millis(flush),
+            flush_backoff_max: Duration::from_millis(backoff),
+            fail_mode: self.fail_mode,
+            stale_after: Duration::from_millis(stale),
+            lease_ttl: Duration::from_millis(lease),
+            debit_buffer_max: usize::try_from(buffer).unwrap_or(usize::MAX),
+            debit_batch_max: usize::try_from(batch).unwrap_or(usize::MAX),
+            negative_cache_size: usize::try_from(neg_size).unwrap_or(usize::MAX),
+            negative_cache_ttl: Duration::from_millis(neg_ttl),
+            lookup_timeout: Duration::from_millis(lookup),
+            call_timeout: Duration::from_millis(call),
+            snapshot_page_limit: u32::try_from(page).unwrap_or(u32::MAX),
+            cas_retries: u32::try_from(cas).unwrap_or(u32::MAX),
+            price_factor,
+            gateway_id: self.gateway_id,
+        })
+    }
+}
+
+impl RouteRuleConfig {
+    fn compile(self) -> Result<RouteRule, String> {
+        let kind = match self.kind {
+            RouteKindConfig::AnthropicMessages => RouteKind::Billed(Route::AnthropicMessages),
+            RouteKindConfig::OpenaiChatCompletions => RouteKind::Billed(Route::OpenaiChatCompletions),
+            RouteKindConfig::Free => RouteKind::Free,
+            RouteKindConfig::ControlPlane => RouteKind::ControlPlane,
+        };
+        match (self.path, self.path_prefix) {
+            (Some(p), None) => Ok(RouteRule::exact(&self.method, &p, kind)),
+            (None, Some(p)) => Ok(RouteRule::prefix(&self.method, &p, kind)),
+            _ => Err(format!(
+                "route for {} must have exactly one of path and path_prefix",
+                self.method
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Settings, String> {
+        Settings::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn minimal_config_gets_contract_defaults() {
+        let s = parse(r#"{"internal_token":"t"}"#).unwrap();
+        assert_eq!(s.control_plane_cluster, "billing-control");
+        assert_eq!(s.control_plane_authority, "billing-control");
+        assert_eq!(s.sync_period, Duration::from_millis(250));
+        assert_eq!(s.flush_period, Duration::from_millis(500));
+        assert_eq!(s.tick_period(), Duration::from_millis(250));
+        assert_eq!(s.fail_mode, FailMode::Open);
+        assert_eq!(s.upstream_key, UpstreamKey::None);
+        assert_eq!(s.routes.len(), 6);
+        assert_eq!(s.price_factor, Decimal::new(70, 2));
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let err = parse(r#"{"internal_token":"t","sync_period":5}"#).unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn empty_internal_token_is_refused() {
+        assert!(parse(r#"{"internal_token":"  "}"#).unwrap_err().contains("internal_token"));
+    }
+
+    #[test]
+    fn both_upstream_key_sources_are_refused() {
+        let err = parse(r#"{"internal_token":"t","upstream_api_key":"k","upstream_api_key_header":"x-k"}"#)
+            .unwrap_err();
+        assert!(err.contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn upstream_key_header_cannot_be_a_caller_key_header() {
+        assert!(parse(r#"{"internal_token":"t","upstream_api_key_header":"X-Api-Key"}"#).is_err());
+        let s = parse(r#"{"internal_token":"t","upstream_api_key_header":"X-Operator-Key"}"#).unwrap();
+        assert_eq!(s.upstream_key, UpstreamKey::FromHeader("x-operator-key".into()));
+    }
+
+    #[test]
+    fn summary_never_contains_secrets() {
+        let s = parse(r#"{"internal_token":"sekrit-token","upstream_api_key":"sk-ant-secret"}"#).unwrap();
+        let line = s.summary();
+        assert!(!line.contains("sekrit") && !line.contains("sk-ant"), "{line}");
+    }
+
+    #[test]
+    fn out_of_range_periods_are_refused_with_the_field_name() {
+        let err = parse(r#"{"internal_token":"t","sync_period_ms":0}"#).unwrap_err();
+        assert!(err.contains("sync_period_ms"), "{err}");
+        let err = parse(r#"{"internal_token":"t","sync_period_ms":1000,"lease_ttl_ms":1500}"#).unwrap_err();
+        assert!(err.contains("lease_ttl_ms"), "{err}");
+    }
+
+    #[test]
+    fn fail_mode_closed_parses() {
+        let s = parse(r#"{"internal_token":"t","fail_mode":"closed"}"#).unwrap();
+        assert_eq!(s.fail_mode, FailMode::Closed);
+        assert!(parse(r#"{"internal_token":"t","fail_mode":"ajar"}"#).is_err());
+    }
+
+    #[test]
+    fn custom_routes_replace_the_defaults() {
+        let s = parse(
+            r#"{"internal_token":"t","routes":[
+                {"method":"POST","path":"/v1/messages","kind":"anthropic_messages"},
+                {"method":"GET","path_prefix":"/v1/models/","kind":"free"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.routes.len(), 2);
+        assert!(parse(r#"{"internal_token":"t","routes":[{"method":"GET","kind":"free"}]}"#).is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! One admitted billed request from admission to its debit. The response side is a small state
+//! machine whose only way to produce a [`Debit`] consumes the meter, so a request is debited at
+//! most once whichever callback gets there first (end of stream, or `on_log` after a cut); and
+//! only 2xx answers are metered at all.
+
+use chrono::{DateTime, Utc};
+use metering::wire::{Debit, Route};
+use metering::Metered;
+use uuid::Uuid;
+
+use crate::meter::ResponseMeter;
+
+/// Who and what was admitted; the fields every debit carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub debit_id: Uuid,
+    pub route: Route,
+    pub key_hash: String,
+    pub account_id: Uuid,
+    pub admitted_at: DateTime<Utc>,
+}
+
+enum Response {
+    /// No response headers yet.
+    Awaiting,
+    /// A 2xx answer whose body is being metered.
+    Metering {
+        status: u16,
+        meter: ResponseMeter,
+        upstream_request_id: Option<String>,
+    },
+    /// Not billed (non-2xx), or already debited.
+    Closed,
+}
+
+pub struct Exchange {
+    pub admission: Admission,
+    /// Set once the request body was read and the model found priced.
+    pub model_requested: Option<String>,
+    response: Response,
+}
+
+impl Exchange {
+    pub fn new(admission: Admission) -> Self {
+        Self {
+            admission,
+            model_requested: None,
+            response: Response::Awaiting,
+        }
+    }
+
+    /// Response headers arrived. Non-2xx answers are passed through and never billed.
+    pub fn on_response_headers(&mut self, status: u16, content_type: Option<&str>, upstream_request_id: Option<String>) {
+        if !matches!(self.response, Response::Awaiting) {
+            return;
+        }
+        self.response = if (200..300).contains(&status) && self.model_requested.is_some() {
+            Response::Metering {
+                status,
+                meter: ResponseMeter::for_response(self.admission.route, content_type),
+                upstream_request_id,
+            }
+        } else {
+            Response::Closed
+        };
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if let Response::Metering { meter, .. } = &mut self.response {
+            meter.feed(chunk);
+        }
+    }
+
+    pub fn is_metering(&self) -> bool {
+        matches!(self.response, Response::Metering { .. })
+    }
+
+    /// The response ended normally: the debit, once.
+    pub fn finish(&mut self, now: DateTime<Utc>) -> Option<Debit> {
+        match std::mem::replace(&mut self.response, Response::Closed) {
+            Response::Metering {
+                status,
+                meter,
+                upstream_request_id,
+            } => Some(self.debit(meter.finish(), status, upstream_request_id, now)),
+            other => {
+                self.response = other;
+                None
+            }
+        }
+    }
+
+    /// The stream ended without its end (caller gone, upstream reset): the partial debit, once.
+    /// Also closes an exchange still awaiting its response, so nothing is debited after it.
+    pub fn cut(&mut self, now: DateTime<Utc>) -> Option<Debit> {
+        match std::mem::replace(&mut self.response, Response::Closed) {
+            Response::Metering {
+                status,
+                meter,
+                upstream_request_id,
+            } => {
+                let metered = meter.cut();
+                Some(self.debit(metered, status, upstream_request_id, now))
+            }
+            _ => None,
+        }
+    }
+
+    fn debit(&self, metered: Metered, status: u16, upstream_request_id: Option<String>, now: DateTime<Utc>) -> Debit {
+        let a = &self.admission;
+        Debit {
+            debit_id: a.debit_id,
+            key_hash: a.key_hash.clone(),
+            account_id: a.account_id,
+            route: a.route,
+            model_requested: self.model_requested.clone().unwrap_or_default(),
+            model_served: metered.model,
+            usage: metered.usage,
+            partial: metered.partial,
+            output_estimated: metered.output_estimated,
+            admitted_at: a.admitted_at,
+            finished_at: Some(now),
+            upstream_request_id,
+            upstream_message_id: metered.message_id,
+            upstream_status: Some(status),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn exchange() -> Exchange {
+        let mut e = Exchange::new(Admission {
+            debit_id: Uuid::from_u128(5),
+            route: Route::AnthropicMessages,
+            key_hash: "h".into(),
+            account_id: Uuid::from_u128(6),
+            admitted_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+        });
+        e.model_requested = Some("claude-sonnet-4-5".into());
+        e
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_010, 0).unwrap()
+    }
+
+    const BODY: &[u8] = br#"{"id":"msg_9","model":"claude-sonnet-4-5-20250929","usage":{"input_tokens":3,"output_tokens":2}}"#;
+
+    #[test]
+    fn complete_response_is_debited_once_even_if_on_log_follows() {
+        let mut e = exchange();
+        e.on_response_headers(200, Some("application/json"), Some("req_1".into()));
+        e.feed(BODY);
+        let d = e.finish(now()).unwrap();
+        assert_eq!(d.debit_id, Uuid::from_u128(5));
+        assert_eq!(d.usage.input_tokens, 3);
+        assert!(!d.partial);
+        assert_eq!(d.upstream_request_id.as_deref(), Some("req_1"));
+        assert_eq!(d.upstream_message_id.as_deref(), Some("msg_9"));
+        assert_eq!(d.model_requested, "claude-sonnet-4-5");
+        assert!(e.cut(now()).is_none());
+        assert!(e.finish(now()).is_none());
+    }
+
+    #[test]
+    fn cut_stream_is_debited_as_partial_once() {
+        let mut e = exchange();
+        e.on_response_headers(200, Some("application/json"), None);
+        e.feed(&BODY[..40]);
+        let d = e.cut(now()).unwrap();
+        assert!(d.partial);
+        assert!(e.cut(now()).is_none());
+        assert!(e.finish(now()).is_none());
+    }
+
+    #[test]
+    fn non_2xx_answer_is_not_billed() {
+        for status in [400, 429, 500, 529] {
+            let mut e = exchange();
+            e.on_response_headers(status, Some("application/json"), None);
+            e.feed(br#"{"type":"error","error":{"type":"overloaded_error","message":"x"}}"#);
+            assert!(e.finish(now()).is_none(), "{status}");
+            assert!(e.cut(now()).is_none(), "{status}");
+        }
+    }
+
+    #[test]
+    fn no_response_at_all_is_not_billed() {
+        let mut e = exchange();
+        assert!(e.cut(now()).is_none());
+        e.on_response_headers(200, None, None);
+        assert!(e.finish(now()).is_none(), "closed by the cut");
+    }
+
+    #[test]
+    fn request_body_never_read_is_not_metered() {
+        let mut e = exchange();
+        e.model_requested = None;
+        e.on_response_headers(200, Some("application/json"), None);
+        assert!(!e.is_metering());
+    }
+}

@@ -1,0 +1,186 @@
+//! Every reason the gateway answers a request itself, with the HTTP status, Anthropic's error type
+//! and the body `{"type":"error","error":{"type":...,"message":...}}` the contract fixes.
+
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 403: the route is not offered by this gateway.
+    RouteNotOffered,
+    /// 401: neither `x-api-key` nor `Authorization: Bearer`.
+    MissingKey,
+    /// 401: both key headers, with different keys.
+    ConflictingKeys,
+    /// 401: not in our key format or a wrong checksum (decided without any network call).
+    MalformedKey,
+    /// 401: the control plane does not know the key.
+    UnknownKey,
+    /// 401: the key was revoked.
+    RevokedKey,
+    /// 401: the account is suspended.
+    SuspendedAccount,
+    /// 402: spendable balance <= 0.
+    NoCredit,
+    /// 400: the requested model has no price.
+    ModelNotPriced(String),
+    /// 400: the body's model cannot be read.
+    UnreadableBody(String),
+    /// 503: `fail_mode` closed and the control plane unreachable.
+    ControlPlaneUnavailable,
+    /// 503: the key is unknown and the control plane could not be asked.
+    LookupFailed,
+    /// 503: the debit buffer is full; serving would be unbillable.
+    DebitBufferFull,
+}
+
+impl Refusal {
+    pub fn status(&self) -> u32 {
+        match self {
+            Refusal::RouteNotOffered => 403,
+            Refusal::MissingKey
+            | Refusal::ConflictingKeys
+            | Refusal::MalformedKey
+            | Refusal::UnknownKey
+            | Refusal::RevokedKey
+            | Refusal::SuspendedAccount => 401,
+            Refusal::NoCredit => 402,
+            Refusal::ModelNotPriced(_) | Refusal::UnreadableBody(_) => 400,
+            Refusal::ControlPlaneUnavailable | Refusal::LookupFailed | Refusal::DebitBufferFull => 503,
+        }
+    }
+
+    /// Anthropic's error type for the status.
+    pub fn error_type(&self) -> &'static str {
+        match self.status() {
+            403 => "permission_error",
+            401 => "authentication_error",
+            402 => "billing_error",
+            400 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The metric label (`claudestore.refused.<reason>`): one counter per reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::RouteNotOffered => "route_not_offered",
+            Refusal::MissingKey => "missing_key",
+            Refusal::ConflictingKeys => "conflicting_keys",
+            Refusal::MalformedKey => "malformed_key",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::RevokedKey => "revoked_key",
+            Refusal::SuspendedAccount => "suspended_account",
+            Refusal::NoCredit => "no_credit",
+            Refusal::ModelNotPriced(_) => "model_not_priced",
+            Refusal::UnreadableBody(_) => "unreadable_body",
+            Refusal::ControlPlaneUnavailable => "control_plane_unavailable",
+            Refusal::LookupFailed => "lookup_failed",
+            Refusal::DebitBufferFull => "debit_buffer_full",
+        }
+    }
+
+    /// Every reason label, for defining the metrics up front.
+    pub const REASONS: [&'static str; 13] = [
+        "route_not_offered",
+        "missing_key",
+        "conflicting_keys",
+        "malformed_key",
+        "unknown_key",
+        "revoked_key",
+        "suspended_account",
+        "no_credit",
+        "model_not_priced",
+        "unreadable_body",
+        "control_plane_unavailable",
+        "lookup_failed",
+        "debit_buffer_full",
+    ];
+
+    /// A message a caller can act on. Never echoes the key.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::RouteNotOffered => "this route is not offered by the gateway".into(),
+            Refusal::MissingKey => "missing API key: send it in x-api-key or Authorization: Bearer".into(),
+            Refusal::ConflictingKeys => {
+                "x-api-key and Authorization: Bearer carry different keys; send one".into()
+            }
+            Refusal::MalformedKey | Refusal::UnknownKey => "invalid API key".into(),
+            Refusal::RevokedKey => "this API key has been revoked".into(),
+            Refusal::SuspendedAccount => "the account of this API key is suspended".into(),
+            Refusal::NoCredit => "your credit balance is too low; buy credits to continue".into(),
+            Refusal::ModelNotPriced(m) => format!("model {m} is not available on this gateway"),
+            Refusal::UnreadableBody(why) => format!("the request body could not be read: {why}"),
+            Refusal::ControlPlaneUnavailable => "billing is temporarily unavailable; retry shortly".into(),
+            Refusal::LookupFailed => "the API key could not be verified right now; retry shortly".into(),
+            Refusal::DebitBufferFull => "the gateway is temporarily overloaded; retry shortly".into(),
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        json!({"type": "error", "error": {"type": self.error_type(), "message": self.message()}})
+            .to_string()
+            .into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_anthropic_error_shape() {
+        let v: serde_json::Value = serde_json::from_slice(&Refusal::NoCredit.body()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "billing_error");
+        assert!(v["error"]["message"].as_str().unwrap().contains("credit"));
+    }
+
+    #[test]
+    fn statuses_and_types_follow_the_contract() {
+        let cases = [
+            (Refusal::RouteNotOffered, 403, "permission_error"),
+            (Refusal::MissingKey, 401, "authentication_error"),
+            (Refusal::ConflictingKeys, 401, "authentication_error"),
+            (Refusal::RevokedKey, 401, "authentication_error"),
+            (Refusal::SuspendedAccount, 401, "authentication_error"),
+            (Refusal::NoCredit, 402, "billing_error"),
+            (Refusal::ModelNotPriced("m".into()), 400, "invalid_request_error"),
+            (Refusal::UnreadableBody("x".into()), 400, "invalid_request_error"),
+            (Refusal::ControlPlaneUnavailable, 503, "api_error"),
+            (Refusal::LookupFailed, 503, "api_error"),
+            (Refusal::DebitBufferFull, 503, "api_error"),
+        ];
+        for (r, status, ty) in cases {
+            assert_eq!((r.status(), r.error_type()), (status, ty), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn every_reason_is_listed_for_metrics() {
+        let all = [
+            Refusal::RouteNotOffered,
+            Refusal::MissingKey,
+            Refusal::ConflictingKeys,
+            Refusal::MalformedKey,
+            Refusal::UnknownKey,
+            Refusal::RevokedKey,
+            Refusal::SuspendedAccount,
+            Refusal::NoCredit,
+            Refusal::ModelNotPriced(String::new()),
+            Refusal::UnreadableBody(String::new()),
+            Refusal::ControlPlaneUnavailable,
+            Refusal::LookupFailed,
+            Refusal::DebitBufferFull,
+        ];
+        for r in all {
+            assert!(Refusal::REASONS.contains(&r.reason()), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn model_name_is_escaped_in_the_json_body() {
+        let body = Refusal::ModelNotPriced("a\"}b".into()).body();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("a\"}b"));
+    }
+}

@@ -1,0 +1,266 @@
+//! What an admitted request looks like to the upstream: the caller's key headers gone, the
+//! operator's key set in the header the route expects, identity encoding asked for, no
+//! caller-provided `x-claudestore-*` header; and, once the body is read, the model checked against
+//! the price table and `stream_options.include_usage` injected into streaming OpenAI requests.
+
+use chrono::{DateTime, Utc};
+use metering::request::{RequestFields, RequestMeter};
+use metering::wire::Route;
+use metering::PriceTable;
+
+use crate::config::UpstreamKey;
+use crate::refusal::Refusal;
+use crate::route::RouteKind;
+
+/// The response header that tells the caller the debit id of the request.
+pub const REQUEST_ID_HEADER: &str = "x-claudestore-request-id";
+const OWN_HEADER_PREFIX: &str = "x-claudestore-";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    Remove(String),
+    Set(String, String),
+}
+
+/// The edits for an admitted request. `names` are the request's header names (lowercase, as
+/// Envoy gives them); `key_from_header` is the value of the configured operator-key header.
+pub fn upstream_header_edits(
+    route: RouteKind,
+    names: &[String],
+    upstream_key: &UpstreamKey,
+    key_from_header: Option<&str>,
+) -> Vec<HeaderEdit> {
+    let mut edits = Vec::new();
+    for name in names {
+        if name.starts_with(OWN_HEADER_PREFIX) && !edits.contains(&HeaderEdit::Remove(name.clone())) {
+            edits.push(HeaderEdit::Remove(name.clone()));
+        }
+    }
+    if route == RouteKind::ControlPlane {
+        // The control plane authenticates the caller's key itself: leave the key headers.
+        return edits;
+    }
+    edits.push(HeaderEdit::Remove("x-api-key".into()));
+    edits.push(HeaderEdit::Remove("authorization".into()));
+    edits.push(HeaderEdit::Set("accept-encoding".into(), "identity".into()));
+    let operator_key = match upstream_key {
+        UpstreamKey::None => None,
+        UpstreamKey::Inline(k) => Some(k.as_str()),
+        UpstreamKey::FromHeader(h) => {
+            edits.push(HeaderEdit::Remove(h.clone()));
+            key_from_header
+        }
+    };
+    let openai = route == RouteKind::Billed(Route::OpenaiChatCompletions);
+    if let Some(k) = operator_key.filter(|k| !k.is_empty()) {
+        if openai {
+            edits.push(HeaderEdit::Set("authorization".into(), format!("Bearer {k}")));
+        } else {
+            edits.push(HeaderEdit::Set("x-api-key".into(), k.to_owned()));
+        }
+    }
+    if openai {
+        // The body may grow by the stream_options injection after the headers have left.
+        edits.push(HeaderEdit::Remove("content-length".into()));
+    }
+    edits
+}
+
+/// What the body of an admitted billed request says, and the body to send instead if it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPlan {
+    pub model: String,
+    pub stream: bool,
+    pub new_body: Option<Vec<u8>>,
+}
+
+const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true}"#;
+
+/// Reads the whole request body: the model must be readable and priced at `at`.
+pub fn plan_request_body(
+    route: Route,
+    body: &[u8],
+    prices: &PriceTable,
+    at: DateTime<Utc>,
+) -> Result<RequestPlan, Refusal> {
+    let mut meter = RequestMeter::new();
+    meter.feed(body);
+    let fields = meter
+        .finish()
+        .map_err(|e| Refusal::UnreadableBody(e.to_string()))?;
+    let Some(model) = fields.model.clone() else {
+        return Err(Refusal::UnreadableBody("it has no model".into()));
+    };
+    if prices.resolve(&model, at).is_err() {
+        return Err(Refusal::ModelNotPriced(model));
+    }
+    let stream = fields.stream == Some(true);
+    let new_body = match route {
+        Route::OpenaiChatCompletions if stream => inject_include_usage(body, &fields),
+        _ => None,
+    };
+    Ok(RequestPlan {
+        model,
+        stream,
+        new_body,
+    })
+}
+
+/// Appends `"stream_options":{"include_usage":true}` as the root object's last member unless the
+/// request already asks for usage. A caller's own `stream_options` without it is overridden (the
+/// last member wins in the upstreams' parsers) - its other options are lost, usage is not.
+fn inject_include_usage(body: &[u8], fields: &RequestFields) -> Option<Vec<u8>> {
+    if fields.stream_options.is_some_and(|o| o.is_object && o.include_usage == Some(true)) {
+        return None;
+    }
+    let at = usize::try_from(fields.closing_brace?).ok()?;
+    let (head, tail) = (body.get(..at)?, body.get(at..)?);
+    let mut out = Vec::with_capacity(body.len() + INCLUDE_USAGE.len() + 1);
+    out.extend_from_slice(head);
+    if fields.members > 0 {
+        out.push(b',');
+    }
+    out.extend_from_slice(INCLUDE_USAGE);
+    out.extend_from_slice(tail);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn has_set(edits: &[HeaderEdit], name: &str, value: &str) -> bool {
+        edits.contains(&HeaderEdit::Set(name.into(), value.into()))
+    }
+
+    fn removes(edits: &[HeaderEdit], name: &str) -> bool {
+        edits.contains(&HeaderEdit::Remove(name.into()))
+    }
+
+    #[test]
+    fn anthropic_route_gets_the_operator_key_in_x_api_key() {
+        let key = UpstreamKey::Inline("sk-op".into());
+        let e = upstream_header_edits(RouteKind::Billed(Route::AnthropicMessages), &[], &key, None);
+        assert!(removes(&e, "authorization"));
+        assert!(has_set(&e, "x-api-key", "sk-op"));
+        assert!(has_set(&e, "accept-encoding", "identity"));
+        // The removal comes before the set, or the set would be undone.
+        let remove = e.iter().position(|x| *x == HeaderEdit::Remove("x-api-key".into()));
+        let set = e.iter().position(|x| matches!(x, HeaderEdit::Set(n, _) if n == "x-api-key"));
+        assert!(remove < set);
+    }
+
+    #[test]
+    fn openai_route_gets_the_operator_key_as_bearer_and_no_content_length() {
+        let key = UpstreamKey::Inline("sk-op".into());
+        let e = upstream_header_edits(RouteKind::Billed(Route::OpenaiChatCompletions), &[], &key, None);
+        assert!(removes(&e, "x-api-key"));
+        assert!(has_set(&e, "authorization", "Bearer sk-op"));
+        assert!(removes(&e, "content-length"));
+    }
+
+    #[test]
+    fn caller_own_headers_are_stripped_on_every_route() {
+        let n = names(&["x-claudestore-request-id", "x-claudestore-account", "x-other"]);
+        for route in [RouteKind::Free, RouteKind::ControlPlane] {
+            let e = upstream_header_edits(route, &n, &UpstreamKey::None, None);
+            assert!(removes(&e, "x-claudestore-request-id") && removes(&e, "x-claudestore-account"));
+            assert!(!removes(&e, "x-other"));
+        }
+    }
+
+    #[test]
+    fn control_plane_route_keeps_the_callers_key() {
+        let e = upstream_header_edits(RouteKind::ControlPlane, &[], &UpstreamKey::Inline("k".into()), None);
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn key_from_header_is_copied_and_its_header_removed() {
+        let key = UpstreamKey::FromHeader("x-op-key".into());
+        let e = upstream_header_edits(RouteKind::Free, &[], &key, Some("sk-from-envoy"));
+        assert!(removes(&e, "x-op-key"));
+        assert!(has_set(&e, "x-api-key", "sk-from-envoy"));
+    }
+
+    fn table() -> PriceTable {
+        PriceTable::default_table(metering::price::default_price_factor()).unwrap()
+    }
+
+    fn model() -> String {
+        table().entries()[0].model.clone()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn priced_model_after_a_large_messages_array_is_read() {
+        let big = "x".repeat(200_000);
+        let body = format!(r#"{{"messages":[{{"role":"user","content":"{big}"}}],"model":"{}"}}"#, model());
+        let plan = plan_request_body(Route::AnthropicMessages, body.as_bytes(), &table(), now()).unwrap();
+        assert_eq!(plan.model, model());
+        assert_eq!(plan.new_body, None);
+    }
+
+    #[test]
+    fn model_without_price_is_refused() {
+        let body = br#"{"model":"claude-imaginary-9","messages":[]}"#;
+        assert_eq!(
+            plan_request_body(Route::AnthropicMessages, body, &table(), now()),
+            Err(Refusal::ModelNotPriced("claude-imaginary-9".into()))
+        );
+    }
+
+    #[test]
+    fn unreadable_or_modelless_body_is_refused() {
+        for body in [&b"not json"[..], br#"{"messages":[]}"#, br#"{"model":7}"#, br#"{"model":"a""#, b""] {
+            assert!(
+                matches!(
+                    plan_request_body(Route::AnthropicMessages, body, &table(), now()),
+                    Err(Refusal::UnreadableBody(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn streaming_openai_request_gets_include_usage() {
+        let body = format!(r#"{{"model":"{}","stream":true,"messages":[]}}  "#, model());
+        let plan = plan_request_body(Route::OpenaiChatCompletions, body.as_bytes(), &table(), now()).unwrap();
+        let new: serde_json::Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
+        assert_eq!(new["stream_options"]["include_usage"], true);
+        assert_eq!(new["stream"], true);
+    }
+
+    #[test]
+    fn include_usage_false_is_overridden_and_true_is_left_alone() {
+        let m = model();
+        let body = format!(r#"{{"model":"{m}","stream":true,"stream_options":{{"include_usage":false}}}}"#);
+        let plan = plan_request_body(Route::OpenaiChatCompletions, body.as_bytes(), &table(), now()).unwrap();
+        let text = String::from_utf8(plan.new_body.unwrap()).unwrap();
+        assert!(text.ends_with(r#","stream_options":{"include_usage":true}}"#), "{text}");
+        let body = format!(r#"{{"model":"{m}","stream":true,"stream_options":{{"include_usage":true}}}}"#);
+        let plan = plan_request_body(Route::OpenaiChatCompletions, body.as_bytes(), &table(), now()).unwrap();
+        assert_eq!(plan.new_body, None);
+    }
+
+    #[test]
+    fn non_streaming_openai_and_streaming_anthropic_bodies_are_unchanged() {
+        let m = model();
+        let body = format!(r#"{{"model":"{m}","messages":[]}}"#);
+        let plan = plan_request_body(Route::OpenaiChatCompletions, body.as_bytes(), &table(), now()).unwrap();
+        assert_eq!(plan.new_body, None);
+        let body = format!(r#"{{"model":"{m}","stream":true}}"#);
+        let plan = plan_request_body(Route::AnthropicMessages, body.as_bytes(), &table(), now()).unwrap();
+        assert!(plan.stream && plan.new_body.is_none());
+    }
+}

@@ -1,0 +1,358 @@
+//! What the filter keeps in Envoy shared data, in a compact fixed binary format (no JSON on the
+//! request path), and the arithmetic of an account's spendable balance.
+//!
+//! * `cs.k.<key hash>` -> [`KeyEntry`]: the key's account and status at a sync version.
+//! * `cs.a.<account id>` -> [`AccountEntry`]: the balance of the last snapshot applied, plus the
+//!   local spend that snapshot does not include yet.
+//!
+//! Local spend moves through two stages. A finalised debit adds its locally priced amount to
+//! `unacked`. When the control plane acknowledges it with version `v`, the amount moves to the
+//! group of `v` (or vanishes when a snapshot at or above `v` is already applied). Applying a
+//! snapshot at version `V` drops every group `<= V`, because that snapshot's balance includes
+//! those debits. So a debit is subtracted exactly once at every instant: first locally, then by
+//! the snapshot, never both for longer than an in-flight acknowledgement, never neither.
+
+use metering::wire::{AccountStatus, KeyStatus};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+/// Format tag: the first byte of every value, so a future layout can be told apart.
+const FORMAT_V1: u8 = 1;
+/// Acknowledged groups kept per account; past it the two oldest merge (see [`AccountEntry::ack`]).
+pub const MAX_ACK_GROUPS: usize = 16;
+
+pub fn key_entry_name(key_hash: &str) -> String {
+    format!("cs.k.{key_hash}")
+}
+
+pub fn account_entry_name(account: &Uuid) -> String {
+    format!("cs.a.{}", account.as_simple())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub key_id: Uuid,
+    pub account_id: Uuid,
+    pub status: KeyStatus,
+    pub version: u64,
+}
+
+/// A little-endian reader over a value; every read is bounds-checked.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.bytes.split_first_chunk::<N>()?;
+        self.bytes = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|[b]| b)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take::<8>().map(u64::from_le_bytes)
+    }
+    fn uuid(&mut self) -> Option<Uuid> {
+        self.take::<16>().map(Uuid::from_bytes)
+    }
+    fn decimal(&mut self) -> Option<Decimal> {
+        self.take::<16>().map(Decimal::deserialize)
+    }
+    fn done(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+fn key_status_byte(s: KeyStatus) -> u8 {
+    match s {
+        KeyStatus::Active => 1,
+        KeyStatus::Revoked => 2,
+    }
+}
+
+fn account_status_byte(s: AccountStatus) -> u8 {
+    match s {
+        AccountStatus::Active => 1,
+        AccountStatus::Suspended => 2,
+    }
+}
+
+impl KeyEntry {
+    pub const ENCODED_LEN: usize = 1 + 1 + 16 + 16 + 8;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
+        out.push(FORMAT_V1);
+        out.push(key_status_byte(self.status));
+        out.extend_from_slice(self.key_id.as_bytes());
+        out.extend_from_slice(self.account_id.as_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out
+    }
+
+    /// `None` for anything that is not a value this module wrote.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader { bytes };
+        if r.u8()? != FORMAT_V1 {
+            return None;
+        }
+        let status = match r.u8()? {
+            1 => KeyStatus::Active,
+            2 => KeyStatus::Revoked,
+            _ => return None,
+        };
+        let entry = Self {
+            status,
+            key_id: r.uuid()?,
+            account_id: r.uuid()?,
+            version: r.u64()?,
+        };
+        r.done().then_some(entry)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEntry {
+    pub status: AccountStatus,
+    /// The version of the last snapshot (or lookup) whose balance was applied.
+    pub snapshot_version: u64,
+    /// Credits at `snapshot_version`, including every debit acknowledged at or below it.
+    pub balance: Decimal,
+    /// Local spend finalised here and not yet acknowledged by the control plane.
+    pub unacked: Decimal,
+    /// Acknowledged local spend by ack version, each above `snapshot_version`, ascending.
+    pub acked: Vec<(u64, Decimal)>,
+}
+
+impl AccountEntry {
+    pub fn new(status: AccountStatus, balance: Decimal, version: u64) -> Self {
+        Self {
+            status,
+            snapshot_version: version,
+            balance,
+            unacked: Decimal::ZERO,
+            acked: Vec::new(),
+        }
+    }
+
+    /// Snapshot balance minus the local spend no applied snapshot includes yet.
+    pub fn spendable(&self) -> Decimal {
+        self.acked
+            .iter()
+            .fold(self.balance - self.unacked, |acc, (_, amount)| acc - *amount)
+    }
+
+    /// Applies an account row of a snapshot (or lookup) at `version`. An older row than the one
+    /// applied is ignored: versions only move forward. Returns whether anything changed.
+    pub fn apply_snapshot(&mut self, status: AccountStatus, balance: Decimal, version: u64) -> bool {
+        if version < self.snapshot_version {
+            return false;
+        }
+        let changed = version != self.snapshot_version || balance != self.balance || status != self.status;
+        self.status = status;
+        self.balance = balance;
+        self.snapshot_version = version;
+        let before = self.acked.len();
+        self.acked.retain(|(v, _)| *v > version);
+        changed || before != self.acked.len()
+    }
+
+    /// A debit finalised on this Envoy: spent at once for every worker.
+    pub fn add_unacked(&mut self, amount: Decimal) {
+        self.unacked += amount.max(Decimal::ZERO);
+    }
+
+    /// The control plane recorded a debit of `amount` at `version`.
+    pub fn ack(&mut self, amount: Decimal, version: u64) {
+        let amount = amount.max(Decimal::ZERO);
+        self.unacked = (self.unacked - amount).max(Decimal::ZERO);
+        if version <= self.snapshot_version {
+            // The applied snapshot already includes it.
+            return;
+        }
+        match self.acked.binary_search_by_key(&version, |(v, _)| *v) {
+            Ok(i) => {
+                if let Some((_, a)) = self.acked.get_mut(i) {
+                    *a += amount;
+                }
+            }
+            Err(i) => self.acked.insert(i, (version, amount)),
+        }
+        if self.acked.len() > MAX_ACK_GROUPS {
+            // Merge the oldest group into the next one: it then waits for a later snapshot, so
+            // the spend is counted a little longer (never dropped early).
+            let (_, oldest) = self.acked.remove(0);
+            if let Some((_, next)) = self.acked.first_mut() {
+                *next += oldest;
+            }
+        }
+    }
+
+    /// The control plane will never record this debit (rejected or conflicting): stop counting it.
+    pub fn forget_unacked(&mut self, amount: Decimal) {
+        self.unacked = (self.unacked - amount.max(Decimal::ZERO)).max(Decimal::ZERO);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 1 + 8 + 16 + 16 + 1 + self.acked.len() * 24);
+        out.push(FORMAT_V1);
+        out.push(account_status_byte(self.status));
+        out.extend_from_slice(&self.snapshot_version.to_le_bytes());
+        out.extend_from_slice(&self.balance.serialize());
+        out.extend_from_slice(&self.unacked.serialize());
+        out.push(u8::try_from(self.acked.len()).unwrap_or(u8::MAX));
+        for (v, a) in self.acked.iter().take(usize::from(u8::MAX)) {
+            out.extend_from_slice(&v.to_le_bytes());
+            out.extend_from_slice(&a.serialize());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader { bytes };
+        if r.u8()? != FORMAT_V1 {
+            return None;
+        }
+        let status = match r.u8()? {
+            1 => AccountStatus::Active,
+            2 => AccountStatus::Suspended,
+            _ => return None,
+        };
+        let snapshot_version = r.u64()?;
+        let balance = r.decimal()?;
+        let unacked = r.decimal()?;
+        let n = r.u8()?;
+        let mut acked = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            acked.push((r.u64()?, r.decimal()?));
+        }
+        r.done().then_some(Self {
+            status,
+            snapshot_version,
+            balance,
+            unacked,
+            acked,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn account(balance: &str, version: u64) -> AccountEntry {
+        AccountEntry::new(AccountStatus::Active, d(balance), version)
+    }
+
+    #[test]
+    fn key_entry_round_trips() {
+        let e = KeyEntry {
+            key_id: Uuid::from_u128(7),
+            account_id: Uuid::from_u128(0xabc),
+            status: KeyStatus::Revoked,
+            version: u64::MAX - 3,
+        };
+        let bytes = e.encode();
+        assert_eq!(bytes.len(), KeyEntry::ENCODED_LEN);
+        assert_eq!(KeyEntry::decode(&bytes), Some(e));
+    }
+
+    #[test]
+    fn account_entry_round_trips_with_groups() {
+        let mut a = account("12.345678901234", 10);
+        a.add_unacked(d("0.5"));
+        a.ack(d("0.25"), 12);
+        a.ack(d("0.125"), 11);
+        a.status = AccountStatus::Suspended;
+        assert_eq!(AccountEntry::decode(&a.encode()), Some(a));
+    }
+
+    #[test]
+    fn truncated_trailing_or_foreign_bytes_do_not_decode() {
+        let bytes = account("1", 1).encode();
+        for cut in 0..bytes.len() {
+            assert_eq!(AccountEntry::decode(bytes.get(..cut).unwrap()), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(AccountEntry::decode(&longer), None);
+        let mut foreign = bytes;
+        foreign[0] = 9;
+        assert_eq!(AccountEntry::decode(&foreign), None);
+        assert_eq!(KeyEntry::decode(b"{\"json\":true}"), None);
+    }
+
+    #[test]
+    fn unacked_spend_reduces_spendable_at_once() {
+        let mut a = account("10", 5);
+        a.add_unacked(d("3.5"));
+        assert_eq!(a.spendable(), d("6.5"));
+    }
+
+    #[test]
+    fn ack_moves_spend_to_its_version_until_a_snapshot_includes_it() {
+        let mut a = account("10", 5);
+        a.add_unacked(d("3"));
+        a.ack(d("3"), 8);
+        assert_eq!(a.unacked, Decimal::ZERO);
+        assert_eq!(a.spendable(), d("7"), "still counted after the ack");
+        // A snapshot at 7 does not include the debit recorded at 8.
+        a.apply_snapshot(AccountStatus::Active, d("10"), 7);
+        assert_eq!(a.spendable(), d("7"));
+        // The snapshot at 8 does: its balance already has the debit, the local amount goes.
+        a.apply_snapshot(AccountStatus::Active, d("7"), 8);
+        assert_eq!(a.spendable(), d("7"));
+        assert!(a.acked.is_empty());
+    }
+
+    #[test]
+    fn ack_below_the_applied_snapshot_drops_the_amount() {
+        let mut a = account("10", 5);
+        a.add_unacked(d("2"));
+        // The leader applied a snapshot at 9 (balance with the debit) before the ack arrived.
+        a.apply_snapshot(AccountStatus::Active, d("8"), 9);
+        assert_eq!(a.spendable(), d("6"), "counted twice only while the ack is in flight");
+        a.ack(d("2"), 9);
+        assert_eq!(a.spendable(), d("8"));
+    }
+
+    #[test]
+    fn older_snapshot_rows_are_ignored() {
+        let mut a = account("10", 5);
+        assert!(!a.apply_snapshot(AccountStatus::Suspended, d("99"), 4));
+        assert_eq!((a.balance, a.status), (d("10"), AccountStatus::Active));
+    }
+
+    #[test]
+    fn group_overflow_merges_the_oldest_into_the_next_version() {
+        let mut a = account("100", 0);
+        let n = MAX_ACK_GROUPS as u64 + 1;
+        for v in 1..=n {
+            a.add_unacked(d("1"));
+            a.ack(d("1"), v);
+        }
+        assert_eq!(a.acked.len(), MAX_ACK_GROUPS);
+        assert_eq!(a.acked[0], (2, d("2")));
+        assert_eq!(a.spendable(), d("100") - Decimal::from(n));
+        // A snapshot at 1 cannot drop the merged amount (it waits for 2).
+        a.apply_snapshot(AccountStatus::Active, d("99"), 1);
+        assert_eq!(a.acked[0], (2, d("2")));
+    }
+
+    #[test]
+    fn forgetting_a_rejected_debit_restores_spendable() {
+        let mut a = account("10", 1);
+        a.add_unacked(d("4"));
+        a.forget_unacked(d("4"));
+        assert_eq!(a.spendable(), d("10"));
+        a.forget_unacked(d("1"));
+        assert_eq!(a.unacked, Decimal::ZERO, "never negative");
+    }
+}

@@ -1,0 +1,315 @@
+//! Snapshot synchronisation: which worker pulls (a lease in shared data), what it asks for, and how
+//! a page is applied to the key and account entries every worker reads.
+//!
+//! * `cs.lease` -> [`Lease`]: the worker that syncs for this Envoy until `expires_ms`; it renews
+//!   on every tick, any worker takes it over once it expires (a worker that died or drains).
+//! * `cs.sync` -> [`SyncStatus`]: the version every applied change is at, the last time the
+//!   control plane answered, and a counter that moves when the price table changes.
+//! * `cs.prices` -> the price table as the snapshot sent it (JSON, read only when it changed).
+//!
+//! The version moves only after the last page of a snapshot: a worker that takes over mid-way
+//! starts again from the same `since`, and applying a row twice is harmless (versions only move
+//! forward).
+
+use metering::wire::{Prices, Snapshot};
+
+use crate::balances::{apply_account, apply_key};
+use crate::store::{update, Change, SharedStore, UpdateError};
+
+pub const LEASE_KEY: &str = "cs.lease";
+pub const STATUS_KEY: &str = "cs.sync";
+pub const PRICES_KEY: &str = "cs.prices";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: u64,
+    pub expires_ms: u64,
+}
+
+impl Lease {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&self.owner.to_le_bytes());
+        out.extend_from_slice(&self.expires_ms.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (owner, rest) = bytes.split_first_chunk::<8>()?;
+        let expires: [u8; 8] = rest.try_into().ok()?;
+        Some(Self {
+            owner: u64::from_le_bytes(*owner),
+            expires_ms: u64::from_le_bytes(expires),
+        })
+    }
+}
+
+/// The lease to write when `me` should lead now: it is free, expired, or already mine.
+pub fn next_lease(current: Option<Lease>, me: u64, now_ms: u64, ttl_ms: u64) -> Option<Lease> {
+    match current {
+        Some(l) if l.owner != me && l.expires_ms > now_ms => None,
+        _ => Some(Lease {
+            owner: me,
+            expires_ms: now_ms.saturating_add(ttl_ms),
+        }),
+    }
+}
+
+/// Takes or renews the lease; true when this worker leads until the next tick.
+pub fn hold_lease<S: SharedStore + ?Sized>(store: &S, me: u64, now_ms: u64, ttl_ms: u64, attempts: u32) -> bool {
+    update(store, LEASE_KEY, attempts, |v| {
+        match next_lease(v.and_then(Lease::decode), me, now_ms, ttl_ms) {
+            Some(lease) => Change::Write(lease.encode(), true),
+            None => Change::Keep(false),
+        }
+    })
+    .unwrap_or(false)
+}
+
+/// Gives the lease up at once (drain), so another worker need not wait for it to expire.
+pub fn release_lease<S: SharedStore + ?Sized>(store: &S, me: u64, attempts: u32) {
+    let _ = update(store, LEASE_KEY, attempts, |v| match v.and_then(Lease::decode) {
+        Some(l) if l.owner == me => Change::Write(Lease { owner: me, expires_ms: 0 }.encode(), ()),
+        _ => Change::Keep(()),
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStatus {
+    /// Every change committed at or below it is applied.
+    pub version: u64,
+    /// When the control plane last answered a snapshot request (host clock, ms).
+    pub last_ok_ms: u64,
+    /// Moves each time `cs.prices` is written.
+    pub prices_seq: u64,
+}
+
+impl SyncStatus {
+    fn encode(&self) -> Vec<u8> {
+        [self.version, self.last_ok_ms, self.prices_seq]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (a, rest) = bytes.split_first_chunk::<8>()?;
+        let (b, rest) = rest.split_first_chunk::<8>()?;
+        let c: [u8; 8] = rest.try_into().ok()?;
+        Some(Self {
+            version: u64::from_le_bytes(*a),
+            last_ok_ms: u64::from_le_bytes(*b),
+            prices_seq: u64::from_le_bytes(c),
+        })
+    }
+
+    pub fn read<S: SharedStore + ?Sized>(store: &S) -> Self {
+        store.get(STATUS_KEY).0.as_deref().and_then(Self::decode).unwrap_or_default()
+    }
+
+    /// True when no snapshot answer arrived within `stale_after_ms` (or never).
+    pub fn is_stale(&self, now_ms: u64, stale_after_ms: u64) -> bool {
+        self.last_ok_ms == 0 || now_ms.saturating_sub(self.last_ok_ms) > stale_after_ms
+    }
+}
+
+/// `GET /internal/v1/snapshot?...` for the next page: no `since` on the first sync (a full one).
+pub fn snapshot_path(since: u64, cursor: Option<&str>, limit: u32) -> String {
+    let mut path = format!("/internal/v1/snapshot?limit={limit}");
+    if since > 0 {
+        path.push_str(&format!("&since={since}"));
+    }
+    if let Some(c) = cursor {
+        path.push_str("&cursor=");
+        path.push_str(&percent_encode(c));
+    }
+    path
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub keys_changed: usize,
+    pub accounts_changed: usize,
+    pub prices_changed: bool,
+    /// The last page: the sync version moved to the snapshot's.
+    pub complete: bool,
+    /// Rows that could not be written (CAS contention): the page must be fetched again.
+    pub failures: Vec<UpdateError>,
+}
+
+/// Applies one page. On the last page (and only if every row was written) the sync version moves
+/// to the snapshot's version; `last_ok_ms` moves on every page that arrived.
+pub fn apply_page<S: SharedStore + ?Sized>(store: &S, page: &Snapshot, now_ms: u64, attempts: u32) -> PageOutcome {
+    let mut out = PageOutcome::default();
+    for key in &page.keys {
+        match apply_key(store, key, attempts) {
+            Ok(changed) => out.keys_changed += usize::from(changed),
+            Err(e) => out.failures.push(e),
+        }
+    }
+    for account in &page.accounts {
+        match apply_account(store, account, page.version, attempts) {
+            Ok(changed) => out.accounts_changed += usize::from(changed),
+            Err(e) => out.failures.push(e),
+        }
+    }
+    if let Some(prices) = &page.prices {
+        out.prices_changed = store_prices(store, prices);
+    }
+    out.complete = page.next_cursor.is_none() && out.failures.is_empty();
+    let complete = out.complete;
+    let prices_changed = out.prices_changed;
+    let _ = update(store, STATUS_KEY, attempts, |v| {
+        let mut status = v.and_then(SyncStatus::decode).unwrap_or_default();
+        status.last_ok_ms = now_ms;
+        if complete {
+            status.version = status.version.max(page.version);
+        }
+        if prices_changed {
+            status.prices_seq = status.prices_seq.wrapping_add(1);
+        }
+        Change::Write(status.encode(), ())
+    });
+    out
+}
+
+/// Writes the price table when it differs from the stored one.
+fn store_prices<S: SharedStore + ?Sized>(store: &S, prices: &Prices) -> bool {
+    let Ok(json) = serde_json::to_vec(prices) else {
+        return false;
+    };
+    if store.get(PRICES_KEY).0.as_deref() == Some(json.as_slice()) {
+        return false;
+    }
+    store.set(PRICES_KEY, &json, None).is_ok()
+}
+
+/// The price table stored by the leader, if any.
+pub fn read_prices<S: SharedStore + ?Sized>(store: &S) -> Option<Prices> {
+    serde_json::from_slice(&store.get(PRICES_KEY).0?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balances::{read_account, read_key};
+    use crate::store::MemoryStore;
+    use metering::wire::{AccountState, AccountStatus, KeyState, KeyStatus};
+    use rust_decimal::Decimal;
+    use uuid::Uuid;
+
+    #[test]
+    fn free_or_expired_lease_is_taken_and_a_live_one_is_respected() {
+        assert_eq!(next_lease(None, 1, 100, 50), Some(Lease { owner: 1, expires_ms: 150 }));
+        let held = Lease { owner: 2, expires_ms: 200 };
+        assert_eq!(next_lease(Some(held), 1, 199, 50), None);
+        assert_eq!(next_lease(Some(held), 1, 200, 50), Some(Lease { owner: 1, expires_ms: 250 }));
+        assert_eq!(next_lease(Some(held), 2, 150, 50), Some(Lease { owner: 2, expires_ms: 200 }));
+    }
+
+    #[test]
+    fn only_one_worker_leads_and_a_released_lease_passes_on() {
+        let s = MemoryStore::default();
+        assert!(hold_lease(&s, 1, 0, 1000, 4));
+        assert!(!hold_lease(&s, 2, 10, 1000, 4));
+        assert!(hold_lease(&s, 1, 20, 1000, 4), "renewal");
+        release_lease(&s, 1, 4);
+        assert!(hold_lease(&s, 2, 30, 1000, 4));
+    }
+
+    #[test]
+    fn first_sync_asks_for_a_full_snapshot_and_cursor_is_encoded() {
+        assert_eq!(snapshot_path(0, None, 500), "/internal/v1/snapshot?limit=500");
+        assert_eq!(
+            snapshot_path(42, Some("a b&c=d"), 10),
+            "/internal/v1/snapshot?limit=10&since=42&cursor=a%20b%26c%3Dd"
+        );
+    }
+
+    #[test]
+    fn never_synced_or_old_answer_is_stale() {
+        assert!(SyncStatus::default().is_stale(10, 5000));
+        let s = SyncStatus { version: 1, last_ok_ms: 1000, prices_seq: 0 };
+        assert!(!s.is_stale(6000, 5000));
+        assert!(s.is_stale(6001, 5000));
+    }
+
+    fn page(version: u64, cursor: Option<&str>, balance: i64, status: KeyStatus) -> Snapshot {
+        Snapshot {
+            protocol: 1,
+            version,
+            full: false,
+            keys: vec![KeyState {
+                key_hash: "h".into(),
+                key_id: Uuid::from_u128(1),
+                account_id: Uuid::from_u128(2),
+                status,
+                version,
+            }],
+            accounts: vec![AccountState {
+                account_id: Uuid::from_u128(2),
+                status: AccountStatus::Active,
+                balance: Decimal::from(balance),
+                version,
+            }],
+            prices: None,
+            next_cursor: cursor.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn version_moves_only_after_the_last_page() {
+        let s = MemoryStore::default();
+        let out = apply_page(&s, &page(7, Some("c1"), 10, KeyStatus::Active), 100, 4);
+        assert!(!out.complete);
+        assert_eq!(SyncStatus::read(&s).version, 0);
+        assert_eq!(SyncStatus::read(&s).last_ok_ms, 100);
+        let out = apply_page(&s, &page(7, None, 10, KeyStatus::Active), 200, 4);
+        assert!(out.complete);
+        assert_eq!(SyncStatus::read(&s).version, 7);
+    }
+
+    #[test]
+    fn revocation_and_top_up_in_a_delta_reach_the_entries() {
+        let s = MemoryStore::default();
+        apply_page(&s, &page(7, None, 10, KeyStatus::Active), 100, 4);
+        apply_page(&s, &page(9, None, 50, KeyStatus::Revoked), 200, 4);
+        assert_eq!(read_key(&s, "h").unwrap().status, KeyStatus::Revoked);
+        assert_eq!(read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(), Decimal::from(50));
+    }
+
+    #[test]
+    fn contention_keeps_the_version_so_the_page_is_fetched_again() {
+        let s = MemoryStore::default();
+        s.interfere.set(10);
+        let out = apply_page(&s, &page(7, None, 10, KeyStatus::Active), 100, 2);
+        assert!(!out.complete && !out.failures.is_empty());
+        assert_eq!(SyncStatus::read(&s).version, 0);
+    }
+
+    #[test]
+    fn price_changes_move_the_sequence_once() {
+        let s = MemoryStore::default();
+        let mut p = page(7, None, 10, KeyStatus::Active);
+        p.prices = Some(Prices {
+            factor: Decimal::new(70, 2),
+            entries: vec![],
+        });
+        assert!(apply_page(&s, &p, 1, 4).prices_changed);
+        assert!(!apply_page(&s, &p, 2, 4).prices_changed);
+        assert_eq!(SyncStatus::read(&s).prices_seq, 1);
+        assert_eq!(read_prices(&s).unwrap().factor, Decimal::new(70, 2));
+    }
+}

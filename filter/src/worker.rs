@@ -1,0 +1,269 @@
+//! The state one worker's contexts share (one VM per worker, single-threaded): the debit buffer,
+//! the negative cache, the price table in use, and the count of billed requests being served.
+//! The root context owns it; HTTP contexts reach it through an `Rc<RefCell<_>>` and never keep a
+//! borrow across callbacks.
+
+use std::rc::Rc;
+
+use metering::wire::Debit;
+use metering::PriceTable;
+use rust_decimal::Decimal;
+
+use crate::admission::GatewayState;
+use crate::balances::{ack_spend, add_spend, forget_spend};
+use crate::config::Settings;
+use crate::debits::{DebitBuffer, PendingDebit, Settlement};
+use crate::negcache::NegativeCache;
+use crate::store::{SharedStore, UpdateError};
+use crate::sync::{read_prices, SyncStatus};
+
+pub struct Worker {
+    pub settings: Rc<Settings>,
+    pub debits: DebitBuffer,
+    pub negative: NegativeCache,
+    /// Billed requests admitted and not yet finalised: they reserve room in the debit buffer.
+    pub in_flight: usize,
+    pub prices: Rc<PriceTable>,
+    prices_seq: Option<u64>,
+}
+
+/// What recording a debit did, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub local_amount: Decimal,
+    pub served_model_unpriced: bool,
+    pub spend_error: Option<UpdateError>,
+}
+
+impl Worker {
+    pub fn new(settings: Rc<Settings>, fallback_prices: PriceTable) -> Self {
+        Self {
+            debits: DebitBuffer::new(
+                duration_ms(settings.flush_period),
+                duration_ms(settings.flush_backoff_max),
+            ),
+            negative: NegativeCache::new(settings.negative_cache_size, duration_ms(settings.negative_cache_ttl)),
+            in_flight: 0,
+            prices: Rc::new(fallback_prices),
+            prices_seq: None,
+            settings,
+        }
+    }
+
+    pub fn gateway_state(&self, status: &SyncStatus, now_ms: u64) -> GatewayState {
+        GatewayState {
+            fail_mode: self.settings.fail_mode,
+            control_plane_stale: status.is_stale(now_ms, duration_ms(self.settings.stale_after)),
+            debit_buffer_full: self.debits.len().saturating_add(self.in_flight) >= self.settings.debit_buffer_max,
+        }
+    }
+
+    /// Adopts the leader's price table when it changed. An unusable table is logged and the
+    /// current one kept.
+    pub fn refresh_prices<S: SharedStore + ?Sized>(&mut self, store: &S, status: &SyncStatus) -> Result<bool, String> {
+        if self.prices_seq == Some(status.prices_seq) || status.prices_seq == 0 {
+            return Ok(false);
+        }
+        self.prices_seq = Some(status.prices_seq);
+        let Some(prices) = read_prices(store) else {
+            return Err("the synced price table cannot be read".into());
+        };
+        let table = PriceTable::new(prices.entries, prices.factor).map_err(|e| e.to_string())?;
+        self.prices = Rc::new(table);
+        Ok(true)
+    }
+
+    /// A request's debit: priced locally, spent on the account for every worker at once, and
+    /// queued for the control plane. Never fails to queue: the debit is what counts.
+    pub fn record_debit<S: SharedStore + ?Sized>(&mut self, store: &S, debit: Debit) -> Recorded {
+        let priced = metering::cost(
+            &self.prices,
+            &debit.usage,
+            &debit.model_requested,
+            debit.model_served.as_deref(),
+            debit.admitted_at,
+        );
+        let (local_amount, served_model_unpriced) = match priced {
+            Ok(c) => (c.credits, c.served_model_unpriced),
+            // The control plane prices it exactly; locally it is only spent later, by the snapshot.
+            Err(_) => (Decimal::ZERO, false),
+        };
+        let spend_error = add_spend(store, &debit.account_id, local_amount, self.settings.cas_retries).err();
+        self.debits.push(PendingDebit { debit, local_amount });
+        Recorded {
+            local_amount,
+            served_model_unpriced,
+            spend_error,
+        }
+    }
+
+    /// Applies the control plane's answers to the shared account entries.
+    pub fn settle<S: SharedStore + ?Sized>(&self, store: &S, settlements: &[Settlement]) -> Vec<UpdateError> {
+        let attempts = self.settings.cas_retries;
+        settlements
+            .iter()
+            .filter_map(|s| match s {
+                Settlement::Acked {
+                    account,
+                    amount,
+                    version,
+                } => ack_spend(store, account, *amount, *version, attempts).err(),
+                Settlement::Dropped { account, amount, .. } => forget_spend(store, account, *amount, attempts).err(),
+            })
+            .collect()
+    }
+}
+
+pub fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balances::{apply_account, read_account};
+    use crate::store::MemoryStore;
+    use chrono::{TimeZone, Utc};
+    use metering::wire::{AccountState, AccountStatus, DebitAck, DebitOutcome, DebitResult, Route};
+    use metering::Usage;
+    use uuid::Uuid;
+
+    fn worker(json: &str) -> Worker {
+        let settings = Rc::new(Settings::from_json(json.as_bytes()).unwrap());
+        Worker::new(settings, PriceTable::default_table(Decimal::new(70, 2)).unwrap())
+    }
+
+    fn debit(model: &str) -> Debit {
+        Debit {
+            debit_id: Uuid::from_u128(1),
+            key_hash: "h".into(),
+            account_id: Uuid::from_u128(2),
+            route: Route::AnthropicMessages,
+            model_requested: model.into(),
+            model_served: None,
+            usage: Usage {
+                input_tokens: 1_000_000,
+                ..Usage::default()
+            },
+            partial: false,
+            output_estimated: false,
+            admitted_at: Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
+            finished_at: None,
+            upstream_request_id: None,
+            upstream_message_id: None,
+            upstream_status: Some(200),
+        }
+    }
+
+    fn seed(store: &MemoryStore, balance: i64) {
+        let a = AccountState {
+            account_id: Uuid::from_u128(2),
+            status: AccountStatus::Active,
+            balance: Decimal::from(balance),
+            version: 1,
+        };
+        apply_account(store, &a, 1, 4).unwrap();
+    }
+
+    #[test]
+    fn recorded_debit_is_spent_locally_and_queued() {
+        let s = MemoryStore::default();
+        seed(&s, 1_000_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let model = w.prices.entries()[0].model.clone();
+        let r = w.record_debit(&s, debit(&model));
+        assert!(r.local_amount > Decimal::ZERO);
+        assert_eq!(r.spend_error, None);
+        assert_eq!(w.debits.len(), 1);
+        let spendable = read_account(&s, &Uuid::from_u128(2)).unwrap().spendable();
+        assert_eq!(spendable, Decimal::from(1_000_000) - r.local_amount);
+    }
+
+    #[test]
+    fn unpriceable_debit_is_still_queued() {
+        let s = MemoryStore::default();
+        seed(&s, 10);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let r = w.record_debit(&s, debit("claude-imaginary"));
+        assert_eq!(r.local_amount, Decimal::ZERO);
+        assert_eq!(w.debits.len(), 1);
+    }
+
+    #[test]
+    fn acknowledged_then_snapshotted_debit_is_counted_once() {
+        let s = MemoryStore::default();
+        seed(&s, 100);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let model = w.prices.entries()[0].model.clone();
+        let amount = w.record_debit(&s, debit(&model)).local_amount;
+        w.debits.start_batch(10, None).unwrap();
+        let ack = DebitAck {
+            protocol: 1,
+            results: vec![DebitResult {
+                debit_id: Uuid::from_u128(1),
+                outcome: DebitOutcome::Applied,
+                version: 5,
+                credits: Some(amount),
+                error: None,
+            }],
+        };
+        let (settlements, _) = w.debits.batch_acked(&ack, 0);
+        assert!(w.settle(&s, &settlements).is_empty());
+        let expected = Decimal::from(100) - amount;
+        assert_eq!(read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(), expected);
+        let a = AccountState {
+            account_id: Uuid::from_u128(2),
+            status: AccountStatus::Active,
+            balance: expected,
+            version: 5,
+        };
+        apply_account(&s, &a, 5, 4).unwrap();
+        assert_eq!(read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(), expected);
+    }
+
+    #[test]
+    fn buffer_bound_counts_requests_in_flight() {
+        let w = {
+            let mut w = worker(r#"{"internal_token":"t","debit_buffer_max":2}"#);
+            w.in_flight = 1;
+            w
+        };
+        let status = SyncStatus {
+            version: 1,
+            last_ok_ms: 100,
+            prices_seq: 0,
+        };
+        assert!(!w.gateway_state(&status, 100).debit_buffer_full);
+        let mut w = w;
+        w.in_flight = 2;
+        assert!(w.gateway_state(&status, 100).debit_buffer_full);
+    }
+
+    #[test]
+    fn synced_price_table_replaces_the_fallback_once() {
+        let s = MemoryStore::default();
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let entries = w.prices.entries().iter().take(1).cloned().collect::<Vec<_>>();
+        let mut page = metering::wire::Snapshot {
+            protocol: 1,
+            version: 3,
+            full: true,
+            keys: vec![],
+            accounts: vec![],
+            prices: Some(metering::wire::Prices {
+                factor: Decimal::new(50, 2),
+                entries,
+            }),
+            next_cursor: None,
+        };
+        crate::sync::apply_page(&s, &page, 10, 4);
+        let status = SyncStatus::read(&s);
+        assert_eq!(w.refresh_prices(&s, &status), Ok(true));
+        assert_eq!(w.prices.factor(), Decimal::new(50, 2));
+        assert_eq!(w.prices.entries().len(), 1);
+        assert_eq!(w.refresh_prices(&s, &status), Ok(false));
+        page.prices = None;
+        crate::sync::apply_page(&s, &page, 20, 4);
+        assert_eq!(w.refresh_prices(&s, &SyncStatus::read(&s)), Ok(false));
+    }
+}
