@@ -82,6 +82,10 @@ impl JsonSink for RequestSink {
     }
 
     fn value(&mut self, path: Path<'_>, value: Value<'_>) {
+        // Fields stay as they were at the first error, wherever the chunk it came in ends.
+        if self.error.is_some() {
+            return;
+        }
         let fields = &mut self.fields;
         match path.depth() {
             0 if value != Value::Object => {
@@ -127,7 +131,7 @@ impl JsonSink for RequestSink {
     }
 
     fn close(&mut self, path: Path<'_>, container: Container, offset: u64) {
-        if path.depth() == 0 && container == Container::Object {
+        if self.error.is_none() && path.depth() == 0 && container == Container::Object {
             self.fields.closing_brace = Some(offset);
         }
     }
@@ -155,7 +159,7 @@ impl RequestMeter {
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.sink.error.is_none() {
             if let Err(e) = self.scanner.feed(chunk, &mut self.sink) {
-                self.sink.error = Some(RequestError::Json(e));
+                self.sink.error.get_or_insert(RequestError::Json(e));
             }
         }
     }
