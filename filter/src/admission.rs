@@ -17,7 +17,10 @@ use crate::state::{AccountEntry, KeyEntry};
 
 /// The caller's key from `x-api-key` or `Authorization: Bearer`. Another authorization scheme is
 /// not a key (and is removed before the upstream all the same).
-pub fn extract_key<'a>(x_api_key: Option<&'a str>, authorization: Option<&'a str>) -> Result<&'a str, Refusal> {
+pub fn extract_key<'a>(
+    x_api_key: Option<&'a str>,
+    authorization: Option<&'a str>,
+) -> Result<&'a str, Refusal> {
     let from_header = x_api_key.map(str::trim).filter(|k| !k.is_empty());
     let from_bearer = authorization.and_then(bearer_token);
     match (from_header, from_bearer) {
@@ -125,7 +128,10 @@ mod tests {
     #[test]
     fn no_key_or_non_bearer_authorization_is_missing() {
         assert_eq!(extract_key(None, None), Err(Refusal::MissingKey));
-        assert_eq!(extract_key(Some("  "), Some("Basic abc")), Err(Refusal::MissingKey));
+        assert_eq!(
+            extract_key(Some("  "), Some("Basic abc")),
+            Err(Refusal::MissingKey)
+        );
         assert_eq!(extract_key(None, Some("Bearer")), Err(Refusal::MissingKey));
     }
 
@@ -160,8 +166,14 @@ mod tests {
 
     #[test]
     fn full_debit_buffer_refuses_billed_routes_only() {
-        assert_eq!(gateway_ready(BILLED, gw(FailMode::Open, false, true)), Err(Refusal::DebitBufferFull));
-        assert_eq!(gateway_ready(RouteKind::Free, gw(FailMode::Open, false, true)), Ok(()));
+        assert_eq!(
+            gateway_ready(BILLED, gw(FailMode::Open, false, true)),
+            Err(Refusal::DebitBufferFull)
+        );
+        assert_eq!(
+            gateway_ready(RouteKind::Free, gw(FailMode::Open, false, true)),
+            Ok(())
+        );
     }
 
     fn entries(key_status: KeyStatus, status: AccountStatus, balance: i64) -> (KeyEntry, AccountEntry) {
@@ -185,7 +197,10 @@ mod tests {
         let (k, a) = entries(KeyStatus::Revoked, AccountStatus::Active, 5);
         assert_eq!(admit_known(RouteKind::Free, &k, &a), Err(Refusal::RevokedKey));
         let (k, a) = entries(KeyStatus::Active, AccountStatus::Suspended, 5);
-        assert_eq!(admit_known(RouteKind::Free, &k, &a), Err(Refusal::SuspendedAccount));
+        assert_eq!(
+            admit_known(RouteKind::Free, &k, &a),
+            Err(Refusal::SuspendedAccount)
+        );
     }
 
     #[test]

@@ -9,7 +9,11 @@ use crate::state::{account_entry_name, key_entry_name, AccountEntry, KeyEntry};
 use crate::store::{update, Change, SharedStore, UpdateError};
 
 pub fn read_key<S: SharedStore + ?Sized>(store: &S, key_hash: &str) -> Option<KeyEntry> {
-    store.get(&key_entry_name(key_hash)).0.as_deref().and_then(KeyEntry::decode)
+    store
+        .get(&key_entry_name(key_hash))
+        .0
+        .as_deref()
+        .and_then(KeyEntry::decode)
 }
 
 pub fn read_account<S: SharedStore + ?Sized>(store: &S, account: &Uuid) -> Option<AccountEntry> {
@@ -21,19 +25,26 @@ pub fn read_account<S: SharedStore + ?Sized>(store: &S, account: &Uuid) -> Optio
 }
 
 /// Stores a key row unless a newer version is already stored.
-pub fn apply_key<S: SharedStore + ?Sized>(store: &S, key: &KeyState, attempts: u32) -> Result<bool, UpdateError> {
+pub fn apply_key<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &KeyState,
+    attempts: u32,
+) -> Result<bool, UpdateError> {
     let entry = KeyEntry {
         key_id: key.key_id,
         account_id: key.account_id,
         status: key.status,
         version: key.version,
     };
-    update(store, &key_entry_name(&key.key_hash), attempts, |current| {
-        match current.and_then(KeyEntry::decode) {
+    update(
+        store,
+        &key_entry_name(&key.key_hash),
+        attempts,
+        |current| match current.and_then(KeyEntry::decode) {
             Some(old) if old.version > entry.version || old == entry => Change::Keep(false),
             _ => Change::Write(entry.encode(), true),
-        }
-    })
+        },
+    )
 }
 
 /// Applies an account row at `version` (the snapshot's version when higher than the row's own:
@@ -45,8 +56,11 @@ pub fn apply_account<S: SharedStore + ?Sized>(
     attempts: u32,
 ) -> Result<bool, UpdateError> {
     let version = version.max(account.version);
-    update(store, &account_entry_name(&account.account_id), attempts, |current| {
-        match current.and_then(AccountEntry::decode) {
+    update(
+        store,
+        &account_entry_name(&account.account_id),
+        attempts,
+        |current| match current.and_then(AccountEntry::decode) {
             Some(mut entry) => {
                 if entry.apply_snapshot(account.status, account.balance, version) {
                     Change::Write(entry.encode(), true)
@@ -54,9 +68,12 @@ pub fn apply_account<S: SharedStore + ?Sized>(
                     Change::Keep(false)
                 }
             }
-            None => Change::Write(AccountEntry::new(account.status, account.balance, version).encode(), true),
-        }
-    })
+            None => Change::Write(
+                AccountEntry::new(account.status, account.balance, version).encode(),
+                true,
+            ),
+        },
+    )
 }
 
 /// Modifies an existing account entry; a missing or unreadable entry is left alone (`Ok(false)`).
@@ -66,15 +83,18 @@ fn modify<S: SharedStore + ?Sized>(
     attempts: u32,
     f: impl Fn(&mut AccountEntry),
 ) -> Result<bool, UpdateError> {
-    update(store, &account_entry_name(account), attempts, |current| {
-        match current.and_then(AccountEntry::decode) {
+    update(
+        store,
+        &account_entry_name(account),
+        attempts,
+        |current| match current.and_then(AccountEntry::decode) {
             Some(mut entry) => {
                 f(&mut entry);
                 Change::Write(entry.encode(), true)
             }
             None => Change::Keep(false),
-        }
-    })
+        },
+    )
 }
 
 /// A finalised debit's local amount: spent for every worker at once.

@@ -142,8 +142,16 @@ fn default_cas_retries() -> u32 {
 fn default_routes() -> Vec<RouteRule> {
     let rule = |method: &str, path: &str, kind| RouteRule::exact(method, path, kind);
     vec![
-        rule("POST", "/v1/messages", RouteKind::Billed(Route::AnthropicMessages)),
-        rule("POST", "/v1/chat/completions", RouteKind::Billed(Route::OpenaiChatCompletions)),
+        rule(
+            "POST",
+            "/v1/messages",
+            RouteKind::Billed(Route::AnthropicMessages),
+        ),
+        rule(
+            "POST",
+            "/v1/chat/completions",
+            RouteKind::Billed(Route::OpenaiChatCompletions),
+        ),
         rule("POST", "/v1/messages/count_tokens", RouteKind::Free),
         rule("GET", "/v1/models", RouteKind::Free),
         rule("GET", "/v1/me", RouteKind::ControlPlane),
@@ -275,25 +283,49 @@ impl PluginConfig {
         };
         let sync = in_range("sync_period_ms", self.sync_period_ms, 10, 60_000)?;
         let flush = in_range("flush_period_ms", self.flush_period_ms, 10, 60_000)?;
-        let backoff = in_range("flush_backoff_max_ms", self.flush_backoff_max_ms, flush, 3_600_000)?;
+        let backoff = in_range(
+            "flush_backoff_max_ms",
+            self.flush_backoff_max_ms,
+            flush,
+            3_600_000,
+        )?;
         let stale = in_range("stale_after_ms", self.stale_after_ms, sync, 3_600_000)?;
         // The lease must outlive a sync period, or leadership flaps between workers.
         let lease = in_range("lease_ttl_ms", self.lease_ttl_ms, sync.saturating_mul(2), 600_000)?;
         let buffer = in_range("debit_buffer_max", self.debit_buffer_max as u64, 1, 10_000_000)?;
         let batch = in_range("debit_batch_max", self.debit_batch_max as u64, 1, 10_000)?;
-        let neg_size = in_range("negative_cache_size", self.negative_cache_size as u64, 0, 1_000_000)?;
+        let neg_size = in_range(
+            "negative_cache_size",
+            self.negative_cache_size as u64,
+            0,
+            1_000_000,
+        )?;
         let neg_ttl = in_range("negative_cache_ttl_ms", self.negative_cache_ttl_ms, 0, 600_000)?;
         let lookup = in_range("lookup_timeout_ms", self.lookup_timeout_ms, 1, 60_000)?;
         let call = in_range("call_timeout_ms", self.call_timeout_ms, 1, 600_000)?;
-        let page = in_range("snapshot_page_limit", u64::from(self.snapshot_page_limit), 1, 10_000)?;
+        let page = in_range(
+            "snapshot_page_limit",
+            u64::from(self.snapshot_page_limit),
+            1,
+            10_000,
+        )?;
         let cas = in_range("cas_retries", u64::from(self.cas_retries), 1, 1_000)?;
-        let price_factor = self.price_factor.unwrap_or_else(metering::price::default_price_factor);
+        let price_factor = self
+            .price_factor
+            .unwrap_or_else(metering::price::default_price_factor);
         if price_factor <= Decimal::ZERO || price_factor > Decimal::from(10) {
-            return Err(format!("price_factor {price_factor} must be above 0 and at most 10"));
+            return Err(format!(
+                "price_factor {price_factor} must be above 0 and at most 10"
+            ));
         }
         let routes = match self.routes {
             None => RouteTable::new(default_routes())?,
-            Some(rules) => RouteTable::new(rules.into_iter().map(RouteRuleConfig::compile).collect::<Result<_, _>>()?)?,
+            Some(rules) => RouteTable::new(
+                rules
+                    .into_iter()
+                    .map(RouteRuleConfig::compile)
+                    .collect::<Result<_, _>>()?,
+            )?,
         };
         let authority = self
             .control_plane_authority
@@ -374,7 +406,9 @@ mod tests {
 
     #[test]
     fn empty_internal_token_is_refused() {
-        assert!(parse(r#"{"internal_token":"  "}"#).unwrap_err().contains("internal_token"));
+        assert!(parse(r#"{"internal_token":"  "}"#)
+            .unwrap_err()
+            .contains("internal_token"));
     }
 
     #[test]

@@ -118,7 +118,10 @@ impl DebitBuffer {
         self.requeue_sending();
         self.failures = self.failures.saturating_add(1);
         let shift = self.failures.saturating_sub(1).min(20);
-        let delay = self.base_ms.saturating_mul(1u64 << shift).min(self.max_backoff_ms);
+        let delay = self
+            .base_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.max_backoff_ms);
         self.next_attempt_ms = now_ms.saturating_add(delay);
         n
     }

@@ -26,7 +26,7 @@ enum Response {
     /// A 2xx answer whose body is being metered.
     Metering {
         status: u16,
-        meter: ResponseMeter,
+        meter: Box<ResponseMeter>,
         upstream_request_id: Option<String>,
     },
     /// Not billed (non-2xx), or already debited.
@@ -50,14 +50,19 @@ impl Exchange {
     }
 
     /// Response headers arrived. Non-2xx answers are passed through and never billed.
-    pub fn on_response_headers(&mut self, status: u16, content_type: Option<&str>, upstream_request_id: Option<String>) {
+    pub fn on_response_headers(
+        &mut self,
+        status: u16,
+        content_type: Option<&str>,
+        upstream_request_id: Option<String>,
+    ) {
         if !matches!(self.response, Response::Awaiting) {
             return;
         }
         self.response = if (200..300).contains(&status) && self.model_requested.is_some() {
             Response::Metering {
                 status,
-                meter: ResponseMeter::for_response(self.admission.route, content_type),
+                meter: Box::new(ResponseMeter::for_response(self.admission.route, content_type)),
                 upstream_request_id,
             }
         } else {
@@ -106,7 +111,13 @@ impl Exchange {
         }
     }
 
-    fn debit(&self, metered: Metered, status: u16, upstream_request_id: Option<String>, now: DateTime<Utc>) -> Debit {
+    fn debit(
+        &self,
+        metered: Metered,
+        status: u16,
+        upstream_request_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Debit {
         let a = &self.admission;
         Debit {
             debit_id: a.debit_id,

@@ -110,7 +110,10 @@ pub fn plan_request_body(
 /// request already asks for usage. A caller's own `stream_options` without it is overridden (the
 /// last member wins in the upstreams' parsers) - its other options are lost, usage is not.
 fn inject_include_usage(body: &[u8], fields: &RequestFields) -> Option<Vec<u8>> {
-    if fields.stream_options.is_some_and(|o| o.is_object && o.include_usage == Some(true)) {
+    if fields
+        .stream_options
+        .is_some_and(|o| o.is_object && o.include_usage == Some(true))
+    {
         return None;
     }
     let at = usize::try_from(fields.closing_brace?).ok()?;
@@ -150,8 +153,12 @@ mod tests {
         assert!(has_set(&e, "x-api-key", "sk-op"));
         assert!(has_set(&e, "accept-encoding", "identity"));
         // The removal comes before the set, or the set would be undone.
-        let remove = e.iter().position(|x| *x == HeaderEdit::Remove("x-api-key".into()));
-        let set = e.iter().position(|x| matches!(x, HeaderEdit::Set(n, _) if n == "x-api-key"));
+        let remove = e
+            .iter()
+            .position(|x| *x == HeaderEdit::Remove("x-api-key".into()));
+        let set = e
+            .iter()
+            .position(|x| matches!(x, HeaderEdit::Set(n, _) if n == "x-api-key"));
         assert!(remove < set);
     }
 
@@ -176,7 +183,12 @@ mod tests {
 
     #[test]
     fn control_plane_route_keeps_the_callers_key() {
-        let e = upstream_header_edits(RouteKind::ControlPlane, &[], &UpstreamKey::Inline("k".into()), None);
+        let e = upstream_header_edits(
+            RouteKind::ControlPlane,
+            &[],
+            &UpstreamKey::Inline("k".into()),
+            None,
+        );
         assert!(e.is_empty());
     }
 
@@ -203,7 +215,10 @@ mod tests {
     #[test]
     fn priced_model_after_a_large_messages_array_is_read() {
         let big = "x".repeat(200_000);
-        let body = format!(r#"{{"messages":[{{"role":"user","content":"{big}"}}],"model":"{}"}}"#, model());
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":"{big}"}}],"model":"{}"}}"#,
+            model()
+        );
         let plan = plan_request_body(Route::AnthropicMessages, body.as_bytes(), &table(), now()).unwrap();
         assert_eq!(plan.model, model());
         assert_eq!(plan.new_body, None);
@@ -220,7 +235,13 @@ mod tests {
 
     #[test]
     fn unreadable_or_modelless_body_is_refused() {
-        for body in [&b"not json"[..], br#"{"messages":[]}"#, br#"{"model":7}"#, br#"{"model":"a""#, b""] {
+        for body in [
+            &b"not json"[..],
+            br#"{"messages":[]}"#,
+            br#"{"model":7}"#,
+            br#"{"model":"a""#,
+            b"",
+        ] {
             assert!(
                 matches!(
                     plan_request_body(Route::AnthropicMessages, body, &table(), now()),
@@ -247,7 +268,10 @@ mod tests {
         let body = format!(r#"{{"model":"{m}","stream":true,"stream_options":{{"include_usage":false}}}}"#);
         let plan = plan_request_body(Route::OpenaiChatCompletions, body.as_bytes(), &table(), now()).unwrap();
         let text = String::from_utf8(plan.new_body.unwrap()).unwrap();
-        assert!(text.ends_with(r#","stream_options":{"include_usage":true}}"#), "{text}");
+        assert!(
+            text.ends_with(r#","stream_options":{"include_usage":true}}"#),
+            "{text}"
+        );
         let body = format!(r#"{{"model":"{m}","stream":true,"stream_options":{{"include_usage":true}}}}"#);
         let plan = plan_request_body(Route::OpenaiChatCompletions, body.as_bytes(), &table(), now()).unwrap();
         assert_eq!(plan.new_body, None);

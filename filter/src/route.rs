@@ -78,7 +78,11 @@ impl RouteTable {
             if !r.path_str().starts_with('/') {
                 return Err(format!("route path {:?} must start with /", r.path_str()));
             }
-            if rules.iter().take(i).any(|o| o.method == r.method && o.path == r.path) {
+            if rules
+                .iter()
+                .take(i)
+                .any(|o| o.method == r.method && o.path == r.path)
+            {
                 return Err(format!("route {} {} is listed twice", r.method, r.path_str()));
             }
         }
@@ -97,7 +101,10 @@ impl RouteTable {
     /// `None` when the route is not offered.
     pub fn classify(&self, method: &str, path: &str) -> Option<RouteKind> {
         let path = path_only(path);
-        self.rules.iter().find(|r| r.matches(method, path)).map(|r| r.kind)
+        self.rules
+            .iter()
+            .find(|r| r.matches(method, path))
+            .map(|r| r.kind)
     }
 }
 
@@ -119,7 +126,10 @@ mod tests {
     #[test]
     fn messages_and_chat_completions_are_billed() {
         let t = table();
-        assert_eq!(t.classify("POST", "/v1/messages"), Some(RouteKind::Billed(Route::AnthropicMessages)));
+        assert_eq!(
+            t.classify("POST", "/v1/messages"),
+            Some(RouteKind::Billed(Route::AnthropicMessages))
+        );
         assert_eq!(
             t.classify("POST", "/v1/chat/completions"),
             Some(RouteKind::Billed(Route::OpenaiChatCompletions))
@@ -137,7 +147,10 @@ mod tests {
     #[test]
     fn count_tokens_and_models_are_free() {
         let t = table();
-        assert_eq!(t.classify("POST", "/v1/messages/count_tokens"), Some(RouteKind::Free));
+        assert_eq!(
+            t.classify("POST", "/v1/messages/count_tokens"),
+            Some(RouteKind::Free)
+        );
         assert_eq!(t.classify("GET", "/v1/models"), Some(RouteKind::Free));
     }
 
@@ -145,7 +158,10 @@ mod tests {
     fn me_routes_belong_to_the_control_plane() {
         let t = table();
         assert_eq!(t.classify("GET", "/v1/me"), Some(RouteKind::ControlPlane));
-        assert_eq!(t.classify("GET", "/v1/me/usage?limit=5"), Some(RouteKind::ControlPlane));
+        assert_eq!(
+            t.classify("GET", "/v1/me/usage?limit=5"),
+            Some(RouteKind::ControlPlane)
+        );
     }
 
     #[test]

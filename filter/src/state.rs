@@ -278,7 +278,11 @@ mod tests {
     fn truncated_trailing_or_foreign_bytes_do_not_decode() {
         let bytes = account("1", 1).encode();
         for cut in 0..bytes.len() {
-            assert_eq!(AccountEntry::decode(bytes.get(..cut).unwrap()), None, "cut at {cut}");
+            assert_eq!(
+                AccountEntry::decode(bytes.get(..cut).unwrap()),
+                None,
+                "cut at {cut}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
@@ -318,7 +322,11 @@ mod tests {
         a.add_unacked(d("2"));
         // The leader applied a snapshot at 9 (balance with the debit) before the ack arrived.
         a.apply_snapshot(AccountStatus::Active, d("8"), 9);
-        assert_eq!(a.spendable(), d("6"), "counted twice only while the ack is in flight");
+        assert_eq!(
+            a.spendable(),
+            d("6"),
+            "counted twice only while the ack is in flight"
+        );
         a.ack(d("2"), 9);
         assert_eq!(a.spendable(), d("8"));
     }

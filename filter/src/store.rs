@@ -31,15 +31,23 @@ pub enum Change<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpdateError {
     /// Every attempt met a concurrent writer.
-    Contended { key: String, attempts: u32 },
-    Failed { key: String },
+    Contended {
+        key: String,
+        attempts: u32,
+    },
+    Failed {
+        key: String,
+    },
 }
 
 impl std::fmt::Display for UpdateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpdateError::Contended { key, attempts } => {
-                write!(f, "shared data {key}: {attempts} compare-and-swap attempts all conflicted")
+                write!(
+                    f,
+                    "shared data {key}: {attempts} compare-and-swap attempts all conflicted"
+                )
             }
             UpdateError::Failed { key } => write!(f, "shared data {key}: the host refused the write"),
         }

@@ -56,7 +56,13 @@ pub fn next_lease(current: Option<Lease>, me: u64, now_ms: u64, ttl_ms: u64) -> 
 }
 
 /// Takes or renews the lease; true when this worker leads until the next tick.
-pub fn hold_lease<S: SharedStore + ?Sized>(store: &S, me: u64, now_ms: u64, ttl_ms: u64, attempts: u32) -> bool {
+pub fn hold_lease<S: SharedStore + ?Sized>(
+    store: &S,
+    me: u64,
+    now_ms: u64,
+    ttl_ms: u64,
+    attempts: u32,
+) -> bool {
     update(store, LEASE_KEY, attempts, |v| {
         match next_lease(v.and_then(Lease::decode), me, now_ms, ttl_ms) {
             Some(lease) => Change::Write(lease.encode(), true),
@@ -69,7 +75,14 @@ pub fn hold_lease<S: SharedStore + ?Sized>(store: &S, me: u64, now_ms: u64, ttl_
 /// Gives the lease up at once (drain), so another worker need not wait for it to expire.
 pub fn release_lease<S: SharedStore + ?Sized>(store: &S, me: u64, attempts: u32) {
     let _ = update(store, LEASE_KEY, attempts, |v| match v.and_then(Lease::decode) {
-        Some(l) if l.owner == me => Change::Write(Lease { owner: me, expires_ms: 0 }.encode(), ()),
+        Some(l) if l.owner == me => Change::Write(
+            Lease {
+                owner: me,
+                expires_ms: 0,
+            }
+            .encode(),
+            (),
+        ),
         _ => Change::Keep(()),
     });
 }
@@ -104,7 +117,12 @@ impl SyncStatus {
     }
 
     pub fn read<S: SharedStore + ?Sized>(store: &S) -> Self {
-        store.get(STATUS_KEY).0.as_deref().and_then(Self::decode).unwrap_or_default()
+        store
+            .get(STATUS_KEY)
+            .0
+            .as_deref()
+            .and_then(Self::decode)
+            .unwrap_or_default()
     }
 
     /// True when no snapshot answer arrived within `stale_after_ms` (or never).
@@ -151,7 +169,12 @@ pub struct PageOutcome {
 
 /// Applies one page. On the last page (and only if every row was written) the sync version moves
 /// to the snapshot's version; `last_ok_ms` moves on every page that arrived.
-pub fn apply_page<S: SharedStore + ?Sized>(store: &S, page: &Snapshot, now_ms: u64, attempts: u32) -> PageOutcome {
+pub fn apply_page<S: SharedStore + ?Sized>(
+    store: &S,
+    page: &Snapshot,
+    now_ms: u64,
+    attempts: u32,
+) -> PageOutcome {
     let mut out = PageOutcome::default();
     for key in &page.keys {
         match apply_key(store, key, attempts) {
@@ -212,11 +235,32 @@ mod tests {
 
     #[test]
     fn free_or_expired_lease_is_taken_and_a_live_one_is_respected() {
-        assert_eq!(next_lease(None, 1, 100, 50), Some(Lease { owner: 1, expires_ms: 150 }));
-        let held = Lease { owner: 2, expires_ms: 200 };
+        assert_eq!(
+            next_lease(None, 1, 100, 50),
+            Some(Lease {
+                owner: 1,
+                expires_ms: 150
+            })
+        );
+        let held = Lease {
+            owner: 2,
+            expires_ms: 200,
+        };
         assert_eq!(next_lease(Some(held), 1, 199, 50), None);
-        assert_eq!(next_lease(Some(held), 1, 200, 50), Some(Lease { owner: 1, expires_ms: 250 }));
-        assert_eq!(next_lease(Some(held), 2, 150, 50), Some(Lease { owner: 2, expires_ms: 200 }));
+        assert_eq!(
+            next_lease(Some(held), 1, 200, 50),
+            Some(Lease {
+                owner: 1,
+                expires_ms: 250
+            })
+        );
+        assert_eq!(
+            next_lease(Some(held), 2, 150, 50),
+            Some(Lease {
+                owner: 2,
+                expires_ms: 200
+            })
+        );
     }
 
     #[test]
@@ -241,7 +285,11 @@ mod tests {
     #[test]
     fn never_synced_or_old_answer_is_stale() {
         assert!(SyncStatus::default().is_stale(10, 5000));
-        let s = SyncStatus { version: 1, last_ok_ms: 1000, prices_seq: 0 };
+        let s = SyncStatus {
+            version: 1,
+            last_ok_ms: 1000,
+            prices_seq: 0,
+        };
         assert!(!s.is_stale(6000, 5000));
         assert!(s.is_stale(6001, 5000));
     }
@@ -287,7 +335,10 @@ mod tests {
         apply_page(&s, &page(7, None, 10, KeyStatus::Active), 100, 4);
         apply_page(&s, &page(9, None, 50, KeyStatus::Revoked), 200, 4);
         assert_eq!(read_key(&s, "h").unwrap().status, KeyStatus::Revoked);
-        assert_eq!(read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(), Decimal::from(50));
+        assert_eq!(
+            read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(),
+            Decimal::from(50)
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ impl Worker {
                 duration_ms(settings.flush_period),
                 duration_ms(settings.flush_backoff_max),
             ),
-            negative: NegativeCache::new(settings.negative_cache_size, duration_ms(settings.negative_cache_ttl)),
+            negative: NegativeCache::new(
+                settings.negative_cache_size,
+                duration_ms(settings.negative_cache_ttl),
+            ),
             in_flight: 0,
             prices: Rc::new(fallback_prices),
             prices_seq: None,
@@ -54,13 +57,18 @@ impl Worker {
         GatewayState {
             fail_mode: self.settings.fail_mode,
             control_plane_stale: status.is_stale(now_ms, duration_ms(self.settings.stale_after)),
-            debit_buffer_full: self.debits.len().saturating_add(self.in_flight) >= self.settings.debit_buffer_max,
+            debit_buffer_full: self.debits.len().saturating_add(self.in_flight)
+                >= self.settings.debit_buffer_max,
         }
     }
 
     /// Adopts the leader's price table when it changed. An unusable table is logged and the
     /// current one kept.
-    pub fn refresh_prices<S: SharedStore + ?Sized>(&mut self, store: &S, status: &SyncStatus) -> Result<bool, String> {
+    pub fn refresh_prices<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        status: &SyncStatus,
+    ) -> Result<bool, String> {
         if self.prices_seq == Some(status.prices_seq) || status.prices_seq == 0 {
             return Ok(false);
         }
@@ -108,7 +116,9 @@ impl Worker {
                     amount,
                     version,
                 } => ack_spend(store, account, *amount, *version, attempts).err(),
-                Settlement::Dropped { account, amount, .. } => forget_spend(store, account, *amount, attempts).err(),
+                Settlement::Dropped { account, amount, .. } => {
+                    forget_spend(store, account, *amount, attempts).err()
+                }
             })
             .collect()
     }
@@ -210,7 +220,10 @@ mod tests {
         let (settlements, _) = w.debits.batch_acked(&ack, 0);
         assert!(w.settle(&s, &settlements).is_empty());
         let expected = Decimal::from(100) - amount;
-        assert_eq!(read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(), expected);
+        assert_eq!(
+            read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(),
+            expected
+        );
         let a = AccountState {
             account_id: Uuid::from_u128(2),
             status: AccountStatus::Active,
@@ -218,7 +231,10 @@ mod tests {
             version: 5,
         };
         apply_account(&s, &a, 5, 4).unwrap();
-        assert_eq!(read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(), expected);
+        assert_eq!(
+            read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(),
+            expected
+        );
     }
 
     #[test]

@@ -1,0 +1,442 @@
+//! The HTTP context: carries out the decisions of `admission`, `rewrite` and `exchange` for one
+//! request. It decides nothing itself.
+//!
+//! Request: headers are decided at once when the key is known (`Continue`), or paused for one
+//! lookup call and resumed in its callback. A billed request's body is held (`Pause` per chunk)
+//! until its end, so the model check happens before the upstream receives any body byte.
+//! Response: every chunk is metered as it passes (`Continue`); the debit is finalised at the end
+//! of the stream, or in `on_log` when the stream was cut.
+
+use metering::apikey;
+use metering::wire::{KeyLookup, KeyLookupResult, PROTOCOL_VERSION};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use uuid::Uuid;
+
+use crate::admission::{admit_known, extract_key, gateway_ready, well_formed_key};
+use crate::balances::{apply_account, apply_key, read_account, read_key};
+use crate::config::UpstreamKey;
+use crate::exchange::{Admission, Exchange};
+use crate::host::{self, Call, HostStore};
+use crate::refusal::Refusal;
+use crate::rewrite::{plan_request_body, upstream_header_edits, HeaderEdit, REQUEST_ID_HEADER};
+use crate::root::Shared;
+use crate::route::RouteKind;
+use crate::sync::SyncStatus;
+
+/// A request waiting for the answer to its key lookup.
+struct AwaitingLookup {
+    token: u32,
+    route: RouteKind,
+    key_hash: String,
+}
+
+pub struct BillingHttp {
+    shared: Option<Shared>,
+    lookup: Option<AwaitingLookup>,
+    exchange: Option<Exchange>,
+    /// True while this request holds a place in the debit buffer's bound.
+    in_flight: bool,
+    /// The request body is being held until its end (billed routes).
+    holding_body: bool,
+    refused: bool,
+}
+
+impl BillingHttp {
+    pub fn new(shared: Option<Shared>) -> Self {
+        Self {
+            shared,
+            lookup: None,
+            exchange: None,
+            in_flight: false,
+            holding_body: false,
+            refused: false,
+        }
+    }
+
+    fn refuse(&mut self, shared: Option<&Shared>, refusal: Refusal) -> Action {
+        if let Some(s) = shared {
+            s.metrics.refused(&refusal);
+        }
+        log::debug!("refused {}: {}", refusal.status(), refusal.reason());
+        self.refused = true;
+        self.holding_body = false;
+        host::send_refusal(&refusal);
+        Action::Pause
+    }
+
+    fn on_headers(&mut self, shared: &Shared, end_of_stream: bool) -> Action {
+        let method = host::request_header(":method").unwrap_or_default();
+        let path = host::request_header(":path").unwrap_or_default();
+        let Some(route) = shared.settings.routes.classify(&method, &path) else {
+            return self.refuse(Some(shared), Refusal::RouteNotOffered);
+        };
+        if route == RouteKind::ControlPlane {
+            apply_edits(&upstream_header_edits(
+                route,
+                &host::request_header_names(),
+                &UpstreamKey::None,
+                None,
+            ));
+            shared.metrics.count(shared.metrics.passed_control_plane);
+            return Action::Continue;
+        }
+        let x_api_key = host::request_header("x-api-key");
+        let authorization = host::request_header("authorization");
+        let key = match extract_key(x_api_key.as_deref(), authorization.as_deref()).and_then(well_formed_key)
+        {
+            Ok(k) => k,
+            Err(r) => return self.refuse(Some(shared), r),
+        };
+        let key_hash = apikey::hash(key);
+        let now = host::now_ms();
+        let status = SyncStatus::read(&HostStore);
+        let gateway = match shared.worker.try_borrow() {
+            Ok(w) => w.gateway_state(&status, now),
+            Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
+        };
+        if let Err(r) = gateway_ready(route, gateway) {
+            return self.refuse(Some(shared), r);
+        }
+        if let Some(key) = read_key(&HostStore, &key_hash) {
+            if let Some(account) = read_account(&HostStore, &key.account_id) {
+                return match admit_known(route, &key, &account) {
+                    Ok(()) => self.admit(shared, route, key_hash, key.account_id, end_of_stream),
+                    Err(r) => self.refuse(Some(shared), r),
+                };
+            }
+        }
+        let negative = shared
+            .worker
+            .try_borrow_mut()
+            .map(|mut w| w.negative.contains(&key_hash, now))
+            .unwrap_or(false);
+        if negative {
+            return self.refuse(Some(shared), Refusal::UnknownKey);
+        }
+        self.start_lookup(shared, route, key_hash)
+    }
+
+    fn start_lookup(&mut self, shared: &Shared, route: RouteKind, key_hash: String) -> Action {
+        let s = &shared.settings;
+        let body = serde_json::to_vec(&KeyLookup {
+            protocol: PROTOCOL_VERSION,
+            key_hash: key_hash.clone(),
+        })
+        .unwrap_or_default();
+        let call = Call {
+            cluster: &s.control_plane_cluster,
+            authority: &s.control_plane_authority,
+            token: &s.internal_token,
+            method: "POST",
+            path: "/internal/v1/keys/lookup",
+            body: Some(&body),
+            timeout: s.lookup_timeout,
+        };
+        shared.metrics.count(shared.metrics.lookups);
+        match host::dispatch(&call) {
+            Ok(token) => {
+                self.lookup = Some(AwaitingLookup {
+                    token,
+                    route,
+                    key_hash,
+                });
+                Action::Pause
+            }
+            Err(e) => {
+                log::warn!(
+                    "key lookup not dispatched to cluster {}: {e:?}",
+                    s.control_plane_cluster
+                );
+                shared.metrics.count(shared.metrics.lookup_failures);
+                self.refuse(Some(shared), Refusal::LookupFailed)
+            }
+        }
+    }
+
+    /// The lookup answered: store what it says for every worker, then decide as for a known key.
+    fn on_lookup(&mut self, shared: &Shared, pending: AwaitingLookup, body_size: usize) {
+        let attempts = shared.settings.cas_retries;
+        let answer = match host::call_status() {
+            Some(200) => serde_json::from_slice::<KeyLookupResult>(&host::call_body(body_size)).ok(),
+            _ => None,
+        };
+        let Some(answer) = answer else {
+            shared.metrics.count(shared.metrics.lookup_failures);
+            self.refuse(Some(shared), Refusal::LookupFailed);
+            return;
+        };
+        let (Some(key), Some(account)) = (answer.key, answer.account) else {
+            if let Ok(mut w) = shared.worker.try_borrow_mut() {
+                w.negative.insert(&pending.key_hash, host::now_ms());
+            }
+            self.refuse(Some(shared), Refusal::UnknownKey);
+            return;
+        };
+        if key.key_hash != pending.key_hash || key.account_id != account.account_id {
+            log::error!("key lookup answered for another key or account; refusing");
+            self.refuse(Some(shared), Refusal::LookupFailed);
+            return;
+        }
+        let stored = apply_key(&HostStore, &key, attempts)
+            .and_then(|_| apply_account(&HostStore, &account, answer.version, attempts));
+        if let Err(e) = stored {
+            shared.metrics.count(shared.metrics.shared_data_contention);
+            log::warn!("lookup answer not stored: {e}");
+        }
+        // Decide on what shared data now holds (a newer snapshot may have been applied meanwhile).
+        let key_entry = read_key(&HostStore, &pending.key_hash);
+        let account_entry = read_account(&HostStore, &account.account_id);
+        let (Some(k), Some(a)) = (key_entry, account_entry) else {
+            self.refuse(Some(shared), Refusal::LookupFailed);
+            return;
+        };
+        match admit_known(pending.route, &k, &a) {
+            Ok(()) => {
+                if self.admit(shared, pending.route, pending.key_hash, k.account_id, false)
+                    == Action::Continue
+                {
+                    host::resume_request();
+                }
+            }
+            Err(r) => {
+                self.refuse(Some(shared), r);
+            }
+        }
+    }
+
+    /// Admitted: rewrite the headers and, for billed routes, start the exchange.
+    fn admit(
+        &mut self,
+        shared: &Shared,
+        route: RouteKind,
+        key_hash: String,
+        account_id: Uuid,
+        end_of_stream: bool,
+    ) -> Action {
+        let s = &shared.settings;
+        let from_header = match &s.upstream_key {
+            UpstreamKey::FromHeader(h) => host::request_header(h),
+            _ => None,
+        };
+        let RouteKind::Billed(billed) = route else {
+            apply_edits(&upstream_header_edits(
+                route,
+                &host::request_header_names(),
+                &s.upstream_key,
+                from_header.as_deref(),
+            ));
+            shared.metrics.count(shared.metrics.admitted_free);
+            return Action::Continue;
+        };
+        if end_of_stream {
+            return self.refuse(Some(shared), Refusal::UnreadableBody("it is empty".into()));
+        }
+        let Some(random) = host::random::<16>() else {
+            log::error!("no randomness for a debit id; refusing");
+            return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable);
+        };
+        apply_edits(&upstream_header_edits(
+            route,
+            &host::request_header_names(),
+            &s.upstream_key,
+            from_header.as_deref(),
+        ));
+        self.exchange = Some(Exchange::new(Admission {
+            debit_id: uuid::Builder::from_random_bytes(random).into_uuid(),
+            route: billed,
+            key_hash,
+            account_id,
+            admitted_at: host::now_utc(),
+        }));
+        if let Ok(mut w) = shared.worker.try_borrow_mut() {
+            w.in_flight = w.in_flight.saturating_add(1);
+            self.in_flight = true;
+        }
+        self.holding_body = true;
+        shared.metrics.count(shared.metrics.admitted_billed);
+        Action::Continue
+    }
+
+    fn on_body_end(&mut self, shared: &Shared, body_size: usize) -> Action {
+        self.holding_body = false;
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
+        let body = host::request_body(body_size);
+        let prices = match shared.worker.try_borrow() {
+            Ok(w) => std::rc::Rc::clone(&w.prices),
+            Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
+        };
+        match plan_request_body(
+            exchange.admission.route,
+            &body,
+            &prices,
+            exchange.admission.admitted_at,
+        ) {
+            Ok(plan) => {
+                exchange.model_requested = Some(plan.model);
+                if let Some(new_body) = plan.new_body {
+                    if !host::replace_request_body(body_size, &new_body) {
+                        log::warn!("could not inject stream_options.include_usage; usage may be partial");
+                    }
+                }
+                Action::Continue
+            }
+            Err(r) => self.refuse(Some(shared), r),
+        }
+    }
+
+    /// Hands the debit to the worker (shared balance + buffer) and frees the request's place.
+    fn finalise(&mut self, shared: &Shared, cut: bool) {
+        let now = host::now_utc();
+        let debit = self
+            .exchange
+            .as_mut()
+            .and_then(|e| if cut { e.cut(now) } else { e.finish(now) });
+        let Ok(mut worker) = shared.worker.try_borrow_mut() else {
+            log::error!("worker state busy; debit not recorded");
+            return;
+        };
+        if let Some(debit) = debit {
+            let m = &shared.metrics;
+            m.count(m.debits_finalised);
+            if debit.partial {
+                m.count(m.debits_partial);
+            }
+            let recorded = worker.record_debit(&HostStore, debit);
+            if recorded.served_model_unpriced {
+                m.count(m.served_model_unpriced);
+            }
+            if let Some(e) = recorded.spend_error {
+                m.count(m.shared_data_contention);
+                log::warn!("local spend not applied ({e}); the next snapshot includes it");
+            }
+        }
+        if self.in_flight && self.exchange.as_ref().is_none_or(|e| !e.is_metering()) {
+            worker.in_flight = worker.in_flight.saturating_sub(1);
+            self.in_flight = false;
+        }
+    }
+}
+
+fn apply_edits(edits: &[HeaderEdit]) {
+    for edit in edits {
+        match edit {
+            HeaderEdit::Remove(name) => host::set_request_header(name, None),
+            HeaderEdit::Set(name, value) => host::set_request_header(name, Some(value)),
+        }
+    }
+}
+
+impl Context for BillingHttp {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        match self.lookup.take() {
+            Some(pending) if pending.token == token_id => self.on_lookup(&shared, pending, body_size),
+            other => self.lookup = other,
+        }
+    }
+}
+
+impl HttpContext for BillingHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        match self.shared.clone() {
+            Some(shared) => self.on_headers(&shared, end_of_stream),
+            None => self.refuse(None, Refusal::ControlPlaneUnavailable),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.refused || self.lookup.is_some() {
+            return Action::Pause;
+        }
+        if !self.holding_body {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            // Envoy buffers the body until the end (bounded by the listener's buffer limit).
+            return Action::Pause;
+        }
+        match self.shared.clone() {
+            Some(shared) => self.on_body_end(&shared, body_size),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // A body that ends with trailers never had end_of_stream on a data frame.
+        if self.holding_body {
+            if let Some(shared) = self.shared.clone() {
+                let size = host::request_body(usize::MAX).len();
+                return self.on_body_end(&shared, size);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
+        if exchange.model_requested.is_none() {
+            return Action::Continue;
+        }
+        let status = host::response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let content_type = host::response_header("content-type");
+        let upstream_id =
+            host::response_header("request-id").or_else(|| host::response_header("x-request-id"));
+        exchange.on_response_headers(status, content_type.as_deref(), upstream_id);
+        host::set_response_header(REQUEST_ID_HEADER, Some(&exchange.admission.debit_id.to_string()));
+        if end_of_stream {
+            if let Some(shared) = self.shared.clone() {
+                self.finalise(&shared, false);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
+        if exchange.is_metering() {
+            exchange.feed(&host::response_body(body_size));
+        }
+        if end_of_stream && exchange.is_metering() {
+            if let Some(shared) = self.shared.clone() {
+                self.finalise(&shared, false);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end the response: the body callbacks never saw end_of_stream.
+        if self.exchange.as_ref().is_some_and(Exchange::is_metering) {
+            if let Some(shared) = self.shared.clone() {
+                self.finalise(&shared, false);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream's last callback, also after a cut: finalise what is left, exactly once.
+        if let Some(shared) = self.shared.clone() {
+            if self.exchange.is_some() || self.in_flight {
+                self.finalise(&shared, true);
+            }
+            if self.in_flight {
+                if let Ok(mut w) = shared.worker.try_borrow_mut() {
+                    w.in_flight = w.in_flight.saturating_sub(1);
+                    self.in_flight = false;
+                }
+            }
+        }
+    }
+}

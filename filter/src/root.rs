@@ -1,0 +1,343 @@
+//! The root context, one per worker: configuration, and one timer for all periodic work.
+//!
+//! Each tick: adopt a changed price table; take or renew the sync lease and, as the leader, ask
+//! for the next snapshot page; send this worker's next debit batch when due. Answers come back in
+//! `on_http_call_response`. On `on_done` (plugin teardown, Envoy drain) the lease is released and
+//! the buffer flushed, answering `false` until it is empty.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use metering::wire::{DebitAck, Snapshot};
+use metering::PriceTable;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use crate::config::Settings;
+use crate::host::{self, Call, HostStore};
+use crate::http::BillingHttp;
+use crate::metrics::Metrics;
+use crate::sync::{apply_page, hold_lease, release_lease, snapshot_path, SyncStatus};
+use crate::worker::{duration_ms, Worker};
+
+/// What every context of the worker shares once configured.
+#[derive(Clone)]
+pub struct Shared {
+    pub settings: Rc<Settings>,
+    pub metrics: Rc<Metrics>,
+    pub worker: Rc<RefCell<Worker>>,
+}
+
+/// The leader's progress through a (possibly paged) snapshot.
+#[derive(Default)]
+struct SyncProgress {
+    token: Option<u32>,
+    since: u64,
+    cursor: Option<String>,
+    next_at_ms: u64,
+}
+
+pub struct BillingRoot {
+    worker_id: u64,
+    shared: Option<Shared>,
+    sync: SyncProgress,
+    flush_token: Option<u32>,
+    draining: bool,
+}
+
+impl BillingRoot {
+    pub fn new() -> Self {
+        let worker_id = host::random::<8>().map(u64::from_le_bytes).unwrap_or(0);
+        Self {
+            worker_id,
+            shared: None,
+            sync: SyncProgress::default(),
+            flush_token: None,
+            draining: false,
+        }
+    }
+
+    fn configure(&mut self) -> Result<(), String> {
+        let bytes = host::plugin_configuration().ok_or("the plugin configuration is empty")?;
+        let settings = Rc::new(Settings::from_json(&bytes)?);
+        let fallback = PriceTable::default_table(settings.price_factor)
+            .map_err(|e| format!("the built-in price table cannot be loaded: {e}"))?;
+        log::info!("claudestore filter configured: {}", settings.summary());
+        host::set_tick_period(settings.tick_period());
+        self.shared = Some(Shared {
+            worker: Rc::new(RefCell::new(Worker::new(Rc::clone(&settings), fallback))),
+            metrics: Rc::new(Metrics::define()),
+            settings,
+        });
+        Ok(())
+    }
+
+    fn tick(&mut self, shared: &Shared) {
+        let now = host::now_ms();
+        let status = SyncStatus::read(&HostStore);
+        if let Ok(mut worker) = shared.worker.try_borrow_mut() {
+            match worker.refresh_prices(&HostStore, &status) {
+                Ok(true) => log::info!("price table updated from the control plane"),
+                Ok(false) => {}
+                Err(e) => log::error!("keeping the current price table: {e}"),
+            }
+        }
+        if !self.draining {
+            let ttl = duration_ms(shared.settings.lease_ttl);
+            if hold_lease(&HostStore, self.worker_id, now, ttl, shared.settings.cas_retries) {
+                shared
+                    .metrics
+                    .report_sync_age(now.saturating_sub(status.last_ok_ms));
+                if self.sync.token.is_none() && now >= self.sync.next_at_ms {
+                    self.sync.since = status.version;
+                    self.sync.cursor = None;
+                    self.request_snapshot(shared, now);
+                }
+            }
+        }
+        self.flush(shared, now);
+        if let Ok(worker) = shared.worker.try_borrow() {
+            shared.metrics.report_buffer(worker.debits.len());
+            shared.metrics.report_negative_cache(worker.negative.len());
+        }
+    }
+
+    fn request_snapshot(&mut self, shared: &Shared, now: u64) {
+        let s = &shared.settings;
+        let path = snapshot_path(
+            self.sync.since,
+            self.sync.cursor.as_deref(),
+            s.snapshot_page_limit,
+        );
+        let call = Call {
+            cluster: &s.control_plane_cluster,
+            authority: &s.control_plane_authority,
+            token: &s.internal_token,
+            method: "GET",
+            path: &path,
+            body: None,
+            timeout: s.call_timeout,
+        };
+        match host::dispatch(&call) {
+            Ok(token) => self.sync.token = Some(token),
+            Err(e) => {
+                log::warn!(
+                    "snapshot request to cluster {} not dispatched: {e:?}",
+                    s.control_plane_cluster
+                );
+                shared.metrics.count(shared.metrics.sync_failures);
+                self.sync.next_at_ms = now.saturating_add(duration_ms(s.sync_period));
+            }
+        }
+    }
+
+    fn on_snapshot(&mut self, shared: &Shared, body_size: usize) {
+        self.sync.token = None;
+        let now = host::now_ms();
+        let period = duration_ms(shared.settings.sync_period);
+        let page = match host::call_status() {
+            Some(200) => serde_json::from_slice::<Snapshot>(&host::call_body(body_size))
+                .map_err(|e| format!("unreadable snapshot: {e}")),
+            Some(status) => Err(format!("snapshot answered {status}")),
+            None => Err("snapshot request failed (timeout or connection error)".into()),
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                log::warn!("{e}; retrying in {period} ms");
+                shared.metrics.count(shared.metrics.sync_failures);
+                self.sync.next_at_ms = now.saturating_add(period);
+                return;
+            }
+        };
+        let outcome = apply_page(&HostStore, &page, now, shared.settings.cas_retries);
+        shared.metrics.count(shared.metrics.sync_pages);
+        if !outcome.failures.is_empty() {
+            shared.metrics.add(
+                shared.metrics.shared_data_contention,
+                outcome.failures.len() as u64,
+            );
+            log::warn!(
+                "snapshot page not fully applied ({}); fetching it again",
+                outcome.failures.len()
+            );
+            self.sync.next_at_ms = now.saturating_add(period);
+            return;
+        }
+        match page.next_cursor {
+            // The next page at once: a full snapshot should not take pages x period.
+            Some(cursor) if !self.draining => {
+                self.sync.cursor = Some(cursor);
+                self.request_snapshot(shared, now);
+            }
+            _ => self.sync.next_at_ms = now.saturating_add(period),
+        }
+    }
+
+    fn flush(&mut self, shared: &Shared, now: u64) {
+        if self.flush_token.is_some() {
+            return;
+        }
+        let Ok(mut worker) = shared.worker.try_borrow_mut() else {
+            return;
+        };
+        if !worker.debits.due(now, self.draining) {
+            return;
+        }
+        let s = &shared.settings;
+        let Some(body) = worker
+            .debits
+            .start_batch(s.debit_batch_max, s.gateway_id.as_deref())
+        else {
+            return;
+        };
+        let call = Call {
+            cluster: &s.control_plane_cluster,
+            authority: &s.control_plane_authority,
+            token: &s.internal_token,
+            method: "POST",
+            path: "/internal/v1/debits",
+            body: Some(&body),
+            timeout: s.call_timeout,
+        };
+        match host::dispatch(&call) {
+            Ok(token) => {
+                self.flush_token = Some(token);
+                let n = worker.debits.len();
+                drop(worker);
+                log::debug!("debit batch sent ({n} buffered)");
+            }
+            Err(e) => {
+                let n = worker.debits.batch_failed(now);
+                shared.metrics.add(shared.metrics.debits_retried, n as u64);
+                log::warn!(
+                    "debit batch not dispatched to cluster {}: {e:?}",
+                    s.control_plane_cluster
+                );
+            }
+        }
+    }
+
+    fn on_debit_ack(&mut self, shared: &Shared, body_size: usize) {
+        self.flush_token = None;
+        let now = host::now_ms();
+        let Ok(mut worker) = shared.worker.try_borrow_mut() else {
+            return;
+        };
+        let ack = match host::call_status() {
+            Some(200) => serde_json::from_slice::<DebitAck>(&host::call_body(body_size))
+                .map_err(|e| format!("unreadable debit acknowledgement: {e}")),
+            Some(status) => Err(format!("debits answered {status}")),
+            None => Err("debit request failed (timeout or connection error)".into()),
+        };
+        match ack {
+            Ok(ack) => {
+                let (settlements, counts) = worker.debits.batch_acked(&ack, now);
+                let m = &shared.metrics;
+                m.add(m.debits_sent, counts.acked + counts.dropped);
+                m.add(m.debits_acked, counts.acked);
+                m.add(m.debits_dropped, counts.dropped);
+                m.add(m.debits_retried, counts.requeued);
+                for s in &settlements {
+                    if let crate::debits::Settlement::Dropped { debit_id, reason, .. } = s {
+                        log::error!("control plane refused debit {debit_id} for good: {reason}");
+                    }
+                }
+                let failures = worker.settle(&HostStore, &settlements);
+                if !failures.is_empty() {
+                    m.add(m.shared_data_contention, failures.len() as u64);
+                    log::warn!(
+                        "{} acknowledgements not applied to shared data: {}",
+                        failures.len(),
+                        failures
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    );
+                }
+            }
+            Err(e) => {
+                let n = worker.debits.batch_failed(now);
+                shared.metrics.add(shared.metrics.debits_retried, n as u64);
+                log::warn!("{e}; {n} debits stay buffered and are retried with backoff");
+            }
+        }
+        drop(worker);
+        // Keep going while there is a backlog (or a drain), instead of one batch per tick.
+        self.flush(shared, now);
+        self.finish_drain_if_done(shared);
+    }
+
+    fn drained(&self, shared: &Shared) -> bool {
+        self.flush_token.is_none() && shared.worker.try_borrow().is_ok_and(|w| w.debits.is_empty())
+    }
+
+    fn finish_drain_if_done(&self, shared: &Shared) {
+        if self.draining && self.drained(shared) {
+            log::info!("debit buffer flushed; worker done");
+            host::done();
+        }
+    }
+}
+
+impl Default for BillingRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Context for BillingRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if self.sync.token == Some(token_id) {
+            self.on_snapshot(&shared, body_size);
+        } else if self.flush_token == Some(token_id) {
+            self.on_debit_ack(&shared, body_size);
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        let Some(shared) = self.shared.clone() else {
+            return true;
+        };
+        self.draining = true;
+        release_lease(&HostStore, self.worker_id, shared.settings.cas_retries);
+        self.flush(&shared, host::now_ms());
+        let done = self.drained(&shared);
+        if !done {
+            let n = shared.worker.try_borrow().map(|w| w.debits.len()).unwrap_or(0);
+            log::info!("draining: flushing {n} buffered debits before the worker stops");
+        }
+        done
+    }
+}
+
+impl RootContext for BillingRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        match self.configure() {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("claudestore filter configuration refused: {e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = self.shared.clone() {
+            self.tick(&shared);
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never `None`: the SDK panics on it. Unconfigured, the context refuses with 503.
+        Some(Box::new(BillingHttp::new(self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
