@@ -1,0 +1,427 @@
+//! Configuration: the contract's environment variables, optionally read first from a TOML file
+//! (`--config FILE` or `CLAUDESTORE_CONFIG`) whose keys are the same names; the environment wins.
+//! Missing tokens are generated once and kept (mode 0600) under the data directory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rand::RngCore;
+use rust_decimal::Decimal;
+
+/// Every key the file or the environment may set.
+pub const KEYS: &[&str] = &[
+    "CONTROL_PORT",
+    "BIND_ADDR",
+    "ADMIN_TOKEN",
+    "INTERNAL_TOKEN",
+    "DATABASE_URL",
+    "PRICE_FACTOR",
+    "PUBLIC_URL",
+    "DATA_DIR",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "NOWPAYMENTS_API_KEY",
+    "NOWPAYMENTS_IPN_SECRET",
+    "NOWPAYMENTS_API_BASE",
+    "SELLER_NAME",
+    "SELLER_ADDRESS",
+    "SELLER_TAX_ID",
+];
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/claudestore";
+const MIN_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Payment settings parsed for later issues (card and crypto payments, invoices).
+#[derive(Clone, Default)]
+pub struct PaymentConfig {
+    pub stripe_secret_key: Option<String>,
+    pub stripe_webhook_secret: Option<String>,
+    pub stripe_api_base: String,
+    pub nowpayments_api_key: Option<String>,
+    pub nowpayments_ipn_secret: Option<String>,
+    pub nowpayments_api_base: String,
+    pub seller_name: String,
+    pub seller_address: String,
+    pub seller_tax_id: String,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub control_port: u16,
+    pub bind_addr: IpAddr,
+    pub admin_token: String,
+    pub internal_token: String,
+    pub database_url: String,
+    pub price_factor: Decimal,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub payments: PaymentConfig,
+}
+
+/// Never prints a secret.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("control_port", &self.control_port)
+            .field("bind_addr", &self.bind_addr)
+            .field("price_factor", &self.price_factor)
+            .field("public_url", &self.public_url)
+            .field("data_dir", &self.data_dir)
+            .field("card_payments", &self.payments.stripe_secret_key.is_some())
+            .field("crypto_payments", &self.payments.nowpayments_api_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Raw settings before validation: file values overlaid with the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Settings(HashMap<String, String>);
+
+impl Settings {
+    /// Reads the TOML file (flat table of the [`KEYS`]); unknown keys are an error, not ignored.
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let file_err = |reason: String| ConfigError::File {
+            path: path.to_owned(),
+            reason,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+        let mut map = HashMap::new();
+        for (k, v) in table {
+            if !KEYS.contains(&k.as_str()) {
+                return Err(file_err(format!(
+                    "unknown key {k}; known keys: {}",
+                    KEYS.join(", ")
+                )));
+            }
+            let value = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => return Err(file_err(format!("{k} must be a string or a number"))),
+            };
+            map.insert(k, value);
+        }
+        Ok(Self(map))
+    }
+
+    /// Lays the environment over these settings (empty variables count as unset).
+    pub fn with_env(mut self, env: impl Fn(&str) -> Option<String>) -> Self {
+        for key in KEYS {
+            if let Some(v) = env(key).filter(|v| !v.is_empty()) {
+                self.0.insert((*key).to_owned(), v);
+            }
+        }
+        self
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.0.insert(key.to_owned(), value.to_owned());
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Validates everything; tokens not given are taken from, or generated into, the data dir.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let control_port = match self.get("CONTROL_PORT") {
+            None => 8080,
+            Some(v) => v
+                .parse::<u16>()
+                .map_err(|_| invalid("CONTROL_PORT", format!("{v:?} is not a port number (0-65535)")))?,
+        };
+        let bind_addr = match self.get("BIND_ADDR") {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid("BIND_ADDR", format!("{v:?} is not an IP address")))?,
+        };
+        let price_factor = match self.get("PRICE_FACTOR") {
+            None => metering::price::default_price_factor(),
+            Some(v) => parse_factor(v)?,
+        };
+        let database_url = self
+            .get("DATABASE_URL")
+            .unwrap_or(DEFAULT_DATABASE_URL)
+            .to_owned();
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(invalid(
+                "DATABASE_URL",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
+        let public_url = self
+            .get("PUBLIC_URL")
+            .map(|s| s.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("http://127.0.0.1:{control_port}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(invalid("PUBLIC_URL", "must start with http:// or https://"));
+        }
+        let data_dir = PathBuf::from(self.get("DATA_DIR").unwrap_or(".data"));
+        let admin_token = resolve_token("ADMIN_TOKEN", self.get("ADMIN_TOKEN"), &data_dir)?;
+        let internal_token = resolve_token("INTERNAL_TOKEN", self.get("INTERNAL_TOKEN"), &data_dir)?;
+        if admin_token == internal_token {
+            return Err(invalid("INTERNAL_TOKEN", "must differ from ADMIN_TOKEN"));
+        }
+        let opt = |k: &str| self.get(k).map(str::to_owned);
+        let payments = PaymentConfig {
+            stripe_secret_key: opt("STRIPE_SECRET_KEY"),
+            stripe_webhook_secret: opt("STRIPE_WEBHOOK_SECRET"),
+            stripe_api_base: opt("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
+            nowpayments_api_key: opt("NOWPAYMENTS_API_KEY"),
+            nowpayments_ipn_secret: opt("NOWPAYMENTS_IPN_SECRET"),
+            nowpayments_api_base: opt("NOWPAYMENTS_API_BASE")
+                .unwrap_or_else(|| "https://api.nowpayments.io".into()),
+            seller_name: opt("SELLER_NAME").unwrap_or_else(|| "(seller name not configured)".into()),
+            seller_address: opt("SELLER_ADDRESS").unwrap_or_else(|| "(seller address not configured)".into()),
+            seller_tax_id: opt("SELLER_TAX_ID").unwrap_or_else(|| "(seller tax id not configured)".into()),
+        };
+        for (key, base) in [
+            ("STRIPE_API_BASE", &payments.stripe_api_base),
+            ("NOWPAYMENTS_API_BASE", &payments.nowpayments_api_base),
+        ] {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(invalid(key, "must start with http:// or https://"));
+            }
+        }
+        Ok(Config {
+            control_port,
+            bind_addr,
+            admin_token,
+            internal_token,
+            database_url,
+            price_factor,
+            public_url,
+            data_dir,
+            payments,
+        })
+    }
+}
+
+fn parse_factor(v: &str) -> Result<Decimal, ConfigError> {
+    let f = Decimal::from_str(v.trim()).map_err(|_| {
+        invalid(
+            "PRICE_FACTOR",
+            format!("{v:?} is not a decimal number such as 0.70"),
+        )
+    })?;
+    if f <= Decimal::ZERO || f > Decimal::from(10) {
+        return Err(invalid(
+            "PRICE_FACTOR",
+            format!("{f} must be above 0 and at most 10"),
+        ));
+    }
+    Ok(f)
+}
+
+/// Where a generated token is kept.
+pub fn token_path(data_dir: &Path, key: &str) -> PathBuf {
+    data_dir.join(key.to_ascii_lowercase())
+}
+
+fn resolve_token(key: &'static str, given: Option<&str>, data_dir: &Path) -> Result<String, ConfigError> {
+    if let Some(t) = given {
+        return check_token(key, t.trim()).map(str::to_owned);
+    }
+    let path = token_path(data_dir, key);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => check_token(key, t.trim()).map(str::to_owned).map_err(|e| {
+            ConfigError::Io(format!(
+                "{}: {e}; delete it to generate a new one",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = generate_token();
+            write_secret(&path, &token)
+                .map_err(|e| ConfigError::Io(format!("cannot keep {key} in {}: {e}", path.display())))?;
+            if key == "ADMIN_TOKEN" {
+                // Printed once, at generation, as the contract says; never logged afterwards.
+                println!("generated ADMIN_TOKEN={token} (kept in {})", path.display());
+            } else {
+                println!("generated {key}; it is kept in {}", path.display());
+            }
+            Ok(token)
+        }
+        Err(e) => Err(ConfigError::Io(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn check_token<'a>(key: &'static str, t: &'a str) -> Result<&'a str, ConfigError> {
+    if t.len() < MIN_TOKEN_LEN {
+        return Err(invalid(
+            key,
+            format!("must be at least {MIN_TOKEN_LEN} characters"),
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(key, "must be printable ASCII without spaces"));
+    }
+    Ok(t)
+}
+
+/// 32 random bytes, hex: 256 bits.
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn write_secret(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(value.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+/// Reads the config file named by `--config FILE` (or `CLAUDESTORE_CONFIG`), then the environment.
+pub fn load(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let mut file = env("CLAUDESTORE_CONFIG").filter(|s| !s.is_empty());
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--config" {
+            file = Some(
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| ConfigError::Io("--config needs a FILE".into()))?,
+            );
+        } else if let Some(f) = arg.strip_prefix("--config=") {
+            file = Some(f.to_owned());
+        } else {
+            return Err(ConfigError::Io(format!(
+                "unknown argument {arg}; usage: control-plane [--config FILE]"
+            )));
+        }
+    }
+    let settings = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            Settings::from_toml(&text, &path)?
+        }
+        None => Settings::default(),
+    };
+    settings.with_env(env).into_config()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("cs-config-{}", uuid::Uuid::new_v4()))
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_defaults_apply() {
+        let dir = temp_dir();
+        let file = format!(
+            "CONTROL_PORT = 9000\nPRICE_FACTOR = \"0.5\"\nDATA_DIR = \"{}\"\nADMIN_TOKEN = \"file-admin-token-0123\"\n",
+            dir.display()
+        );
+        let settings = Settings::from_toml(&file, "test.toml").unwrap();
+        let env = |k: &str| (k == "CONTROL_PORT").then(|| "9100".to_owned());
+        let config = settings.with_env(env).into_config().unwrap();
+        assert_eq!(config.control_port, 9100);
+        assert_eq!(config.price_factor, Decimal::new(5, 1));
+        assert_eq!(config.admin_token, "file-admin-token-0123");
+        assert_eq!(config.public_url, "http://127.0.0.1:9100");
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn generated_tokens_are_kept_private_and_reused() {
+        let dir = temp_dir();
+        let mut s = Settings::default();
+        s.set("DATA_DIR", &dir.display().to_string());
+        let first = s.clone().into_config().unwrap();
+        let second = s.into_config().unwrap();
+        assert_eq!(first.admin_token, second.admin_token);
+        assert_eq!(first.internal_token, second.internal_token);
+        assert_ne!(first.admin_token, first.internal_token);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(token_path(&dir, "INTERNAL_TOKEN"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (key, value) in [
+            ("CONTROL_PORT", "80000"),
+            ("BIND_ADDR", "localhost:1"),
+            ("PRICE_FACTOR", "-1"),
+            ("PRICE_FACTOR", "abc"),
+            ("DATABASE_URL", "mysql://x"),
+            ("ADMIN_TOKEN", "short"),
+            ("PUBLIC_URL", "ftp://x"),
+        ] {
+            let mut s = Settings::default();
+            s.set("ADMIN_TOKEN", "admin-token-0123456789");
+            s.set("INTERNAL_TOKEN", "internal-token-0123456789");
+            s.set(key, value);
+            let err = s.into_config().unwrap_err().to_string();
+            assert!(err.starts_with(key), "{key}={value}: {err}");
+        }
+        let err = Settings::from_toml("NOPE = 1", "f.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown key NOPE"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_has_no_secret() {
+        let mut s = Settings::default();
+        s.set("ADMIN_TOKEN", "admin-token-0123456789");
+        s.set("INTERNAL_TOKEN", "internal-token-0123456789");
+        let text = format!("{:?}", s.into_config().unwrap());
+        assert!(
+            !text.contains("admin-token") && !text.contains("internal-token"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! Database set-up at start: create the database when it does not exist, connect, run the
+//! embedded migrations, seed the default prices.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::error::ApiError;
+
+fn options(url: &str) -> Result<PgConnectOptions, ApiError> {
+    PgConnectOptions::from_str(url)
+        .map_err(|e| ApiError::Internal(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))
+}
+
+/// Creates the database named in `url` when it does not exist (connecting to `postgres` for that).
+pub async fn create_database_if_missing(url: &str) -> Result<(), ApiError> {
+    let opts = options(url)?;
+    let name = opts.get_database().unwrap_or("postgres").to_owned();
+    let mut conn = opts.clone().database("postgres").connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // Another instance created it at the same moment.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+pub async fn connect(url: &str) -> Result<PgPool, ApiError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options(url)?)
+        .await?;
+    Ok(pool)
+}
+
+/// Everything before serving: database, migrations, default prices.
+pub async fn prepare(url: &str) -> Result<PgPool, ApiError> {
+    create_database_if_missing(url).await?;
+    let pool = connect(url).await?;
+    crate::MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| ApiError::Internal(format!("migrations failed: {e}")))?;
+    if crate::prices::seed_defaults(&pool).await? {
+        tracing::info!("seeded the default price table");
+    }
+    Ok(pool)
+}

@@ -1,0 +1,323 @@
+//! `POST /internal/v1/debits`: a gateway's batch of served requests, applied in one transaction,
+//! idempotently per debit id, with set-based writes (one statement per table, not per debit).
+//!
+//! A served request's debit is always recorded, even below zero: the tokens were delivered. Every
+//! debit batch locks the `usage_revenue` ledger account, so debit batches apply one after another
+//! and the check for already-recorded ids (made after that lock) sees every earlier batch.
+
+use std::collections::{HashMap, HashSet};
+
+use metering::wire::{Debit, DebitAck, DebitBatch, DebitOutcome, DebitResult, PROTOCOL_VERSION};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::ledger::{self, NewTransfer};
+use crate::{money, sync, AppState};
+
+/// The most debits one batch may carry.
+pub const MAX_BATCH: usize = 5000;
+const MAX_TEXT: usize = 256;
+
+/// What gets stored for one applied debit.
+struct UsageRow<'a> {
+    debit: &'a Debit,
+    key_id: Uuid,
+    transfer_id: Option<Uuid>,
+    model_billed: String,
+    price_version: String,
+    cost: Decimal,
+    list_usd: Decimal,
+    served_model_unpriced: bool,
+    fingerprint: String,
+}
+
+fn result(
+    debit_id: Uuid,
+    outcome: DebitOutcome,
+    version: i64,
+    credits: Option<Decimal>,
+    error: Option<String>,
+) -> DebitResult {
+    DebitResult {
+        debit_id,
+        outcome,
+        version: sync::to_wire(version),
+        credits: credits.map(money::canonical),
+        error,
+    }
+}
+
+fn rejected(debit_id: Uuid, why: String) -> DebitResult {
+    result(debit_id, DebitOutcome::Rejected, 0, None, Some(why))
+}
+
+/// Checks what needs no database: counts, sizes, formats.
+fn check(d: &Debit) -> Result<(), String> {
+    d.usage.validate().map_err(|e| e.to_string())?;
+    if d.key_hash.len() != 64
+        || !d
+            .key_hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err("key_hash must be 64 lowercase hex digits".into());
+    }
+    if d.model_requested.is_empty() || d.model_requested.len() > MAX_TEXT {
+        return Err(format!("model_requested must be 1 to {MAX_TEXT} bytes"));
+    }
+    let texts = [
+        &d.model_served,
+        &d.upstream_request_id,
+        &d.upstream_message_id,
+        &d.usage.service_tier,
+    ];
+    if texts
+        .iter()
+        .any(|t| t.as_ref().is_some_and(|s| s.len() > MAX_TEXT))
+    {
+        return Err(format!("text fields are limited to {MAX_TEXT} bytes"));
+    }
+    Ok(())
+}
+
+fn fingerprint(d: &Debit) -> String {
+    ledger::fingerprint(&[&serde_json::to_string(d).unwrap_or_default()])
+}
+
+pub async fn apply(state: &AppState, batch: DebitBatch) -> ApiResult<DebitAck> {
+    if batch.protocol == 0 {
+        return Err(ApiError::invalid("protocol must be 1 or more"));
+    }
+    if batch.debits.len() > MAX_BATCH {
+        return Err(ApiError::TooLarge(format!(
+            "a batch holds at most {MAX_BATCH} debits; split it"
+        )));
+    }
+    if batch.gateway_id.as_ref().is_some_and(|g| g.len() > 128) {
+        return Err(ApiError::invalid("gateway_id must be at most 128 bytes"));
+    }
+    let mut tx = state.pool.begin().await?;
+    let results = apply_in(&mut tx, state, &batch).await?;
+    tx.commit().await?;
+    Ok(DebitAck {
+        protocol: PROTOCOL_VERSION,
+        results,
+    })
+}
+
+async fn apply_in(
+    conn: &mut PgConnection,
+    state: &AppState,
+    batch: &DebitBatch,
+) -> ApiResult<Vec<DebitResult>> {
+    let debits = &batch.debits;
+    let mut lock_ids: Vec<Uuid> = debits.iter().map(|d| d.account_id).collect();
+    lock_ids.push(ledger::USAGE_REVENUE);
+    let mut balances = ledger::lock_accounts(conn, &lock_ids).await?;
+
+    let ids: Vec<Uuid> = debits.iter().map(|d| d.debit_id).collect();
+    let existing: HashMap<Uuid, (String, i64, Decimal)> = sqlx::query_as::<_, (Uuid, String, i64, Decimal)>(
+        "SELECT debit_id, fingerprint, sync_version, cost FROM usage_records WHERE debit_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(id, fp, v, c)| (id, (fp, v, c)))
+    .collect();
+    let hashes: Vec<&str> = debits.iter().map(|d| d.key_hash.as_str()).collect();
+    let keys: HashMap<String, (Uuid, Uuid)> = sqlx::query_as::<_, (String, Uuid, Uuid)>(
+        "SELECT key_hash, id, account_id FROM api_keys WHERE key_hash = ANY($1)",
+    )
+    .bind(&hashes)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(h, id, a)| (h, (id, a)))
+    .collect();
+    let (_, prices_version) = sync::current(conn).await?;
+    let table = state.prices.at(conn, prices_version).await?;
+
+    let actor = format!("gateway:{}", batch.gateway_id.as_deref().unwrap_or("unnamed"));
+    let mut results: Vec<DebitResult> = Vec::with_capacity(debits.len());
+    // Results still waiting for this batch's version: (index in results).
+    let mut pending_version: Vec<usize> = Vec::new();
+    // The first occurrence of each id in this batch: its fingerprint and the index of its result.
+    let mut in_batch: HashMap<Uuid, (String, usize)> = HashMap::new();
+    let mut transfers: Vec<NewTransfer> = Vec::new();
+    let mut rows: Vec<UsageRow> = Vec::new();
+    for d in debits {
+        let fp = fingerprint(d);
+        if let Some((seen_fp, first)) = in_batch.get(&d.debit_id) {
+            let repeat = match results.get(*first) {
+                Some(r) if *seen_fp == fp => {
+                    let mut r = r.clone();
+                    if r.outcome == DebitOutcome::Applied {
+                        r.outcome = DebitOutcome::Duplicate;
+                        pending_version.push(results.len());
+                    }
+                    r
+                }
+                _ => {
+                    let why = "the same debit_id came twice in the batch with different content".to_owned();
+                    result(d.debit_id, DebitOutcome::Conflict, 0, None, Some(why))
+                }
+            };
+            results.push(repeat);
+            continue;
+        }
+        in_batch.insert(d.debit_id, (fp.clone(), results.len()));
+        if let Some((stored_fp, version, cost)) = existing.get(&d.debit_id) {
+            results.push(if *stored_fp == fp {
+                result(d.debit_id, DebitOutcome::Duplicate, *version, Some(*cost), None)
+            } else {
+                let why = "debit_id was recorded before with different content".to_owned();
+                result(d.debit_id, DebitOutcome::Conflict, 0, None, Some(why))
+            });
+            continue;
+        }
+        match price(d, &balances, &keys, &table) {
+            Err(why) => results.push(rejected(d.debit_id, why)),
+            Ok((key_id, cost)) => {
+                let credits = cost.credits;
+                let transfer_id = (credits > Decimal::ZERO).then(Uuid::new_v4);
+                if let Some(id) = transfer_id {
+                    transfers.push(NewTransfer {
+                        id,
+                        scope: "debit",
+                        idempotency_key: d.debit_id.to_string(),
+                        kind: "usage",
+                        from: d.account_id,
+                        to: ledger::USAGE_REVENUE,
+                        amount: credits,
+                        reason: None,
+                        actor: actor.clone(),
+                        fingerprint: fp.clone(),
+                    });
+                }
+                pending_version.push(results.len());
+                results.push(result(d.debit_id, DebitOutcome::Applied, 0, Some(credits), None));
+                rows.push(UsageRow {
+                    debit: d,
+                    key_id,
+                    transfer_id,
+                    model_billed: cost.model,
+                    price_version: cost.price_version,
+                    cost: credits,
+                    list_usd: cost.list_usd,
+                    served_model_unpriced: cost.served_model_unpriced,
+                    fingerprint: fp,
+                });
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(results);
+    }
+    let entries = ledger::entries_for(&transfers, &mut balances)?;
+    ledger::insert(conn, &transfers, &entries).await?;
+    let touched: HashSet<Uuid> = entries.iter().map(|e| e.account).collect();
+    balances.retain(|id, _| touched.contains(id));
+    let version = sync::bump(conn).await?;
+    ledger::store_balances(conn, &balances, version).await?;
+    insert_usage(conn, &rows, batch.gateway_id.as_deref(), version).await?;
+    for i in pending_version {
+        if let Some(r) = results.get_mut(i) {
+            r.version = sync::to_wire(version);
+        }
+    }
+    Ok(results)
+}
+
+/// The key's id and the cost, or why the debit can never be recorded.
+fn price(
+    d: &Debit,
+    balances: &HashMap<Uuid, Decimal>,
+    keys: &HashMap<String, (Uuid, Uuid)>,
+    table: &metering::PriceTable,
+) -> Result<(Uuid, metering::Cost), String> {
+    check(d)?;
+    if !balances.contains_key(&d.account_id) {
+        return Err(format!("account {} does not exist", d.account_id));
+    }
+    let key_id = match keys.get(&d.key_hash) {
+        Some((key_id, account)) if *account == d.account_id => *key_id,
+        Some(_) => return Err("the key belongs to another account".into()),
+        None => return Err("no key has this hash".into()),
+    };
+    let cost = metering::cost(
+        table,
+        &d.usage,
+        &d.model_requested,
+        d.model_served.as_deref(),
+        d.admitted_at,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((key_id, cost))
+}
+
+fn count(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+async fn insert_usage(
+    conn: &mut PgConnection,
+    rows: &[UsageRow<'_>],
+    gateway: Option<&str>,
+    version: i64,
+) -> Result<(), sqlx::Error> {
+    let ints = |f: fn(&metering::Usage) -> u64| {
+        rows.iter()
+            .map(|r| count(f(&r.debit.usage)))
+            .collect::<Vec<i64>>()
+    };
+    let texts = |f: fn(&UsageRow) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
+    sqlx::query(
+        "INSERT INTO usage_records (debit_id, account_id, key_id, transfer_id, route, model_requested, model_served,
+            model_billed, price_version, input_tokens, output_tokens, thinking_tokens, cache_write_5m_tokens,
+            cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests, service_tier, cost,
+            list_usd, partial, output_estimated, served_model_unpriced, admitted_at, finished_at,
+            upstream_request_id, upstream_message_id, upstream_status, fingerprint, gateway_id, sync_version)
+         SELECT *, $30::text, $31::bigint FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+            $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[],
+            $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[],
+            $19::numeric[], $20::numeric[], $21::bool[], $22::bool[], $23::bool[], $24::timestamptz[],
+            $25::timestamptz[], $26::text[], $27::text[], $28::int[], $29::text[])",
+    )
+    .bind(rows.iter().map(|r| r.debit.debit_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.debit.account_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.key_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.transfer_id).collect::<Vec<_>>())
+    .bind(texts(|r| serde_json::to_value(r.debit.route).ok().and_then(|v| v.as_str().map(str::to_owned))))
+    .bind(texts(|r| Some(r.debit.model_requested.clone())))
+    .bind(texts(|r| r.debit.model_served.clone()))
+    .bind(texts(|r| Some(r.model_billed.clone())))
+    .bind(texts(|r| Some(r.price_version.clone())))
+    .bind(ints(|u| u.input_tokens))
+    .bind(ints(|u| u.output_tokens))
+    .bind(ints(|u| u.thinking_tokens))
+    .bind(ints(|u| u.cache_write_5m_tokens))
+    .bind(ints(|u| u.cache_write_1h_tokens))
+    .bind(ints(|u| u.cache_read_tokens))
+    .bind(ints(|u| u.web_search_requests))
+    .bind(ints(|u| u.web_fetch_requests))
+    .bind(texts(|r| r.debit.usage.service_tier.clone()))
+    .bind(rows.iter().map(|r| r.cost).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.list_usd).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.debit.partial).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.debit.output_estimated).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.served_model_unpriced).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.debit.admitted_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.debit.finished_at).collect::<Vec<_>>())
+    .bind(texts(|r| r.debit.upstream_request_id.clone()))
+    .bind(texts(|r| r.debit.upstream_message_id.clone()))
+    .bind(rows.iter().map(|r| r.debit.upstream_status.map(i32::from)).collect::<Vec<_>>())
+    .bind(texts(|r| Some(r.fingerprint.clone())))
+    .bind(gateway)
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

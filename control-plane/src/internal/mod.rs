@@ -1,0 +1,298 @@
+//! The internal API for the gateways (contract: "Sync protocol"), authenticated with the internal
+//! token: snapshot deltas by commit-ordered version, debit batches, key lookup.
+//!
+//! Snapshot paging: rows are read in `(sync_version, id)` order after the cursor, with no upper
+//! bound. A row changed while a reader pages only moves forward, so it is still reached (perhaps
+//! twice); each row carries its own version, so a reader always knows how recent a row is. The
+//! snapshot's `version` is read before the first page: every change at or below it is included.
+
+mod debits;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::Json;
+use chrono::Utc;
+use metering::wire::{
+    AccountState, AccountStatus, DebitAck, DebitBatch, KeyLookup, KeyLookupResult, KeyState, KeyStatus,
+    Prices, Snapshot, PROTOCOL_VERSION,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Internal;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::{page, sync, AppState};
+
+pub use debits::MAX_BATCH;
+
+pub const DEFAULT_SNAPSHOT_LIMIT: i64 = 1000;
+pub const MAX_SNAPSHOT_LIMIT: i64 = 5000;
+/// Debit batches are large: up to [`MAX_BATCH`] debits.
+const INTERNAL_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotQuery {
+    /// The version the reader has fully applied; absent for a full snapshot.
+    pub since: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Rows per page (accounts and keys together): 1 to 5000, default 1000.
+    pub limit: Option<i64>,
+}
+
+/// Where a paged snapshot continues.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotCursor {
+    /// The snapshot's version, read at the first page.
+    v: i64,
+    /// The lower bound (exclusive) of the rows' versions: `since`, or 0 for a full snapshot.
+    s: i64,
+    full: bool,
+    /// 0: accounts, 1: keys.
+    phase: u8,
+    /// The last row returned in this phase.
+    after: (i64, Uuid),
+}
+
+type AccountRow = (Uuid, String, Decimal, i64);
+type KeyRow = (String, Uuid, Uuid, String, i64);
+
+fn account_state((account_id, status, balance, version): AccountRow) -> AccountState {
+    AccountState {
+        account_id,
+        status: if status == "suspended" {
+            AccountStatus::Suspended
+        } else {
+            AccountStatus::Active
+        },
+        balance: crate::money::canonical(balance),
+        version: sync::to_wire(version),
+    }
+}
+
+fn key_state((key_hash, key_id, account_id, status, version): KeyRow) -> KeyState {
+    KeyState {
+        key_hash,
+        key_id,
+        account_id,
+        status: if status == "revoked" {
+            KeyStatus::Revoked
+        } else {
+            KeyStatus::Active
+        },
+        version: sync::to_wire(version),
+    }
+}
+
+const ACCOUNTS: &str = "SELECT l.id, a.status, l.balance, l.sync_version
+    FROM ledger_accounts l JOIN accounts a ON a.id = l.account_id
+    WHERE l.account_id IS NOT NULL AND l.sync_version > $1 AND (l.sync_version, l.id) > ($2, $3)
+    ORDER BY l.sync_version, l.id LIMIT $4";
+const KEYS: &str = "SELECT key_hash, id, account_id, status, sync_version FROM api_keys
+    WHERE sync_version > $1 AND (sync_version, id) > ($2, $3)
+    ORDER BY sync_version, id LIMIT $4";
+
+/// Accounts and keys changed after a version (or all, `full`), paged.
+#[utoipa::path(get, path = "/internal/v1/snapshot", tag = "internal", params(SnapshotQuery),
+    security(("internal_token" = [])),
+    responses((status = 200, description = "metering::wire::Snapshot", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn snapshot(
+    _: Internal,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SnapshotQuery>,
+) -> ApiResult<Json<Snapshot>> {
+    let limit = match q.limit {
+        None => DEFAULT_SNAPSHOT_LIMIT,
+        Some(n) if (1..=MAX_SNAPSHOT_LIMIT).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::invalid(format!(
+                "limit {n} must be between 1 and {MAX_SNAPSHOT_LIMIT}"
+            )))
+        }
+    };
+    let mut conn = state.pool.acquire().await?;
+    let (cursor, prices) = match q.cursor.as_deref() {
+        Some(c) => (page::decode::<SnapshotCursor>(c)?, None),
+        None => first_page(&mut conn, &state, q.since).await?,
+    };
+    let mut accounts = Vec::new();
+    let mut keys = Vec::new();
+    let mut phase = cursor.phase;
+    let mut after = cursor.after;
+    let mut room = limit;
+    if phase == 0 {
+        let rows: Vec<AccountRow> = sqlx::query_as(ACCOUNTS)
+            .bind(cursor.s)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(room + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+        accounts = rows.into_iter().map(account_state).collect();
+        if accounts.len() as i64 > room {
+            accounts.truncate(room as usize);
+            let last = accounts.last().map(|a| (a.version as i64, a.account_id));
+            return Ok(Json(page_of(&cursor, 0, last, accounts, keys, prices)));
+        }
+        room -= accounts.len() as i64;
+        phase = 1;
+        after = (-1, Uuid::nil());
+    }
+    if phase == 1 && room > 0 {
+        let rows: Vec<KeyRow> = sqlx::query_as(KEYS)
+            .bind(cursor.s)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(room + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+        keys = rows.into_iter().map(key_state).collect();
+        if keys.len() as i64 > room {
+            keys.truncate(room as usize);
+            let last = keys.last().map(|k| (k.version as i64, k.key_id));
+            return Ok(Json(page_of(&cursor, 1, last, accounts, keys, prices)));
+        }
+        return Ok(Json(page_of(&cursor, 1, None, accounts, keys, prices)));
+    }
+    // The page filled up with accounts exactly; the keys follow on the next page.
+    Ok(Json(page_of(
+        &cursor,
+        1,
+        Some((-1, Uuid::nil())),
+        accounts,
+        keys,
+        prices,
+    )))
+}
+
+async fn first_page(
+    conn: &mut PgConnection,
+    state: &AppState,
+    since: Option<u64>,
+) -> ApiResult<(SnapshotCursor, Option<Prices>)> {
+    let (version, prices_version) = sync::current(conn).await?;
+    let since = since.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+    let full = since.is_none_or(|s| s > version);
+    let lower = if full { 0 } else { since.unwrap_or(0) };
+    let prices = if full || prices_version > lower {
+        let table = state.prices.at(conn, prices_version).await?;
+        Some(Prices {
+            factor: table.factor(),
+            entries: table.entries().to_vec(),
+        })
+    } else {
+        None
+    };
+    let cursor = SnapshotCursor {
+        v: version,
+        s: lower,
+        full,
+        phase: 0,
+        after: (-1, Uuid::nil()),
+    };
+    Ok((cursor, prices))
+}
+
+fn page_of(
+    cursor: &SnapshotCursor,
+    phase: u8,
+    next_after: Option<(i64, Uuid)>,
+    accounts: Vec<AccountState>,
+    keys: Vec<KeyState>,
+    prices: Option<Prices>,
+) -> Snapshot {
+    let next_cursor = next_after.map(|after| {
+        page::encode(&SnapshotCursor {
+            v: cursor.v,
+            s: cursor.s,
+            full: cursor.full,
+            phase,
+            after,
+        })
+    });
+    Snapshot {
+        protocol: PROTOCOL_VERSION,
+        version: sync::to_wire(cursor.v),
+        full: cursor.full,
+        keys,
+        accounts,
+        prices,
+        next_cursor,
+    }
+}
+
+/// Applies a batch of debits, idempotently per debit id.
+#[utoipa::path(post, path = "/internal/v1/debits", tag = "internal",
+    request_body(content = serde_json::Value, description = "metering::wire::DebitBatch"),
+    security(("internal_token" = [])),
+    responses((status = 200, description = "metering::wire::DebitAck: one result per debit, in order", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn post_debits(
+    _: Internal,
+    State(state): State<AppState>,
+    ApiJson(batch): ApiJson<DebitBatch>,
+) -> ApiResult<Json<DebitAck>> {
+    debits::apply(&state, batch).await.map(Json)
+}
+
+/// A key (by hash) the gateway's cache has not seen, with its account.
+#[utoipa::path(post, path = "/internal/v1/keys/lookup", tag = "internal",
+    request_body(content = serde_json::Value, description = "metering::wire::KeyLookup"),
+    security(("internal_token" = [])),
+    responses((status = 200, description = "metering::wire::KeyLookupResult", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn lookup_key(
+    _: Internal,
+    State(state): State<AppState>,
+    ApiJson(q): ApiJson<KeyLookup>,
+) -> ApiResult<Json<KeyLookupResult>> {
+    if q.key_hash.len() != 64
+        || !q
+            .key_hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ApiError::invalid("key_hash must be 64 lowercase hex digits"));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let (version, _) = sync::current(&mut conn).await?;
+    let key: Option<KeyRow> = sqlx::query_as(
+        "SELECT key_hash, id, account_id, status, sync_version FROM api_keys WHERE key_hash = $1",
+    )
+    .bind(&q.key_hash)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let account = match &key {
+        Some((_, _, account_id, _, _)) => sqlx::query_as::<_, AccountRow>(
+            "SELECT l.id, a.status, l.balance, l.sync_version FROM ledger_accounts l
+             JOIN accounts a ON a.id = l.account_id WHERE l.id = $1",
+        )
+        .bind(account_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(account_state),
+        None => None,
+    };
+    tracing::debug!(found = key.is_some(), at = %Utc::now(), "key lookup");
+    Ok(Json(KeyLookupResult {
+        protocol: PROTOCOL_VERSION,
+        version: sync::to_wire(version),
+        key: key.map(key_state),
+        account,
+    }))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(snapshot))
+        .routes(routes!(post_debits))
+        .routes(routes!(lookup_key))
+        .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
+}

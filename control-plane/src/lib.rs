@@ -1,0 +1,116 @@
+//! The ClaudeStore control plane: the single source of truth for money. Accounts, API keys, the
+//! double-entry credit ledger, usage, prices and plans over REST (admin, public, customer), and the
+//! internal sync API the gateways use. `app` builds the router; `serve` runs it; `prepare`
+//! connects, creates the database when missing, migrates and seeds.
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod credits;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod internal;
+pub mod keys;
+pub mod ledger;
+pub mod me;
+pub mod money;
+pub mod openapi;
+pub mod page;
+pub mod plans;
+pub mod prices;
+pub mod sync;
+pub mod usage;
+
+mod db;
+mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::{Extension, Router};
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use config::Config;
+pub use db::{connect, create_database_if_missing, prepare};
+pub use error::ApiError;
+pub use prices::PriceCache;
+pub use telemetry::init_tracing;
+
+/// The embedded migrations (the workspace's top-level `migrations/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Bodies of the public and admin API are small; the internal API raises its own limit.
+const BODY_LIMIT: usize = 256 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub prices: Arc<PriceCache>,
+}
+
+impl AppState {
+    /// Loads the price table from the (migrated, seeded) database.
+    pub async fn new(pool: PgPool, config: Config) -> Result<Self, ApiError> {
+        let prices = PriceCache::load(&pool, config.price_factor).await?;
+        Ok(Self {
+            pool,
+            config: Arc::new(config),
+            prices: Arc::new(prices),
+        })
+    }
+}
+
+/// Every route with its OpenAPI description, merged from the resource modules.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(health::router())
+        .merge(openapi::router())
+        .merge(accounts::router())
+        .merge(keys::router())
+        .merge(credits::router())
+        .merge(usage::router())
+        .merge(me::router())
+        .merge(prices::router())
+        .merge(plans::router())
+        .merge(audit::router())
+        .merge(internal::router())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see GET /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("method not allowed on this route; see GET /openapi.json".into())
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (router, doc) = api().split_for_parts();
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(Extension(Arc::new(doc)))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    telemetry::layers(router)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,409 @@
+//! Prices: the effective-dated table of official USD rates (seeded from metering's default table at
+//! first start), the public listing with credits per token at the configured factor, and admin
+//! changes effective from a time (earlier versions kept). The in-memory [`PriceCache`] follows the
+//! database's price version, so every instance prices debits with the committed table.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use metering::{PriceEntry, PriceTable, Rates, Tier};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::RwLock;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::accounts::check_text;
+use crate::audit::{self, Audit};
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::money::{self, Amount};
+use crate::{sync, AppState};
+
+/// How far in the past an explicit `effective_from` may be (clock skew between admin and server).
+const PAST_TOLERANCE_SECONDS: i64 = 60;
+
+/// The price table in force in this process, with the database price version it was read at.
+pub struct PriceCache {
+    factor: Decimal,
+    current: RwLock<(i64, Arc<PriceTable>)>,
+}
+
+async fn read_table(conn: &mut PgConnection, factor: Decimal) -> ApiResult<PriceTable> {
+    let rows: Vec<(serde_json::Value,)> =
+        sqlx::query_as("SELECT entry FROM price_versions ORDER BY model, effective_from")
+            .fetch_all(conn)
+            .await?;
+    let entries = rows
+        .into_iter()
+        .map(|(v,)| serde_json::from_value::<PriceEntry>(v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(format!("a stored price entry does not parse: {e}")))?;
+    PriceTable::new(entries, factor).map_err(|e| ApiError::Internal(format!("stored price table: {e}")))
+}
+
+impl PriceCache {
+    pub async fn load(pool: &PgPool, factor: Decimal) -> ApiResult<Self> {
+        let mut conn = pool.acquire().await?;
+        let (_, prices_version) = sync::current(&mut conn).await?;
+        let table = read_table(&mut conn, factor).await?;
+        Ok(Self {
+            factor,
+            current: RwLock::new((prices_version, Arc::new(table))),
+        })
+    }
+
+    pub fn factor(&self) -> Decimal {
+        self.factor
+    }
+
+    /// The table as of `prices_version` (read by the caller in its transaction), reloaded first
+    /// when the database has a newer one.
+    pub async fn at(&self, conn: &mut PgConnection, prices_version: i64) -> ApiResult<Arc<PriceTable>> {
+        {
+            let cur = self.current.read().await;
+            if cur.0 >= prices_version {
+                return Ok(cur.1.clone());
+            }
+        }
+        let table = Arc::new(read_table(conn, self.factor).await?);
+        let mut cur = self.current.write().await;
+        if cur.0 < prices_version {
+            *cur = (prices_version, table.clone());
+        }
+        Ok(table)
+    }
+
+    pub async fn latest(&self, conn: &mut PgConnection) -> ApiResult<Arc<PriceTable>> {
+        let (_, prices_version) = sync::current(conn).await?;
+        self.at(conn, prices_version).await
+    }
+}
+
+/// Loads metering's default table into an empty database (once; later changes go through the API).
+pub async fn seed_defaults(pool: &PgPool) -> ApiResult<bool> {
+    let table = PriceTable::default_table(metering::price::default_price_factor())
+        .map_err(|e| ApiError::Internal(format!("the default price table is invalid: {e}")))?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7242651)")
+        .execute(&mut *tx)
+        .await?;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM price_versions")
+        .fetch_one(&mut *tx)
+        .await?;
+    if count > 0 {
+        return Ok(false);
+    }
+    let audit = Audit {
+        actor: "system",
+        action: "price.seed",
+        target: "prices".into(),
+        reason: Some("default table at first start"),
+        details: serde_json::json!({ "entries": table.entries().len() }),
+    };
+    audit::record(&mut tx, audit).await?;
+    let version = sync::bump_prices(&mut tx).await?;
+    for e in table.entries() {
+        insert_version(&mut tx, e, "system", Some("default table"), version).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+async fn insert_version(
+    conn: &mut PgConnection,
+    e: &PriceEntry,
+    actor: &str,
+    reason: Option<&str>,
+    version: i64,
+) -> ApiResult<()> {
+    let entry = serde_json::to_value(e).map_err(|e| ApiError::Internal(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO price_versions (id, model, effective_from, entry, actor, reason, sync_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(&e.model)
+    .bind(e.effective_from)
+    .bind(entry)
+    .bind(actor)
+    .bind(reason)
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Rates of one kind, each a decimal string.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RatesView {
+    pub input: String,
+    pub cache_write_5m: String,
+    pub cache_write_1h: String,
+    pub cache_read: String,
+    pub output: String,
+    pub thinking: String,
+}
+
+impl RatesView {
+    fn new(r: &Rates, f: impl Fn(Decimal) -> Decimal) -> Self {
+        let p = |d: Decimal| money::plain(f(d));
+        Self {
+            input: p(r.input),
+            cache_write_5m: p(r.cache_write_5m),
+            cache_write_1h: p(r.cache_write_1h),
+            cache_read: p(r.cache_read),
+            output: p(r.output),
+            thinking: p(r.thinking_rate()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierView {
+    /// These rates apply to the whole request when its prompt (input + cache writes + cache reads)
+    /// is strictly above this many tokens.
+    pub above_prompt_tokens: u64,
+    pub usd_per_mtok: RatesView,
+    pub credits_per_token: RatesView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceView {
+    pub model: String,
+    pub aliases: Vec<String>,
+    pub effective_from: DateTime<Utc>,
+    /// The label usage records keep (`model@effective_from`).
+    pub version: String,
+    /// True for the version that applies to requests admitted now.
+    pub in_force: bool,
+    pub tiers: Vec<TierView>,
+    /// Official USD per million tokens.
+    pub usd_per_mtok: RatesView,
+    /// Credits per token at the configured price factor (1 credit = $0.005), exact.
+    pub credits_per_token: RatesView,
+    pub web_search_usd_per_request: String,
+    pub web_search_credits_per_request: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceList {
+    pub data: Vec<PriceView>,
+    /// The public price as a fraction of the official price.
+    pub factor: String,
+}
+
+fn view(table: &PriceTable, e: &PriceEntry, now: DateTime<Utc>) -> PriceView {
+    let cpt = |d: Decimal| table.credits_per_token(d);
+    let in_force = table
+        .resolve(&e.model, now)
+        .is_ok_and(|cur| cur.effective_from == e.effective_from);
+    PriceView {
+        model: e.model.clone(),
+        aliases: e.aliases.clone(),
+        effective_from: e.effective_from,
+        version: e.version(),
+        in_force,
+        tiers: e
+            .tiers
+            .iter()
+            .map(|t| TierView {
+                above_prompt_tokens: t.above_prompt_tokens,
+                usd_per_mtok: RatesView::new(&t.usd_per_mtok, |d| d),
+                credits_per_token: RatesView::new(&t.usd_per_mtok, cpt),
+            })
+            .collect(),
+        usd_per_mtok: RatesView::new(&e.usd_per_mtok, |d| d),
+        credits_per_token: RatesView::new(&e.usd_per_mtok, cpt),
+        web_search_usd_per_request: money::plain(e.web_search_usd_per_request),
+        web_search_credits_per_request: money::plain(
+            table
+                .credits_for_usd(e.web_search_usd_per_request)
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Every price version of every model (public).
+#[utoipa::path(get, path = "/v1/prices", tag = "prices", responses((status = 200, body = PriceList)))]
+async fn list_prices(State(state): State<AppState>) -> ApiResult<Json<PriceList>> {
+    let mut conn = state.pool.acquire().await?;
+    let table = state.prices.latest(&mut conn).await?;
+    let now = Utc::now();
+    Ok(Json(PriceList {
+        data: table.entries().iter().map(|e| view(&table, e, now)).collect(),
+        factor: money::plain(table.factor()),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RatesInput {
+    #[schema(value_type = String)]
+    pub input: Amount,
+    #[schema(value_type = String)]
+    pub cache_write_5m: Amount,
+    #[schema(value_type = String)]
+    pub cache_write_1h: Amount,
+    #[schema(value_type = String)]
+    pub cache_read: Amount,
+    #[schema(value_type = String)]
+    pub output: Amount,
+    /// Defaults to the output rate.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub thinking: Option<Amount>,
+}
+
+impl From<RatesInput> for Rates {
+    fn from(r: RatesInput) -> Self {
+        Rates {
+            input: r.input.0,
+            cache_write_5m: r.cache_write_5m.0,
+            cache_write_1h: r.cache_write_1h.0,
+            cache_read: r.cache_read.0,
+            output: r.output.0,
+            thinking: r.thinking.map(|t| t.0),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierInput {
+    pub above_prompt_tokens: u64,
+    pub usd_per_mtok: RatesInput,
+}
+
+/// A new version of a model's price, in official USD per million tokens.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceChange {
+    /// When the version starts to apply to admitted requests: now when absent, never in the past.
+    #[serde(default)]
+    pub effective_from: Option<DateTime<Utc>>,
+    /// Default: the aliases of the model's latest version.
+    #[serde(default)]
+    pub aliases: Option<Vec<String>>,
+    pub usd_per_mtok: RatesInput,
+    #[serde(default)]
+    pub tiers: Vec<TierInput>,
+    /// Default: the fee of the model's latest version, else 0.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub web_search_usd_per_request: Option<Amount>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn check_model_id(model: &str) -> ApiResult<()> {
+    let ok = !model.is_empty()
+        && model.len() <= 128
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "model must be 1 to 128 characters of letters, digits, '-', '.', '_' or ':'",
+        ))
+    }
+}
+
+/// Adds a version of a model's price (a new model, or a change effective from a time).
+#[utoipa::path(put, path = "/v1/prices/{model}", tag = "prices", request_body = PriceChange,
+    params(("model" = String, Path, description = "model family id, e.g. claude-sonnet-4-5")),
+    security(("admin_token" = [])),
+    responses((status = 201, body = PriceView), (status = 400, body = ErrorBody),
+        (status = 409, description = "a version with that effective_from exists", body = ErrorBody),
+        (status = 422, description = "the table would become invalid", body = ErrorBody)))]
+async fn put_price(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(model): ApiPath<String>,
+    ApiJson(body): ApiJson<PriceChange>,
+) -> ApiResult<(StatusCode, Json<PriceView>)> {
+    check_model_id(&model)?;
+    let reason = body
+        .reason
+        .as_deref()
+        .map(|r| check_text("reason", r, 1000))
+        .transpose()?;
+    let now = Utc::now();
+    let effective_from = body.effective_from.unwrap_or(now);
+    if effective_from < now - Duration::seconds(PAST_TOLERANCE_SECONDS) {
+        return Err(ApiError::invalid(
+            "effective_from is in the past; prices change from now on (requests already admitted keep their price)",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7242652)")
+        .execute(&mut *tx)
+        .await?;
+    let table = state.prices.latest(&mut tx).await?;
+    let previous = table.entries().iter().rfind(|e| e.model == model);
+    let entry = PriceEntry {
+        model: model.clone(),
+        aliases: body
+            .aliases
+            .or_else(|| previous.map(|p| p.aliases.clone()))
+            .unwrap_or_default(),
+        effective_from,
+        usd_per_mtok: body.usd_per_mtok.into(),
+        tiers: body
+            .tiers
+            .into_iter()
+            .map(|t| Tier {
+                above_prompt_tokens: t.above_prompt_tokens,
+                usd_per_mtok: t.usd_per_mtok.into(),
+            })
+            .collect(),
+        web_search_usd_per_request: body
+            .web_search_usd_per_request
+            .map(|a| a.0)
+            .or_else(|| previous.map(|p| p.web_search_usd_per_request))
+            .unwrap_or_default(),
+    };
+    entry.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
+    if table
+        .entries()
+        .iter()
+        .any(|e| e.model == model && e.effective_from == effective_from)
+    {
+        return Err(ApiError::conflict(format!(
+            "{} already exists; choose another effective_from",
+            entry.version()
+        )));
+    }
+    let mut entries = table.entries().to_vec();
+    entries.push(entry.clone());
+    let new_table =
+        PriceTable::new(entries, table.factor()).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let audit = Audit {
+        actor: &admin.actor,
+        action: "price.set",
+        target: format!("price:{model}"),
+        reason: reason.as_deref(),
+        details: serde_json::to_value(&entry).unwrap_or_default(),
+    };
+    audit::record(&mut tx, audit).await?;
+    let version = sync::bump_prices(&mut tx).await?;
+    insert_version(&mut tx, &entry, &admin.actor, reason.as_deref(), version).await?;
+    tx.commit().await?;
+    let body = view(&new_table, &entry, Utc::now());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_prices))
+        .routes(routes!(put_price))
+}
