@@ -1,7 +1,19 @@
 //! Every reason the gateway answers a request itself, with the HTTP status, Anthropic's error type
 //! and the body `{"type":"error","error":{"type":...,"message":...}}` the contract fixes.
 
-use serde_json::json;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct ErrorBody {
+    r#type: &'static str,
+    error: ErrorDetail,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail {
+    r#type: &'static str,
+    message: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -116,10 +128,16 @@ impl Refusal {
         }
     }
 
+    /// `{"type":"error","error":{"type":...,"message":...}}`, members in Anthropic's order.
     pub fn body(&self) -> Vec<u8> {
-        json!({"type": "error", "error": {"type": self.error_type(), "message": self.message()}})
-            .to_string()
-            .into_bytes()
+        let body = ErrorBody {
+            r#type: "error",
+            error: ErrorDetail {
+                r#type: self.error_type(),
+                message: self.message(),
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 }
 
@@ -129,7 +147,12 @@ mod tests {
 
     #[test]
     fn body_has_anthropic_error_shape() {
-        let v: serde_json::Value = serde_json::from_slice(&Refusal::NoCredit.body()).unwrap();
+        let body = String::from_utf8(Refusal::NoCredit.body()).unwrap();
+        assert!(
+            body.starts_with(r#"{"type":"error","error":{"type":"billing_error","message":"#),
+            "{body}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "billing_error");
         assert!(v["error"]["message"].as_str().unwrap().contains("credit"));
