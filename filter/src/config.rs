@@ -1,6 +1,31 @@
 //! The plugin configuration: the JSON Envoy hands to `on_configure`, parsed once into [`Settings`],
 //! validated, and shared read-only by every request of the worker.
 //!
+//! Schema (every field but `internal_token` optional; defaults in brackets):
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `internal_token` | bearer token for the control plane's internal API (required, non-empty) |
+//! | `control_plane_cluster` | Envoy cluster of the control plane [`billing-control`] |
+//! | `control_plane_authority` | `:authority` of internal calls [the cluster name] |
+//! | `upstream_api_key` | operator key set on upstream requests [none: no key set, e.g. fake upstream] |
+//! | `upstream_api_key_header` | instead: copy the operator key from this request header (then removed) |
+//! | `routes` | `[{"method","path" or "path_prefix","kind"}]`, kind one of `anthropic_messages`, `openai_chat_completions`, `free`, `control_plane` [the contract's six routes] |
+//! | `sync_period_ms` | snapshot pull period of the leader [250] |
+//! | `flush_period_ms` | debit flush period, also the backoff base [500] |
+//! | `flush_backoff_max_ms` | backoff cap for failed flushes [30000] |
+//! | `fail_mode` | `open` or `closed` [open] |
+//! | `stale_after_ms` | no snapshot answer for this long = control plane unreachable [5000] |
+//! | `lease_ttl_ms` | sync leader lease, at least 2 x sync period [2000] |
+//! | `debit_buffer_max` | debits buffered + billed requests in flight per worker before 503 [10000] |
+//! | `debit_batch_max` | debits per POST [200] |
+//! | `negative_cache_size`, `negative_cache_ttl_ms` | per-worker cache of unknown keys [1024, 5000] |
+//! | `lookup_timeout_ms`, `call_timeout_ms` | key lookup / snapshot and debit call timeouts [2000, 5000] |
+//! | `snapshot_page_limit` | `limit` of snapshot pages: rows applied per callback [500] |
+//! | `cas_retries` | compare-and-swap attempts per shared-data update [32] |
+//! | `price_factor` | factor of the built-in price table used until the first snapshot brings prices [0.70] |
+//! | `gateway_id` | sent in debit batches, for operations [none] |
+//!
 //! Unknown fields are refused (`deny_unknown_fields`) so that a typo fails the load instead of
 //! silently falling back to a default. Secrets (internal token, upstream key) never appear in
 //! [`Settings::summary`], the only thing that is logged.
