@@ -1,0 +1,90 @@
+//! What every fuzz target does: feed the input whole and in chunks split at positions taken
+//! from the input's first bytes, and require the same result (any panic is a finding too).
+//!
+//! Input layout: byte 0 gives the number of cuts (0 to 4), the next two bytes per cut give each
+//! cut's position (modulo the body length + 1), and the rest is the body. A long run:
+//! `cargo fuzz run --sanitizer none <target> -- -max_total_time=3600` from this folder.
+
+use metering::anthropic::{AnthropicJsonMeter, AnthropicSseMeter};
+use metering::openai::{OpenAiJsonMeter, OpenAiSseMeter};
+use metering::request::{RequestError, RequestFields, RequestMeter};
+use metering::{MeterError, Metered};
+
+/// A parser fed in chunks.
+pub trait Meter {
+    type Outcome: PartialEq + std::fmt::Debug;
+    fn start() -> Self;
+    fn push(&mut self, chunk: &[u8]);
+    fn outcome(self) -> Self::Outcome;
+}
+
+macro_rules! response_meter {
+    ($($t:ty),*) => {$(
+        impl Meter for $t {
+            type Outcome = (Metered, Result<Metered, MeterError>);
+            fn start() -> Self { <$t>::new() }
+            fn push(&mut self, chunk: &[u8]) { self.feed(chunk) }
+            fn outcome(self) -> Self::Outcome { (self.best_effort(), self.finish()) }
+        }
+    )*};
+}
+response_meter!(
+    AnthropicJsonMeter,
+    AnthropicSseMeter,
+    OpenAiJsonMeter,
+    OpenAiSseMeter
+);
+
+impl Meter for RequestMeter {
+    type Outcome = (bool, Option<RequestFields>, Result<RequestFields, RequestError>);
+    fn start() -> Self {
+        RequestMeter::new()
+    }
+    fn push(&mut self, chunk: &[u8]) {
+        self.feed(chunk)
+    }
+    fn outcome(self) -> Self::Outcome {
+        (self.is_complete(), Some(self.fields().clone()), self.finish())
+    }
+}
+
+/// The body and its chunks, as the input's header describes them.
+pub fn split(data: &[u8]) -> (&[u8], Vec<&[u8]>) {
+    let cuts = usize::from(data.first().copied().unwrap_or(0) % 5);
+    let header = (1 + 2 * cuts).min(data.len());
+    let (head, body) = data.split_at(header);
+    let mut at: Vec<usize> = head
+        .get(1..)
+        .unwrap_or_default()
+        .chunks(2)
+        .map(|pair| {
+            let raw = pair.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            raw % (body.len() + 1)
+        })
+        .collect();
+    at.sort_unstable();
+    let mut chunks = Vec::with_capacity(at.len() + 1);
+    let mut from = 0;
+    for to in at.into_iter().chain([body.len()]) {
+        chunks.push(&body[from..to]);
+        from = to;
+    }
+    (body, chunks)
+}
+
+/// Feeds the input whole and in chunks; the outcomes must be equal.
+pub fn check<M: Meter>(data: &[u8]) {
+    let (body, chunks) = split(data);
+    let mut whole = M::start();
+    whole.push(body);
+    let mut parts = M::start();
+    for chunk in &chunks {
+        parts.push(chunk);
+    }
+    assert_eq!(
+        parts.outcome(),
+        whole.outcome(),
+        "chunks {:?}",
+        chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+    );
+}
