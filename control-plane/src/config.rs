@@ -344,6 +344,7 @@ pub fn load(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Con
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -95,6 +95,7 @@ impl<'de> Deserialize<'de> for Amount {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

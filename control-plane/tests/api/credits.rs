@@ -1,0 +1,173 @@
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn grant_is_idempotent_by_key_and_conflicts_on_other_content() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let (status, first) = app.grant(account, "1000", "grant-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    for field in [
+        "id",
+        "account_id",
+        "credits",
+        "balance_after",
+        "kind",
+        "reason",
+        "idempotency_key",
+        "created_at",
+    ] {
+        assert!(first.get(field).is_some(), "missing {field}: {first}");
+    }
+    assert_eq!(first["kind"], "grant");
+    assert_eq!(first["credits"], "1000");
+    assert_eq!(first["balance_after"], "1000");
+
+    let (status, again) = app.grant(account, "1000.00", "grant-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again, first, "a replay returns the original transfer");
+
+    let (s, b) = app.grant(account, "999", "grant-1").await;
+    assert_error(s, &b, StatusCode::CONFLICT, "invalid_request_error");
+    let other = app.create_account("other").await;
+    let (s, b) = app.grant(other, "1000", "grant-1").await;
+    assert_error(s, &b, StatusCode::CONFLICT, "invalid_request_error");
+
+    assert_eq!(app.balance(account).await, d("1000"));
+    assert_eq!(app.balance(other).await, d("0"));
+    let balances = audit_ledger(&app.pool).await;
+    assert_eq!(balances[&account], d("1000"));
+}
+
+#[tokio::test]
+async fn correction_needs_a_reason_and_zero_or_inexact_credits_are_refused() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    app.grant(account, "100", "g").await;
+    let path = format!("/v1/accounts/{account}/credits");
+    for (body, needle) in [
+        (json!({"credits": "-10", "idempotency_key": "c1"}), "reason"),
+        (
+            json!({"credits": "0", "idempotency_key": "c2", "reason": "x"}),
+            "zero",
+        ),
+        (
+            json!({"credits": 0, "idempotency_key": "c2", "reason": "x"}),
+            "zero",
+        ),
+        (
+            json!({"credits": 12.5, "idempotency_key": "c3", "reason": "x"}),
+            "credits",
+        ),
+        (
+            json!({"credits": "1e5", "idempotency_key": "c4", "reason": "x"}),
+            "credits",
+        ),
+        (
+            json!({"credits": "1.0000000000000000001", "idempotency_key": "c5"}),
+            "credits",
+        ),
+        (
+            json!({"credits": "9999999999999999", "idempotency_key": "c6"}),
+            "credits",
+        ),
+        (json!({"credits": "10"}), "idempotency_key"),
+        (json!({"credits": "10", "idempotency_key": ""}), "idempotency_key"),
+        (
+            json!({"credits": "10", "idempotency_key": "x".repeat(201)}),
+            "idempotency_key",
+        ),
+        (json!({"credits": true, "idempotency_key": "c7"}), "credits"),
+    ] {
+        let (s, b) = app.admin_json(Method::POST, &path, body.clone()).await;
+        assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_request_error");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(needle),
+            "{body} -> {b}"
+        );
+    }
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            &path,
+            json!({"credits": "-12.5", "idempotency_key": "fix-1", "reason": "double grant"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["kind"], "correction");
+    assert_eq!(body["credits"], "-12.5");
+    assert_eq!(body["balance_after"], "87.5");
+    let (status, body) = app
+        .admin_json(
+            Method::POST,
+            &path,
+            json!({"credits": 7, "idempotency_key": "int"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["balance_after"], "94.5");
+    let (s, b) = app
+        .admin_json(
+            Method::POST,
+            &format!("/v1/accounts/{}/credits", uuid::Uuid::new_v4()),
+            json!({"credits": "1", "idempotency_key": "z"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found_error");
+    let transfers: i64 = sqlx::query_scalar("SELECT count(*) FROM transfers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(transfers, 3, "refused requests wrote nothing");
+    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action LIKE 'credits.%'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(audits, 3);
+    audit_ledger(&app.pool).await;
+}
+
+#[tokio::test]
+async fn ledger_lists_transfers_newest_first_with_running_balance() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    for (i, credits) in ["100", "50.25", "0.000000000000000001"].iter().enumerate() {
+        let (s, b) = app.grant(account, credits, &format!("g{i}")).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let (_, page1) = app
+        .admin_get(&format!("/v1/accounts/{account}/ledger?limit=2"))
+        .await;
+    let rows = page1["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["balance_after"], "150.250000000000000001");
+    assert_eq!(rows[0]["credits"], "0.000000000000000001");
+    assert_eq!(rows[1]["balance_after"], "150.25");
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (_, page2) = app
+        .admin_get(&format!("/v1/accounts/{account}/ledger?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(page2["data"][0]["balance_after"], "100");
+    assert!(page2["next_cursor"].is_null());
+    let (s, b) = app
+        .admin_get(&format!("/v1/accounts/{}/ledger", uuid::Uuid::new_v4()))
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found_error");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_grants_with_one_key_apply_once() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let results = futures::future::join_all((0..50).map(|_| app.grant(account, "25", "same-key"))).await;
+    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let replayed = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!((created, replayed), (1, 49), "{results:?}");
+    let ids: std::collections::HashSet<_> = results.iter().map(|(_, b)| b["id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "every answer is the one transfer");
+    assert_eq!(app.balance(account).await, d("25"));
+    let balances = audit_ledger(&app.pool).await;
+    assert_eq!(balances[&account], d("25"));
+}

@@ -1,0 +1,297 @@
+//! Spawns the real app on port 0 against a fresh PostgreSQL database per test, plus the request
+//! helpers and the ledger auditor the tests share.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use control_plane::config::PaymentConfig;
+use control_plane::{AppState, Config};
+use metering::wire::{Debit, DebitAck, DebitBatch, Route};
+use metering::Usage;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const INTERNAL: &str = "test-internal-token-0123456789";
+
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    db_name: String,
+    server_url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn base_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (main, query) = url.split_once('?').map_or((url, None), |(m, q)| (m, Some(q)));
+    let prefix = main.rsplit_once('/').map_or(main, |(p, _)| p);
+    match query {
+        Some(q) => format!("{prefix}/{db}?{q}"),
+        None => format!("{prefix}/{db}"),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with_factor(Decimal::from_str("0.70").unwrap()).await
+}
+
+pub async fn spawn_app_with_factor(price_factor: Decimal) -> TestApp {
+    let base = base_url();
+    let db_name = format!("cs_test_{}", Uuid::new_v4().simple());
+    let url = with_database(&base, &db_name);
+    let pool = control_plane::prepare(&url)
+        .await
+        .expect("prepare the test database");
+    let config = Config {
+        control_port: 0,
+        bind_addr: [127, 0, 0, 1].into(),
+        admin_token: ADMIN.into(),
+        internal_token: INTERNAL.into(),
+        database_url: url,
+        price_factor,
+        public_url: "http://127.0.0.1".into(),
+        data_dir: std::env::temp_dir(),
+        payments: PaymentConfig::default(),
+    };
+    let state = AppState::new(pool.clone(), config).await.expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        control_plane::serve(listener, state, std::future::pending())
+            .await
+            .unwrap();
+    });
+    TestApp {
+        url: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        pool,
+        db_name,
+        server_url: base,
+        server,
+    }
+}
+
+impl Drop for TestApp {
+    /// Drops the database, best effort, from a thread of its own (no async in Drop).
+    fn drop(&mut self) {
+        self.server.abort();
+        let (url, db) = (self.server_url.clone(), self.db_name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&url)
+                    .await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                        .execute(&pool)
+                        .await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+impl TestApp {
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.url))
+    }
+
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.req(method, path).bearer_auth(ADMIN)
+    }
+
+    pub fn internal(&self, method: Method, path: &str) -> RequestBuilder {
+        self.req(method, path).bearer_auth(INTERNAL)
+    }
+
+    pub async fn admin_json(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+        send(self.admin(method, path).json(&body)).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        send(self.admin(Method::GET, path)).await
+    }
+
+    pub async fn create_account(&self, name: &str) -> Uuid {
+        let (status, body) = self
+            .admin_json(
+                Method::POST,
+                "/v1/accounts",
+                json!({"name": name, "email": format!("{name}@example.com")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        id(&body["id"])
+    }
+
+    /// Returns (key id, secret).
+    pub async fn create_key(&self, account: Uuid, name: &str) -> (Uuid, String) {
+        let (status, body) = self
+            .admin_json(
+                Method::POST,
+                &format!("/v1/accounts/{account}/keys"),
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (id(&body["id"]), body["key"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn grant(&self, account: Uuid, credits: &str, key: &str) -> (StatusCode, Value) {
+        self.admin_json(
+            Method::POST,
+            &format!("/v1/accounts/{account}/credits"),
+            json!({"credits": credits, "idempotency_key": key, "reason": "test"}),
+        )
+        .await
+    }
+
+    pub async fn debits(&self, debits: Vec<Debit>) -> DebitAck {
+        let batch = DebitBatch {
+            protocol: 1,
+            gateway_id: Some("test-gw".into()),
+            debits,
+        };
+        let resp = self
+            .internal(Method::POST, "/internal/v1/debits")
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn balance(&self, account: Uuid) -> Decimal {
+        let (status, body) = self.admin_get(&format!("/v1/accounts/{account}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        dec(&body["balance"])
+    }
+
+    pub async fn snapshot(&self, query: &str) -> Value {
+        let (status, body) = send(self.internal(Method::GET, &format!("/internal/v1/snapshot{query}"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
+    let resp: Response = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+pub fn id(v: &Value) -> Uuid {
+    Uuid::parse_str(v.as_str().unwrap_or_else(|| panic!("not a uuid: {v}"))).unwrap()
+}
+
+pub fn dec(v: &Value) -> Decimal {
+    Decimal::from_str(v.as_str().unwrap_or_else(|| panic!("not a decimal string: {v}"))).unwrap()
+}
+
+pub fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+/// Asserts the error shape and returns the error type.
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, kind: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+pub fn usage(input: u64, output: u64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        ..Usage::default()
+    }
+}
+
+pub fn debit(account: Uuid, secret: &str, model: &str, usage: Usage, admitted_at: DateTime<Utc>) -> Debit {
+    Debit {
+        debit_id: Uuid::new_v4(),
+        key_hash: metering::apikey::hash(secret),
+        account_id: account,
+        route: Route::AnthropicMessages,
+        model_requested: model.into(),
+        model_served: Some(format!("{model}-20250929")),
+        usage,
+        partial: false,
+        output_estimated: false,
+        admitted_at,
+        finished_at: Some(admitted_at),
+        upstream_request_id: Some(format!("req_{}", Uuid::new_v4().simple())),
+        upstream_message_id: Some(format!("msg_{}", Uuid::new_v4().simple())),
+        upstream_status: Some(200),
+    }
+}
+
+/// The ledger's invariants, read straight from the database: every transfer has two entries that
+/// sum to zero, each balance equals the sum of its entries and its last balance_after, and the sum
+/// over all ledger accounts is zero. Returns every customer balance.
+pub async fn audit_ledger(pool: &PgPool) -> HashMap<Uuid, Decimal> {
+    let total: Decimal = sqlx::query_scalar("SELECT coalesce(sum(balance), 0) FROM ledger_accounts")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(total, Decimal::ZERO, "the ledger accounts do not sum to zero");
+    let bad: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT t.id FROM transfers t LEFT JOIN entries e ON e.transfer_id = t.id
+         GROUP BY t.id HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 1) <> 0) x",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(bad, 0, "transfers without two balanced entries");
+    let rows: Vec<(Uuid, Decimal, Decimal, Option<Decimal>)> = sqlx::query_as(
+        "SELECT l.id, l.balance, coalesce((SELECT sum(amount) FROM entries e WHERE e.ledger_account_id = l.id), 0),
+            (SELECT balance_after FROM entries e WHERE e.ledger_account_id = l.id ORDER BY id DESC LIMIT 1)
+         FROM ledger_accounts l",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut balances = HashMap::new();
+    for (id, balance, sum, last) in rows {
+        assert_eq!(
+            balance, sum,
+            "ledger account {id}: balance is not the sum of its entries"
+        );
+        assert_eq!(
+            balance,
+            last.unwrap_or_default(),
+            "ledger account {id}: last balance_after differs"
+        );
+        balances.insert(id, balance);
+    }
+    balances
+}

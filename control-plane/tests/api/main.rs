@@ -1,0 +1,18 @@
+//! Integration tests: the real app on port 0, a fresh PostgreSQL database per test, reqwest.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod accounts_keys;
+mod concurrency;
+mod credits;
+mod debits;
+mod errors;
+mod helpers;
+mod openapi;
+mod prices_plans;
+mod snapshot;
+mod usage;
