@@ -1,4 +1,5 @@
 //! API key format and the internal API's compatibility rules.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 // Under wasm32 the same tests run with wasm-bindgen-test (in Node): `cargo xtask test`.
 #[cfg(target_arch = "wasm32")]

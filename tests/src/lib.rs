@@ -2,3 +2,4 @@
 //! `fake-anthropic` binary that `cargo xtask up` runs in demo mode.
 
 pub mod fake;
+pub mod stack;
