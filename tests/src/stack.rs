@@ -158,3 +158,167 @@ pub fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String,
     out.push_str(rest);
     Ok(out)
 }
+
+/// Host, port and TLS of an upstream base URL (`http(s)://host[:port]`, no path).
+pub fn parse_upstream_url(url: &str) -> Result<(String, u16, bool), String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!("UPSTREAM_URL {url} must start with http:// or https://"));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.contains('/') {
+        return Err(format!("UPSTREAM_URL {url}: a base path is not supported, give scheme://host[:port]"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|_| format!("UPSTREAM_URL {url}: bad port {p}"))?),
+        None => (authority, if tls { 443 } else { 80 }),
+    };
+    if host.is_empty() {
+        return Err(format!("UPSTREAM_URL {url} has no host"));
+    }
+    Ok((host.to_owned(), port, tls))
+}
+
+/// The running stack. Dropping it stops every process it started.
+pub struct Stack {
+    pub config: StackConfig,
+    /// In start order; stopped in reverse.
+    procs: Vec<Proc>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        while let Some(mut p) = self.procs.pop() {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Stack {
+    /// Starts the fake upstream (if configured), the control plane and Envoy, each waited for.
+    pub fn start(config: StackConfig) -> Result<Stack, String> {
+        std::fs::create_dir_all(&config.work_dir).map_err(|e| format!("{}: {e}", config.work_dir.display()))?;
+        let mut stack = Stack { config, procs: Vec::new() };
+        let c = stack.config.clone();
+        let (host, port, tls) = match &c.upstream {
+            Upstream::Fake { port } => {
+                let mut cmd = Command::new(&c.fake_upstream_bin);
+                cmd.args(["--port", &port.to_string()]);
+                stack.launch("fake-upstream", &mut cmd, *port, "/__fake/requests")?;
+                ("127.0.0.1".to_owned(), *port, false)
+            }
+            Upstream::Url { url, .. } => parse_upstream_url(url)?,
+        };
+        stack.launch("control-plane", &mut control_plane_command(&c), c.control_port, "/readyz")?;
+
+        let envoy_yaml = stack.render_envoy_config(&host, port, tls)?;
+        let mut envoy = Command::new(&c.envoy_bin);
+        envoy
+            .arg("-c")
+            .arg(&envoy_yaml)
+            .args(["--concurrency", &c.envoy_concurrency.to_string()])
+            .args(["--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info"]);
+        stack.launch("envoy", &mut envoy, c.envoy_admin_port, "/ready")?;
+        Ok(stack)
+    }
+
+    fn launch(&mut self, name: &'static str, cmd: &mut Command, port: u16, ready_path: &str) -> Result<(), String> {
+        let mut p = Proc::spawn(name, cmd, &self.config.work_dir)?;
+        wait_ready(&mut p, port, ready_path, Duration::from_secs(90))?;
+        self.procs.push(p);
+        Ok(())
+    }
+
+    /// The filter's plugin configuration (see `filter/src/config.rs`).
+    pub fn plugin_config(&self) -> serde_json::Value {
+        let c = &self.config;
+        let mut cfg = serde_json::json!({
+            "internal_token": c.internal_token,
+            "fail_mode": c.fail_mode,
+            "sync_period_ms": c.sync_period_ms,
+            "flush_period_ms": c.flush_period_ms,
+            "price_factor": c.price_factor,
+        });
+        if let Upstream::Url { api_key: Some(key), .. } = &c.upstream {
+            cfg["upstream_api_key"] = serde_json::Value::String(key.clone());
+        }
+        cfg
+    }
+
+    /// Renders `envoy/envoy.yaml` into the work dir (mode 0600: it holds tokens) and returns its path.
+    fn render_envoy_config(&self, host: &str, port: u16, tls: bool) -> Result<PathBuf, String> {
+        let c = &self.config;
+        let template_path = crate::repo_root().join("envoy").join("envoy.yaml");
+        let template = std::fs::read_to_string(&template_path)
+            .map_err(|e| format!("cannot read {}: {e}", template_path.display()))?;
+        let plugin = serde_json::to_string(&self.plugin_config()).map_err(|e| e.to_string())?;
+        let values = BTreeMap::from([
+            ("GATEWAY_PORT", c.gateway_port.to_string()),
+            ("ENVOY_ADMIN_PORT", c.envoy_admin_port.to_string()),
+            ("CONTROL_PORT", c.control_port.to_string()),
+            ("UPSTREAM_HOST", host.to_owned()),
+            ("UPSTREAM_PORT", port.to_string()),
+            ("UPSTREAM_TLS", tls.to_string()),
+            ("WASM_PATH", c.wasm_path.display().to_string()),
+            ("PLUGIN_CONFIG", serde_json::to_string(&plugin).map_err(|e| e.to_string())?),
+        ]);
+        let rendered = render(&template, &values)?;
+        let out = c.work_dir.join("envoy.yaml");
+        write_private(&out, &rendered)?;
+        Ok(out)
+    }
+
+    /// The process named `name`, e.g. to stop the control plane for an outage test.
+    pub fn proc_mut(&mut self, name: &str) -> Option<&mut Proc> {
+        self.procs.iter_mut().find(|p| p.name == name)
+    }
+
+    /// Restarts a stopped control plane with the same configuration.
+    pub fn restart_control_plane(&mut self) -> Result<(), String> {
+        if let Some(i) = self.procs.iter().position(|p| p.name == "control-plane") {
+            let mut old = self.procs.remove(i);
+            old.stop(Duration::from_secs(5));
+        }
+        let c = self.config.clone();
+        self.launch("control-plane", &mut control_plane_command(&c), c.control_port, "/readyz")
+    }
+
+    /// True while every process is running.
+    pub fn healthy(&mut self) -> Result<(), String> {
+        for p in &mut self.procs {
+            if !p.is_running() {
+                return Err(format!("{} stopped:\n{}", p.name, p.log_tail(40)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn control_plane_command(c: &StackConfig) -> Command {
+    let mut cp = Command::new(&c.control_plane_bin);
+    cp.env("CONTROL_PORT", c.control_port.to_string())
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("ADMIN_TOKEN", &c.admin_token)
+        .env("INTERNAL_TOKEN", &c.internal_token)
+        .env("DATABASE_URL", &c.database_url)
+        .env("PRICE_FACTOR", &c.price_factor)
+        .env("DATA_DIR", c.work_dir.join("control-plane"))
+        .env("PUBLIC_URL", format!("http://127.0.0.1:{}", c.control_port));
+    cp
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
