@@ -12,9 +12,12 @@
 //! was metered so far, marked partial, for callers that must bill even then (a cut body, a
 //! caller gone, an invalid count).
 //!
-//! Memory bound: a JSON scanner (about 5.4 KiB) plus the captured `model`, `id` and
-//! `service_tier` strings (256 bytes each, twice over in a stream: the event being read and
-//! the stream so far) and the SSE framer (256 bytes): under 8 KiB per meter.
+//! A `model`, `id` or `service_tier` longer than 256 bytes is no real one and reads as absent.
+//!
+//! Memory bound: the JSON scanner (under 5 KiB), the meter itself (about 1.5 KiB), at most nine
+//! captured strings of 256 bytes (`model`, `id`, tiers, event `type`: in the event being read
+//! and in the stream so far) and the SSE framer's 256 bytes: under 9 KiB per meter, whatever
+//! the body's size. `finish` and `best_effort` clone the stream state for a moment.
 
 mod message;
 mod stream;
@@ -37,15 +40,18 @@ pub struct ContentSeen {
 }
 
 impl ContentSeen {
+    /// Text or tool-input JSON of this many decoded bytes.
     pub fn add_text(&mut self, bytes: u64) {
         self.text_bytes = self.text_bytes.saturating_add(bytes);
     }
 
+    /// Thinking of this many decoded bytes.
     pub fn add_thinking(&mut self, bytes: u64) {
         self.thinking_bytes = self.thinking_bytes.saturating_add(bytes);
         self.thinking_seen = true;
     }
 
+    /// Everything `other` saw.
     pub fn add(&mut self, other: &ContentSeen) {
         self.add_text(other.text_bytes);
         if other.thinking_seen {

@@ -9,9 +9,9 @@
 //! output estimate and the `feed`/`finish`/`best_effort` contract are as in
 //! [`anthropic`](crate::anthropic).
 //!
-//! Memory bound: a JSON scanner (about 5.4 KiB) plus the captured `model`, `id` and
-//! `service_tier` (256 bytes each, twice over in a stream) and the SSE framer (256 bytes):
-//! under 8 KiB per meter.
+//! Memory bound: the JSON scanner (under 5 KiB), the meter itself (under 1 KiB), at most six
+//! captured strings of 256 bytes (`model`, `id`, `service_tier`, in the chunk being read and in
+//! the stream so far) and the SSE framer's 256 bytes: under 8 KiB per meter.
 
 use crate::anthropic::{best_effort, conclude, estimate_output, ContentSeen};
 use crate::json::{CountFields, JsonScanner, JsonSink, Limits, Path, Step, Value};
@@ -111,7 +111,8 @@ impl<const CHUNK: bool> CompletionFields<CHUNK> {
 
     fn metered(&self, complete: bool) -> (Metered, Option<MeterError>) {
         let (mut usage, error) = self.resolve();
-        let reported = self.usage.is_present(COMPLETION);
+        // An invalid count is an error for `finish`, and leaves `best_effort` to estimate.
+        let reported = self.usage.count(COMPLETION).is_some();
         if !reported {
             (usage.output_tokens, usage.thinking_tokens) =
                 estimate_output(usage.output_tokens, usage.thinking_tokens, &self.content);

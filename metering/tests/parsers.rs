@@ -701,16 +701,19 @@ fn anthropic_sse_invalid_event_json_is_an_error_but_later_usage_is_kept_for_best
 }
 
 #[test]
-fn anthropic_sse_bad_count_in_message_delta_is_a_bad_count() {
-    let events = [
-        message_start(start_usage()),
-        message_delta(json!({"output_tokens": -89})),
-        message_stop(),
-    ];
+fn anthropic_sse_bad_count_in_message_delta_is_an_error_and_best_effort_estimates_output() {
+    let mut events = stream_content();
+    events.push(message_delta(json!({"output_tokens": -89})));
+    events.push(message_stop());
+    let (result, best) = run::<AnthropicSseMeter>(sse(&events, "\n").as_bytes());
+    assert_eq!(result, Err(bad_count("usage.output_tokens", "negative")));
+    let text_bytes = TEXT.len() + JSON_PARTS[0].len() + JSON_PARTS[1].len();
+    assert!(best.partial && best.output_estimated);
     assert_eq!(
-        meter::<AnthropicSseMeter>(&sse(&events, "\n")),
-        Err(bad_count("usage.output_tokens", "negative"))
+        best.usage.output_tokens,
+        ceil4(text_bytes) + ceil4(THINKING.len())
     );
+    assert_eq!(best.usage.input_tokens, 472);
 }
 
 #[test]
@@ -1370,4 +1373,19 @@ fn sse_byte_order_mark_is_skipped_only_at_the_start() {
     assert_eq!(frame(&["\u{feff}data: \u{feff}1\n\n"]).0, [ev(None, "\u{feff}1")]);
     // A lookalike start is a field name, not a BOM.
     assert_eq!(frame(&["\u{fefe}data: 1\n\n"]).0, []);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory bounds as documented in the modules
+
+#[test]
+fn parser_state_sizes_stay_within_the_documented_bounds() {
+    use std::mem::size_of;
+    assert!(size_of::<metering::json::Frame>() <= 72);
+    assert!(size_of::<JsonScanner>() <= 168);
+    assert!(size_of::<AnthropicSseMeter>() <= 1536);
+    assert!(size_of::<AnthropicJsonMeter>() <= 1024);
+    assert!(size_of::<OpenAiSseMeter>() <= 1024);
+    assert!(size_of::<OpenAiJsonMeter>() <= 1024);
+    assert!(size_of::<RequestMeter>() <= 512);
 }

@@ -70,8 +70,10 @@ impl UsageFields {
         }
     }
 
+    /// Whether a valid output count was reported (an invalid one is an error for `finish`,
+    /// and leaves `best_effort` to estimate).
     pub(crate) fn has_output(&self) -> bool {
-        self.counts.is_present(OUTPUT)
+        self.counts.count(OUTPUT).is_some()
     }
 
     /// The usage these fields give, with invalid fields read as absent, and the first invalid

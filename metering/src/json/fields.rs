@@ -36,29 +36,14 @@ impl<const N: usize> CountFields<N> {
         }
     }
 
-    /// Forgets every field.
-    pub fn clear(&mut self) {
-        self.readings = [None; N];
-    }
-
     /// The reading of field `index`.
     pub fn get(&self, index: usize) -> Reading {
         self.readings.get(index).copied().flatten()
     }
 
-    /// Whether field `index` has a value, valid or not.
-    pub fn is_present(&self, index: usize) -> bool {
-        self.get(index).is_some()
-    }
-
     /// Field `index` when it is a valid count.
     pub fn count(&self, index: usize) -> Option<u64> {
         self.get(index).and_then(Result::ok)
-    }
-
-    /// Whether any field has a value.
-    pub fn any_present(&self) -> bool {
-        self.readings.iter().any(Option::is_some)
     }
 
     /// Every field present in `newer` replaces this one's: cumulative updates field by field.

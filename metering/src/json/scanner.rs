@@ -114,6 +114,9 @@ impl NumberValue {
     }
 }
 
+/// Frames allocated up front at most (the default depth is 64).
+const MAX_PREALLOCATED_FRAMES: usize = 1024;
+
 /// An incremental JSON scanner. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct JsonScanner {
@@ -139,7 +142,8 @@ impl JsonScanner {
     pub fn new(limits: Limits) -> Self {
         JsonScanner {
             limits,
-            frames: Vec::with_capacity(limits.max_depth),
+            // Limits come from code, not bodies; the cap only keeps an absurd one from aborting.
+            frames: Vec::with_capacity(limits.max_depth.min(MAX_PREALLOCATED_FRAMES)),
             state: State::Value,
             string: StrDecoder::new(),
             capture: Capture::new(limits.max_capture_bytes),
@@ -157,11 +161,6 @@ impl JsonScanner {
         self.number = NumberValue::default();
         self.offset = 0;
         self.error = None;
-    }
-
-    /// How many bytes of the current document were consumed.
-    pub fn offset(&self) -> u64 {
-        self.offset
     }
 
     /// Whether a complete root value was read (only whitespace may follow).

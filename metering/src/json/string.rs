@@ -28,8 +28,9 @@ pub(super) struct Capture {
 
 impl Capture {
     pub(super) fn new(limit: usize) -> Self {
+        // Limits come from code, not bodies; the cap only keeps an absurd one from aborting.
         Capture {
-            buf: Vec::with_capacity(limit),
+            buf: Vec::with_capacity(limit.min(64 * 1024)),
             limit,
             wanted: false,
             truncated: false,

@@ -44,11 +44,6 @@ impl<M: EventMeter> JsonEvents<M> {
         }
     }
 
-    /// The meter with every dispatched event applied.
-    pub fn meter(&self) -> &M {
-        &self.meter
-    }
-
     /// The meter and first error as they stand if the stream ends here. An event cut only before
     /// its blank line, whose JSON is complete, is applied: the upstream did send what it says
     /// (a browser would drop it, but billing must not).
