@@ -178,12 +178,22 @@ impl JsonScanner {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        for &b in chunk {
+        let mut rest = chunk;
+        while let Some((&b, tail)) = rest.split_first() {
+            let run = self.plain_run(rest);
+            if run > 0 {
+                // Long strings (content, base64 images) are mostly plain ASCII: skip it in bulk.
+                self.string.add_plain(run);
+                self.offset = self.offset.saturating_add(run as u64);
+                rest = rest.get(run..).unwrap_or_default();
+                continue;
+            }
             if let Err(e) = self.byte(b, sink) {
                 self.error = Some(e.clone());
                 return Err(e);
             }
             self.offset = self.offset.saturating_add(1);
+            rest = tail;
         }
         Ok(())
     }
@@ -210,6 +220,18 @@ impl JsonScanner {
         let e = self.syntax(reason);
         self.error = Some(e.clone());
         Err(e)
+    }
+
+    /// How many bytes at the start of `bytes` are plain ASCII characters of a string value that
+    /// nobody keeps: they only add to its length.
+    fn plain_run(&self, bytes: &[u8]) -> usize {
+        if self.state != State::ValueString || !self.string.at_char() || self.capture.is_keeping() {
+            return 0;
+        }
+        bytes
+            .iter()
+            .take_while(|&&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\')
+            .count()
     }
 
     fn syntax(&self, reason: &'static str) -> MeterError {

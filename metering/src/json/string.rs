@@ -43,6 +43,11 @@ impl Capture {
         self.truncated = false;
     }
 
+    /// Whether characters are still being kept.
+    pub(super) fn is_keeping(&self) -> bool {
+        self.wanted && !self.truncated
+    }
+
     /// The captured text (when it was wanted) and whether it was cut at the limit.
     pub(super) fn text(&self) -> (Option<&str>, bool) {
         if !self.wanted {
@@ -109,6 +114,16 @@ impl StrDecoder {
             expect: Expect::Char,
             len: 0,
         }
+    }
+
+    /// Whether the next byte starts a character (not inside an escape or UTF-8 sequence).
+    pub(super) fn at_char(&self) -> bool {
+        self.expect == Expect::Char
+    }
+
+    /// Accounts for a run of plain ASCII characters read in bulk.
+    pub(super) fn add_plain(&mut self, run: usize) {
+        self.len = self.len.saturating_add(run as u64);
     }
 
     /// Feeds the byte after the opening quote, or any later one.
