@@ -24,6 +24,7 @@ pub trait EventMeter: Clone {
 ///
 /// An event whose data is not valid JSON is skipped and its error kept (the first one only); the
 /// events after it are still applied, since each stands alone and later ones carry the usage.
+/// A syntax error's offset counts from the start of that event's data.
 pub struct JsonEvents<M: EventMeter> {
     meter: M,
     scanner: JsonScanner,
