@@ -30,7 +30,9 @@ async fn run(config: control_plane::Config) -> Result<(), String> {
     tracing::info!(?config, "starting");
     let pool = prepare(&config.database_url).await.map_err(|e| e.to_string())?;
     let addr = SocketAddr::new(config.bind_addr, config.control_port);
-    let state = AppState::new(pool, config).await.map_err(|e| e.to_string())?;
+    let state = AppState::new(pool.clone(), config)
+        .await
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;

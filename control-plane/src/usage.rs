@@ -410,3 +410,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(daily_usage))
         .routes(routes!(margin_report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cell;
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_neutralised() {
+        assert_eq!(cell("claude-sonnet-4-5"), "claude-sonnet-4-5");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("say \"hi\"\n"), "\"say \"\"hi\"\"\n\"");
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
+    }
+}

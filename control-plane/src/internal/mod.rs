@@ -10,7 +10,6 @@ mod debits;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::Json;
-use chrono::Utc;
 use metering::wire::{
     AccountState, AccountStatus, DebitAck, DebitBatch, KeyLookup, KeyLookupResult, KeyState, KeyStatus,
     Prices, Snapshot, PROTOCOL_VERSION,
@@ -280,7 +279,6 @@ async fn lookup_key(
         .map(account_state),
         None => None,
     };
-    tracing::debug!(found = key.is_some(), at = %Utc::now(), "key lookup");
     Ok(Json(KeyLookupResult {
         protocol: PROTOCOL_VERSION,
         version: sync::to_wire(version),
