@@ -415,6 +415,33 @@ mod tests {
     }
 
     #[test]
+    fn config_file_comes_from_the_flag_or_the_variable_and_bad_arguments_are_named() {
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cp.toml");
+        std::fs::write(&file, "ADMIN_TOKEN = \"file-admin-token-0123\"\nINTERNAL_TOKEN = \"file-internal-token-0123\"\nCONTROL_PORT = 9001\n").unwrap();
+        let path = file.display().to_string();
+        let by_flag = load(&["--config".into(), path.clone()], |_| None).unwrap();
+        assert_eq!(
+            (by_flag.control_port, by_flag.admin_token.as_str()),
+            (9001, "file-admin-token-0123")
+        );
+        let env = |k: &str| match k {
+            "CLAUDESTORE_CONFIG" => Some(path.clone()),
+            "CONTROL_PORT" => Some("9002".to_owned()),
+            _ => None,
+        };
+        assert_eq!(load(&[], env).unwrap().control_port, 9002);
+        let err = load(&["--verbose".into()], |_| None).unwrap_err().to_string();
+        assert!(err.contains("--verbose"), "{err}");
+        let err = load(&["--config=/nonexistent/cp.toml".into()], |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/cp.toml"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn debug_output_has_no_secret() {
         let mut s = Settings::default();
         s.set("ADMIN_TOKEN", "admin-token-0123456789");

@@ -171,3 +171,41 @@ async fn fifty_concurrent_grants_with_one_key_apply_once() {
     let balances = audit_ledger(&app.pool).await;
     assert_eq!(balances[&account], d("25"));
 }
+
+#[tokio::test]
+async fn the_database_refuses_ledger_edits_and_unbalanced_entries() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    app.grant(account, "10", "g").await;
+    for sql in [
+        "UPDATE entries SET amount = amount * 2",
+        "DELETE FROM transfers",
+        "UPDATE transfers SET amount = 1",
+    ] {
+        let err = sqlx::query(sql).execute(&app.pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let transfer = uuid::Uuid::new_v4();
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO transfers (id, scope, idempotency_key, kind, from_account, to_account, amount, actor, fingerprint)
+         VALUES ($1, 'admin', 'raw', 'grant', '00000000-0000-0000-0000-000000000001', $2, 5, 'test', 'x')",
+    )
+    .bind(transfer)
+    .bind(account)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let err = sqlx::query(
+        "INSERT INTO entries (transfer_id, ledger_account_id, amount, balance_after)
+         VALUES ($1, '00000000-0000-0000-0000-000000000001', -5, -15), ($1, $2, 4, 14)",
+    )
+    .bind(transfer)
+    .bind(account)
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("balanced"), "{err}");
+    drop(tx);
+    audit_ledger(&app.pool).await;
+}
