@@ -79,7 +79,9 @@ impl Proc {
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
-        all.get(all.len().saturating_sub(lines)..).unwrap_or_default().join("\n")
+        all.get(all.len().saturating_sub(lines)..)
+            .unwrap_or_default()
+            .join("\n")
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
@@ -87,7 +89,10 @@ impl Proc {
         if !self.is_running() {
             return;
         }
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if !self.is_running() {
@@ -118,7 +123,11 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut head = [0u8; 64];
     let n = s.read(&mut head).ok()?;
     let line = std::str::from_utf8(head.get(..n)?).ok()?;
@@ -133,10 +142,18 @@ pub fn wait_ready(proc: &mut Proc, port: u16, path: &str, timeout: Duration) -> 
             return Ok(());
         }
         if !proc.is_running() {
-            return Err(format!("{} exited during start-up:\n{}", proc.name, proc.log_tail(40)));
+            return Err(format!(
+                "{} exited during start-up:\n{}",
+                proc.name,
+                proc.log_tail(40)
+            ));
         }
         if Instant::now() > deadline {
-            return Err(format!("{} not ready on port {port}{path} after {timeout:?}:\n{}", proc.name, proc.log_tail(40)));
+            return Err(format!(
+                "{} not ready on port {port}{path} after {timeout:?}:\n{}",
+                proc.name,
+                proc.log_tail(40)
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -151,7 +168,9 @@ pub fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String,
         let after = rest.get(start + 2..).unwrap_or_default();
         let end = after.find('}').ok_or("unterminated ${ in template")?;
         let name = after.get(..end).unwrap_or_default();
-        let value = values.get(name).ok_or_else(|| format!("template placeholder ${{{name}}} has no value"))?;
+        let value = values
+            .get(name)
+            .ok_or_else(|| format!("template placeholder ${{{name}}} has no value"))?;
         out.push_str(value);
         rest = after.get(end + 1..).unwrap_or_default();
     }
@@ -170,10 +189,16 @@ pub fn parse_upstream_url(url: &str) -> Result<(String, u16, bool), String> {
     };
     let authority = rest.trim_end_matches('/');
     if authority.contains('/') {
-        return Err(format!("UPSTREAM_URL {url}: a base path is not supported, give scheme://host[:port]"));
+        return Err(format!(
+            "UPSTREAM_URL {url}: a base path is not supported, give scheme://host[:port]"
+        ));
     }
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|_| format!("UPSTREAM_URL {url}: bad port {p}"))?),
+        Some((h, p)) => (
+            h,
+            p.parse()
+                .map_err(|_| format!("UPSTREAM_URL {url}: bad port {p}"))?,
+        ),
         None => (authority, if tls { 443 } else { 80 }),
     };
     if host.is_empty() {
@@ -200,8 +225,12 @@ impl Drop for Stack {
 impl Stack {
     /// Starts the fake upstream (if configured), the control plane and Envoy, each waited for.
     pub fn start(config: StackConfig) -> Result<Stack, String> {
-        std::fs::create_dir_all(&config.work_dir).map_err(|e| format!("{}: {e}", config.work_dir.display()))?;
-        let mut stack = Stack { config, procs: Vec::new() };
+        std::fs::create_dir_all(&config.work_dir)
+            .map_err(|e| format!("{}: {e}", config.work_dir.display()))?;
+        let mut stack = Stack {
+            config,
+            procs: Vec::new(),
+        };
         let c = stack.config.clone();
         let (host, port, tls) = match &c.upstream {
             Upstream::Fake { port } => {
@@ -212,7 +241,12 @@ impl Stack {
             }
             Upstream::Url { url, .. } => parse_upstream_url(url)?,
         };
-        stack.launch("control-plane", &mut control_plane_command(&c), c.control_port, "/readyz")?;
+        stack.launch(
+            "control-plane",
+            &mut control_plane_command(&c),
+            c.control_port,
+            "/readyz",
+        )?;
 
         let envoy_yaml = stack.render_envoy_config(&host, port, tls)?;
         let mut envoy = Command::new(&c.envoy_bin);
@@ -220,12 +254,24 @@ impl Stack {
             .arg("-c")
             .arg(&envoy_yaml)
             .args(["--concurrency", &c.envoy_concurrency.to_string()])
-            .args(["--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info"]);
+            .args([
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+                "--component-log-level",
+                "wasm:info",
+            ]);
         stack.launch("envoy", &mut envoy, c.envoy_admin_port, "/ready")?;
         Ok(stack)
     }
 
-    fn launch(&mut self, name: &'static str, cmd: &mut Command, port: u16, ready_path: &str) -> Result<(), String> {
+    fn launch(
+        &mut self,
+        name: &'static str,
+        cmd: &mut Command,
+        port: u16,
+        ready_path: &str,
+    ) -> Result<(), String> {
         let mut p = Proc::spawn(name, cmd, &self.config.work_dir)?;
         wait_ready(&mut p, port, ready_path, Duration::from_secs(90))?;
         self.procs.push(p);
@@ -242,7 +288,10 @@ impl Stack {
             "flush_period_ms": c.flush_period_ms,
             "price_factor": c.price_factor,
         });
-        if let Upstream::Url { api_key: Some(key), .. } = &c.upstream {
+        if let Upstream::Url {
+            api_key: Some(key), ..
+        } = &c.upstream
+        {
             cfg["upstream_api_key"] = serde_json::Value::String(key.clone());
         }
         cfg
@@ -263,7 +312,10 @@ impl Stack {
             ("UPSTREAM_PORT", port.to_string()),
             ("UPSTREAM_TLS", tls.to_string()),
             ("WASM_PATH", c.wasm_path.display().to_string()),
-            ("PLUGIN_CONFIG", serde_json::to_string(&plugin).map_err(|e| e.to_string())?),
+            (
+                "PLUGIN_CONFIG",
+                serde_json::to_string(&plugin).map_err(|e| e.to_string())?,
+            ),
         ]);
         let rendered = render(&template, &values)?;
         let out = c.work_dir.join("envoy.yaml");
@@ -283,7 +335,12 @@ impl Stack {
             old.stop(Duration::from_secs(5));
         }
         let c = self.config.clone();
-        self.launch("control-plane", &mut control_plane_command(&c), c.control_port, "/readyz")
+        self.launch(
+            "control-plane",
+            &mut control_plane_command(&c),
+            c.control_port,
+            "/readyz",
+        )
     }
 
     /// True while every process is running.
@@ -320,5 +377,63 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A minimal HTTP/1.1 JSON call on loopback (for set-up scripts; tests use a real client):
+/// returns the status and the body.
+pub fn http_json(
+    method: &str,
+    port: u16,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(token) = bearer {
+        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if body.is_some() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(&payload);
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no status")?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        out.push_str(rest.get(..n).unwrap_or(rest));
+        body = rest.get(n + 2..).unwrap_or_default();
+    }
+    out
 }

@@ -5,6 +5,7 @@ mod postgres;
 mod shell;
 mod test;
 mod tools;
+mod up;
 
 use std::process::ExitCode;
 
@@ -13,6 +14,7 @@ const USAGE: &str = "usage: cargo xtask <up | test [--skip-install] | bench [--q
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("up") => up::run(),
         Some("test") => test::run(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
