@@ -1,7 +1,10 @@
 //! `cargo xtask test`: installs what the tests need, then runs every suite: formatting, clippy with
-//! warnings denied (native and the wasm filter), unit/property/integration tests against a real
-//! PostgreSQL, the metering tests compiled to wasm under Node, and a short fuzz run per parser.
+//! warnings denied (native and the wasm filter), Envoy config validation, unit/property/integration
+//! and end-to-end tests against a real PostgreSQL and a real Envoy, the metering tests compiled to
+//! wasm under Node, and a short fuzz run per parser.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use crate::shell::{self, cargo, exec, step, Result};
@@ -21,14 +24,40 @@ pub fn run(args: &[String]) -> Result {
     step("clippy (native, warnings denied)", || {
         exec(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
     })?;
+    step("clippy (filter for wasm32-wasip1, warnings denied)", || {
+        exec(cargo().args([
+            "clippy",
+            "-p",
+            "filter",
+            "--target",
+            "wasm32-wasip1",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     let envoy = step("install Envoy", tools::ensure_envoy)?;
+    let wasm = step("build the release filter and the control plane", || {
+        exec(cargo().args(["build", "--release", "-p", "filter", "--target", "wasm32-wasip1"]))?;
+        exec(cargo().args(["build", "-p", "control-plane", "--bin", "control-plane"]))?;
+        Ok(shell::root().join("target/wasm32-wasip1/release/filter.wasm"))
+    })?;
+    step(
+        "envoy --mode validate on every rendering of envoy/envoy.yaml",
+        || validate_envoy(&envoy, &wasm),
+    )?;
     let pg = step("PostgreSQL", postgres::ensure)?;
-    step("unit, property and integration tests", || {
+    step("unit, property, integration and end-to-end tests", || {
         exec(
             cargo()
                 .args(["test", "--workspace"])
                 .env("DATABASE_URL", pg.database_url("postgres"))
-                .env("ENVOY_BIN", &envoy),
+                .env("ENVOY_BIN", &envoy)
+                .env("CLAUDESTORE_WASM", &wasm)
+                .env(
+                    "CONTROL_PLANE_BIN",
+                    shell::root().join("target/debug/control-plane"),
+                ),
         )
     })?;
     let runner = step(
@@ -47,12 +76,52 @@ pub fn run(args: &[String]) -> Result {
     Ok(())
 }
 
-fn fuzz_all(cargo_fuzz: &std::path::Path) -> Result {
+/// Renders the template for a plain-http and a TLS upstream and has Envoy validate each (which
+/// also loads the filter and runs its configuration check).
+fn validate_envoy(envoy: &Path, wasm: &Path) -> Result {
+    let plugin = serde_json::json!({"internal_token": "validate-token", "upstream_api_key": "sk-validate"});
+    let plugin = serde_json::to_string(&plugin).map_err(|e| e.to_string())?;
+    let template_path = shell::root().join("envoy/envoy.yaml");
+    let template =
+        std::fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
+    let dir = shell::root().join("target/envoy-validate");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let upstreams = [
+        ("http", "127.0.0.1", "10001", "false"),
+        ("https", "api.anthropic.com", "443", "true"),
+    ];
+    for (name, host, port, tls) in upstreams {
+        let values = BTreeMap::from([
+            ("GATEWAY_PORT", "10000".to_owned()),
+            ("ENVOY_ADMIN_PORT", "9901".to_owned()),
+            ("CONTROL_PORT", "8080".to_owned()),
+            ("UPSTREAM_HOST", host.to_owned()),
+            ("UPSTREAM_PORT", port.to_owned()),
+            ("UPSTREAM_TLS", tls.to_owned()),
+            ("WASM_PATH", wasm.display().to_string()),
+            (
+                "PLUGIN_CONFIG",
+                serde_json::to_string(&plugin).map_err(|e| e.to_string())?,
+            ),
+        ]);
+        let file = dir.join(format!("envoy-{name}.yaml"));
+        std::fs::write(&file, tests::stack::render(&template, &values)?).map_err(|e| e.to_string())?;
+        exec(
+            Command::new(envoy)
+                .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+                .arg(&file),
+        )?;
+    }
+    Ok(())
+}
+
+fn fuzz_all(cargo_fuzz: &Path) -> Result {
     let dir = shell::root().join("fuzz");
-    let targets = std::fs::read_dir(dir.join("fuzz_targets"))
+    let mut targets = std::fs::read_dir(dir.join("fuzz_targets"))
         .map_err(|e| format!("no fuzz targets: {e}"))?
         .filter_map(|e| e.ok()?.path().file_stem()?.to_str().map(str::to_owned))
         .collect::<Vec<_>>();
+    targets.sort();
     for target in targets {
         // cargo-fuzz needs nightly flags; the one stable toolchain accepts them with RUSTC_BOOTSTRAP.
         exec(

@@ -160,9 +160,7 @@ pub fn run() -> Result {
         if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
             break;
         }
-        if let Err(e) = stack.healthy() {
-            return Err(e);
-        }
+        stack.healthy()?;
     }
     println!("\nstopping...");
     drop(stack);
