@@ -112,6 +112,21 @@ fn validate_envoy(envoy: &Path, wasm: &Path) -> Result {
                 .arg(&file),
         )?;
     }
+    // The container image renders the same template with envoy/render.sh: validate its output too.
+    let envoy_dir = envoy.parent().ok_or("envoy binary without a directory")?;
+    let path = format!("{}:{}", envoy_dir.display(), std::env::var("PATH").unwrap_or_default());
+    for (name, url, key) in [("demo", "", ""), ("anthropic", "https://api.anthropic.com", "sk-validate")] {
+        exec(Command::new("sh")
+            .arg(shell::root().join("envoy/render.sh"))
+            .args(["--mode", "validate", "--disable-hot-restart"])
+            .env("PATH", &path)
+            .env("ENVOY_TEMPLATE", &template_path)
+            .env("ENVOY_CONFIG", dir.join(format!("envoy-compose-{name}.yaml")))
+            .env("WASM_PATH", wasm)
+            .env("INTERNAL_TOKEN", "validate-token")
+            .env("UPSTREAM_URL", url)
+            .env("UPSTREAM_API_KEY", key))?;
+    }
     Ok(())
 }
 
