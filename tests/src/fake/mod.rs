@@ -102,12 +102,20 @@ async fn dispatch(
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(status, "api_error", "scripted upstream error");
     }
-    if let Some(raw) = &script.raw_body {
+    let raw = match (&script.raw_body, &script.raw_body_hex) {
+        (Some(text), _) => Some(text.clone().into_bytes()),
+        (None, Some(hex)) => match script::decode_hex(hex) {
+            Some(bytes) => Some(bytes),
+            None => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "raw_body_hex is not hex"),
+        },
+        (None, None) => None,
+    };
+    if let Some(raw) = raw {
         let content_type = script
             .content_type
             .clone()
             .unwrap_or_else(|| "application/json".into());
-        return ([("content-type", content_type)], Body::from(raw.clone())).into_response();
+        return ([("content-type", content_type)], Body::from(raw)).into_response();
     }
     match (method, uri.path()) {
         (Method::POST, "/v1/messages") => anthropic::messages(&script, &request),

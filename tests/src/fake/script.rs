@@ -19,7 +19,9 @@ pub struct Script {
     pub status: Option<u16>,
     /// Answer 200 with exactly this body (garbage, hostile JSON...).
     pub raw_body: Option<String>,
-    /// Content type for `raw_body`.
+    /// Answer 200 with exactly these bytes, given in hex (bodies that are not UTF-8).
+    pub raw_body_hex: Option<String>,
+    /// Content type for `raw_body` and `raw_body_hex`.
     pub content_type: Option<String>,
     /// Number of text deltas in a stream (default 3).
     pub deltas: Option<usize>,
@@ -73,6 +75,17 @@ impl Script {
     pub fn text(&self) -> &str {
         self.text.as_deref().unwrap_or("hello ")
     }
+}
+
+/// Bytes from hex digits (pairs); None when `hex` is not that.
+pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
 }
 
 fn first_user_text(request: &Value) -> Option<&str> {

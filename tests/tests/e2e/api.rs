@@ -1,0 +1,543 @@
+//! Talking to the stack as its users do: callers through Envoy, admins to the control plane's REST
+//! API, plus what only a test may look at (what the fake upstream received, Envoy's stats, the
+//! ledger tables in PostgreSQL).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::harness::{Gateway, ADMIN_TOKEN};
+use crate::pricing::{dec, Tokens};
+
+/// How long a debit may take to reach the control plane before a test fails.
+pub const DELIVERY: Duration = Duration::from_secs(20);
+/// After the expected number of usage records is there, how long nothing more may arrive.
+const SETTLE: Duration = Duration::from_millis(1200);
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A request to the gateway. Every call carries a unique `x-e2e-marker` header that Envoy passes
+/// on, so the fake upstream's record of it can be found (or its absence proven).
+#[derive(Debug, Clone)]
+pub struct Call {
+    method: Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    pub marker: String,
+}
+
+impl Call {
+    pub fn new(method: Method, path: &str) -> Call {
+        let marker = Uuid::new_v4().to_string();
+        Call {
+            method,
+            path: path.to_owned(),
+            headers: vec![("x-e2e-marker".into(), marker.clone())],
+            body: None,
+            marker,
+        }
+    }
+
+    /// `POST /v1/messages` with `x-api-key` and a small SDK-shaped body.
+    pub fn messages(key: &str, model: &str, stream: bool) -> Call {
+        Call::new(Method::POST, "/v1/messages")
+            .key(key)
+            .json(&message_body(model, stream))
+    }
+
+    pub fn key(self, key: &str) -> Call {
+        self.header("x-api-key", key)
+    }
+
+    pub fn bearer(self, key: &str) -> Call {
+        self.header("authorization", &format!("Bearer {key}"))
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Call {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Tells the fake upstream how to answer (see `tests/src/fake/script.rs`).
+    pub fn script(self, script: &Value) -> Call {
+        self.header("x-fake-script", &script.to_string())
+    }
+
+    pub fn json(self, body: &Value) -> Call {
+        self.header("content-type", "application/json").raw(body.to_string().into_bytes())
+    }
+
+    pub fn raw(mut self, body: Vec<u8>) -> Call {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// A Messages request body as SDKs send it: `model` after `messages` (serde_json sorts keys).
+pub fn message_body(model: &str, stream: bool) -> Value {
+    json!({
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "model": model,
+        "stream": stream
+    })
+}
+
+/// A whole response as the caller received it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub marker: String,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn request_id(&self) -> Uuid {
+        let h = self
+            .headers
+            .get("x-claudestore-request-id")
+            .unwrap_or_else(|| panic!("no x-claudestore-request-id in {:?}", self.headers));
+        Uuid::parse_str(h.to_str().unwrap_or_default()).expect("x-claudestore-request-id is a UUID")
+    }
+
+    pub fn assert_ok(&self) -> &Reply {
+        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.text());
+        self
+    }
+
+    /// The gateway's own refusal: `status` and `{"type":"error","error":{"type":kind,"message":..}}`.
+    pub fn assert_refused(&self, status: u16, kind: &str) {
+        assert_eq!(self.status, status, "expected {status} {kind}, got {}: {}", self.status, self.text());
+        let body = self.json();
+        assert_eq!(body["type"], "error", "{body}");
+        assert_eq!(body["error"]["type"], kind, "{body}");
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "refusal without a message: {body}"
+        );
+        assert!(
+            self.headers
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap_or_default().starts_with("application/json")),
+            "refusal content-type: {:?}",
+            self.headers.get("content-type")
+        );
+    }
+}
+
+/// A customer account with one key, as the admin API created it.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub account: Uuid,
+    pub key: String,
+    pub key_id: Uuid,
+    pub granted: Decimal,
+}
+
+/// One row of `GET /v1/accounts/{id}/usage`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UsageRow {
+    pub request_id: Uuid,
+    pub key_id: Uuid,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_write_5m_tokens: u64,
+    pub cache_write_1h_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub thinking_tokens: u64,
+    pub web_search_requests: u64,
+    cost: String,
+    pub partial: bool,
+}
+
+impl UsageRow {
+    pub fn cost(&self) -> Decimal {
+        dec(&self.cost)
+    }
+
+    pub fn tokens(&self) -> Tokens {
+        Tokens {
+            input: self.input_tokens,
+            write_5m: self.cache_write_5m_tokens,
+            write_1h: self.cache_write_1h_tokens,
+            read: self.cache_read_tokens,
+            output: self.output_tokens,
+            thinking: self.thinking_tokens,
+            web_search: self.web_search_requests,
+        }
+    }
+}
+
+/// One row of `GET /v1/accounts/{id}/ledger`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Transfer {
+    credits: String,
+    balance_after: String,
+    pub kind: String,
+}
+
+impl Transfer {
+    pub fn credits(&self) -> Decimal {
+        dec(&self.credits)
+    }
+    pub fn balance_after(&self) -> Decimal {
+        dec(&self.balance_after)
+    }
+}
+
+/// One request as the fake upstream recorded it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A test's client: its own connection pool on its own runtime.
+pub struct Api {
+    pub gw: Gateway,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(gw: &Gateway) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("http client");
+        Api { gw: gw.clone(), http }
+    }
+
+    /// Sends `call` through Envoy and reads the whole answer.
+    pub async fn send(&self, call: Call) -> Reply {
+        let marker = call.marker.clone();
+        let resp = self.start(call).await;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_else(|e| {
+            panic!("reading the gateway's answer (marker {marker}): {e}")
+        });
+        Reply {
+            status,
+            headers,
+            body,
+            marker,
+        }
+    }
+
+    /// Sends `call` through Envoy and returns as soon as the headers are in.
+    pub async fn start(&self, call: Call) -> reqwest::Response {
+        let mut req = self.http.request(call.method, format!("{}{}", self.gw.url, call.path));
+        for (k, v) in &call.headers {
+            req = req.header(k, v);
+        }
+        if let Some(body) = call.body {
+            req = req.body(body);
+        }
+        req.send()
+            .await
+            .unwrap_or_else(|e| panic!("gateway request failed (marker {}): {e}", call.marker))
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.gw.control))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("control plane {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn admin_ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.admin(method.clone(), path, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        v
+    }
+
+    /// A new account with one key and `credits` granted (none when "0").
+    pub async fn tenant(&self, credits: &str) -> Tenant {
+        let name = format!("e2e-{}", Uuid::new_v4().simple());
+        let account = self
+            .admin_ok(
+                Method::POST,
+                "/v1/accounts",
+                Some(json!({"name": name, "email": format!("{name}@example.com")})),
+            )
+            .await;
+        let account = Uuid::parse_str(account["id"].as_str().expect("account id")).expect("uuid");
+        let (key_id, key) = self.new_key(account).await;
+        let granted = dec(credits);
+        if !granted.is_zero() {
+            self.grant(account, credits).await;
+        }
+        Tenant {
+            account,
+            key,
+            key_id,
+            granted,
+        }
+    }
+
+    /// Returns (key id, secret).
+    pub async fn new_key(&self, account: Uuid) -> (Uuid, String) {
+        let k = self
+            .admin_ok(Method::POST, &format!("/v1/accounts/{account}/keys"), Some(json!({"name": "e2e"})))
+            .await;
+        let id = Uuid::parse_str(k["id"].as_str().expect("key id")).expect("uuid");
+        (id, k["key"].as_str().expect("key secret").to_owned())
+    }
+
+    /// Grants (positive) or corrects (negative) credits.
+    pub async fn grant(&self, account: Uuid, credits: &str) {
+        let mut body = json!({"credits": credits, "idempotency_key": Uuid::new_v4().to_string()});
+        if credits.starts_with('-') {
+            body["reason"] = json!("e2e correction");
+        }
+        self.admin_ok(Method::POST, &format!("/v1/accounts/{account}/credits"), Some(body))
+            .await;
+    }
+
+    pub async fn revoke(&self, key_id: Uuid) {
+        let (status, v) = self.admin(Method::DELETE, &format!("/v1/keys/{key_id}"), None).await;
+        assert_eq!(status, 204, "revoking {key_id}: {v}");
+    }
+
+    pub async fn set_status(&self, account: Uuid, status: &str) {
+        self.admin_ok(Method::PATCH, &format!("/v1/accounts/{account}"), Some(json!({"status": status})))
+            .await;
+    }
+
+    pub async fn balance(&self, account: Uuid) -> Decimal {
+        let a = self.admin_ok(Method::GET, &format!("/v1/accounts/{account}"), None).await;
+        dec(a["balance"].as_str().unwrap_or_else(|| panic!("balance is not a string: {a}")))
+    }
+
+    /// Every usage record of the account, newest first.
+    pub async fn usage(&self, account: Uuid) -> Vec<UsageRow> {
+        self.pages(&format!("/v1/accounts/{account}/usage")).await
+    }
+
+    /// Every transfer of the account, newest first.
+    pub async fn ledger(&self, account: Uuid) -> Vec<Transfer> {
+        self.pages(&format!("/v1/accounts/{account}/ledger")).await
+    }
+
+    async fn pages<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{path}?limit=1000&cursor={c}"),
+                None => format!("{path}?limit=1000"),
+            };
+            let page = self.admin_ok(Method::GET, &url, None).await;
+            let rows: Vec<T> = serde_json::from_value(page["data"].clone())
+                .unwrap_or_else(|e| panic!("{path}: unexpected rows ({e}): {page}"));
+            out.extend(rows);
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Waits until the account has exactly `n` usage records and no more arrive for a while.
+    pub async fn usage_settled(&self, account: Uuid, n: usize) -> Vec<UsageRow> {
+        let what = format!("{n} usage records of account {account} (logs in {})", self.gw.work_dir.display());
+        eventually(&what, DELIVERY, || async {
+            let rows = self.usage(account).await;
+            assert!(rows.len() <= n, "more usage records than requests: {rows:#?}");
+            (rows.len() == n).then_some(())
+        })
+        .await;
+        let until = Instant::now() + SETTLE;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let rows = self.usage(account).await;
+        assert_eq!(rows.len(), n, "usage records kept arriving: {rows:#?}");
+        rows
+    }
+
+    /// Waits until the usage records of every id in `ids` are there, then until no more arrive;
+    /// returns all of the account's records.
+    pub async fn usage_including(&self, account: Uuid, ids: &[Uuid]) -> Vec<UsageRow> {
+        let what = format!("usage records of {} requests of account {account}", ids.len());
+        eventually(&what, DELIVERY, || async {
+            let rows = self.usage(account).await;
+            ids.iter().all(|id| rows.iter().any(|r| r.request_id == *id)).then_some(())
+        })
+        .await;
+        let mut rows = self.usage(account).await;
+        let until = Instant::now() + SETTLE;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let again = self.usage(account).await;
+            assert!(again.len() >= rows.len());
+            rows = again;
+        }
+        rows
+    }
+
+    /// The usage record of `request_id` among `rows`.
+    pub fn row<'r>(rows: &'r [UsageRow], request_id: Uuid) -> &'r UsageRow {
+        rows.iter()
+            .find(|r| r.request_id == request_id)
+            .unwrap_or_else(|| panic!("no usage record {request_id} in {rows:#?}"))
+    }
+
+    /// What the fake upstream received for the call with `marker`.
+    pub async fn upstream_saw(&self, marker: &str) -> Vec<Recorded> {
+        let all: Vec<Recorded> = self
+            .http
+            .get(format!("{}/__fake/requests", self.gw.fake))
+            .send()
+            .await
+            .expect("fake upstream")
+            .json()
+            .await
+            .expect("fake upstream records");
+        all.into_iter().filter(|r| r.header("x-e2e-marker") == Some(marker)).collect()
+    }
+
+    /// The one upstream request of `marker`.
+    pub async fn upstream_one(&self, marker: &str) -> Recorded {
+        let mut seen = self.upstream_saw(marker).await;
+        assert_eq!(seen.len(), 1, "upstream requests for marker {marker}: {seen:#?}");
+        seen.remove(0)
+    }
+
+    /// The filter's metrics from Envoy's admin `/stats` (`wasmcustom.claudestore.*`).
+    pub async fn filter_stat(&self, name: &str) -> i64 {
+        let text = self
+            .http
+            .get(format!("{}/stats?filter=claudestore", self.gw.envoy_admin))
+            .send()
+            .await
+            .expect("envoy admin")
+            .text()
+            .await
+            .expect("stats");
+        let wanted = format!("wasmcustom.claudestore.{name}");
+        text.lines()
+            .filter_map(|l| l.split_once(": "))
+            .find(|(k, _)| *k == wanted)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no stat {wanted} in:\n{text}"))
+    }
+
+    /// The account's balance is the grants minus the usage, and equals its ledger, three ways:
+    /// the API's balance, the newest ledger row's `balance_after`, and the sum of its entries.
+    pub async fn assert_balance(&self, tenant: &Tenant, grants: Decimal, usage: &[UsageRow]) -> Decimal {
+        let spent: Decimal = usage.iter().map(UsageRow::cost).sum();
+        let balance = self.balance(tenant.account).await;
+        assert_eq!(balance, grants - spent, "balance != grants {grants} - usage {spent}");
+        let ledger = self.ledger(tenant.account).await;
+        let newest = ledger.first().expect("ledger rows");
+        assert_eq!(newest.balance_after(), balance, "newest ledger balance_after");
+        let ledger_sum: Decimal = ledger.iter().map(Transfer::credits).sum();
+        assert_eq!(ledger_sum, balance, "sum of ledger rows");
+        let usage_debits: Decimal = ledger.iter().filter(|t| t.kind == "usage").map(Transfer::credits).sum();
+        assert_eq!(usage_debits, -spent, "usage transfers in the ledger");
+        let entries: Decimal = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE ledger_account_id = $1",
+        )
+        .bind(tenant.account)
+        .fetch_one(&mut self.db().await)
+        .await
+        .expect("sum of entries");
+        assert_eq!(entries, balance, "sum of the account's entries in PostgreSQL");
+        balance
+    }
+
+    pub async fn db(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.gw.database_url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.gw.database_url))
+    }
+
+    /// The ledger's invariants over the whole database: all balances sum to zero, every balance is
+    /// the sum of its entries, every charged usage record has its usage transfer of that amount.
+    pub async fn assert_ledger_invariants(&self) {
+        let mut db = self.db().await;
+        let total: Decimal = sqlx::query_scalar("SELECT COALESCE(SUM(balance), 0) FROM ledger_accounts")
+            .fetch_one(&mut db)
+            .await
+            .expect("sum of balances");
+        assert_eq!(total, Decimal::ZERO, "the ledger's balances do not sum to zero");
+        let drifted: Vec<(Uuid, Decimal, Decimal)> = sqlx::query_as(
+            "SELECT la.id, la.balance, COALESCE(SUM(e.amount), 0) FROM ledger_accounts la
+             LEFT JOIN entries e ON e.ledger_account_id = la.id
+             GROUP BY la.id, la.balance HAVING la.balance <> COALESCE(SUM(e.amount), 0)",
+        )
+        .fetch_all(&mut db)
+        .await
+        .expect("balances against entries");
+        assert!(drifted.is_empty(), "balances that are not the sum of their entries: {drifted:?}");
+        let unmatched: Vec<(Uuid, Decimal)> = sqlx::query_as(
+            "SELECT u.debit_id, u.cost FROM usage_records u LEFT JOIN transfers t ON t.id = u.transfer_id
+             WHERE u.cost > 0 AND (t.id IS NULL OR t.amount <> u.cost OR t.kind <> 'usage')",
+        )
+        .fetch_all(&mut db)
+        .await
+        .expect("usage against transfers");
+        assert!(unmatched.is_empty(), "usage records without their transfer: {unmatched:?}");
+    }
+}
+
+/// A key in our format with a valid checksum that the control plane never issued.
+pub fn well_formed_unknown_key() -> String {
+    let mut random = [0u8; metering::apikey::RANDOM_BYTES];
+    let a = Uuid::new_v4();
+    let b = Uuid::new_v4();
+    for (i, byte) in random.iter_mut().enumerate() {
+        *byte = if i < 16 { a.as_bytes()[i] } else { b.as_bytes()[i - 16] };
+    }
+    metering::apikey::generate(&random)
+}
+

@@ -1,0 +1,20 @@
+//! The end-to-end suite: real PostgreSQL (a fresh database per stack), the control plane, the fake
+//! upstream and a real Envoy running the release filter, driven the way callers and admins use the
+//! product. Charges are asserted as exact decimals read back from the control plane, and the
+//! ledger's invariants are checked in PostgreSQL.
+//!
+//! Most tests share one stack and isolate themselves with accounts of their own; tests that stop
+//! the control plane start stacks of their own. A missing binary fails the suite with the command
+//! that builds it (`cargo xtask test`); nothing is skipped silently.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod api;
+mod billing;
+mod concurrency;
+mod harness;
+mod hostile;
+mod outage;
+mod pricing;
+mod refusals;
+mod streaming;
+mod timings;

@@ -1,0 +1,117 @@
+//! The control plane goes away: with `fail_mode: open` known keys are served on cached balances
+//! and every debit arrives exactly once after the restart; unknown keys get 503. With
+//! `fail_mode: closed` everything gets 503 until the control plane is back. Each test has its own
+//! stack, since it stops the control plane.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::api::{eventually, well_formed_unknown_key, Api, Call};
+use crate::harness::{Options, OwnedGateway};
+use crate::pricing::{dec, sonnet_4_5, Tokens};
+
+const SONNET: &str = "claude-sonnet-4-5";
+
+fn options(fail_mode: &'static str) -> Options {
+    Options {
+        fail_mode,
+        sync_period_ms: 100,
+        flush_period_ms: 100,
+        envoy_concurrency: 2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_outage_serves_known_keys_and_delivers_every_debit_once() {
+    let mut stack = OwnedGateway::start(options("open"));
+    let api = Api::new(&stack.gw);
+    let tenant = api.tenant("100").await;
+    let other = api.tenant("100").await;
+    let tokens = Tokens {
+        input: 1000,
+        output: 200,
+        ..Tokens::default()
+    };
+    let script = json!({"usage": tokens.anthropic_usage()});
+    let mut ids = vec![];
+    let before = api.send(Call::messages(&tenant.key, SONNET, false).script(&script)).await;
+    before.assert_ok();
+    ids.push(before.request_id());
+    // `other` is known to the gateway through the snapshot only: no request before the outage.
+    api.usage_settled(tenant.account, 1).await;
+
+    stack.stop_control_plane();
+    for (i, key) in [&tenant.key, &other.key, &tenant.key, &tenant.key, &other.key, &tenant.key]
+        .iter()
+        .enumerate()
+    {
+        let reply = api.send(Call::messages(key, SONNET, i % 2 == 1).script(&script)).await;
+        reply.assert_ok();
+        ids.push(reply.request_id());
+    }
+    let unknown = api.send(Call::messages(&well_formed_unknown_key(), SONNET, false)).await;
+    unknown.assert_refused(503, "api_error");
+    assert!(api.upstream_saw(&unknown.marker).await.is_empty());
+    // The gateway kept trying to deliver while the control plane was down.
+    eventually("a failed flush retried", Duration::from_secs(10), || async {
+        (api.filter_stat("debits.retried").await > 0).then_some(())
+    })
+    .await;
+    assert!(api.filter_stat("debit_buffer.size").await > 0, "the served requests' debits are buffered");
+
+    stack.restart_control_plane();
+    let rows = api.usage_settled(tenant.account, 5).await;
+    let other_rows = api.usage_settled(other.account, 2).await;
+    for row in rows.iter().chain(&other_rows) {
+        assert!(ids.contains(&row.request_id), "unexpected usage record {row:#?}");
+        assert_eq!(row.cost(), tokens.cost(&sonnet_4_5()));
+        assert!(!row.partial);
+    }
+    assert_eq!(tokens.cost(&sonnet_4_5()), dec("0.84"));
+    api.assert_balance(&tenant, dec("100"), &rows).await;
+    api.assert_balance(&other, dec("100"), &other_rows).await;
+    assert_eq!(api.balance(tenant.account).await, dec("95.8"));
+    api.assert_ledger_invariants().await;
+    eventually("the debit buffer drained", Duration::from_secs(10), || async {
+        (api.filter_stat("debit_buffer.size").await == 0).then_some(())
+    })
+    .await;
+    // Back to normal: the gateway serves and bills as before.
+    let after = api.send(Call::messages(&tenant.key, SONNET, false).script(&script)).await;
+    after.assert_ok();
+    api.usage_settled(tenant.account, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_outage_answers_503_until_the_control_plane_is_back() {
+    let mut stack = OwnedGateway::start(options("closed"));
+    let api = Api::new(&stack.gw);
+    let tenant = api.tenant("100").await;
+    api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_ok();
+
+    stack.stop_control_plane();
+    // Once the gateway notices (no successful sync for `stale_after_ms`), it refuses everything.
+    // Polled on a free route, so that nothing served while it has not noticed yet is billed.
+    let models = eventually("503 in fail-closed mode", Duration::from_secs(20), || async {
+        let r = api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key)).await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    models.assert_refused(503, "api_error");
+    let refused = api.send(Call::messages(&tenant.key, SONNET, false)).await;
+    refused.assert_refused(503, "api_error");
+    assert!(api.upstream_saw(&refused.marker).await.is_empty());
+
+    stack.restart_control_plane();
+    eventually("served again after the restart", Duration::from_secs(20), || async {
+        let r = api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key)).await;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_ok();
+    // The request before and the one after the outage; nothing during it.
+    api.usage_settled(tenant.account, 2).await;
+    api.assert_ledger_invariants().await;
+}

@@ -1,0 +1,173 @@
+//! Streams through the gateway: they reach the caller as they are produced, and every way a stream
+//! can end early (upstream cut, caller gone, error event, no final usage) is billed exactly once,
+//! as partial, for what was reported, with the output estimated when the upstream never said it.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::api::{Api, Call, UsageRow};
+use crate::harness;
+use crate::pricing::{sonnet_4_5, Tokens};
+
+const SONNET: &str = "claude-sonnet-4-5";
+
+/// A partial record: input as reported, output estimated above what was reported (1, from
+/// `message_start`) and below `output_at_most`, charged exactly for the recorded counts.
+fn assert_partial_estimate(row: &UsageRow, input: u64, output_at_most: u64) {
+    assert!(row.partial, "not marked partial: {row:#?}");
+    assert_eq!(row.input_tokens, input, "{row:#?}");
+    assert!(
+        row.output_tokens > 1 && row.output_tokens <= output_at_most,
+        "output {} not estimated from the content forwarded (expected 2..={output_at_most})",
+        row.output_tokens
+    );
+    assert_eq!(row.cost(), row.tokens().cost(&sonnet_4_5()), "{row:#?}");
+}
+
+#[tokio::test]
+async fn stream_reaches_the_caller_event_by_event() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    // 11 events, 200 ms apart: the upstream needs 2 s for the whole stream.
+    let call = Call::messages(&tenant.key, SONNET, true).script(&json!({"deltas": 5, "delay_ms": 200}));
+    let sent = Instant::now();
+    let mut resp = api.start(call).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut seen = String::new();
+    let (mut first_event, mut last_event, mut chunks) = (None, None, 0);
+    while let Some(chunk) = resp.chunk().await.expect("stream body") {
+        chunks += 1;
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if first_event.is_none() && seen.contains("event: message_start") {
+            first_event = Some(sent.elapsed());
+        }
+        if seen.contains("event: message_stop") {
+            last_event = Some(sent.elapsed());
+        }
+    }
+    let (first, last) = (first_event.expect("message_start"), last_event.expect("message_stop"));
+    eprintln!("measured: first event after {first:?}, last after {last:?}, {chunks} chunks");
+    assert!(
+        last - first >= Duration::from_millis(1500),
+        "the stream was held back: first event at {first:?}, last at {last:?}"
+    );
+    assert!(chunks >= 6, "only {chunks} chunks reached the caller");
+    let rows = api.usage_settled(tenant.account, 1).await;
+    assert!(!rows[0].partial);
+}
+
+#[tokio::test]
+async fn stream_cut_by_the_upstream_is_billed_once_as_partial_with_estimated_output() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let usage = Tokens {
+        input: 100,
+        output: 50,
+        ..Tokens::default()
+    };
+    // message_start, content_block_start, ping, three 16-byte deltas, then the connection drops.
+    let script = json!({"usage": usage.anthropic_usage(), "text": "abcdefghijklmnop", "deltas": 10,
+                        "cut_after_events": 6});
+    let mut resp = api.start(Call::messages(&tenant.key, SONNET, true).script(&script)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let id = resp.headers()["x-claudestore-request-id"].to_str().unwrap().to_owned();
+    let mut seen = String::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("message_stop"), "the stream was not cut: {seen}");
+    let rows = api.usage_settled(tenant.account, 1).await;
+    assert_eq!(rows[0].request_id.to_string(), id);
+    // 48 bytes of text forwarded: output estimated from them, never the unreported 50.
+    assert_partial_estimate(&rows[0], 100, 48);
+    api.assert_balance(&tenant, tenant.granted, &rows).await;
+}
+
+#[tokio::test]
+async fn caller_disconnecting_mid_stream_is_billed_once_as_partial() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let usage = Tokens {
+        input: 200,
+        output: 500,
+        ..Tokens::default()
+    };
+    let script = json!({"usage": usage.anthropic_usage(), "deltas": 40, "delay_ms": 100});
+    let body = serde_json::to_vec(&crate::api::message_body(SONNET, true)).unwrap();
+    let addr = api.gw.url.trim_start_matches("http://").to_owned();
+    let key = tenant.key.clone();
+    // A raw connection, so that the test decides exactly when the caller goes away.
+    let received = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the gateway");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "POST /v1/messages HTTP/1.1\r\nhost: gateway\r\nx-api-key: {key}\r\ncontent-type: application/json\r\n\
+             x-fake-script: {script}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(&seen).matches("content_block_delta").count() < 4 {
+            let n = s.read(&mut buf).expect("stream data");
+            assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+        // the connection is dropped here, mid-stream
+    })
+    .await
+    .unwrap();
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    let rows = api.usage_settled(tenant.account, 1).await;
+    let id = received
+        .lines()
+        .find_map(|l| l.strip_prefix("x-claudestore-request-id: "))
+        .expect("request id header");
+    assert_eq!(rows[0].request_id.to_string(), id.trim());
+    // At least 4 of 40 six-byte deltas forwarded; the upstream's 500 was never reported.
+    assert_partial_estimate(&rows[0], 200, 60);
+    api.assert_balance(&tenant, tenant.granted, &rows).await;
+}
+
+#[tokio::test]
+async fn error_event_mid_stream_is_billed_once_as_partial() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let usage = Tokens {
+        input: 300,
+        output: 80,
+        ..Tokens::default()
+    };
+    // message_start, content_block_start, ping, three deltas, then an overloaded_error event.
+    let script = json!({"usage": usage.anthropic_usage(), "deltas": 10, "text": "0123456789abcdef",
+                        "error_event_after": 6});
+    let reply = api.send(Call::messages(&tenant.key, SONNET, true).script(&script)).await;
+    reply.assert_ok();
+    assert!(reply.text().contains("overloaded_error"), "{}", reply.text());
+    let rows = api.usage_settled(tenant.account, 1).await;
+    assert_eq!(rows[0].request_id, reply.request_id());
+    assert_partial_estimate(&rows[0], 300, 48);
+}
+
+#[tokio::test]
+async fn stream_without_final_usage_is_billed_as_partial_with_estimated_output() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let usage = Tokens {
+        input: 400,
+        read: 1000,
+        output: 999,
+        ..Tokens::default()
+    };
+    let script = json!({"usage": usage.anthropic_usage(), "deltas": 4, "text": "abcdefgh",
+                        "omit_final_usage": true});
+    let reply = api.send(Call::messages(&tenant.key, SONNET, true).script(&script)).await;
+    reply.assert_ok();
+    let rows = api.usage_settled(tenant.account, 1).await;
+    assert_partial_estimate(&rows[0], 400, 32);
+    assert_eq!(rows[0].cache_read_tokens, 1000, "message_start's cache reads billed");
+}
