@@ -17,6 +17,10 @@ pub fn run(args: &[String]) -> Result {
     let skip_install = args.iter().any(|a| a == "--skip-install");
     if !skip_install {
         step("install rust targets", tools::ensure_rust_targets)?;
+        // pdftotext checks invoice PDFs; Chromium and its driver run the dashboard's browser tests.
+        step("install Debian packages the tests use", || {
+            tools::ensure_debian_packages(&["poppler-utils", "chromium", "chromium-driver"])
+        })?;
     }
     step("cargo fmt --check", || {
         exec(cargo().args(["fmt", "--all", "--", "--check"]))

@@ -109,3 +109,27 @@ fn locked_version(package: &str) -> Result<String> {
     }
     Err(format!("{package} is not in Cargo.lock"))
 }
+
+/// Installs Debian packages that are missing (`apt-get`, as root; otherwise says what to run).
+pub fn ensure_debian_packages(packages: &[&str]) -> Result {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
+    if !root {
+        return Err(format!("missing Debian packages: run `sudo apt-get install -y {}`", missing.join(" ")));
+    }
+    exec(Command::new("apt-get").args(["update", "-qq"]))?;
+    exec(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
