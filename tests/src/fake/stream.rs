@@ -39,6 +39,9 @@ fn async_stream(
     tokio::spawn(async move {
         for (i, event) in events.into_iter().enumerate() {
             if cut == Some(i) {
+                // Let the events before the cut reach the socket first: the abort discards
+                // whatever the server has not written yet.
+                tokio::time::sleep(delay.max(Duration::from_millis(50))).await;
                 // An error item makes the server abort the response: the connection is cut.
                 let _ = tx.send(Err(std::io::Error::other("scripted cut"))).await;
                 return;

@@ -89,6 +89,12 @@ async fn fail_closed_outage_answers_503_until_the_control_plane_is_back() {
     let mut stack = OwnedGateway::start(options("closed"));
     let api = Api::new(&stack.gw);
     let tenant = api.tenant("100").await;
+    // Fail-closed refuses until the first snapshot has been applied, a moment after Envoy is ready.
+    eventually("the first snapshot", Duration::from_secs(10), || async {
+        let r = api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key)).await;
+        (r.status == 200).then_some(())
+    })
+    .await;
     api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_ok();
 
     stack.stop_control_plane();

@@ -78,6 +78,7 @@ async fn stream_cut_by_the_upstream_is_billed_once_as_partial_with_estimated_out
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(!seen.contains("message_stop"), "the stream was not cut: {seen}");
+    assert_eq!(seen.matches("abcdefghijklmnop").count(), 3, "the events before the cut: {seen}");
     let rows = api.usage_settled(tenant.account, 1).await;
     assert_eq!(rows[0].request_id.to_string(), id);
     // 48 bytes of text forwarded: output estimated from them, never the unreported 50.
