@@ -106,7 +106,13 @@ async fn dispatch(
         (Some(text), _) => Some(text.clone().into_bytes()),
         (None, Some(hex)) => match script::decode_hex(hex) {
             Some(bytes) => Some(bytes),
-            None => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "raw_body_hex is not hex"),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "raw_body_hex is not hex",
+                )
+            }
         },
         (None, None) => None,
     };

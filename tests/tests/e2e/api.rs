@@ -5,13 +5,13 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::call::{Call, Reply};
 use crate::harness::{Gateway, ADMIN_TOKEN};
 use crate::pricing::{dec, Tokens};
 
@@ -31,128 +31,11 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A request to the gateway. Every call carries a unique `x-e2e-marker` header that Envoy passes
-/// on, so the fake upstream's record of it can be found (or its absence proven).
-#[derive(Debug, Clone)]
-pub struct Call {
-    method: Method,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-    pub marker: String,
-}
-
-impl Call {
-    pub fn new(method: Method, path: &str) -> Call {
-        let marker = Uuid::new_v4().to_string();
-        Call {
-            method,
-            path: path.to_owned(),
-            headers: vec![("x-e2e-marker".into(), marker.clone())],
-            body: None,
-            marker,
-        }
-    }
-
-    /// `POST /v1/messages` with `x-api-key` and a small SDK-shaped body.
-    pub fn messages(key: &str, model: &str, stream: bool) -> Call {
-        Call::new(Method::POST, "/v1/messages")
-            .key(key)
-            .json(&message_body(model, stream))
-    }
-
-    pub fn key(self, key: &str) -> Call {
-        self.header("x-api-key", key)
-    }
-
-    pub fn bearer(self, key: &str) -> Call {
-        self.header("authorization", &format!("Bearer {key}"))
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Call {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// Tells the fake upstream how to answer (see `tests/src/fake/script.rs`).
-    pub fn script(self, script: &Value) -> Call {
-        self.header("x-fake-script", &script.to_string())
-    }
-
-    pub fn json(self, body: &Value) -> Call {
-        self.header("content-type", "application/json").raw(body.to_string().into_bytes())
-    }
-
-    pub fn raw(mut self, body: Vec<u8>) -> Call {
-        self.body = Some(body);
-        self
-    }
-}
-
-/// A Messages request body as SDKs send it: `model` after `messages` (serde_json sorts keys).
-pub fn message_body(model: &str, stream: bool) -> Value {
-    json!({
-        "max_tokens": 256,
-        "messages": [{"role": "user", "content": "Say hello."}],
-        "model": model,
-        "stream": stream
-    })
-}
-
-/// A whole response as the caller received it.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
-    pub marker: String,
-}
-
-impl Reply {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {}", self.text()))
-    }
-
-    pub fn request_id(&self) -> Uuid {
-        let h = self
-            .headers
-            .get("x-claudestore-request-id")
-            .unwrap_or_else(|| panic!("no x-claudestore-request-id in {:?}", self.headers));
-        Uuid::parse_str(h.to_str().unwrap_or_default()).expect("x-claudestore-request-id is a UUID")
-    }
-
-    pub fn assert_ok(&self) -> &Reply {
-        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.text());
-        self
-    }
-
-    /// The gateway's own refusal: `status` and `{"type":"error","error":{"type":kind,"message":..}}`.
-    pub fn assert_refused(&self, status: u16, kind: &str) {
-        assert_eq!(self.status, status, "expected {status} {kind}, got {}: {}", self.status, self.text());
-        let body = self.json();
-        assert_eq!(body["type"], "error", "{body}");
-        assert_eq!(body["error"]["type"], kind, "{body}");
-        assert!(
-            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "refusal without a message: {body}"
-        );
-        assert!(
-            self.headers
-                .get("content-type")
-                .is_some_and(|v| v.to_str().unwrap_or_default().starts_with("application/json")),
-            "refusal content-type: {:?}",
-            self.headers.get("content-type")
-        );
     }
 }
 
@@ -228,7 +111,10 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -253,9 +139,11 @@ impl Api {
         let resp = self.start(call).await;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_else(|e| {
-            panic!("reading the gateway's answer (marker {marker}): {e}")
-        });
+        let body = resp
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_else(|e| panic!("reading the gateway's answer (marker {marker}): {e}"));
         Reply {
             status,
             headers,
@@ -266,16 +154,11 @@ impl Api {
 
     /// Sends `call` through Envoy and returns as soon as the headers are in.
     pub async fn start(&self, call: Call) -> reqwest::Response {
-        let mut req = self.http.request(call.method, format!("{}{}", self.gw.url, call.path));
-        for (k, v) in &call.headers {
-            req = req.header(k, v);
-        }
-        if let Some(body) = call.body {
-            req = req.body(body);
-        }
-        req.send()
+        let marker = call.marker.clone();
+        call.request(&self.http, &self.gw.url)
+            .send()
             .await
-            .unwrap_or_else(|e| panic!("gateway request failed (marker {}): {e}", call.marker))
+            .unwrap_or_else(|e| panic!("gateway request failed (marker {marker}): {e}"))
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -286,7 +169,10 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("control plane {path}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("control plane {path}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -309,11 +195,13 @@ impl Api {
             )
             .await;
         let account = Uuid::parse_str(account["id"].as_str().expect("account id")).expect("uuid");
-        let (key_id, key) = self.new_key(account).await;
+        // Credits before the key: whenever the gateway learns of the key (snapshot or lookup), it
+        // learns of the credits too. (A grant after the key is a top-up: spendable within 2 s.)
         let granted = dec(credits);
         if !granted.is_zero() {
             self.grant(account, credits).await;
         }
+        let (key_id, key) = self.new_key(account).await;
         Tenant {
             account,
             key,
@@ -325,7 +213,11 @@ impl Api {
     /// Returns (key id, secret).
     pub async fn new_key(&self, account: Uuid) -> (Uuid, String) {
         let k = self
-            .admin_ok(Method::POST, &format!("/v1/accounts/{account}/keys"), Some(json!({"name": "e2e"})))
+            .admin_ok(
+                Method::POST,
+                &format!("/v1/accounts/{account}/keys"),
+                Some(json!({"name": "e2e"})),
+            )
             .await;
         let id = Uuid::parse_str(k["id"].as_str().expect("key id")).expect("uuid");
         (id, k["key"].as_str().expect("key secret").to_owned())
@@ -337,23 +229,37 @@ impl Api {
         if credits.starts_with('-') {
             body["reason"] = json!("e2e correction");
         }
-        self.admin_ok(Method::POST, &format!("/v1/accounts/{account}/credits"), Some(body))
-            .await;
+        self.admin_ok(
+            Method::POST,
+            &format!("/v1/accounts/{account}/credits"),
+            Some(body),
+        )
+        .await;
     }
 
     pub async fn revoke(&self, key_id: Uuid) {
-        let (status, v) = self.admin(Method::DELETE, &format!("/v1/keys/{key_id}"), None).await;
+        let (status, v) = self
+            .admin(Method::DELETE, &format!("/v1/keys/{key_id}"), None)
+            .await;
         assert_eq!(status, 204, "revoking {key_id}: {v}");
     }
 
     pub async fn set_status(&self, account: Uuid, status: &str) {
-        self.admin_ok(Method::PATCH, &format!("/v1/accounts/{account}"), Some(json!({"status": status})))
-            .await;
+        self.admin_ok(
+            Method::PATCH,
+            &format!("/v1/accounts/{account}"),
+            Some(json!({"status": status})),
+        )
+        .await;
     }
 
     pub async fn balance(&self, account: Uuid) -> Decimal {
-        let a = self.admin_ok(Method::GET, &format!("/v1/accounts/{account}"), None).await;
-        dec(a["balance"].as_str().unwrap_or_else(|| panic!("balance is not a string: {a}")))
+        let a = self
+            .admin_ok(Method::GET, &format!("/v1/accounts/{account}"), None)
+            .await;
+        dec(a["balance"]
+            .as_str()
+            .unwrap_or_else(|| panic!("balance is not a string: {a}")))
     }
 
     /// Every usage record of the account, newest first.
@@ -387,7 +293,10 @@ impl Api {
 
     /// Waits until the account has exactly `n` usage records and no more arrive for a while.
     pub async fn usage_settled(&self, account: Uuid, n: usize) -> Vec<UsageRow> {
-        let what = format!("{n} usage records of account {account} (logs in {})", self.gw.work_dir.display());
+        let what = format!(
+            "{n} usage records of account {account} (logs in {})",
+            self.gw.work_dir.display()
+        );
         eventually(&what, DELIVERY, || async {
             let rows = self.usage(account).await;
             assert!(rows.len() <= n, "more usage records than requests: {rows:#?}");
@@ -409,7 +318,9 @@ impl Api {
         let what = format!("usage records of {} requests of account {account}", ids.len());
         eventually(&what, DELIVERY, || async {
             let rows = self.usage(account).await;
-            ids.iter().all(|id| rows.iter().any(|r| r.request_id == *id)).then_some(())
+            ids.iter()
+                .all(|id| rows.iter().any(|r| r.request_id == *id))
+                .then_some(())
         })
         .await;
         let mut rows = self.usage(account).await;
@@ -424,7 +335,7 @@ impl Api {
     }
 
     /// The usage record of `request_id` among `rows`.
-    pub fn row<'r>(rows: &'r [UsageRow], request_id: Uuid) -> &'r UsageRow {
+    pub fn row(rows: &[UsageRow], request_id: Uuid) -> &UsageRow {
         rows.iter()
             .find(|r| r.request_id == request_id)
             .unwrap_or_else(|| panic!("no usage record {request_id} in {rows:#?}"))
@@ -441,7 +352,9 @@ impl Api {
             .json()
             .await
             .expect("fake upstream records");
-        all.into_iter().filter(|r| r.header("x-e2e-marker") == Some(marker)).collect()
+        all.into_iter()
+            .filter(|r| r.header("x-e2e-marker") == Some(marker))
+            .collect()
     }
 
     /// The one upstream request of `marker`.
@@ -475,21 +388,28 @@ impl Api {
     pub async fn assert_balance(&self, tenant: &Tenant, grants: Decimal, usage: &[UsageRow]) -> Decimal {
         let spent: Decimal = usage.iter().map(UsageRow::cost).sum();
         let balance = self.balance(tenant.account).await;
-        assert_eq!(balance, grants - spent, "balance != grants {grants} - usage {spent}");
+        assert_eq!(
+            balance,
+            grants - spent,
+            "balance != grants {grants} - usage {spent}"
+        );
         let ledger = self.ledger(tenant.account).await;
         let newest = ledger.first().expect("ledger rows");
         assert_eq!(newest.balance_after(), balance, "newest ledger balance_after");
         let ledger_sum: Decimal = ledger.iter().map(Transfer::credits).sum();
         assert_eq!(ledger_sum, balance, "sum of ledger rows");
-        let usage_debits: Decimal = ledger.iter().filter(|t| t.kind == "usage").map(Transfer::credits).sum();
+        let usage_debits: Decimal = ledger
+            .iter()
+            .filter(|t| t.kind == "usage")
+            .map(Transfer::credits)
+            .sum();
         assert_eq!(usage_debits, -spent, "usage transfers in the ledger");
-        let entries: Decimal = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE ledger_account_id = $1",
-        )
-        .bind(tenant.account)
-        .fetch_one(&mut self.db().await)
-        .await
-        .expect("sum of entries");
+        let entries: Decimal =
+            sqlx::query_scalar("SELECT COALESCE(SUM(amount), 0) FROM entries WHERE ledger_account_id = $1")
+                .bind(tenant.account)
+                .fetch_one(&mut self.db().await)
+                .await
+                .expect("sum of entries");
         assert_eq!(entries, balance, "sum of the account's entries in PostgreSQL");
         balance
     }
@@ -518,7 +438,10 @@ impl Api {
         .fetch_all(&mut db)
         .await
         .expect("balances against entries");
-        assert!(drifted.is_empty(), "balances that are not the sum of their entries: {drifted:?}");
+        assert!(
+            drifted.is_empty(),
+            "balances that are not the sum of their entries: {drifted:?}"
+        );
         let unmatched: Vec<(Uuid, Decimal)> = sqlx::query_as(
             "SELECT u.debit_id, u.cost FROM usage_records u LEFT JOIN transfers t ON t.id = u.transfer_id
              WHERE u.cost > 0 AND (t.id IS NULL OR t.amount <> u.cost OR t.kind <> 'usage')",
@@ -526,18 +449,9 @@ impl Api {
         .fetch_all(&mut db)
         .await
         .expect("usage against transfers");
-        assert!(unmatched.is_empty(), "usage records without their transfer: {unmatched:?}");
+        assert!(
+            unmatched.is_empty(),
+            "usage records without their transfer: {unmatched:?}"
+        );
     }
 }
-
-/// A key in our format with a valid checksum that the control plane never issued.
-pub fn well_formed_unknown_key() -> String {
-    let mut random = [0u8; metering::apikey::RANDOM_BYTES];
-    let a = Uuid::new_v4();
-    let b = Uuid::new_v4();
-    for (i, byte) in random.iter_mut().enumerate() {
-        *byte = if i < 16 { a.as_bytes()[i] } else { b.as_bytes()[i - 16] };
-    }
-    metering::apikey::generate(&random)
-}
-

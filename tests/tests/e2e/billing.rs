@@ -4,7 +4,8 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::api::{Api, Call};
+use crate::api::Api;
+use crate::call::Call;
 use crate::harness;
 use crate::pricing::{dec, haiku_4_5, sonnet_4_5, sonnet_4_5_long_context, Tokens};
 
@@ -28,7 +29,10 @@ async fn each_usage_category_is_billed_exactly_json_and_stream_alike() {
         ("1h cache write", t(|t| t.write_1h = 1000)),
         ("cache read", t(|t| t.read = 1000)),
         ("output", t(|t| t.output = 1000)),
-        ("thinking (part of output)", t(|t| (t.output, t.thinking) = (1000, 400))),
+        (
+            "thinking (part of output)",
+            t(|t| (t.output, t.thinking) = (1000, 400)),
+        ),
         ("web search", t(|t| (t.input, t.web_search) = (10, 2))),
         (
             "all together",
@@ -54,12 +58,22 @@ async fn each_usage_category_is_billed_exactly_json_and_stream_alike() {
                     script["thinking_deltas"] = json!(2);
                 }
             }
-            let reply = api.send(Call::messages(&tenant.key, SONNET, stream).script(&script)).await;
+            let reply = api
+                .send(Call::messages(&tenant.key, SONNET, stream).script(&script))
+                .await;
             reply.assert_ok();
             if stream {
-                assert!(reply.text().contains("event: message_stop"), "{name}: {}", reply.text());
+                assert!(
+                    reply.text().contains("event: message_stop"),
+                    "{name}: {}",
+                    reply.text()
+                );
             } else {
-                assert_eq!(reply.json()["usage"], tokens.anthropic_usage(), "{name}: body passed unchanged");
+                assert_eq!(
+                    reply.json()["usage"],
+                    tokens.anthropic_usage(),
+                    "{name}: body passed unchanged"
+                );
             }
             expected.push((name, stream, reply.request_id(), tokens));
         }
@@ -91,7 +105,9 @@ async fn cache_writes_without_ttl_split_are_billed_as_5m_writes() {
     let tenant = api.tenant("100").await;
     let usage = json!({"input_tokens": 10, "cache_creation_input_tokens": 2000, "cache_read_input_tokens": 0,
                        "output_tokens": 5});
-    let reply = api.send(Call::messages(&tenant.key, SONNET, false).script(&json!({"usage": usage}))).await;
+    let reply = api
+        .send(Call::messages(&tenant.key, SONNET, false).script(&json!({"usage": usage})))
+        .await;
     reply.assert_ok();
     let rows = api.usage_settled(tenant.account, 1).await;
     let expected = Tokens {
@@ -121,7 +137,9 @@ async fn prompt_above_the_tier_threshold_bills_the_whole_request_at_the_tier() {
     let mut ids = Vec::new();
     for (tokens, stream) in [(at, false), (above, false), (above, true)] {
         let script = json!({"usage": tokens.anthropic_usage()});
-        let reply = api.send(Call::messages(&tenant.key, SONNET, stream).script(&script)).await;
+        let reply = api
+            .send(Call::messages(&tenant.key, SONNET, stream).script(&script))
+            .await;
         reply.assert_ok();
         ids.push(reply.request_id());
     }
@@ -129,7 +147,10 @@ async fn prompt_above_the_tier_threshold_bills_the_whole_request_at_the_tier() {
     assert_eq!(Api::row(&rows, ids[0]).cost(), at.cost(&sonnet_4_5()));
     assert_eq!(Api::row(&rows, ids[0]).cost(), dec("48.3"));
     for id in &ids[1..] {
-        assert_eq!(Api::row(&rows, *id).cost(), above.cost(&sonnet_4_5_long_context()));
+        assert_eq!(
+            Api::row(&rows, *id).cost(),
+            above.cost(&sonnet_4_5_long_context())
+        );
         assert_eq!(Api::row(&rows, *id).cost(), dec("95.550084"));
     }
     api.assert_balance(&tenant, tenant.granted, &rows).await;
@@ -148,26 +169,39 @@ async fn dated_model_bills_as_its_family_and_the_served_model_is_billed() {
     };
     let usage = json!({"usage": tokens.anthropic_usage()});
 
-    let dated = api.send(Call::messages(&tenant.key, "claude-haiku-4-5-20251001", false).script(&usage)).await;
+    let dated = api
+        .send(Call::messages(&tenant.key, "claude-haiku-4-5-20251001", false).script(&usage))
+        .await;
     dated.assert_ok();
     let mut served_other = usage.clone();
     served_other["model"] = json!("claude-haiku-4-5");
-    let served = api.send(Call::messages(&tenant.key, SONNET, true).script(&served_other)).await;
+    let served = api
+        .send(Call::messages(&tenant.key, SONNET, true).script(&served_other))
+        .await;
     served.assert_ok();
     let mut served_unpriced = usage.clone();
     served_unpriced["model"] = json!("claude-imaginary-9");
-    let unpriced = api.send(Call::messages(&tenant.key, SONNET, false).script(&served_unpriced)).await;
+    let unpriced = api
+        .send(Call::messages(&tenant.key, SONNET, false).script(&served_unpriced))
+        .await;
     unpriced.assert_ok();
 
     let rows = api.usage_settled(tenant.account, 3).await;
     let haiku = tokens.cost(&haiku_4_5());
     assert_eq!(haiku, dec("0.84"));
     let row = Api::row(&rows, dated.request_id());
-    assert_eq!((row.model.as_str(), row.cost()), ("claude-haiku-4-5-20251001", haiku));
+    assert_eq!(
+        (row.model.as_str(), row.cost()),
+        ("claude-haiku-4-5-20251001", haiku)
+    );
     let row = Api::row(&rows, served.request_id());
     assert_eq!((row.model.as_str(), row.cost()), ("claude-haiku-4-5", haiku));
     let row = Api::row(&rows, unpriced.request_id());
-    assert_eq!(row.cost(), tokens.cost(&sonnet_4_5()), "unpriced served model billed as requested");
+    assert_eq!(
+        row.cost(),
+        tokens.cost(&sonnet_4_5()),
+        "unpriced served model billed as requested"
+    );
     assert_eq!(row.cost(), dec("2.52"));
     api.assert_balance(&tenant, tenant.granted, &rows).await;
 }
@@ -185,20 +219,34 @@ async fn count_tokens_and_models_are_free_and_allowed_at_zero_balance() {
             .json(&json!({"messages": [{"role": "user", "content": "hi"}], "model": SONNET}));
         let count = api.send(count).await;
         count.assert_ok();
-        assert!(count.json()["input_tokens"].as_u64().is_some(), "{}", count.text());
-        let models = api.send(Call::new(Method::GET, "/v1/models").bearer(&tenant.key)).await;
+        assert!(
+            count.json()["input_tokens"].as_u64().is_some(),
+            "{}",
+            count.text()
+        );
+        let models = api
+            .send(Call::new(Method::GET, "/v1/models").bearer(&tenant.key))
+            .await;
         models.assert_ok();
         assert!(models.json()["data"].is_array(), "{}", models.text());
         assert_eq!(api.upstream_saw(&models.marker).await.len(), 1);
-        assert!(models.headers.get("x-claudestore-request-id").is_none(), "free routes have no debit");
+        assert!(
+            models.headers.get("x-claudestore-request-id").is_none(),
+            "free routes have no debit"
+        );
     }
-    api.send(Call::messages(&broke.key, SONNET, false)).await.assert_refused(402, "billing_error");
+    api.send(Call::messages(&broke.key, SONNET, false))
+        .await
+        .assert_refused(402, "billing_error");
     // One billed request after the free ones: it must be the only usage record.
     let billed = api.send(Call::messages(&funded.key, SONNET, false)).await;
     billed.assert_ok();
     let rows = api.usage_settled(funded.account, 1).await;
     assert_eq!(rows[0].request_id, billed.request_id());
-    assert!(api.usage(broke.account).await.is_empty(), "free requests billed at zero balance");
+    assert!(
+        api.usage(broke.account).await.is_empty(),
+        "free requests billed at zero balance"
+    );
     assert_eq!(api.balance(broke.account).await, dec("0"));
     api.assert_balance(&funded, funded.granted, &rows).await;
 }
@@ -248,13 +296,21 @@ async fn openai_route_bills_by_the_mapping_and_streams_ask_for_usage() {
     for reply in [&streamed, &refused_usage] {
         let up = api.upstream_one(&reply.marker).await;
         let sent: Value = serde_json::from_str(&up.body).expect("upstream body is JSON");
-        assert_eq!(sent["stream_options"]["include_usage"], json!(true), "upstream body: {}", up.body);
+        assert_eq!(
+            sent["stream_options"]["include_usage"],
+            json!(true),
+            "upstream body: {}",
+            up.body
+        );
         assert_eq!(sent["model"], SONNET);
     }
     for reply in [&plain, &streamed] {
         let up = api.upstream_one(&reply.marker).await;
         assert_eq!(up.path, "/v1/chat/completions");
-        assert_eq!(up.header("authorization"), Some(format!("Bearer {}", harness::OPERATOR_KEY).as_str()));
+        assert_eq!(
+            up.header("authorization"),
+            Some(format!("Bearer {}", harness::OPERATOR_KEY).as_str())
+        );
         assert_eq!(up.header("x-api-key"), None);
     }
     let rows = api.usage_settled(tenant.account, 3).await;
@@ -279,7 +335,9 @@ async fn customer_me_is_served_by_the_control_plane_through_the_gateway() {
     assert_eq!(me["account_id"], tenant.account.to_string());
     assert_eq!(dec(me["balance"].as_str().expect("balance")), dec("42.5"));
     assert_eq!(me["key"]["id"], tenant.key_id.to_string());
-    let usage = api.send(Call::new(Method::GET, "/v1/me/usage").bearer(&tenant.key)).await;
+    let usage = api
+        .send(Call::new(Method::GET, "/v1/me/usage").bearer(&tenant.key))
+        .await;
     usage.assert_ok();
     assert!(usage.json()["data"].is_array());
     let anonymous = api.send(Call::new(Method::GET, "/v1/me")).await;

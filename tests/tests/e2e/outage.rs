@@ -8,7 +8,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::api::{eventually, well_formed_unknown_key, Api, Call};
+use crate::api::{eventually, Api};
+use crate::call::{well_formed_unknown_key, Call};
 use crate::harness::{Options, OwnedGateway};
 use crate::pricing::{dec, sonnet_4_5, Tokens};
 
@@ -36,22 +37,35 @@ async fn fail_open_outage_serves_known_keys_and_delivers_every_debit_once() {
     };
     let script = json!({"usage": tokens.anthropic_usage()});
     let mut ids = vec![];
-    let before = api.send(Call::messages(&tenant.key, SONNET, false).script(&script)).await;
+    let before = api
+        .send(Call::messages(&tenant.key, SONNET, false).script(&script))
+        .await;
     before.assert_ok();
     ids.push(before.request_id());
     // `other` is known to the gateway through the snapshot only: no request before the outage.
     api.usage_settled(tenant.account, 1).await;
 
     stack.stop_control_plane();
-    for (i, key) in [&tenant.key, &other.key, &tenant.key, &tenant.key, &other.key, &tenant.key]
-        .iter()
-        .enumerate()
+    for (i, key) in [
+        &tenant.key,
+        &other.key,
+        &tenant.key,
+        &tenant.key,
+        &other.key,
+        &tenant.key,
+    ]
+    .iter()
+    .enumerate()
     {
-        let reply = api.send(Call::messages(key, SONNET, i % 2 == 1).script(&script)).await;
+        let reply = api
+            .send(Call::messages(key, SONNET, i % 2 == 1).script(&script))
+            .await;
         reply.assert_ok();
         ids.push(reply.request_id());
     }
-    let unknown = api.send(Call::messages(&well_formed_unknown_key(), SONNET, false)).await;
+    let unknown = api
+        .send(Call::messages(&well_formed_unknown_key(), SONNET, false))
+        .await;
     unknown.assert_refused(503, "api_error");
     assert!(api.upstream_saw(&unknown.marker).await.is_empty());
     // The gateway kept trying to deliver while the control plane was down.
@@ -59,7 +73,10 @@ async fn fail_open_outage_serves_known_keys_and_delivers_every_debit_once() {
         (api.filter_stat("debits.retried").await > 0).then_some(())
     })
     .await;
-    assert!(api.filter_stat("debit_buffer.size").await > 0, "the served requests' debits are buffered");
+    assert!(
+        api.filter_stat("debit_buffer.size").await > 0,
+        "the served requests' debits are buffered"
+    );
 
     stack.restart_control_plane();
     let rows = api.usage_settled(tenant.account, 5).await;
@@ -79,7 +96,9 @@ async fn fail_open_outage_serves_known_keys_and_delivers_every_debit_once() {
     })
     .await;
     // Back to normal: the gateway serves and bills as before.
-    let after = api.send(Call::messages(&tenant.key, SONNET, false).script(&script)).await;
+    let after = api
+        .send(Call::messages(&tenant.key, SONNET, false).script(&script))
+        .await;
     after.assert_ok();
     api.usage_settled(tenant.account, 6).await;
 }
@@ -91,17 +110,23 @@ async fn fail_closed_outage_answers_503_until_the_control_plane_is_back() {
     let tenant = api.tenant("100").await;
     // Fail-closed refuses until the first snapshot has been applied, a moment after Envoy is ready.
     eventually("the first snapshot", Duration::from_secs(10), || async {
-        let r = api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key)).await;
+        let r = api
+            .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
+            .await;
         (r.status == 200).then_some(())
     })
     .await;
-    api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_ok();
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_ok();
 
     stack.stop_control_plane();
     // Once the gateway notices (no successful sync for `stale_after_ms`), it refuses everything.
     // Polled on a free route, so that nothing served while it has not noticed yet is billed.
     let models = eventually("503 in fail-closed mode", Duration::from_secs(20), || async {
-        let r = api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key)).await;
+        let r = api
+            .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
+            .await;
         (r.status == 503).then_some(r)
     })
     .await;
@@ -111,12 +136,20 @@ async fn fail_closed_outage_answers_503_until_the_control_plane_is_back() {
     assert!(api.upstream_saw(&refused.marker).await.is_empty());
 
     stack.restart_control_plane();
-    eventually("served again after the restart", Duration::from_secs(20), || async {
-        let r = api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key)).await;
-        (r.status == 200).then_some(())
-    })
+    eventually(
+        "served again after the restart",
+        Duration::from_secs(20),
+        || async {
+            let r = api
+                .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
+                .await;
+            (r.status == 200).then_some(())
+        },
+    )
     .await;
-    api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_ok();
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_ok();
     // The request before and the one after the outage; nothing during it.
     api.usage_settled(tenant.account, 2).await;
     api.assert_ledger_invariants().await;

@@ -110,7 +110,13 @@ fn expected_rates_match_hand_computed_figures() {
     let s = sonnet_4_5();
     assert_eq!(
         [s.input, s.write_5m, s.write_1h, s.read, s.output],
-        [dec("0.00042"), dec("0.000525"), dec("0.00084"), dec("0.000042"), dec("0.0021")]
+        [
+            dec("0.00042"),
+            dec("0.000525"),
+            dec("0.00084"),
+            dec("0.000042"),
+            dec("0.0021")
+        ]
     );
     assert_eq!(web_search_fee(), dec("1.4"));
     let all = Tokens {

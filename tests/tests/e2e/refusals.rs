@@ -7,7 +7,8 @@ use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::api::{eventually, message_body, well_formed_unknown_key, Api, Call, Reply};
+use crate::api::{eventually, Api};
+use crate::call::{message_body, well_formed_unknown_key, Call, Reply};
 use crate::harness::{self, OPERATOR_KEY};
 use crate::pricing::{dec, sonnet_4_5, Tokens};
 
@@ -21,7 +22,10 @@ fn no_key() -> Call {
 async fn assert_refused_before_upstream(api: &Api, reply: &Reply, status: u16, kind: &str) {
     reply.assert_refused(status, kind);
     let seen = api.upstream_saw(&reply.marker).await;
-    assert!(seen.is_empty(), "a refused request reached the upstream: {seen:#?}");
+    assert!(
+        seen.is_empty(),
+        "a refused request reached the upstream: {seen:#?}"
+    );
 }
 
 #[tokio::test]
@@ -38,7 +42,10 @@ async fn missing_malformed_unknown_and_conflicting_keys_get_401_before_the_upstr
         ("bad checksum", no_key().key(&bad_checksum)),
         ("empty bearer", no_key().header("authorization", "Bearer ")),
         ("unknown well-formed", no_key().key(&well_formed_unknown_key())),
-        ("unknown well-formed bearer", no_key().bearer(&well_formed_unknown_key())),
+        (
+            "unknown well-formed bearer",
+            no_key().bearer(&well_formed_unknown_key()),
+        ),
         ("two different keys", no_key().key(&a.key).bearer(&b.key)),
     ];
     for (name, call) in cases {
@@ -57,15 +64,25 @@ async fn revoked_key_and_suspended_account_get_401_before_the_upstream() {
     let api = Api::new(harness::shared());
     let revoked = api.tenant("10").await;
     let suspended = api.tenant("10").await;
-    api.send(Call::messages(&revoked.key, SONNET, false)).await.assert_ok();
-    api.send(Call::messages(&suspended.key, SONNET, false)).await.assert_ok();
+    api.send(Call::messages(&revoked.key, SONNET, false))
+        .await
+        .assert_ok();
+    api.send(Call::messages(&suspended.key, SONNET, false))
+        .await
+        .assert_ok();
     api.revoke(revoked.key_id).await;
     api.set_status(suspended.account, "suspended").await;
     for tenant in [&revoked, &suspended] {
-        eventually("the refusal of a revoked key / suspended account", WAIT, || async {
-            let r = api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key)).await;
-            (r.status == 401).then_some(())
-        })
+        eventually(
+            "the refusal of a revoked key / suspended account",
+            WAIT,
+            || async {
+                let r = api
+                    .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
+                    .await;
+                (r.status == 401).then_some(())
+            },
+        )
         .await;
         let reply = api.send(Call::messages(&tenant.key, SONNET, false)).await;
         assert_refused_before_upstream(&api, &reply, 401, "authentication_error").await;
@@ -73,11 +90,15 @@ async fn revoked_key_and_suspended_account_get_401_before_the_upstream() {
     // Reactivated, the account's key works again.
     api.set_status(suspended.account, "active").await;
     eventually("a reactivated account served", WAIT, || async {
-        let r = api.send(Call::new(Method::GET, "/v1/models").key(&suspended.key)).await;
+        let r = api
+            .send(Call::new(Method::GET, "/v1/models").key(&suspended.key))
+            .await;
         (r.status == 200).then_some(())
     })
     .await;
-    api.send(Call::messages(&suspended.key, SONNET, false)).await.assert_ok();
+    api.send(Call::messages(&suspended.key, SONNET, false))
+        .await
+        .assert_ok();
     api.usage_settled(revoked.account, 1).await;
     api.usage_settled(suspended.account, 2).await;
 }
@@ -116,11 +137,27 @@ async fn unpriced_model_and_unreadable_body_get_400_before_the_upstream() {
             .raw(body)
     };
     let cases = [
-        ("unpriced model", messages(message_body("claude-imaginary-9", false).to_string().into_bytes())),
-        ("unpriced dated model", messages(message_body("claude-fable-5-2-20261101", false).to_string().into())),
+        (
+            "unpriced model",
+            messages(message_body("claude-imaginary-9", false).to_string().into_bytes()),
+        ),
+        (
+            "unpriced dated model",
+            messages(
+                message_body("claude-fable-5-2-20261101", false)
+                    .to_string()
+                    .into(),
+            ),
+        ),
         ("not JSON", messages(b"{not json".to_vec())),
-        ("no model", messages(br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#.to_vec())),
-        ("model not a string", messages(br#"{"messages":[],"model":42}"#.to_vec())),
+        (
+            "no model",
+            messages(br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#.to_vec()),
+        ),
+        (
+            "model not a string",
+            messages(br#"{"messages":[],"model":42}"#.to_vec()),
+        ),
         ("empty body", messages(Vec::new())),
         (
             "OpenAI unpriced model",
@@ -159,7 +196,11 @@ async fn routes_not_offered_get_403_before_the_upstream() {
     ];
     for call in cases {
         for with_key in [true, false] {
-            let call = if with_key { call.clone().key(&tenant.key) } else { call.clone() };
+            let call = if with_key {
+                call.clone().key(&tenant.key)
+            } else {
+                call.clone()
+            };
             let reply = api.send(call).await;
             assert_refused_before_upstream(&api, &reply, 403, "permission_error").await;
         }
@@ -181,7 +222,9 @@ async fn upstream_gets_the_operator_key_and_identity_encoding_never_the_callers_
         Call::new(Method::POST, "/v1/messages/count_tokens")
             .key(&tenant.key)
             .json(&message_body(SONNET, false)),
-        Call::new(Method::GET, "/v1/models").bearer(&tenant.key).header("accept-encoding", "gzip"),
+        Call::new(Method::GET, "/v1/models")
+            .bearer(&tenant.key)
+            .header("accept-encoding", "gzip"),
     ];
     for call in calls {
         let reply = api.send(call).await;
@@ -191,7 +234,10 @@ async fn upstream_gets_the_operator_key_and_identity_encoding_never_the_callers_
         assert_eq!(up.header("authorization"), None, "{up:#?}");
         assert_eq!(up.header("accept-encoding"), Some("identity"), "{up:#?}");
         for (name, value) in &up.headers {
-            assert!(!value.contains(&tenant.key), "the caller's key reached the upstream in {name}");
+            assert!(
+                !value.contains(&tenant.key),
+                "the caller's key reached the upstream in {name}"
+            );
             assert!(!name.starts_with("x-claudestore-"), "{name} reached the upstream");
         }
         assert!(!up.body.contains(&tenant.key));
@@ -215,10 +261,17 @@ async fn operator_key_never_reaches_the_caller() {
     ];
     for call in calls {
         let reply = api.send(call).await;
-        assert!(!reply.text().contains(OPERATOR_KEY), "operator key in the body: {}", reply.text());
+        assert!(
+            !reply.text().contains(OPERATOR_KEY),
+            "operator key in the body: {}",
+            reply.text()
+        );
         for (name, value) in &reply.headers {
             let value = String::from_utf8_lossy(value.as_bytes());
-            assert!(!value.contains(OPERATOR_KEY), "operator key in response header {name}");
+            assert!(
+                !value.contains(OPERATOR_KEY),
+                "operator key in response header {name}"
+            );
         }
     }
 }
@@ -237,7 +290,9 @@ async fn caller_cannot_choose_the_request_id_the_price_or_the_account() {
         ..Tokens::default()
     };
     let script = json!({"usage": tokens.anthropic_usage()});
-    let first = api.send(Call::messages(&tenant.key, SONNET, false).script(&script)).await;
+    let first = api
+        .send(Call::messages(&tenant.key, SONNET, false).script(&script))
+        .await;
     first.assert_ok();
     let forged_id = Uuid::new_v4();
     let mut forged_body = message_body(SONNET, false);
@@ -270,7 +325,10 @@ async fn caller_cannot_choose_the_request_id_the_price_or_the_account() {
         let reply = api.send(call).await;
         reply.assert_ok();
         let id = reply.request_id();
-        assert!(!ids.contains(&id) && id != forged_id, "the caller chose the request id {id}");
+        assert!(
+            !ids.contains(&id) && id != forged_id,
+            "the caller chose the request id {id}"
+        );
         ids.push(id);
     }
     let rows = api.usage_settled(tenant.account, ids.len()).await;
@@ -279,7 +337,10 @@ async fn caller_cannot_choose_the_request_id_the_price_or_the_account() {
         assert_eq!(row.cost(), tokens.cost(&sonnet_4_5()), "request {id}");
         assert_eq!(row.model, SONNET);
     }
-    assert!(api.usage(victim.account).await.is_empty(), "billed to another account");
+    assert!(
+        api.usage(victim.account).await.is_empty(),
+        "billed to another account"
+    );
     api.assert_balance(&tenant, tenant.granted, &rows).await;
     assert_eq!(api.balance(victim.account).await, dec("100"));
 }
@@ -291,8 +352,12 @@ async fn refusals_and_debits_are_counted_in_envoy_stats() {
     let tenant = api.tenant("10").await;
     let refused = api.filter_stat("refused.route_not_offered").await;
     let acked = api.filter_stat("debits.acked").await;
-    api.send(Call::new(Method::POST, "/v1/complete")).await.assert_refused(403, "permission_error");
-    api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_ok();
+    api.send(Call::new(Method::POST, "/v1/complete"))
+        .await
+        .assert_refused(403, "permission_error");
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_ok();
     api.usage_settled(tenant.account, 1).await;
     eventually("the counters to move", WAIT, || async {
         let r = api.filter_stat("refused.route_not_offered").await;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::api::{Api, Call, UsageRow};
+use crate::api::{Api, UsageRow};
+use crate::call::Call;
 use crate::harness;
 use crate::pricing::{sonnet_4_5, Tokens};
 
@@ -47,7 +48,10 @@ async fn stream_reaches_the_caller_event_by_event() {
             last_event = Some(sent.elapsed());
         }
     }
-    let (first, last) = (first_event.expect("message_start"), last_event.expect("message_stop"));
+    let (first, last) = (
+        first_event.expect("message_start"),
+        last_event.expect("message_stop"),
+    );
     eprintln!("measured: first event after {first:?}, last after {last:?}, {chunks} chunks");
     assert!(
         last - first >= Duration::from_millis(1500),
@@ -70,15 +74,24 @@ async fn stream_cut_by_the_upstream_is_billed_once_as_partial_with_estimated_out
     // message_start, content_block_start, ping, three 16-byte deltas, then the connection drops.
     let script = json!({"usage": usage.anthropic_usage(), "text": "abcdefghijklmnop", "deltas": 10,
                         "cut_after_events": 6});
-    let mut resp = api.start(Call::messages(&tenant.key, SONNET, true).script(&script)).await;
+    let mut resp = api
+        .start(Call::messages(&tenant.key, SONNET, true).script(&script))
+        .await;
     assert_eq!(resp.status().as_u16(), 200);
-    let id = resp.headers()["x-claudestore-request-id"].to_str().unwrap().to_owned();
+    let id = resp.headers()["x-claudestore-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let mut seen = String::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(!seen.contains("message_stop"), "the stream was not cut: {seen}");
-    assert_eq!(seen.matches("abcdefghijklmnop").count(), 3, "the events before the cut: {seen}");
+    assert_eq!(
+        seen.matches("abcdefghijklmnop").count(),
+        3,
+        "the events before the cut: {seen}"
+    );
     let rows = api.usage_settled(tenant.account, 1).await;
     assert_eq!(rows[0].request_id.to_string(), id);
     // 48 bytes of text forwarded: output estimated from them, never the unreported 50.
@@ -96,7 +109,7 @@ async fn caller_disconnecting_mid_stream_is_billed_once_as_partial() {
         ..Tokens::default()
     };
     let script = json!({"usage": usage.anthropic_usage(), "deltas": 40, "delay_ms": 100});
-    let body = serde_json::to_vec(&crate::api::message_body(SONNET, true)).unwrap();
+    let body = serde_json::to_vec(&crate::call::message_body(SONNET, true)).unwrap();
     let addr = api.gw.url.trim_start_matches("http://").to_owned();
     let key = tenant.key.clone();
     // A raw connection, so that the test decides exactly when the caller goes away.
@@ -146,7 +159,9 @@ async fn error_event_mid_stream_is_billed_once_as_partial() {
     // message_start, content_block_start, ping, three deltas, then an overloaded_error event.
     let script = json!({"usage": usage.anthropic_usage(), "deltas": 10, "text": "0123456789abcdef",
                         "error_event_after": 6});
-    let reply = api.send(Call::messages(&tenant.key, SONNET, true).script(&script)).await;
+    let reply = api
+        .send(Call::messages(&tenant.key, SONNET, true).script(&script))
+        .await;
     reply.assert_ok();
     assert!(reply.text().contains("overloaded_error"), "{}", reply.text());
     let rows = api.usage_settled(tenant.account, 1).await;
@@ -166,9 +181,14 @@ async fn stream_without_final_usage_is_billed_as_partial_with_estimated_output()
     };
     let script = json!({"usage": usage.anthropic_usage(), "deltas": 4, "text": "abcdefgh",
                         "omit_final_usage": true});
-    let reply = api.send(Call::messages(&tenant.key, SONNET, true).script(&script)).await;
+    let reply = api
+        .send(Call::messages(&tenant.key, SONNET, true).script(&script))
+        .await;
     reply.assert_ok();
     let rows = api.usage_settled(tenant.account, 1).await;
     assert_partial_estimate(&rows[0], 400, 32);
-    assert_eq!(rows[0].cache_read_tokens, 1000, "message_start's cache reads billed");
+    assert_eq!(
+        rows[0].cache_read_tokens, 1000,
+        "message_start's cache reads billed"
+    );
 }

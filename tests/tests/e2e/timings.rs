@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
-use crate::api::{Api, Call};
+use crate::api::Api;
+use crate::call::Call;
 use crate::harness;
 
 const SONNET: &str = "claude-sonnet-4-5";
@@ -36,21 +37,29 @@ async fn revoked_key_is_refused_within_two_seconds() {
     let api = Api::new(harness::shared());
     let tenant = api.tenant("10").await;
     // Known to the gateway (cached) before the revocation.
-    api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key)).await.assert_ok();
+    api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
+        .await
+        .assert_ok();
     let started = Instant::now();
     api.revoke(tenant.key_id).await;
-    let took = time_until_status(&api, started, 401, || Call::new(Method::GET, "/v1/models").key(&tenant.key))
-        .await;
+    let took = time_until_status(&api, started, 401, || {
+        Call::new(Method::GET, "/v1/models").key(&tenant.key)
+    })
+    .await;
     eprintln!("measured: revoked key refused after {took:?}");
     assert!(took < PROMISE, "revocation took {took:?}");
-    api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_refused(401, "authentication_error");
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_refused(401, "authentication_error");
 }
 
 #[tokio::test]
 async fn top_up_is_spendable_within_two_seconds() {
     let api = Api::new(harness::shared());
     let tenant = api.tenant("0").await;
-    api.send(Call::messages(&tenant.key, SONNET, false)).await.assert_refused(402, "billing_error");
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_refused(402, "billing_error");
     let started = Instant::now();
     api.grant(tenant.account, "5").await;
     let took = time_until_status(&api, started, 200, || Call::messages(&tenant.key, SONNET, false)).await;
@@ -68,9 +77,14 @@ async fn new_key_works_on_its_first_request() {
     let started = Instant::now();
     let reply = api.send(Call::messages(&key, SONNET, false)).await;
     reply.assert_ok();
-    eprintln!("measured: first request of a new key answered in {:?}", started.elapsed());
+    eprintln!(
+        "measured: first request of a new key answered in {:?}",
+        started.elapsed()
+    );
     let fresh = api.tenant("10").await;
-    api.send(Call::messages(&fresh.key, SONNET, true)).await.assert_ok();
+    api.send(Call::messages(&fresh.key, SONNET, true))
+        .await
+        .assert_ok();
     let rows = api.usage_settled(tenant.account, 1).await;
     assert_eq!(rows[0].key_id, key_id);
     api.usage_settled(fresh.account, 1).await;
