@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod credits;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -82,6 +83,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(plans::router())
         .merge(audit::router())
         .merge(internal::router())
+        .merge(dashboard::api_router())
 }
 
 async fn not_found() -> ApiError {
@@ -95,7 +97,13 @@ async fn method_not_allowed() -> ApiError {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
+    // The dashboard's pages change things through the API itself, in process.
+    let api_client = dashboard::ApiClient::new(
+        router.clone().with_state(state.clone()),
+        state.config.admin_token.clone(),
+    );
     let router = router
+        .merge(dashboard::router(api_client))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -110,7 +118,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    // The peer address is the client address of the dashboard's sign-in rate limit.
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

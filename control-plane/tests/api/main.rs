@@ -8,7 +8,9 @@
 
 mod accounts_keys;
 mod concurrency;
+mod console;
 mod credits;
+mod dashboard;
 mod debits;
 mod errors;
 mod helpers;
@@ -16,3 +18,4 @@ mod openapi;
 mod prices_plans;
 mod snapshot;
 mod usage;
+mod web;

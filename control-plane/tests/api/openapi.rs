@@ -17,6 +17,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/keys/{key_id}"),
     ("post", "/v1/accounts/{id}/credits"),
     ("get", "/v1/accounts/{id}/ledger"),
+    ("post", "/v1/accounts/{id}/password-link"),
     ("get", "/v1/accounts/{id}/usage"),
     ("get", "/v1/accounts/{id}/usage/daily"),
     ("get", "/v1/reports/margin"),

@@ -1,0 +1,281 @@
+//! The console's catalogue: the price table (every version; add one effective from a date) and
+//! the credit plans (add, rename, retire or offer again). Changes go through the API.
+
+use axum::extract::{Path, State};
+use axum::http::Method;
+use axum::response::{Html, Redirect};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use chrono::{NaiveDate, Utc};
+use maud::html;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::admin::nav;
+use super::html::{credits, csrf_field, usd, when};
+use super::session::{AdminSession, Posted};
+use super::{ApiClient, PageError, PageResult};
+use crate::{money, AppState};
+
+async fn prices(session: AdminSession, State(state): State<AppState>) -> PageResult<Html<String>> {
+    let mut conn = state.pool.acquire().await?;
+    let table = state.prices.latest(&mut conn).await?;
+    let now = Utc::now();
+    let mut entries: Vec<_> = table.entries().iter().collect();
+    entries.sort_by(|a, b| {
+        a.model
+            .cmp(&b.model)
+            .then(b.effective_from.cmp(&a.effective_from))
+    });
+    let in_force = |e: &metering::PriceEntry| {
+        e.effective_from <= now
+            && !entries
+                .iter()
+                .any(|o| o.model == e.model && o.effective_from > e.effective_from && o.effective_from <= now)
+    };
+    let rate = |d: Decimal| money::plain(d);
+    let body = html! {
+        p.muted { "Official USD per million tokens; customers pay " (money::plain(table.factor())) " of it, in credits of $0.005." }
+        table #prices {
+            thead { tr {
+                th { "Model" } th { "Effective from" } th { "State" } th.num { "Input" } th.num { "Output" }
+                th.num { "Cache write 5m" } th.num { "Cache write 1h" } th.num { "Cache read" } th.num { "Thinking" } th { "Tiers" }
+            } }
+            tbody {
+                @for e in &entries {
+                    tr {
+                        td.mono { (e.model) @for a in &e.aliases { br; span.muted { (a) } } }
+                        td { (when(e.effective_from)) }
+                        td { @if in_force(e) { strong { "in force" } } @else if e.effective_from > now { "scheduled" } @else { span.muted { "superseded" } } }
+                        td.num { (rate(e.usd_per_mtok.input)) } td.num { (rate(e.usd_per_mtok.output)) }
+                        td.num { (rate(e.usd_per_mtok.cache_write_5m)) } td.num { (rate(e.usd_per_mtok.cache_write_1h)) }
+                        td.num { (rate(e.usd_per_mtok.cache_read)) } td.num { (rate(e.usd_per_mtok.thinking_rate())) }
+                        td { (e.tiers.len()) }
+                    }
+                }
+            }
+        }
+        h2 { "Add a price version" }
+        form.stack.card #price-form method="post" action="/admin/prices" {
+            (csrf_field(&session.csrf))
+            label { "Model family id" input type="text" name="model" required maxlength="128" placeholder="claude-sonnet-4-5"; }
+            label { "Effective from (UTC; today means now)" input type="date" name="effective_from" required value=(now.date_naive()); }
+            label { "Input (USD / Mtok)" input type="text" name="input" required inputmode="decimal"; }
+            label { "Output" input type="text" name="output" required inputmode="decimal"; }
+            label { "Cache write 5m" input type="text" name="cache_write_5m" required inputmode="decimal"; }
+            label { "Cache write 1h" input type="text" name="cache_write_1h" required inputmode="decimal"; }
+            label { "Cache read" input type="text" name="cache_read" required inputmode="decimal"; }
+            label { "Thinking (empty: the output rate)" input type="text" name="thinking" inputmode="decimal"; }
+            label { "Reason" input type="text" name="reason" maxlength="1000"; }
+            button type="submit" { "Add version" }
+            p.muted { "Prompt-size tiers and aliases: PUT /v1/prices/{model} in the API." }
+        }
+    };
+    Ok(Html(
+        super::html::page("Prices", nav(&session), body).into_string(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct PriceForm {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    effective_from: String,
+    #[serde(default)]
+    input: String,
+    #[serde(default)]
+    output: String,
+    #[serde(default)]
+    cache_write_5m: String,
+    #[serde(default)]
+    cache_write_1h: String,
+    #[serde(default)]
+    cache_read: String,
+    #[serde(default)]
+    thinking: String,
+    #[serde(default)]
+    reason: String,
+}
+
+fn rate_field(name: &str, value: &str) -> PageResult<Value> {
+    let v = value.trim();
+    money::parse_plain(v).map_err(|e| PageError::BadRequest(format!("{name}: {e}")))?;
+    Ok(Value::String(v.to_owned()))
+}
+
+async fn add_price(
+    State(state): State<AppState>,
+    Extension(api): Extension<ApiClient>,
+    Posted { session, form }: Posted<AdminSession, PriceForm>,
+) -> PageResult<Redirect> {
+    let model = form.model.trim();
+    // The model becomes a path segment: only the characters the API accepts in a model id.
+    if model.is_empty()
+        || !model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    {
+        return Err(PageError::BadRequest(
+            "model must be letters, digits, '-', '.', '_' or ':'".into(),
+        ));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let table = state.prices.latest(&mut conn).await?;
+    if table
+        .entries()
+        .iter()
+        .any(|e| e.model == model && !e.tiers.is_empty())
+    {
+        return Err(PageError::BadRequest(format!(
+            "{model} has prompt-size tiers; change it with PUT /v1/prices/{model} so that the tiers are kept"
+        )));
+    }
+    let date = NaiveDate::parse_from_str(form.effective_from.trim(), "%Y-%m-%d")
+        .map_err(|_| PageError::BadRequest("effective from: a date such as 2026-12-01".into()))?;
+    let today = Utc::now().date_naive();
+    let effective_from = if date == today {
+        Value::Null
+    } else {
+        json!(date.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
+    };
+    let mut rates = json!({
+        "input": rate_field("input", &form.input)?,
+        "output": rate_field("output", &form.output)?,
+        "cache_write_5m": rate_field("cache write 5m", &form.cache_write_5m)?,
+        "cache_write_1h": rate_field("cache write 1h", &form.cache_write_1h)?,
+        "cache_read": rate_field("cache read", &form.cache_read)?,
+    });
+    if !form.thinking.trim().is_empty() {
+        rates["thinking"] = rate_field("thinking", &form.thinking)?;
+    }
+    let reason = form.reason.trim();
+    let mut body = json!({ "usd_per_mtok": rates });
+    if !effective_from.is_null() {
+        body["effective_from"] = effective_from;
+    }
+    if !reason.is_empty() {
+        body["reason"] = json!(reason);
+    }
+    api.json(
+        &session.actor(),
+        Method::PUT,
+        &format!("/v1/prices/{model}"),
+        Some(&body),
+    )
+    .await?;
+    Ok(Redirect::to("/admin/prices"))
+}
+
+#[derive(sqlx::FromRow)]
+struct PlanRow {
+    id: Uuid,
+    name: String,
+    credits: Decimal,
+    price_usd: Decimal,
+    active: bool,
+}
+
+async fn plans(session: AdminSession, State(state): State<AppState>) -> PageResult<Html<String>> {
+    let rows: Vec<PlanRow> =
+        sqlx::query_as("SELECT id, name, credits, price_usd, active FROM plans ORDER BY price_usd, name")
+            .fetch_all(&state.pool)
+            .await?;
+    let csrf = &session.csrf;
+    let body = html! {
+        table #plans {
+            thead { tr { th { "Name" } th.num { "Credits" } th.num { "Price" } th { "Offered" } th { "Rename" } th {} } }
+            tbody {
+                @for p in &rows {
+                    tr {
+                        td { (p.name) } td.num { (credits(p.credits)) } td.num { (usd(p.price_usd)) }
+                        td { @if p.active { "yes" } @else { span.muted { "retired" } } }
+                        td { form.row method="post" action={ "/admin/plans/" (p.id) } {
+                            (csrf_field(csrf))
+                            input type="text" name="name" value=(p.name) required maxlength="200";
+                            button.secondary type="submit" { "Rename" }
+                        } }
+                        td { form.inline method="post" action={ "/admin/plans/" (p.id) } {
+                            (csrf_field(csrf))
+                            input type="hidden" name="active" value=(!p.active);
+                            button.secondary type="submit" { @if p.active { "Retire" } @else { "Offer again" } }
+                        } }
+                    }
+                }
+            }
+        }
+        h2 { "New plan" }
+        form.row.card method="post" action="/admin/plans" {
+            (csrf_field(csrf))
+            label { "Name" input type="text" name="name" required maxlength="200"; }
+            label { "Credits" input type="text" name="credits" required inputmode="decimal"; }
+            label { "Price (USD)" input type="text" name="price_usd" required inputmode="decimal"; }
+            button type="submit" { "Add plan" }
+        }
+        p.muted { "A plan's credits and price never change (purchases refer to it): add a plan and retire the old one." }
+    };
+    Ok(Html(
+        super::html::page("Plans", nav(&session), body).into_string(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewPlanForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    credits: String,
+    #[serde(default)]
+    price_usd: String,
+}
+
+async fn add_plan(
+    Extension(api): Extension<ApiClient>,
+    Posted { session, form }: Posted<AdminSession, NewPlanForm>,
+) -> PageResult<Redirect> {
+    let body = json!({
+        "name": form.name,
+        "credits": rate_field("credits", &form.credits)?,
+        "price_usd": rate_field("price", &form.price_usd)?,
+    });
+    api.json(&session.actor(), Method::POST, "/v1/plans", Some(&body))
+        .await?;
+    Ok(Redirect::to("/admin/plans"))
+}
+
+#[derive(Deserialize)]
+struct PlanChangeForm {
+    name: Option<String>,
+    active: Option<bool>,
+}
+
+async fn change_plan(
+    Extension(api): Extension<ApiClient>,
+    Path(id): Path<Uuid>,
+    Posted { session, form }: Posted<AdminSession, PlanChangeForm>,
+) -> PageResult<Redirect> {
+    let mut body = json!({});
+    if let Some(name) = form.name {
+        body["name"] = json!(name);
+    }
+    if let Some(active) = form.active {
+        body["active"] = json!(active);
+    }
+    api.json(
+        &session.actor(),
+        Method::PATCH,
+        &format!("/v1/plans/{id}"),
+        Some(&body),
+    )
+    .await?;
+    Ok(Redirect::to("/admin/plans"))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/prices", get(prices).post(add_price))
+        .route("/admin/plans", get(plans).post(add_plan))
+        .route("/admin/plans/{id}", post(change_plan))
+}

@@ -1,0 +1,273 @@
+//! The customer's own pages: the overview with the live balance (server-sent events), and API keys
+//! (create shows the secret once; revoke).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use chrono::{DateTime, Utc};
+use futures_util::stream;
+use maud::html;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::html::{credits, csrf_field, page, when, Nav};
+use super::session::{token_hash, CustomerSession, Posted};
+use super::{ApiClient, PageError, PageResult};
+use crate::{money, AppState};
+
+/// How often the balance stream looks at the database (one primary-key read per open page).
+const BALANCE_POLL: Duration = Duration::from_millis(500);
+
+fn nav(s: &CustomerSession) -> Nav<'_> {
+    Nav::Customer {
+        name: &s.name,
+        csrf: &s.csrf,
+    }
+}
+
+async fn balance_of(state: &AppState, account_id: Uuid) -> PageResult<Decimal> {
+    Ok(
+        sqlx::query_scalar("SELECT balance FROM ledger_accounts WHERE id = $1")
+            .bind(account_id)
+            .fetch_one(&state.pool)
+            .await?,
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct RecentRequest {
+    created_at: DateTime<Utc>,
+    model: String,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost: Decimal,
+    partial: bool,
+}
+
+async fn overview(session: CustomerSession, State(state): State<AppState>) -> PageResult<Html<String>> {
+    let balance = balance_of(&state, session.account_id).await?;
+    let recent: Vec<RecentRequest> = sqlx::query_as(
+        "SELECT admitted_at AS created_at, coalesce(model_served, model_requested) AS model,
+            input_tokens, output_tokens, cost, partial
+         FROM usage_records WHERE account_id = $1 ORDER BY admitted_at DESC, debit_id DESC LIMIT 10",
+    )
+    .bind(session.account_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let body = html! {
+        div.cards {
+            div.card {
+                div.muted { "Balance (credits)" }
+                div.balance #balance data-live-balance data-balance=(money::plain(balance)) { (credits(balance)) }
+                div.muted { "Updates by itself as you use the API. 1 credit = $0.005." }
+            }
+            div.card {
+                div.muted { "Account" }
+                div { strong { (session.name) } }
+                div.muted { (session.email) }
+                div { "Status: " span class={ "status-" (session.status) } { (session.status) } }
+            }
+        }
+        p { a.button href="/dashboard/buy" { "Buy credits" } " " a href="/dashboard/usage" { "Usage by day and model" } }
+        h2 { "Latest requests" }
+        @if recent.is_empty() {
+            p.muted { "No requests yet." }
+        } @else {
+            table #recent {
+                thead { tr { th { "Time" } th { "Model" } th.num { "Input" } th.num { "Output" } th.num { "Credits" } } }
+                tbody {
+                    @for r in &recent {
+                        tr {
+                            td { (when(r.created_at)) }
+                            td.mono { (r.model) @if r.partial { " (partial)" } }
+                            td.num { (r.input_tokens) }
+                            td.num { (r.output_tokens) }
+                            td.num { (credits(r.cost)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(Html(page("Overview", nav(&session), body).into_string()))
+}
+
+fn balance_event(balance: Decimal) -> Event {
+    let data = json!({ "balance": money::plain(balance), "display": credits(balance) });
+    Event::default().event("balance").data(data.to_string())
+}
+
+/// `GET /dashboard/balance/stream`: an event with the balance now, then one on every change. Ends
+/// when the session does (sign-out elsewhere, expiry), so a stale page stops receiving.
+async fn balance_stream(headers: HeaderMap, State(state): State<AppState>) -> PageResult<Response> {
+    let Some(session) = CustomerSession::load(&headers, &state).await? else {
+        return Ok(StatusCode::UNAUTHORIZED.into_response());
+    };
+    let token_hash = token_hash(session.token());
+    let events = stream::unfold(
+        (state, token_hash, None::<Decimal>),
+        |(state, hash, last)| async move {
+            loop {
+                if last.is_some() {
+                    tokio::time::sleep(BALANCE_POLL).await;
+                }
+                let row: Result<Option<Decimal>, sqlx::Error> = sqlx::query_scalar(
+                    "SELECT l.balance FROM web_sessions s JOIN ledger_accounts l ON l.id = s.account_id
+                 WHERE s.token_hash = $1 AND s.kind = 'customer' AND s.expires_at > now()",
+                )
+                .bind(&hash)
+                .fetch_optional(&state.pool)
+                .await;
+                match row {
+                    Ok(Some(balance)) if Some(balance) != last => {
+                        return Some((
+                            Ok::<_, Infallible>(balance_event(balance)),
+                            (state, hash, Some(balance)),
+                        ));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "balance stream: database read failed; retrying");
+                        tokio::time::sleep(BALANCE_POLL).await;
+                    }
+                }
+            }
+        },
+    );
+    let keep_alive = KeepAlive::new().interval(Duration::from_secs(15));
+    Ok(Sse::new(events).keep_alive(keep_alive).into_response())
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: Uuid,
+    name: String,
+    prefix: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+async fn keys_of(state: &AppState, account_id: Uuid) -> PageResult<Vec<KeyRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, prefix, status, created_at, revoked_at FROM api_keys
+         WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT 500",
+    )
+    .bind(account_id)
+    .fetch_all(&state.pool)
+    .await?)
+}
+
+fn keys_page(session: &CustomerSession, keys: &[KeyRow], created: Option<(&str, &str)>) -> String {
+    let body = html! {
+        @if let Some((name, secret)) = created {
+            div.card #new-key {
+                p { "Your new key " strong { (name) } ". Copy it now: it is shown only this once." }
+                div.secret #new-key-secret { (secret) }
+            }
+        }
+        form.row.card method="post" action="/dashboard/keys" {
+            (csrf_field(&session.csrf))
+            label { "Name" input type="text" name="name" required maxlength="200" placeholder="e.g. production"; }
+            button type="submit" { "Create key" }
+        }
+        table #keys {
+            thead { tr { th { "Name" } th { "Prefix" } th { "Status" } th { "Created" } th {} } }
+            tbody {
+                @for k in keys {
+                    tr {
+                        td { (k.name) }
+                        td.mono { (k.prefix) "…" }
+                        td class={ "status-" (k.status) } { (k.status)
+                            @if let Some(at) = k.revoked_at { " " span.muted { (when(at)) } } }
+                        td { (when(k.created_at)) }
+                        td {
+                            @if k.status == "active" {
+                                form.inline method="post" action={ "/dashboard/keys/" (k.id) "/revoke" }
+                                    data-confirm={ "Revoke key " (k.name) "? Requests with it stop within seconds." } {
+                                    (csrf_field(&session.csrf))
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page("API keys", nav(session), body).into_string()
+}
+
+async fn keys(session: CustomerSession, State(state): State<AppState>) -> PageResult<Html<String>> {
+    let keys = keys_of(&state, session.account_id).await?;
+    Ok(Html(keys_page(&session, &keys, None)))
+}
+
+#[derive(Deserialize)]
+struct NewKeyForm {
+    #[serde(default)]
+    name: String,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    Extension(api): Extension<ApiClient>,
+    Posted { session, form }: Posted<CustomerSession, NewKeyForm>,
+) -> PageResult<Html<String>> {
+    let path = format!("/v1/accounts/{}/keys", session.account_id);
+    let created = api
+        .json(
+            &session.actor(),
+            Method::POST,
+            &path,
+            Some(&json!({ "name": form.name })),
+        )
+        .await?;
+    let name = created["name"].as_str().unwrap_or_default();
+    let secret = created["key"].as_str().unwrap_or_default();
+    let keys = keys_of(&state, session.account_id).await?;
+    Ok(Html(keys_page(&session, &keys, Some((name, secret)))))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(api): Extension<ApiClient>,
+    axum::extract::Path(key_id): axum::extract::Path<Uuid>,
+    Posted { session, .. }: Posted<CustomerSession, NoFields>,
+) -> PageResult<Redirect> {
+    let owner: Option<Uuid> = sqlx::query_scalar("SELECT account_id FROM api_keys WHERE id = $1")
+        .bind(key_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    if owner != Some(session.account_id) {
+        return Err(PageError::NotFound(format!("you have no key {key_id}")));
+    }
+    api.json(
+        &session.actor(),
+        Method::DELETE,
+        &format!("/v1/keys/{key_id}"),
+        None,
+    )
+    .await?;
+    Ok(Redirect::to("/dashboard/keys"))
+}
+
+#[derive(Deserialize)]
+struct NoFields {}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/dashboard", get(overview))
+        .route("/dashboard/balance/stream", get(balance_stream))
+        .route("/dashboard/keys", get(keys).post(create_key))
+        .route("/dashboard/keys/{key_id}/revoke", post(revoke_key))
+}

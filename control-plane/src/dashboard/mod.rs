@@ -1,0 +1,239 @@
+//! The customer dashboard (`/dashboard`) and the admin console (`/admin`): server-rendered HTML
+//! on the same process and database as the API.
+//!
+//! Every change a page makes goes through the JSON API in process ([`ApiClient`]: the router
+//! itself, called with `tower::ServiceExt::oneshot`, no network), so validation, the ledger, the
+//! audit log and the sync version have one implementation. The pages add sign-in, ownership checks,
+//! CSRF checks and rendering. Reads that only a page needs (search, chart data) are plain queries.
+
+pub mod admin;
+pub mod catalog;
+pub mod customer;
+pub mod html;
+pub mod login;
+pub mod session;
+pub mod usage_page;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use maud::html;
+use serde_json::Value;
+use tower::ServiceExt;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::AppState;
+use html::{page, Nav};
+use session::Kind;
+
+/// What a page answers when it cannot do what was asked. Rendered as a small HTML page (or a
+/// redirect to sign-in); internal details are logged, never shown.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("sign-in required")]
+    SignIn(Kind),
+    #[error("the form has expired or did not come from this site; reload the page and try again")]
+    Csrf,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooManyAttempts(String),
+    /// The API refused the change; its message is meant for people.
+    #[error("{1}")]
+    Refused(StatusCode, String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for PageError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        match e.status() {
+            s if s.is_server_error() => Self::Internal(e.to_string()),
+            StatusCode::NOT_FOUND => Self::NotFound(e.to_string()),
+            s => Self::Refused(s, e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::SignIn(Kind::Customer) => return Redirect::to("/dashboard/login").into_response(),
+            Self::SignIn(Kind::Admin) => return Redirect::to("/admin/login").into_response(),
+            Self::Csrf => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Refused(s, _) => *s,
+            Self::Internal(e) => {
+                tracing::error!(error = %e, "dashboard error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let message = match &self {
+            Self::Internal(_) => {
+                "Something went wrong on our side; nothing was changed. Try again.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = page(
+            "Cannot do that",
+            Nav::None,
+            html! {
+                (html::notice("error", &message))
+                p.muted { "Use your browser's Back button to return to the form." }
+            },
+        );
+        (status, axum::response::Html(body.into_string())).into_response()
+    }
+}
+
+pub type PageResult<T> = Result<T, PageError>;
+
+/// The JSON API, called in process with the admin token on behalf of a signed-in admin or of a
+/// customer whose ownership of the target the page has checked.
+#[derive(Clone)]
+pub struct ApiClient {
+    api: Router,
+    admin_token: String,
+}
+
+impl ApiClient {
+    pub fn new(api: Router, admin_token: String) -> Self {
+        Self { api, admin_token }
+    }
+
+    /// Sends one request; returns the raw response.
+    pub async fn send(
+        &self,
+        actor: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> PageResult<Response> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.admin_token))
+            .header(crate::auth::ACTOR_HEADER, actor_header(actor));
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let req = req
+            .body(body)
+            .map_err(|e| PageError::Internal(format!("building an API request: {e}")))?;
+        let resp = self.api.clone().oneshot(req).await;
+        resp.map_err(|e| PageError::Internal(format!("API call: {e}")))
+    }
+
+    /// Sends one request and reads the JSON answer; API errors become [`PageError`]s.
+    pub async fn json(
+        &self,
+        actor: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> PageResult<Value> {
+        let resp = self.send(actor, method, path, body).await?;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
+            .await
+            .map_err(|e| PageError::Internal(format!("reading an API answer: {e}")))?;
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| PageError::Internal(format!("API answer: {e}")))?
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["error"]["message"].as_str().unwrap_or("refused").to_owned();
+        Err(match status {
+            s if s.is_server_error() => PageError::Internal(message),
+            StatusCode::NOT_FOUND => PageError::NotFound(message),
+            s => PageError::Refused(s, message),
+        })
+    }
+}
+
+/// The audit actor header: printable ASCII, at most 64 characters (what the API accepts).
+fn actor_header(actor: &str) -> String {
+    let clean: String = actor
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .take(64)
+        .collect();
+    if clean.trim().is_empty() {
+        "console".to_owned()
+    } else {
+        clean
+    }
+}
+
+/// Headers on every page: a strict same-origin content policy (no inline script, no third
+/// parties, no framing), no caching of signed-in pages, no referrer (password links carry a token).
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// The JSON routes this module adds to the API (documented in the OpenAPI description).
+pub fn api_router() -> OpenApiRouter<AppState> {
+    login::api_router()
+}
+
+/// The HTML pages and their assets.
+pub fn router(client: ApiClient) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/assets/dashboard.css",
+            get(|| async { html::asset(html::CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/assets/dashboard.js",
+            get(|| async { html::asset(html::JS, "text/javascript; charset=utf-8") }),
+        )
+        .merge(login::router())
+        .merge(customer::router())
+        .merge(usage_page::router())
+        .merge(admin::router())
+        .merge(catalog::router())
+        .layer(axum::Extension(client))
+        .layer(middleware::from_fn(security_headers))
+}
