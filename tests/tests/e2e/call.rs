@@ -1,5 +1,8 @@
 //! A request to the gateway and its answer, as a caller sends and reads them.
 
+use std::io::{Read, Write};
+use std::time::Duration;
+
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -163,4 +166,33 @@ pub fn well_formed_unknown_key() -> String {
         };
     }
     metering::apikey::generate(&random)
+}
+
+/// One raw HTTP/1.1 exchange on a new connection to `base` (`http://host:port`), for what a client
+/// library will not do: `head` is the request line and headers without the blank line (it should
+/// ask for `connection: close`); `body` is written piece by piece with `pause` between pieces, each
+/// as one chunk when `chunked`. Reads until the server closes.
+pub fn raw_exchange(base: &str, head: &str, body: &[Vec<u8>], chunked: bool, pause: Duration) -> String {
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the gateway");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s.write_all(format!("{head}\r\n").as_bytes()).expect("write head");
+    for piece in body {
+        std::thread::sleep(pause);
+        if chunked {
+            s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                .expect("write");
+            s.write_all(piece).expect("write");
+            s.write_all(b"\r\n").expect("write");
+        } else {
+            s.write_all(piece).expect("write");
+        }
+    }
+    if chunked {
+        s.write_all(b"0\r\n\r\n").expect("write");
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -96,6 +96,14 @@ impl OwnedGateway {
         assert!(!cp.is_running(), "the control plane did not stop");
     }
 
+    /// SIGTERM to Envoy (the filter's `on_done` may flush its buffer first), waited for.
+    pub fn stop_envoy(&mut self) {
+        let stack = self.running.stack.as_mut().expect("stack running");
+        let envoy = stack.proc_mut("envoy").expect("envoy process");
+        envoy.stop(Duration::from_secs(20));
+        assert!(!envoy.is_running(), "Envoy did not stop");
+    }
+
     pub fn restart_control_plane(&mut self) {
         let stack = self.running.stack.as_mut().expect("stack running");
         if let Err(e) = stack.restart_control_plane() {

@@ -15,6 +15,7 @@
 
 mod api;
 mod billing;
+mod bodies;
 mod call;
 mod concurrency;
 mod harness;

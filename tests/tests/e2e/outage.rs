@@ -154,3 +154,44 @@ async fn fail_closed_outage_answers_503_until_the_control_plane_is_back() {
     api.usage_settled(tenant.account, 2).await;
     api.assert_ledger_invariants().await;
 }
+
+/// Debits still buffered when Envoy is asked to stop are flushed on the way out. An outage of a
+/// few seconds pushes the retry backoff to seconds; Envoy is stopped right after the control plane
+/// is back, so that (barring a retry falling into that moment) only the drain can deliver them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: on SIGTERM Envoy exits before the filter's drain flush is sent; buffered debits are lost"]
+async fn envoy_shutdown_flushes_the_buffered_debits() {
+    let mut stack = OwnedGateway::start(options("open"));
+    let api = Api::new(&stack.gw);
+    let tenant = api.tenant("100").await;
+    api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
+        .await
+        .assert_ok();
+    stack.stop_control_plane();
+    let mut ids = Vec::new();
+    for stream in [false, true, false, true] {
+        let reply = api.send(Call::messages(&tenant.key, SONNET, stream)).await;
+        reply.assert_ok();
+        ids.push(reply.request_id());
+    }
+    // Four debits per failed attempt: six attempts, 3 s of outage, the next retry seconds away.
+    let retried_at_least = 24;
+    eventually(
+        "the flush retried with backoff",
+        Duration::from_secs(30),
+        || async { (api.filter_stat("debits.retried").await >= retried_at_least).then_some(()) },
+    )
+    .await;
+    stack.restart_control_plane();
+    stack.stop_envoy();
+    let rows = api.usage_settled(tenant.account, ids.len()).await;
+    let log = std::fs::read_to_string(stack.gw.work_dir.join("envoy.log")).unwrap_or_default();
+    assert!(
+        log.contains("debit buffer flushed"),
+        "no drain flush in Envoy's log"
+    );
+    for id in ids {
+        Api::row(&rows, id);
+    }
+    api.assert_balance(&tenant, dec("100"), &rows).await;
+}

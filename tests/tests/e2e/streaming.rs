@@ -192,3 +192,70 @@ async fn stream_without_final_usage_is_billed_as_partial_with_estimated_output()
         "message_start's cache reads billed"
     );
 }
+
+/// A key revoked while its stream is running does not cut the stream: it is delivered and billed
+/// once, complete; the key's next request is refused.
+#[tokio::test]
+async fn key_revoked_mid_stream_still_bills_the_stream_once() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let usage = Tokens {
+        input: 50,
+        output: 70,
+        ..Tokens::default()
+    };
+    let script = json!({"usage": usage.anthropic_usage(), "deltas": 8, "delay_ms": 150});
+    let mut resp = api
+        .start(Call::messages(&tenant.key, SONNET, true).script(&script))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let first = resp.chunk().await.expect("stream").expect("a first chunk");
+    assert!(String::from_utf8_lossy(&first).contains("message_start"));
+    api.revoke(tenant.key_id).await;
+    let mut seen = String::new();
+    while let Some(chunk) = resp.chunk().await.expect("stream body") {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: message_stop"), "the stream was cut: {seen}");
+    let rows = api.usage_settled(tenant.account, 1).await;
+    assert!(!rows[0].partial);
+    assert_eq!(rows[0].tokens(), usage);
+    assert_eq!(rows[0].cost(), usage.cost(&sonnet_4_5()));
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_refused(401, "authentication_error");
+}
+
+/// A caller that hangs up before the upstream has answered leaves nothing to bill: no usage
+/// record, and the gateway goes on serving.
+#[tokio::test]
+async fn caller_gone_before_the_answer_is_not_billed() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let body = serde_json::to_vec(&crate::call::message_body(SONNET, false)).unwrap();
+    let marker = uuid::Uuid::new_v4().to_string();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: gateway\r\nx-api-key: {}\r\ncontent-type: application/json\r\n\
+         x-e2e-marker: {marker}\r\nx-fake-script: {{\"answer_after_ms\": 1500}}\r\ncontent-length: {}\r\n\r\n",
+        tenant.key,
+        body.len()
+    );
+    let addr = api.gw.url.trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    // Hang up once the upstream has the request, long before it answers.
+    crate::api::eventually(
+        "the upstream to receive the request",
+        Duration::from_secs(5),
+        || async { (!api.upstream_saw(&marker).await.is_empty()).then_some(()) },
+    )
+    .await;
+    drop(s);
+    // Past the moment the upstream would have answered: a debit, if any, would be on its way.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let next = api.send(Call::messages(&tenant.key, SONNET, false)).await;
+    next.assert_ok();
+    let rows = api.usage_settled(tenant.account, 1).await;
+    assert_eq!(rows[0].request_id, next.request_id());
+}
