@@ -30,6 +30,9 @@ pub const KEYS: &[&str] = &[
     "SELLER_NAME",
     "SELLER_ADDRESS",
     "SELLER_TAX_ID",
+    "PURCHASE_EXPIRY_SECONDS",
+    "CRYPTO_UNDERPAY_POLICY",
+    "INVOICE_TAX_RATE",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/claudestore";
@@ -52,8 +55,17 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Payment settings parsed for later issues (card and crypto payments, invoices).
-#[derive(Clone, Default)]
+/// What to do with a crypto payment that brings less than the price (see `payments::crypto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderpayPolicy {
+    /// `held` for review (default).
+    Hold,
+    /// Credit the share received at the plan's rate, rounded down to whole credits.
+    CreditShare,
+}
+
+/// Payment settings: processors, seller on invoices, purchase expiry, crypto policy, tax.
+#[derive(Clone)]
 pub struct PaymentConfig {
     pub stripe_secret_key: Option<String>,
     pub stripe_webhook_secret: Option<String>,
@@ -64,6 +76,31 @@ pub struct PaymentConfig {
     pub seller_name: String,
     pub seller_address: String,
     pub seller_tax_id: String,
+    /// How long a purchase stays pending before it expires (`PURCHASE_EXPIRY_SECONDS`, 24 h).
+    pub purchase_expiry: chrono::Duration,
+    pub underpay_policy: UnderpayPolicy,
+    /// Tax included in plan prices, as a fraction (`INVOICE_TAX_RATE`, e.g. 0.2); 0 = none.
+    pub tax_rate: Decimal,
+}
+
+impl Default for PaymentConfig {
+    /// Payments off, placeholders for the seller, 24 h expiry, hold under-payments, no tax.
+    fn default() -> Self {
+        Self {
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+            nowpayments_api_key: None,
+            nowpayments_ipn_secret: None,
+            nowpayments_api_base: "https://api.nowpayments.io".into(),
+            seller_name: "(seller name not configured)".into(),
+            seller_address: "(seller address not configured)".into(),
+            seller_tax_id: "(seller tax id not configured)".into(),
+            purchase_expiry: chrono::Duration::hours(24),
+            underpay_policy: UnderpayPolicy::Hold,
+            tax_rate: Decimal::ZERO,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -190,19 +227,7 @@ impl Settings {
         if admin_token == internal_token {
             return Err(invalid("INTERNAL_TOKEN", "must differ from ADMIN_TOKEN"));
         }
-        let opt = |k: &str| self.get(k).map(str::to_owned);
-        let payments = PaymentConfig {
-            stripe_secret_key: opt("STRIPE_SECRET_KEY"),
-            stripe_webhook_secret: opt("STRIPE_WEBHOOK_SECRET"),
-            stripe_api_base: opt("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
-            nowpayments_api_key: opt("NOWPAYMENTS_API_KEY"),
-            nowpayments_ipn_secret: opt("NOWPAYMENTS_IPN_SECRET"),
-            nowpayments_api_base: opt("NOWPAYMENTS_API_BASE")
-                .unwrap_or_else(|| "https://api.nowpayments.io".into()),
-            seller_name: opt("SELLER_NAME").unwrap_or_else(|| "(seller name not configured)".into()),
-            seller_address: opt("SELLER_ADDRESS").unwrap_or_else(|| "(seller address not configured)".into()),
-            seller_tax_id: opt("SELLER_TAX_ID").unwrap_or_else(|| "(seller tax id not configured)".into()),
-        };
+        let payments = self.payment_config()?;
         for (key, base) in [
             ("STRIPE_API_BASE", &payments.stripe_api_base),
             ("NOWPAYMENTS_API_BASE", &payments.nowpayments_api_base),
@@ -221,6 +246,65 @@ impl Settings {
             public_url,
             data_dir,
             payments,
+        })
+    }
+}
+
+impl Settings {
+    fn payment_config(&self) -> Result<PaymentConfig, ConfigError> {
+        let opt = |k: &str| self.get(k).map(str::to_owned);
+        let d = PaymentConfig::default();
+        let purchase_expiry = match self.get("PURCHASE_EXPIRY_SECONDS") {
+            None => d.purchase_expiry,
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(s) if (60..=30 * 86_400).contains(&s) => chrono::Duration::seconds(s),
+                _ => {
+                    return Err(invalid(
+                        "PURCHASE_EXPIRY_SECONDS",
+                        format!("{v:?} must be a whole number of seconds from 60 to 2592000 (30 days)"),
+                    ))
+                }
+            },
+        };
+        let underpay_policy = match self.get("CRYPTO_UNDERPAY_POLICY").map(str::trim) {
+            None | Some("hold") => UnderpayPolicy::Hold,
+            Some("credit_share") => UnderpayPolicy::CreditShare,
+            Some(v) => {
+                return Err(invalid(
+                    "CRYPTO_UNDERPAY_POLICY",
+                    format!("{v:?} must be hold or credit_share"),
+                ))
+            }
+        };
+        let tax_rate = match self.get("INVOICE_TAX_RATE") {
+            None => Decimal::ZERO,
+            Some(v) => match Decimal::from_str(v.trim()) {
+                Ok(r) if r >= Decimal::ZERO && r < Decimal::ONE => r,
+                _ => {
+                    return Err(invalid(
+                        "INVOICE_TAX_RATE",
+                        format!("{v:?} must be a fraction from 0 to below 1, e.g. 0.2 for 20%"),
+                    ))
+                }
+            },
+        };
+        Ok(PaymentConfig {
+            stripe_secret_key: opt("STRIPE_SECRET_KEY"),
+            stripe_webhook_secret: opt("STRIPE_WEBHOOK_SECRET"),
+            stripe_api_base: opt("STRIPE_API_BASE")
+                .map(|s| s.trim_end_matches('/').to_owned())
+                .unwrap_or(d.stripe_api_base),
+            nowpayments_api_key: opt("NOWPAYMENTS_API_KEY"),
+            nowpayments_ipn_secret: opt("NOWPAYMENTS_IPN_SECRET"),
+            nowpayments_api_base: opt("NOWPAYMENTS_API_BASE")
+                .map(|s| s.trim_end_matches('/').to_owned())
+                .unwrap_or(d.nowpayments_api_base),
+            seller_name: opt("SELLER_NAME").unwrap_or(d.seller_name),
+            seller_address: opt("SELLER_ADDRESS").unwrap_or(d.seller_address),
+            seller_tax_id: opt("SELLER_TAX_ID").unwrap_or(d.seller_tax_id),
+            purchase_expiry,
+            underpay_policy,
+            tax_rate,
         })
     }
 }
@@ -402,6 +486,10 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("ADMIN_TOKEN", "short"),
             ("PUBLIC_URL", "ftp://x"),
+            ("PURCHASE_EXPIRY_SECONDS", "10"),
+            ("CRYPTO_UNDERPAY_POLICY", "credit"),
+            ("INVOICE_TAX_RATE", "20"),
+            ("STRIPE_API_BASE", "api.stripe.com"),
         ] {
             let mut s = Settings::default();
             s.set("ADMIN_TOKEN", "admin-token-0123456789");

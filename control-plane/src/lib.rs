@@ -1,7 +1,7 @@
 //! The ClaudeStore control plane: the single source of truth for money. Accounts, API keys, the
 //! double-entry credit ledger, usage, prices and plans over REST (admin, public, customer), and the
-//! internal sync API the gateways use. `app` builds the router; `serve` runs it; `prepare`
-//! connects, creates the database when missing, migrates and seeds.
+//! internal sync API the gateways use; purchases, payment callbacks and invoices. `app` builds the
+//! router; `serve` runs it; `prepare` connects, creates the database when missing, migrates and seeds.
 
 pub mod accounts;
 pub mod audit;
@@ -13,12 +13,14 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod internal;
+pub mod invoices;
 pub mod keys;
 pub mod ledger;
 pub mod me;
 pub mod money;
 pub mod openapi;
 pub mod page;
+pub mod payments;
 pub mod plans;
 pub mod prices;
 pub mod sync;
@@ -55,13 +57,17 @@ pub struct AppState {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub prices: Arc<PriceCache>,
+    /// The payment processors' clients (configured or not).
+    pub payments: Arc<payments::Payments>,
 }
 
 impl AppState {
     /// Loads the price table from the (migrated, seeded) database.
     pub async fn new(pool: PgPool, config: Config) -> Result<Self, ApiError> {
         let prices = PriceCache::load(&pool, config.price_factor).await?;
+        let payments = payments::Payments::new(&config.payments)?;
         Ok(Self {
+            payments: Arc::new(payments),
             pool,
             config: Arc::new(config),
             prices: Arc::new(prices),
@@ -82,6 +88,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(prices::router())
         .merge(plans::router())
         .merge(audit::router())
+        .merge(payments::router())
+        .merge(invoices::router())
         .merge(internal::router())
         .merge(dashboard::api_router())
 }

@@ -36,6 +36,10 @@ async fn run(config: control_plane::Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tokio::spawn(control_plane::payments::expiry::run(
+        pool.clone(),
+        state.config.payments.clone(),
+    ));
     tracing::info!(%addr, "listening");
     serve(listener, state, shutdown_signal())
         .await

@@ -48,6 +48,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with_factor(price_factor: Decimal) -> TestApp {
+    spawn_app_custom(price_factor, PaymentConfig::default(), |router| router).await
+}
+
+/// The app with payment settings (fake processors) and a layer around the router (e.g. to lose a
+/// reply after the handler committed).
+pub async fn spawn_app_custom(
+    price_factor: Decimal,
+    payments: PaymentConfig,
+    wrap: impl FnOnce(axum::Router) -> axum::Router,
+) -> TestApp {
     let base = base_url();
     let db_name = format!("cs_test_{}", Uuid::new_v4().simple());
     let url = with_database(&base, &db_name);
@@ -63,15 +73,15 @@ pub async fn spawn_app_with_factor(price_factor: Decimal) -> TestApp {
         price_factor,
         public_url: "http://127.0.0.1".into(),
         data_dir: std::env::temp_dir(),
-        payments: PaymentConfig::default(),
+        payments,
     };
     let state = AppState::new(pool.clone(), config).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let service =
+        wrap(control_plane::app(state)).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = tokio::spawn(async move {
-        control_plane::serve(listener, state, std::future::pending())
-            .await
-            .unwrap();
+        axum::serve(listener, service).await.unwrap();
     });
     TestApp {
         url: format!("http://{addr}"),

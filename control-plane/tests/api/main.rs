@@ -15,6 +15,7 @@ mod debits;
 mod errors;
 mod helpers;
 mod openapi;
+mod payments;
 mod prices_plans;
 mod snapshot;
 mod usage;
