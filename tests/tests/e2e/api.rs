@@ -237,6 +237,14 @@ impl Api {
         .await;
     }
 
+    /// Adds a price version (`PUT /v1/prices/{model}`).
+    pub async fn put_price(&self, model: &str, change: Value) {
+        let (status, v) = self
+            .admin(Method::PUT, &format!("/v1/prices/{model}"), Some(change))
+            .await;
+        assert_eq!(status, 201, "pricing {model}: {v}");
+    }
+
     pub async fn revoke(&self, key_id: Uuid) {
         let (status, v) = self
             .admin(Method::DELETE, &format!("/v1/keys/{key_id}"), None)

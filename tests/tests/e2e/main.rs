@@ -21,6 +21,7 @@ mod concurrency;
 mod harness;
 mod hostile;
 mod outage;
+mod prices;
 mod pricing;
 mod refusals;
 mod streaming;
