@@ -177,6 +177,10 @@ async fn account_page(
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?;
+    let plans: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, name FROM plans WHERE active ORDER BY price_usd, name")
+            .fetch_all(&mut *conn)
+            .await?;
     let base = format!("/admin/accounts/{id}");
     let csrf = &session.csrf;
     let body = html! {
@@ -213,6 +217,9 @@ async fn account_page(
             label { "Reason" input type="text" name="reason" maxlength="1000"; }
             button.danger type="submit" { @if next == "suspended" { "Suspend" } @else { "Reactivate" } }
         }
+        h2 { "Telegram sale" }
+        (super::billing::telegram_sale_form(csrf, id, &plans))
+        p { a href="/admin/purchases" { "Purchases of every account" } }
         h2 { "Dashboard sign-in" }
         form.row method="post" action={ (base) "/password-link" } {
             (csrf_field(csrf))

@@ -7,6 +7,7 @@
 //! CSRF checks and rendering. Reads that only a page needs (search, chart data) are plain queries.
 
 pub mod admin;
+pub mod billing;
 pub mod catalog;
 pub mod customer;
 pub mod html;
@@ -234,6 +235,7 @@ pub fn router(client: ApiClient) -> Router<AppState> {
         .merge(usage_page::router())
         .merge(admin::router())
         .merge(catalog::router())
+        .merge(billing::router())
         .layer(axum::Extension(client))
         .layer(middleware::from_fn(security_headers))
 }

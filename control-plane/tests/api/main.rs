@@ -11,6 +11,7 @@ mod concurrency;
 mod console;
 mod credits;
 mod dashboard;
+mod dashboard_billing;
 mod debits;
 mod errors;
 mod helpers;

@@ -15,8 +15,12 @@
 )]
 
 #[allow(dead_code)]
+#[path = "../api/payments/fakes.rs"]
+mod fakes;
+#[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod purchase;
 mod scenarios;
 mod webdriver;
 

@@ -12,11 +12,11 @@ use crate::webdriver::{Browser, WAIT};
 use crate::{browser_available, password_link, screenshots, workdir};
 
 /// One Chromium at a time: the machine has two cores.
-static ONE_BROWSER: Mutex<()> = Mutex::const_new(());
+pub static ONE_BROWSER: Mutex<()> = Mutex::const_new(());
 
 const PASSWORD: &str = "correct horse battery staple";
 
-async fn signed_in(app: &TestApp, browser: &Browser, account: uuid::Uuid) {
+pub async fn signed_in(app: &TestApp, browser: &Browser, account: uuid::Uuid) {
     let link = password_link(app, account).await;
     browser.goto(&format!("{}{link}", app.url)).await;
     browser.fill("input[name=password]", PASSWORD).await;

@@ -18,6 +18,7 @@ pub struct Browser {
     base: String,
     session: String,
     http: reqwest::Client,
+    pub downloads: PathBuf,
     _profile: PathBuf,
 }
 
@@ -100,6 +101,7 @@ impl Browser {
             base,
             session,
             http,
+            downloads,
             _profile: profile,
         }
     }
