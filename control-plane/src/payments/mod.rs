@@ -16,6 +16,7 @@ pub mod fulfil;
 pub mod model;
 pub mod nowpayments;
 pub mod purchases;
+pub mod review;
 pub mod stripe;
 
 use std::sync::Arc;
@@ -73,6 +74,7 @@ impl Payments {
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(purchases::router())
+        .merge(review::router())
         .merge(stripe::router())
         .merge(nowpayments::router())
         .merge(billing::router())

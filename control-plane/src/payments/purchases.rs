@@ -1,5 +1,4 @@
-//! The purchase routes (admin): create (card, crypto, Telegram), get, list per account, confirm a
-//! Telegram sale, refund.
+//! The purchase routes (admin): create (card, crypto, Telegram), get, list per account.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::crypto::{CryptoCurrency, CryptoOrder};
-use super::fulfil::{self, Reversal, Settlement};
+use super::fulfil;
 use super::model::{self, Method, Purchase, SELECT};
 use crate::accounts::check_text;
 use crate::audit::{self, Audit};
@@ -39,22 +38,7 @@ pub struct NewPurchase {
     pub reference: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmRequest {
-    /// The payment's reference (e.g. the Telegram order or transaction); the sale's when absent.
-    #[serde(default)]
-    pub reference: Option<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefundRequest {
-    /// Why (kept on the credit note, the ledger and the audit log).
-    pub reason: String,
-}
-
-fn unavailable(what: &str, e: &str) -> ApiError {
+pub(super) fn unavailable(what: &str, e: &str) -> ApiError {
     tracing::warn!(error = %e, "{what} failed");
     ApiError::Unavailable(format!(
         "{what} failed: {e}; the purchase is marked failed, try again"
@@ -299,117 +283,8 @@ async fn list_purchases(
     Ok(Json(paginate(rows, limit, |p| (p.created_at, p.id), |p| p)))
 }
 
-/// Confirms a Telegram sale as paid: credits the account and issues the invoice, once. Confirming
-/// a paid sale again answers 200 with it unchanged.
-#[utoipa::path(post, path = "/v1/purchases/{id}/confirm", tag = "payments", request_body = ConfirmRequest,
-    params(("id" = Uuid, Path, description = "purchase id")),
-    security(("admin_token" = [])),
-    responses((status = 200, body = Purchase), (status = 404, body = ErrorBody),
-        (status = 409, description = "not a telegram sale, or expired, failed or refunded", body = ErrorBody)))]
-async fn confirm_purchase(
-    admin: Admin,
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<Uuid>,
-    raw: axum::body::Bytes,
-) -> ApiResult<Json<Purchase>> {
-    // The body is optional: an empty one confirms with the sale's own reference.
-    let body: ConfirmRequest = if raw.iter().all(u8::is_ascii_whitespace) {
-        ConfirmRequest::default()
-    } else {
-        crate::extract::parse_json(&raw)?
-    };
-    let reference = body
-        .reference
-        .as_deref()
-        .map(|r| check_text("reference", r, 200))
-        .transpose()?;
-    let mut tx = state.pool.begin().await?;
-    let p = model::lock(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("purchase {id} not found")))?;
-    if p.method != "telegram" {
-        return Err(ApiError::conflict(format!(
-            "purchase {id} is a {} purchase; its processor confirms it",
-            p.method
-        )));
-    }
-    if p.status == "paid" {
-        return Ok(Json(p));
-    }
-    let reference = reference.or_else(|| p.reference.clone()).unwrap_or_default();
-    fulfil::pay(
-        &mut tx,
-        &p,
-        &Settlement::full(&p, &admin.actor, &reference),
-        &state.config.payments,
-    )
-    .await?;
-    let purchase = model::fetch(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(Json(purchase))
-}
-
-/// Refunds a whole paid purchase: reverses its credits (the balance may go negative), issues a
-/// credit note and flags the account. A card purchase is refunded at Stripe first. Refunding a
-/// refunded purchase again answers 200 with it unchanged.
-#[utoipa::path(post, path = "/v1/purchases/{id}/refund", tag = "payments", request_body = RefundRequest,
-    params(("id" = Uuid, Path, description = "purchase id")),
-    security(("admin_token" = [])),
-    responses((status = 200, body = Purchase), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "the purchase is not paid", body = ErrorBody),
-        (status = 503, description = "Stripe refused or failed; nothing changed", body = ErrorBody)))]
-async fn refund_purchase(
-    admin: Admin,
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<Uuid>,
-    ApiJson(body): ApiJson<RefundRequest>,
-) -> ApiResult<Json<Purchase>> {
-    let reason = check_text("reason", &body.reason, 1000)?;
-    let current = {
-        let mut conn = state.pool.acquire().await?;
-        model::fetch(&mut conn, id).await?
-    };
-    if current.status == "refunded" {
-        return Ok(Json(current));
-    }
-    if current.status != "paid" {
-        return Err(ApiError::conflict(format!(
-            "purchase {id} is {}; only a paid purchase can be refunded",
-            current.status
-        )));
-    }
-    // Money first: Stripe's refund is idempotent per purchase, and its charge.refunded event finds
-    // the purchase refunded (or refunds it, if it comes first).
-    if let (Some(stripe), Some(intent)) = (&state.payments.stripe, &current.payment_intent) {
-        stripe
-            .refund(&current, intent)
-            .await
-            .map_err(|e| unavailable("the Stripe refund", &e))?;
-    }
-    let mut tx = state.pool.begin().await?;
-    let p = model::lock(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("purchase {id} not found")))?;
-    if p.status == "paid" {
-        fulfil::reverse(
-            &mut tx,
-            &p,
-            Reversal::Refund,
-            &admin.actor,
-            &reason,
-            &state.config.payments,
-        )
-        .await?;
-    }
-    let purchase = model::fetch(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(Json(purchase))
-}
-
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_purchase, list_purchases))
         .routes(routes!(get_purchase))
-        .routes(routes!(confirm_purchase))
-        .routes(routes!(refund_purchase))
 }

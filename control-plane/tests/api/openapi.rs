@@ -36,6 +36,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts/{id}/purchases"),
     ("get", "/v1/purchases/{id}"),
     ("post", "/v1/purchases/{id}/confirm"),
+    ("post", "/v1/purchases/{id}/reject"),
     ("post", "/v1/purchases/{id}/refund"),
     ("post", "/v1/webhooks/stripe"),
     ("post", "/v1/webhooks/nowpayments"),

@@ -218,3 +218,55 @@ async fn purchases_list_newest_first_in_pages() {
     ids.reverse();
     assert_eq!(seen, ids);
 }
+
+#[tokio::test]
+async fn a_held_purchase_is_approved_for_a_chosen_share_or_rejected_by_an_admin() {
+    let app = spawn_pay_app().await;
+    let account = app.create_account("acme").await;
+    let p = app.crypto_purchase(account, PLAN_105K, "USDT_TRC20").await;
+    app.ipn(&ipn_body(&p, "partially_paid", "250.25")).await;
+    assert_eq!(app.get_purchase(&p["id"]).await["status"], "held");
+    let confirm = format!("/v1/purchases/{}/confirm", p["id"].as_str().unwrap());
+    for bad in [
+        json!({"credits": "0"}),
+        json!({"credits": "105001"}),
+        json!({"credits": "1.5"}),
+    ] {
+        let (s, b) = app.admin_json(Method::POST, &confirm, bad).await;
+        assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_request_error");
+    }
+    let (s, b) = app
+        .admin_json(Method::POST, &confirm, json!({"credits": "52500"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["status"].as_str(), b["credited"].as_str()),
+        (Some("paid"), Some("52500"))
+    );
+    let (_, inv) = app
+        .admin_get(&format!("/v1/invoices/{}", b["invoice_number"].as_str().unwrap()))
+        .await;
+    assert_eq!(inv["total_usd"], "250.00");
+    assert_eq!(inv["payment_reference"], p["provider_ref"]);
+    assert_eq!(app.balance(account).await, d("52500"));
+
+    let q = app.crypto_purchase(account, PLAN_1K, "BTC").await;
+    let q_confirm = format!("/v1/purchases/{}/confirm", q["id"].as_str().unwrap());
+    let (s, b) = send(app.admin(Method::POST, &q_confirm)).await;
+    assert_error(s, &b, StatusCode::CONFLICT, "invalid_request_error");
+    let reject = format!("/v1/purchases/{}/reject", q["id"].as_str().unwrap());
+    let (s, b) = app
+        .admin_json(Method::POST, &reject, json!({"reason": "customer gave up"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "failed");
+    assert_eq!(b["status_reason"], "rejected: customer gave up");
+    let (s, b) = app
+        .admin_json(Method::POST, &reject, json!({"reason": "again"}))
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "invalid_request_error");
+    let (_, b) = app.ipn(&ipn_body(&q, "finished", "0.0052")).await;
+    assert_eq!(b["outcome"], "noted_late_payment");
+    assert_eq!(app.balance(account).await, d("52500"));
+    audit_ledger(&app.pool).await;
+}
