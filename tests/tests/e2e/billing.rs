@@ -98,6 +98,33 @@ async fn each_usage_category_is_billed_exactly_json_and_stream_alike() {
     api.assert_ledger_invariants().await;
 }
 
+/// In a stream, `message_delta`'s usage overrides `message_start`'s field by field, input and
+/// cache counts included; a field the delta leaves out keeps `message_start`'s value.
+#[tokio::test]
+async fn stream_final_usage_overrides_message_start_field_by_field() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("100").await;
+    let script = json!({
+        "start_usage": {"input_tokens": 100, "cache_read_input_tokens": 5000, "output_tokens": 1},
+        "usage": {"input_tokens": 120, "output_tokens": 30},
+        "chunk_bytes": 5
+    });
+    let reply = api
+        .send(Call::messages(&tenant.key, SONNET, true).script(&script))
+        .await;
+    reply.assert_ok();
+    let rows = api.usage_settled(tenant.account, 1).await;
+    let expected = Tokens {
+        input: 120,
+        read: 5000,
+        output: 30,
+        ..Tokens::default()
+    };
+    assert_eq!(rows[0].tokens(), expected);
+    assert_eq!(rows[0].cost(), expected.cost(&sonnet_4_5()));
+    assert!(!rows[0].partial);
+}
+
 /// Without the TTL split (`cache_creation` absent) all cache writes are 5-minute writes.
 #[tokio::test]
 async fn cache_writes_without_ttl_split_are_billed_as_5m_writes() {

@@ -135,3 +135,38 @@ async fn concurrent_overdraft_is_bounded_and_the_next_request_gets_402() {
         .assert_refused(402, "billing_error");
     api.assert_ledger_invariants().await;
 }
+
+/// One request after another, back to back and with snapshots landing in between: the gateway's
+/// spendable balance (snapshot minus local pending spend) counts each debit exactly once. On 1
+/// credit at 0.21 a request, the 5th is admitted (0.16 left) and the 6th refused: an earlier 402
+/// would mean a debit counted twice, a later one a debit not counted.
+#[tokio::test]
+async fn spendable_balance_counts_each_debit_once_across_snapshots() {
+    let api = Api::new(harness::shared());
+    let tokens = Tokens {
+        output: 100,
+        ..Tokens::default()
+    };
+    let script = json!({"usage": tokens.anthropic_usage()});
+    // 400 ms is longer than the sync period: a snapshot with the previous debits lands in between.
+    for pause_ms in [0, 400] {
+        let tenant = api.tenant("1").await;
+        let (_, second_key) = api.new_key(tenant.account).await;
+        let mut statuses = Vec::new();
+        for i in 0..7 {
+            let key = if i % 2 == 0 { &tenant.key } else { &second_key };
+            let reply = api
+                .send(Call::messages(key, SONNET, i % 3 == 0).script(&script))
+                .await;
+            statuses.push(reply.status);
+            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        }
+        assert_eq!(
+            statuses,
+            [200, 200, 200, 200, 200, 402, 402],
+            "pause {pause_ms} ms"
+        );
+        let rows = api.usage_settled(tenant.account, 5).await;
+        assert_eq!(api.assert_balance(&tenant, dec("1"), &rows).await, dec("-0.05"));
+    }
+}

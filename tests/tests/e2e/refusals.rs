@@ -47,15 +47,23 @@ async fn missing_malformed_unknown_and_conflicting_keys_get_401_before_the_upstr
             no_key().bearer(&well_formed_unknown_key()),
         ),
         ("two different keys", no_key().key(&a.key).bearer(&b.key)),
+        ("free route without a key", Call::new(Method::GET, "/v1/models")),
+        (
+            "another account's key in the other header",
+            no_key().bearer(&a.key).key(&b.key),
+        ),
     ];
     for (name, call) in cases {
         let reply = api.send(call).await;
         assert_refused_before_upstream(&api, &reply, 401, "authentication_error").await;
         assert!(!reply.text().contains(&a.key), "{name}: the refusal echoes a key");
     }
-    // The same key in both headers is one key, not a conflict.
+    // The same key in both headers is one key, not a conflict; the scheme is case-insensitive.
     api.send(no_key().key(&a.key).bearer(&a.key)).await.assert_ok();
-    api.usage_settled(a.account, 1).await;
+    api.send(no_key().header("authorization", &format!("bearer {}", a.key)))
+        .await
+        .assert_ok();
+    api.usage_settled(a.account, 2).await;
     assert!(api.usage(b.account).await.is_empty());
 }
 
@@ -87,6 +95,11 @@ async fn revoked_key_and_suspended_account_get_401_before_the_upstream() {
         let reply = api.send(Call::messages(&tenant.key, SONNET, false)).await;
         assert_refused_before_upstream(&api, &reply, 401, "authentication_error").await;
     }
+    // A key revoked before its first use is refused on its first use.
+    let (never_used_id, never_used) = api.new_key(suspended.account).await;
+    api.revoke(never_used_id).await;
+    let reply = api.send(Call::messages(&never_used, SONNET, false)).await;
+    assert_refused_before_upstream(&api, &reply, 401, "authentication_error").await;
     // Reactivated, the account's key works again.
     api.set_status(suspended.account, "active").await;
     eventually("a reactivated account served", WAIT, || async {
