@@ -173,6 +173,13 @@ async fn unpriced_model_and_unreadable_body_get_400_before_the_upstream() {
         ),
         ("empty body", messages(Vec::new())),
         (
+            "unpriced top-level model, priced nested ones",
+            messages(
+                br#"{"metadata":{"model":"claude-sonnet-4-5"},"messages":[{"role":"user","content":"x","model":"claude-sonnet-4-5"}],"model":"claude-imaginary-9"}"#
+                    .to_vec(),
+            ),
+        ),
+        (
             "OpenAI unpriced model",
             Call::new(Method::POST, "/v1/chat/completions")
                 .bearer(&tenant.key)
@@ -184,7 +191,12 @@ async fn unpriced_model_and_unreadable_body_get_400_before_the_upstream() {
         assert_eq!(reply.status, 400, "{name}: {}", reply.text());
         assert_refused_before_upstream(&api, &reply, 400, "invalid_request_error").await;
     }
-    let billed = api.send(Call::messages(&tenant.key, SONNET, false)).await;
+    // The reverse is served: only the top-level member is the model, escapes decoded.
+    let nested = messages(
+        br#"{"metadata":{"model":"claude-imaginary-9"},"messages":[{"role":"user","content":"x","model":"claude-imaginary-9"}],"model":"claude-sonnet-4\u002d5"}"#
+            .to_vec(),
+    );
+    let billed = api.send(nested).await;
     billed.assert_ok();
     let rows = api.usage_settled(tenant.account, 1).await;
     assert_eq!(rows[0].request_id, billed.request_id());

@@ -89,3 +89,19 @@ async fn new_key_works_on_its_first_request() {
     assert_eq!(rows[0].key_id, key_id);
     api.usage_settled(fresh.account, 1).await;
 }
+
+/// Twenty concurrent first requests with a key nobody has used yet, over both Envoy workers: every
+/// one waits for the lookup and is served, each billed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_of_a_new_key_are_all_served() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let replies = futures_util::future::join_all(
+        (0..20).map(|i| api.send(Call::messages(&tenant.key, SONNET, i % 2 == 0))),
+    )
+    .await;
+    for r in &replies {
+        r.assert_ok();
+    }
+    api.usage_settled(tenant.account, 20).await;
+}
