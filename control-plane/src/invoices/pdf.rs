@@ -226,6 +226,79 @@ mod tests {
         assert_eq!(literal("Müller €5 ✓"), "(M\\374ller \\2005 ?)");
     }
 
+    fn sample() -> InvoiceDocument {
+        let party = |name: &str| Party {
+            name: name.into(),
+            address: Some("1 Test Street\n10115 Berlin".into()),
+            tax_id: Some("DE123".into()),
+            account_id: None,
+            email: None,
+        };
+        InvoiceDocument {
+            number: "INV-2026-000042".into(),
+            kind: "invoice".into(),
+            issued_at: chrono::Utc::now(),
+            purchase_id: uuid::Uuid::nil(),
+            corrects: None,
+            seller: party("Seller (Ltd)"),
+            buyer: party("Buyer"),
+            lines: vec![super::super::InvoiceLine {
+                description: "105,000 credits".into(),
+                credits: "105000".into(),
+                unit_price_usd: "0.00476".into(),
+                amount_usd: "500.00".into(),
+            }],
+            currency: "USD".into(),
+            subtotal_usd: "500.00".into(),
+            tax_rate: "0".into(),
+            tax_usd: "0.00".into(),
+            total_usd: "500.00".into(),
+            payment_method: "card".into(),
+            payment_reference: Some("cs_test_1".into()),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn the_cross_reference_table_points_at_every_object() {
+        let pdf = render(&sample());
+        let text = String::from_utf8(pdf).unwrap();
+        let start: usize = text
+            .rsplit("startxref\n")
+            .next()
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(text[start..].starts_with("xref\n0 8\n"));
+        let entries: Vec<usize> = text[start..]
+            .lines()
+            .skip(3)
+            .take(7)
+            .map(|l| l[..10].parse().unwrap())
+            .collect();
+        for (i, offset) in entries.into_iter().enumerate() {
+            assert!(
+                text[offset..].starts_with(&format!("{} 0 obj\n", i + 1)),
+                "object {}",
+                i + 1
+            );
+        }
+        let stream = text.split(">>\nstream\n").nth(1).unwrap();
+        let declared: usize = text
+            .split("/Length ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(stream.find("endstream"), Some(declared));
+    }
+
     #[test]
     fn long_text_wraps_on_words() {
         let lines = wrap("one two three four", 9);
