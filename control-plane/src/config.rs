@@ -530,6 +530,27 @@ mod tests {
     }
 
     #[test]
+    fn payment_settings_parse_with_defaults() {
+        let mut s = Settings::default();
+        s.set("ADMIN_TOKEN", "admin-token-0123456789");
+        s.set("INTERNAL_TOKEN", "internal-token-0123456789");
+        let defaults = s.clone().into_config().unwrap().payments;
+        assert_eq!(defaults.purchase_expiry, chrono::Duration::hours(24));
+        assert_eq!(defaults.underpay_policy, UnderpayPolicy::Hold);
+        assert_eq!(defaults.tax_rate, Decimal::ZERO);
+        assert_eq!(defaults.stripe_api_base, "https://api.stripe.com");
+        s.set("PURCHASE_EXPIRY_SECONDS", "3600");
+        s.set("CRYPTO_UNDERPAY_POLICY", "credit_share");
+        s.set("INVOICE_TAX_RATE", "0.19");
+        s.set("STRIPE_API_BASE", "http://127.0.0.1:9999/");
+        let p = s.into_config().unwrap().payments;
+        assert_eq!(p.purchase_expiry, chrono::Duration::hours(1));
+        assert_eq!(p.underpay_policy, UnderpayPolicy::CreditShare);
+        assert_eq!(p.tax_rate, Decimal::new(19, 2));
+        assert_eq!(p.stripe_api_base, "http://127.0.0.1:9999");
+    }
+
+    #[test]
     fn debug_output_has_no_secret() {
         let mut s = Settings::default();
         s.set("ADMIN_TOKEN", "admin-token-0123456789");

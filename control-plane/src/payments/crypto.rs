@@ -2,7 +2,7 @@
 //! Commerce would be another implementation), and the policy that turns a processor's report into
 //! a purchase transition.
 //!
-//! Policy (documented in the README of the payments API, and here):
+//! Policy (configured by `CRYPTO_UNDERPAY_POLICY`, default `hold`):
 //! * The currency and the network are always explicit. A report in another currency or on another
 //!   network than the purchase asked for never credits: the purchase is `held` for review.
 //! * `finished` with at least the amount asked: paid, the plan's credits. More than asked: paid,
