@@ -61,7 +61,9 @@ pub fn run(args: &[String]) -> Result {
                 .env(
                     "CONTROL_PLANE_BIN",
                     shell::root().join("target/debug/control-plane"),
-                ),
+                )
+                // The dashboard's browser tests fail, instead of skipping, when Chromium is missing.
+                .env("CLAUDESTORE_BROWSER_TESTS", "require"),
         )
     })?;
     let runner = step(
@@ -118,18 +120,27 @@ fn validate_envoy(envoy: &Path, wasm: &Path) -> Result {
     }
     // The container image renders the same template with envoy/render.sh: validate its output too.
     let envoy_dir = envoy.parent().ok_or("envoy binary without a directory")?;
-    let path = format!("{}:{}", envoy_dir.display(), std::env::var("PATH").unwrap_or_default());
-    for (name, url, key) in [("demo", "", ""), ("anthropic", "https://api.anthropic.com", "sk-validate")] {
-        exec(Command::new("sh")
-            .arg(shell::root().join("envoy/render.sh"))
-            .args(["--mode", "validate", "--disable-hot-restart"])
-            .env("PATH", &path)
-            .env("ENVOY_TEMPLATE", &template_path)
-            .env("ENVOY_CONFIG", dir.join(format!("envoy-compose-{name}.yaml")))
-            .env("WASM_PATH", wasm)
-            .env("INTERNAL_TOKEN", "validate-token")
-            .env("UPSTREAM_URL", url)
-            .env("UPSTREAM_API_KEY", key))?;
+    let path = format!(
+        "{}:{}",
+        envoy_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (name, url, key) in [
+        ("demo", "", ""),
+        ("anthropic", "https://api.anthropic.com", "sk-validate"),
+    ] {
+        exec(
+            Command::new("sh")
+                .arg(shell::root().join("envoy/render.sh"))
+                .args(["--mode", "validate", "--disable-hot-restart"])
+                .env("PATH", &path)
+                .env("ENVOY_TEMPLATE", &template_path)
+                .env("ENVOY_CONFIG", dir.join(format!("envoy-compose-{name}.yaml")))
+                .env("WASM_PATH", wasm)
+                .env("INTERNAL_TOKEN", "validate-token")
+                .env("UPSTREAM_URL", url)
+                .env("UPSTREAM_API_KEY", key),
+        )?;
     }
     Ok(())
 }
