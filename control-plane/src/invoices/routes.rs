@@ -1,5 +1,5 @@
 //! `GET /v1/invoices/{number}` (JSON, HTML or PDF; the admin, or the customer whose invoice it
-//! is) and `GET /v1/accounts/{id}/invoices` (admin).
+//! is), `GET /v1/accounts/{id}/invoices` (admin) and `GET /v1/me/invoices` (customer).
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -158,6 +158,23 @@ async fn list_invoices(
     ApiPath(account_id): ApiPath<Uuid>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<InvoiceSummary>>> {
+    Ok(Json(list_for(&state, account_id, &page).await?))
+}
+
+/// The caller's own invoices and credit notes, newest first (customer API key).
+#[utoipa::path(get, path = "/v1/me/invoices", tag = "me", params(PageParams),
+    security(("api_key" = []), ("customer_bearer" = [])),
+    responses((status = 200, body = Page<InvoiceSummary>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn my_invoices(
+    customer: Customer,
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<InvoiceSummary>>> {
+    Ok(Json(list_for(&state, customer.account_id, &page).await?))
+}
+
+async fn list_for(state: &AppState, account_id: Uuid, page: &PageParams) -> ApiResult<Page<InvoiceSummary>> {
     let limit = page.limit()?;
     let after: Option<(DateTime<Utc>, String)> = page.after()?;
     let mut conn = state.pool.acquire().await?;
@@ -174,16 +191,12 @@ async fn list_invoices(
     .bind(limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Json(paginate(
-        rows,
-        limit,
-        |r| (r.issued_at, r.number.clone()),
-        |r| r,
-    )))
+    Ok(paginate(rows, limit, |r| (r.issued_at, r.number.clone()), |r| r))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_invoice))
         .routes(routes!(list_invoices))
+        .routes(routes!(my_invoices))
 }

@@ -17,7 +17,7 @@ use super::fulfil;
 use super::model::{self, Method, Purchase, SELECT};
 use crate::accounts::check_text;
 use crate::audit::{self, Audit};
-use crate::auth::Admin;
+use crate::auth::{Admin, Customer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::money;
@@ -266,6 +266,10 @@ async fn list_purchases(
     ApiPath(account_id): ApiPath<Uuid>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Purchase>>> {
+    Ok(Json(list_for(&state, account_id, &page).await?))
+}
+
+async fn list_for(state: &AppState, account_id: Uuid, page: &PageParams) -> ApiResult<Page<Purchase>> {
     let limit = page.limit()?;
     let after: Option<(DateTime<Utc>, Uuid)> = page.after()?;
     let mut conn = state.pool.acquire().await?;
@@ -280,11 +284,29 @@ async fn list_purchases(
     .bind(limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Json(paginate(rows, limit, |p| (p.created_at, p.id), |p| p)))
+    Ok(paginate(rows, limit, |p| (p.created_at, p.id), |p| p))
+}
+
+/// The caller's own purchases, newest first (customer API key). Notes meant for the operator
+/// (`review_note`) are left out.
+#[utoipa::path(get, path = "/v1/me/purchases", tag = "me", params(PageParams),
+    security(("api_key" = []), ("customer_bearer" = [])),
+    responses((status = 200, body = Page<Purchase>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn my_purchases(
+    customer: Customer,
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Purchase>>> {
+    let mut page = list_for(&state, customer.account_id, &page).await?;
+    for p in &mut page.data {
+        p.review_note = None;
+    }
+    Ok(Json(page))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_purchase, list_purchases))
         .routes(routes!(get_purchase))
+        .routes(routes!(my_purchases))
 }

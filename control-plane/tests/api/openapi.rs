@@ -46,6 +46,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/accounts/{id}/billing"),
     ("get", "/v1/invoices/{number}"),
     ("get", "/v1/accounts/{id}/invoices"),
+    ("get", "/v1/me/purchases"),
+    ("get", "/v1/me/invoices"),
 ];
 
 /// Resolves a local `$ref` ("#/components/schemas/X") in the document.

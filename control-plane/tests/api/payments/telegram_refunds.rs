@@ -270,3 +270,41 @@ async fn a_held_purchase_is_approved_for_a_chosen_share_or_rejected_by_an_admin(
     assert_eq!(app.balance(account).await, d("52500"));
     audit_ledger(&app.pool).await;
 }
+
+#[tokio::test]
+async fn a_customer_lists_their_own_purchases_and_invoices_with_their_key() {
+    let app = spawn_pay_app().await;
+    let account = app.create_account("acme").await;
+    let other = app.create_account("other").await;
+    let (_, secret) = app.create_key(account, "k").await;
+    for (acc, reference) in [(account, "mine"), (other, "theirs")] {
+        let (_, p) = app
+            .purchase(
+                acc,
+                json!({"plan_id": PLAN_1K, "method": "telegram", "reference": reference}),
+            )
+            .await;
+        send(app.admin(
+            Method::POST,
+            &format!("/v1/purchases/{}/confirm", p["id"].as_str().unwrap()),
+        ))
+        .await;
+    }
+    let (s, mine) = send(
+        app.req(Method::GET, "/v1/me/purchases")
+            .header("x-api-key", &secret),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{mine}");
+    let data = mine["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["reference"], "mine");
+    assert!(data[0]["review_note"].is_null());
+    let (s, invoices) = send(app.req(Method::GET, "/v1/me/invoices").bearer_auth(&secret)).await;
+    assert_eq!(s, StatusCode::OK, "{invoices}");
+    assert_eq!(invoices["data"].as_array().unwrap().len(), 1);
+    assert_eq!(invoices["data"][0]["number"], data[0]["invoice_number"]);
+    assert_eq!(invoices["data"][0]["total_usd"], "5.00");
+    let (s, b) = send(app.req(Method::GET, "/v1/me/purchases")).await;
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "authentication_error");
+}
