@@ -210,6 +210,8 @@ pub fn parse_upstream_url(url: &str) -> Result<(String, u16, bool), String> {
 /// The running stack. Dropping it stops every process it started.
 pub struct Stack {
     pub config: StackConfig,
+    /// Plugin configuration fields beyond those `StackConfig` sets (see [`Stack::start_with`]).
+    plugin_extra: serde_json::Map<String, serde_json::Value>,
     /// In start order; stopped in reverse.
     procs: Vec<Proc>,
 }
@@ -225,10 +227,20 @@ impl Drop for Stack {
 impl Stack {
     /// Starts the fake upstream (if configured), the control plane and Envoy, each waited for.
     pub fn start(config: StackConfig) -> Result<Stack, String> {
+        Stack::start_with(config, serde_json::Map::new())
+    }
+
+    /// Like [`Stack::start`], with more fields of the filter's plugin configuration (see
+    /// `filter/src/config.rs`), e.g. `stale_after_ms` or `debit_buffer_max` for tests of bounds.
+    pub fn start_with(
+        config: StackConfig,
+        plugin_extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Stack, String> {
         std::fs::create_dir_all(&config.work_dir)
             .map_err(|e| format!("{}: {e}", config.work_dir.display()))?;
         let mut stack = Stack {
             config,
+            plugin_extra,
             procs: Vec::new(),
         };
         let c = stack.config.clone();
@@ -293,6 +305,9 @@ impl Stack {
         } = &c.upstream
         {
             cfg["upstream_api_key"] = serde_json::Value::String(key.clone());
+        }
+        if let Some(obj) = cfg.as_object_mut() {
+            obj.extend(self.plugin_extra.clone());
         }
         cfg
     }

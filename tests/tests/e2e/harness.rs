@@ -26,6 +26,8 @@ pub struct Options {
     pub sync_period_ms: u64,
     pub flush_period_ms: u64,
     pub envoy_concurrency: u32,
+    /// More plugin configuration fields (see `filter/src/config.rs`).
+    pub plugin_extra: serde_json::Value,
 }
 
 impl Options {
@@ -38,6 +40,7 @@ impl Options {
             sync_period_ms: 250,
             flush_period_ms: 100,
             envoy_concurrency: 2,
+            plugin_extra: serde_json::json!({}),
         }
     }
 }
@@ -286,7 +289,8 @@ fn start(options: &Options) -> Result<(Gateway, Running), String> {
         work_dir: work_dir.clone(),
         envoy_concurrency: options.envoy_concurrency,
     };
-    let stack = Stack::start(config.clone()).map_err(|e| {
+    let extra = options.plugin_extra.as_object().cloned().unwrap_or_default();
+    let stack = Stack::start_with(config.clone(), extra).map_err(|e| {
         format!(
             "starting the stack failed (is PostgreSQL reachable at {server}? set DATABASE_URL; logs in {}): {e}",
             work_dir.display()

@@ -15,12 +15,14 @@ use crate::pricing::{dec, sonnet_4_5, Tokens};
 
 const SONNET: &str = "claude-sonnet-4-5";
 
+/// Short periods; the control plane counts as unreachable after 1 s without a snapshot.
 fn options(fail_mode: &'static str) -> Options {
     Options {
         fail_mode,
         sync_period_ms: 100,
         flush_period_ms: 100,
         envoy_concurrency: 2,
+        plugin_extra: json!({"stale_after_ms": 1000}),
     }
 }
 
@@ -46,6 +48,11 @@ async fn fail_open_outage_serves_known_keys_and_delivers_every_debit_once() {
     api.usage_settled(tenant.account, 1).await;
 
     stack.stop_control_plane();
+    // Past `stale_after_ms`: the gateway knows the control plane is unreachable.
+    eventually("the snapshot to go stale", Duration::from_secs(10), || async {
+        (api.filter_stat("sync.age_ms").await > 1500).then_some(())
+    })
+    .await;
     for (i, key) in [
         &tenant.key,
         &other.key,
@@ -153,6 +160,52 @@ async fn fail_closed_outage_answers_503_until_the_control_plane_is_back() {
     // The request before and the one after the outage; nothing during it.
     api.usage_settled(tenant.account, 2).await;
     api.assert_ledger_invariants().await;
+}
+
+/// The debit buffer is bounded: once it holds `debit_buffer_max` debits that cannot be delivered,
+/// billed requests get 503 (free ones still pass); when the control plane is back it drains and
+/// billed requests are served again. One worker, so that the bound is the whole gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_debit_buffer_answers_503_until_it_drains() {
+    let mut stack = OwnedGateway::start(Options {
+        envoy_concurrency: 1,
+        plugin_extra: json!({"debit_buffer_max": 3}),
+        ..options("open")
+    });
+    let api = Api::new(&stack.gw);
+    let tenant = api.tenant("100").await;
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_ok();
+    api.usage_settled(tenant.account, 1).await;
+
+    stack.stop_control_plane();
+    for stream in [false, true, false] {
+        api.send(Call::messages(&tenant.key, SONNET, stream))
+            .await
+            .assert_ok();
+    }
+    let full = api.send(Call::messages(&tenant.key, SONNET, false)).await;
+    full.assert_refused(503, "api_error");
+    assert!(api.upstream_saw(&full.marker).await.is_empty());
+    assert!(api.filter_stat("refused.debit_buffer_full").await >= 1);
+    api.send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
+        .await
+        .assert_ok();
+
+    stack.restart_control_plane();
+    api.usage_settled(tenant.account, 4).await;
+    eventually(
+        "billed requests served again",
+        Duration::from_secs(20),
+        || async {
+            let r = api.send(Call::messages(&tenant.key, SONNET, false)).await;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
+    let rows = api.usage_settled(tenant.account, 5).await;
+    api.assert_balance(&tenant, dec("100"), &rows).await;
 }
 
 /// Debits still buffered when Envoy is asked to stop are flushed on the way out. An outage of a
