@@ -240,6 +240,12 @@ pub async fn apply(
         }
         return Ok("no_change");
     }
+    if p.pay_amount.is_none() && money_moved {
+        // Only possible if a report overtakes the creation's own update: no quote to compare with.
+        let reason = format!("payment reported before its quote was stored: {amounts}");
+        fulfil::hold(conn, p, actor, &reason).await?;
+        return Ok("held_no_quote");
+    }
     let reference = r.provider_ref.clone();
     match r.status {
         CryptoStatus::InProgress | CryptoStatus::Refunded => Ok("in_progress"),
