@@ -1,6 +1,7 @@
 //! `cargo xtask up | test | bench`: the project's set-up commands. Each installs what it needs into
 //! the project-local `.tools/` (idempotently) and starts the services it needs.
 
+mod bench;
 mod postgres;
 mod shell;
 mod test;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("up") => up::run(),
         Some("test") => test::run(args.get(1..).unwrap_or_default()),
+        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -7,13 +7,20 @@
 //! answer prebuilt. Each text delta of a stream carries the wall-clock time it was sent
 //! (`"text":"t=<unix ns>"`), so a client on the same machine measures each event's transit time.
 //!
+//! `GET /__bench/count` answers how many messages it has answered (the bench compares it with the
+//! debits recorded).
+//!
 //! Usage: `bench-upstream --port <port> [--events 200] [--interval-ms 5]`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const MESSAGE: &str = r#"{"id":"msg_bench","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Hello from the bench upstream."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":6}}"#;
+
+/// Messages answered (JSON or stream), for `GET /__bench/count`.
+static ANSWERED: AtomicU64 = AtomicU64::new(0);
 
 struct Options {
     port: u16,
@@ -86,6 +93,7 @@ fn serve(stream: TcpStream, json_response: &str, events: usize, interval: Durati
         let mut content_length = 0usize;
         let mut chunked = false;
         let mut path_seen = false;
+        let mut count_request = false;
         loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
@@ -100,6 +108,7 @@ fn serve(stream: TcpStream, json_response: &str, events: usize, interval: Durati
             }
             if !path_seen {
                 path_seen = true;
+                count_request = l.starts_with("GET /__bench/count ");
                 continue;
             }
             if let Some((name, value)) = l.split_once(':') {
@@ -117,9 +126,19 @@ fn serve(stream: TcpStream, json_response: &str, events: usize, interval: Durati
             body.resize(content_length, 0);
             reader.read_exact(&mut body)?;
         }
-        if wants_stream(&body) {
+        if count_request {
+            let n = ANSWERED.load(Ordering::Relaxed).to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+                n.len()
+            );
+            // Asked by a one-shot client (`Connection: close`): close after the answer.
+            return writer.write_all(format!("{head}{n}").as_bytes());
+        } else if wants_stream(&body) {
+            ANSWERED.fetch_add(1, Ordering::Relaxed);
             write_stream(&mut writer, events, interval)?;
         } else {
+            ANSWERED.fetch_add(1, Ordering::Relaxed);
             writer.write_all(json_response.as_bytes())?;
         }
     }
@@ -206,7 +225,10 @@ fn write_stream(w: &mut TcpStream, events: usize, interval: Duration) -> std::io
         chunk(w, &data)?;
     }
     pacer.wait();
-    chunk(w, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n")?;
+    chunk(
+        w,
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    )?;
     pacer.wait();
     let delta = format!(
         "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{deltas}}}}}\n\n"

@@ -1,0 +1,544 @@
+//! Gateway overhead: the same Envoy configuration with and without the billing filter, in front of
+//! the same bench upstream, under wrk (fixed connections) and the bench stream client; the variants
+//! alternate round by round and each figure is the median over rounds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::bench::report::{median, percentile, Report};
+use crate::bench::Plan;
+use crate::shell::{output, Result};
+
+/// One Envoy to measure: its listener, admin port and process id.
+#[derive(Debug, Clone, Copy)]
+pub struct Variant {
+    pub name: &'static str,
+    pub port: u16,
+    pub admin_port: u16,
+    pub pid: u32,
+}
+
+/// What one wrk run reports.
+#[derive(Debug, Default, Clone)]
+pub struct WrkRun {
+    pub rps: f64,
+    pub requests: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub bad: u64,
+    /// Envoy CPU (user + system) over the run, microseconds.
+    pub envoy_cpu_us: f64,
+}
+
+/// The removed block when rendering the variant without the filter: from the billing filter's
+/// entry up to the router, both in `http_filters`.
+const FILTER_START: &str = "          - name: claudestore.billing\n";
+const FILTER_END: &str = "          - name: envoy.filters.http.router\n";
+
+/// The rendered configuration without the billing filter: every other line is the same.
+pub fn without_filter(rendered: &str) -> Result<String> {
+    let start = rendered
+        .find(FILTER_START)
+        .ok_or("envoy/envoy.yaml: the billing filter entry was not found (bench needs updating)")?;
+    let end = rendered
+        .find(FILTER_END)
+        .filter(|e| *e > start)
+        .ok_or("envoy/envoy.yaml: the router entry after the billing filter was not found")?;
+    Ok(format!(
+        "{}{}",
+        rendered.get(..start).unwrap_or_default(),
+        rendered.get(end..).unwrap_or_default()
+    ))
+}
+
+pub fn wrk_script(dir: &Path, key: &str) -> Result<PathBuf> {
+    let body = r#"{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{"role":"user","content":"Hello, how are you today?"}]}"#;
+    let script = format!(
+        "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"anthropic-version\"] = \"2023-06-01\"\nwrk.headers[\"x-api-key\"] = \"{key}\"\n"
+    );
+    let path = dir.join("bench-request.lua");
+    std::fs::write(&path, script).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// The process's CPU time so far (user + system), microseconds.
+pub fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at state: utime is 14th
+    // overall, i.e. the 12th after the closing parenthesis.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let ticks: f64 = f.iter().sum();
+    ticks * 1e6 / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    output(Command::new("getconf").arg("CLK_TCK"))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of a process, MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn wrk_duration_us(v: &str) -> Option<f64> {
+    let (num, mul) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e6)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60e6)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|x| x * mul)
+}
+
+/// Parses wrk's `--latency` output.
+pub fn parse_wrk(text: &str) -> Result<WrkRun> {
+    let mut run = WrkRun::default();
+    for line in text.lines() {
+        let t = line.trim();
+        let words: Vec<&str> = t.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", v] => run.rps = v.parse().unwrap_or(f64::NAN),
+            ["50%", v] => run.p50_us = wrk_duration_us(v).unwrap_or(f64::NAN),
+            ["99%", v] => run.p99_us = wrk_duration_us(v).unwrap_or(f64::NAN),
+            [n, "requests", "in", ..] => run.requests = n.parse().unwrap_or(0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => run.bad += n.parse::<u64>().unwrap_or(0),
+            ["Socket", "errors:", ..] => {
+                // "Socket errors: connect 0, read 0, write 0, timeout 0"
+                run.bad += words
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    if !run.rps.is_finite() || run.requests == 0 {
+        return Err(format!("wrk reported no requests:\n{text}"));
+    }
+    Ok(run)
+}
+
+pub fn wrk(v: &Variant, script: &Path, connections: u32, seconds: u32) -> Result<WrkRun> {
+    let url = format!("http://127.0.0.1:{}/v1/messages", v.port);
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+        "-s",
+    ])
+    .arg(script)
+    .arg(&url);
+    let cpu_before = cpu_us(v.pid);
+    let out = cmd.output().map_err(|e| format!("cannot run wrk: {e}"))?;
+    let cpu_after = cpu_us(v.pid);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "wrk failed: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut run = parse_wrk(&text)?;
+    run.envoy_cpu_us = cpu_after - cpu_before;
+    if run.bad > 0 {
+        return Err(format!(
+            "{}: {} failed requests in a wrk run (a refused request is no measure):\n{text}",
+            v.name, run.bad
+        ));
+    }
+    Ok(run)
+}
+
+/// Throughput and latency rounds, A B A B ..., each variant warmed first.
+pub fn overhead(
+    report: &mut Report,
+    plan: &Plan,
+    plain: &Variant,
+    filter: &Variant,
+    script: &Path,
+) -> Result {
+    for v in [plain, filter] {
+        wrk(v, script, 16, plan.warmup_seconds)?;
+    }
+    let mut ratio = Vec::new();
+    let mut rps = (Vec::new(), Vec::new());
+    let mut p50 = (Vec::new(), Vec::new());
+    let mut p99 = (Vec::new(), Vec::new());
+    let mut cpu = (Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        // Alternate which variant goes first, so neither always follows the other.
+        let order = if round % 2 == 0 {
+            [plain, filter]
+        } else {
+            [filter, plain]
+        };
+        let mut this = Vec::new();
+        for v in order {
+            let r = wrk(v, script, 16, plan.seconds)?;
+            println!(
+                "  c16 round {round} {}: {:.0} req/s, p50 {:.0} us, p99 {:.0} us, envoy {:.1} us CPU/req",
+                v.name,
+                r.rps,
+                r.p50_us,
+                r.p99_us,
+                r.envoy_cpu_us / r.requests as f64
+            );
+            this.push((v.name, r));
+        }
+        let get = |name: &str| this.iter().find(|(n, _)| *n == name).map(|(_, r)| r.clone());
+        let (Some(a), Some(b)) = (get(plain.name), get(filter.name)) else {
+            continue;
+        };
+        ratio.push(b.rps / a.rps);
+        rps.0.push(a.rps);
+        rps.1.push(b.rps);
+        p50.0.push(a.p50_us);
+        p50.1.push(b.p50_us);
+        p99.0.push(a.p99_us);
+        p99.1.push(b.p99_us);
+        cpu.0.push(a.envoy_cpu_us / a.requests as f64);
+        cpu.1.push(b.envoy_cpu_us / b.requests as f64);
+    }
+    report.add(
+        "gateway_c16_rps_plain",
+        median(&rps.0),
+        "req/s",
+        "Envoy without the filter, 16 connections",
+    );
+    report.add(
+        "gateway_c16_rps_filter",
+        median(&rps.1),
+        "req/s",
+        "Envoy with the billing filter, 16 connections",
+    );
+    report.add(
+        "gateway_c16_rps_ratio",
+        median(&ratio),
+        "ratio",
+        "with / without, median of the per-round ratios",
+    );
+    report.add(
+        "gateway_c16_p50_plain",
+        median(&p50.0),
+        "us",
+        "latency p50 at 16 connections, without the filter",
+    );
+    report.add(
+        "gateway_c16_p50_filter",
+        median(&p50.1),
+        "us",
+        "latency p50 at 16 connections, with the filter",
+    );
+    report.add(
+        "gateway_c16_p99_plain",
+        median(&p99.0),
+        "us",
+        "latency p99 at 16 connections, without the filter",
+    );
+    report.add(
+        "gateway_c16_p99_filter",
+        median(&p99.1),
+        "us",
+        "latency p99 at 16 connections, with the filter",
+    );
+    report.add(
+        "envoy_cpu_per_request_plain",
+        median(&cpu.0),
+        "us",
+        "Envoy process CPU (user+system, /proc) per request at 16 connections, without the filter",
+    );
+    report.add(
+        "envoy_cpu_per_request_filter",
+        median(&cpu.1),
+        "us",
+        "the same with the filter",
+    );
+    let per_round: Vec<f64> = cpu.1.iter().zip(&cpu.0).map(|(b, a)| b - a).collect();
+    report.add(
+        "filter_cpu_per_request",
+        median(&per_round),
+        "us",
+        "Envoy CPU per request added by the filter (median of per-round differences)",
+    );
+
+    let mut c1_p50 = (Vec::new(), Vec::new(), Vec::new());
+    let mut c1_p99 = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        let order = if round % 2 == 0 {
+            [plain, filter]
+        } else {
+            [filter, plain]
+        };
+        let mut this = Vec::new();
+        for v in order {
+            let r = wrk(v, script, 1, plan.seconds)?;
+            println!(
+                "  c1 round {round} {}: {:.0} req/s, p50 {:.1} us, p99 {:.1} us",
+                v.name, r.rps, r.p50_us, r.p99_us
+            );
+            this.push((v.name, r));
+        }
+        let get = |name: &str| this.iter().find(|(n, _)| *n == name).map(|(_, r)| r.clone());
+        let (Some(a), Some(b)) = (get(plain.name), get(filter.name)) else {
+            continue;
+        };
+        c1_p50.0.push(a.p50_us);
+        c1_p50.1.push(b.p50_us);
+        c1_p50.2.push(b.p50_us - a.p50_us);
+        c1_p99.0.push(a.p99_us);
+        c1_p99.1.push(b.p99_us);
+        c1_p99.2.push(b.p99_us - a.p99_us);
+    }
+    report.add(
+        "gateway_c1_p50_plain",
+        median(&c1_p50.0),
+        "us",
+        "latency p50 at 1 connection, without the filter",
+    );
+    report.add(
+        "gateway_c1_p50_filter",
+        median(&c1_p50.1),
+        "us",
+        "latency p50 at 1 connection, with the filter",
+    );
+    report.add(
+        "gateway_c1_p50_added",
+        median(&c1_p50.2),
+        "us",
+        "p50 added by the filter (median of per-round differences)",
+    );
+    report.add(
+        "gateway_c1_p99_plain",
+        median(&c1_p99.0),
+        "us",
+        "latency p99 at 1 connection, without the filter",
+    );
+    report.add(
+        "gateway_c1_p99_filter",
+        median(&c1_p99.1),
+        "us",
+        "latency p99 at 1 connection, with the filter",
+    );
+    report.add(
+        "gateway_c1_p99_added",
+        median(&c1_p99.2),
+        "us",
+        "p99 added by the filter (median of per-round differences)",
+    );
+    Ok(())
+}
+
+/// What the stream client measured over some streams.
+#[derive(Default)]
+struct StreamRun {
+    ttfb_us: Vec<f64>,
+    total_us: Vec<f64>,
+    event_us: Vec<f64>,
+}
+
+fn stream_client(bin: &Path, v: &Variant, key: &str, streams: u32) -> Result<StreamRun> {
+    let out = Command::new(bin)
+        .args([
+            "--port",
+            &v.port.to_string(),
+            "--streams",
+            &streams.to_string(),
+            "--key",
+            key,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: stream client failed: {}",
+            v.name,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut run = StreamRun::default();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((k, n)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(ns) = n.parse::<f64>() else {
+            continue;
+        };
+        match k {
+            "ttfb_ns" => run.ttfb_us.push(ns / 1e3),
+            "total_ns" => run.total_us.push(ns / 1e3),
+            "event_ns" => run.event_us.push(ns / 1e3),
+            _ => {}
+        }
+    }
+    if run.event_us.is_empty() {
+        return Err(format!("{}: the stream client measured no event", v.name));
+    }
+    Ok(run)
+}
+
+/// Streams of 200 events 5 ms apart through each variant, alternating.
+pub fn streaming(
+    report: &mut Report,
+    plan: &Plan,
+    plain: &Variant,
+    filter: &Variant,
+    client: &Path,
+    key: &str,
+) -> Result {
+    let mut ttfb = (Vec::new(), Vec::new());
+    let mut total_filter = Vec::new();
+    let mut p50 = (Vec::new(), Vec::new(), Vec::new());
+    let mut p99 = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..plan.stream_rounds {
+        let order = if round % 2 == 0 {
+            [plain, filter]
+        } else {
+            [filter, plain]
+        };
+        let mut runs = Vec::new();
+        for v in order {
+            let r = stream_client(client, v, key, plan.streams_per_round)?;
+            println!(
+                "  stream round {round} {}: ttfb {:.0} us, event p50 {:.1} us, p99 {:.1} us ({} events)",
+                v.name,
+                median(&r.ttfb_us),
+                percentile(&r.event_us, 50.0),
+                percentile(&r.event_us, 99.0),
+                r.event_us.len()
+            );
+            runs.push((v.name, r));
+        }
+        let get = |name: &str| runs.iter().find(|(n, _)| *n == name).map(|(_, r)| r);
+        let (Some(a), Some(b)) = (get(plain.name), get(filter.name)) else {
+            continue;
+        };
+        ttfb.0.extend(&a.ttfb_us);
+        ttfb.1.extend(&b.ttfb_us);
+        total_filter.extend(&b.total_us);
+        let (a50, b50) = (percentile(&a.event_us, 50.0), percentile(&b.event_us, 50.0));
+        let (a99, b99) = (percentile(&a.event_us, 99.0), percentile(&b.event_us, 99.0));
+        p50.0.push(a50);
+        p50.1.push(b50);
+        p50.2.push(b50 - a50);
+        p99.0.push(a99);
+        p99.1.push(b99);
+        p99.2.push(b99 - a99);
+    }
+    let ttfb_filter = median(&ttfb.1);
+    let duration_filter = median(&total_filter);
+    report.add(
+        "stream_ttfb_p50_plain",
+        median(&ttfb.0),
+        "us",
+        "time to the first response byte of a 200-event stream, without the filter",
+    );
+    report.add(
+        "stream_ttfb_p50_filter",
+        ttfb_filter,
+        "us",
+        "the same with the filter",
+    );
+    report.add(
+        "stream_duration_p50_filter",
+        duration_filter,
+        "us",
+        "the whole stream with the filter (the upstream sends for 200 x 5 ms)",
+    );
+    let before = ttfb.1.iter().zip(&total_filter).all(|(t, d)| t * 4.0 < *d);
+    report.add(
+        "stream_first_byte_before_end",
+        if before { 1.0 } else { 0.0 },
+        "bool",
+        "1 when every filtered stream's first byte came in its first quarter (nothing buffered)",
+    );
+    report.add(
+        "stream_event_p50_plain",
+        median(&p50.0),
+        "us",
+        "upstream send to client receive per event, p50, without the filter",
+    );
+    report.add(
+        "stream_event_p50_filter",
+        median(&p50.1),
+        "us",
+        "the same with the filter",
+    );
+    report.add(
+        "stream_event_p50_added",
+        median(&p50.2),
+        "us",
+        "p50 added per event by the filter (median of per-round differences)",
+    );
+    report.add(
+        "stream_event_p99_plain",
+        median(&p99.0),
+        "us",
+        "per event p99, without the filter",
+    );
+    report.add(
+        "stream_event_p99_filter",
+        median(&p99.1),
+        "us",
+        "per event p99, with the filter",
+    );
+    report.add(
+        "stream_event_p99_added",
+        median(&p99.2),
+        "us",
+        "p99 added per event by the filter (median of per-round differences)",
+    );
+    Ok(())
+}
+
+/// A counter or gauge from Envoy's admin `/stats`, 0 when absent.
+pub fn envoy_stat(admin_port: u16, name: &str) -> f64 {
+    let path = format!("/stats?filter=^{name}$");
+    match tests::stack::http_json("GET", admin_port, &path, None, None) {
+        Ok((200, text)) => text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
+/// Waits until the filter has no debit left to flush (acked = finalised), or `timeout`.
+pub fn wait_flushed(admin_port: u16, timeout: Duration) -> Result<f64> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let finalised = envoy_stat(admin_port, "wasmcustom.claudestore.debits.finalised");
+        let acked = envoy_stat(admin_port, "wasmcustom.claudestore.debits.acked");
+        let buffered = envoy_stat(admin_port, "wasmcustom.claudestore.debit_buffer.size");
+        if finalised > 0.0 && acked >= finalised && buffered == 0.0 {
+            return Ok(acked);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the filter did not flush its debits in {timeout:?}: finalised {finalised}, acked {acked}, buffered {buffered}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,536 @@
+//! `cargo xtask bench [--quick]`: the gateway measured against plain Envoy, the ledger against its
+//! target, sync at scale, and the filter's size (issue 7). Builds in release, starts its own
+//! processes on loopback (a fresh database `claudestore_bench`), prints `BENCH <name> <value>
+//! <unit>` per figure and `BENCH done`, and writes `target/bench/report.md` and `report.json`.
+//!
+//! `--quick` runs every measurement briefly and only checks that every figure is produced.
+
+mod db;
+mod gateway;
+mod ledger;
+mod report;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tests::stack::{self, free_port, Proc, Stack, StackConfig, Upstream};
+
+use crate::shell::{self, cargo, exec, output, step, Result};
+use crate::{postgres, tools};
+use gateway::Variant;
+use report::Report;
+
+const DATABASE: &str = "claudestore_bench";
+
+/// How long and how much each part runs.
+pub struct Plan {
+    pub rounds: u32,
+    pub seconds: u32,
+    pub warmup_seconds: u32,
+    pub stream_rounds: u32,
+    pub streams_per_round: u32,
+    pub ingest_spread: usize,
+    pub ingest_hot: usize,
+    pub sync_keys: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                rounds: 1,
+                seconds: 2,
+                warmup_seconds: 1,
+                stream_rounds: 1,
+                streams_per_round: 1,
+                ingest_spread: 2_000,
+                ingest_hot: 1_000,
+                sync_keys: 5_000,
+            }
+        } else {
+            Plan {
+                rounds: 5,
+                seconds: 8,
+                warmup_seconds: 3,
+                stream_rounds: 4,
+                streams_per_round: 3,
+                ingest_spread: 60_000,
+                ingest_hot: 20_000,
+                sync_keys: 100_000,
+            }
+        }
+    }
+}
+
+fn ensure_wrk() -> Result {
+    // `wrk --version` exits non-zero: being able to start it is the check.
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    exec(Command::new("apt-get").args(["install", "-y", "wrk"]))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn random_u64() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u64::from_le_bytes(b)
+}
+
+pub fn run(args: &[String]) -> Result {
+    let quick = args.iter().any(|a| a == "--quick");
+    let plan = Plan::new(quick);
+    let started = Instant::now();
+    let mut report = Report::default();
+    report.note(
+        "mode",
+        if quick {
+            "--quick (smoke test: figures are produced, not meaningful)"
+        } else {
+            "full"
+        },
+    );
+    report.note("load average at start (1/5/15 min)", loadavg());
+    report.note(
+        "cpus",
+        format!(
+            "{} x {}",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model()
+        ),
+    );
+
+    step("install rust targets", tools::ensure_rust_targets)?;
+    let envoy_bin = step("install Envoy", tools::ensure_envoy)?;
+    step("install wrk", ensure_wrk)?;
+    step("build control plane, filter and bench tools (release)", || {
+        exec(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "control-plane",
+            "--bin",
+            "control-plane",
+        ]))?;
+        exec(cargo().args(["build", "--release", "-p", "filter", "--target", "wasm32-wasip1"]))?;
+        exec(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "xtask",
+            "--bin",
+            "bench-upstream",
+            "--bin",
+            "bench-stream",
+        ]))
+    })?;
+    let root = shell::root();
+    let release = root.join("target/release");
+    let wasm = root.join("target/wasm32-wasip1/release/filter.wasm");
+    let out_dir = root.join("target/bench");
+    let work_dir = out_dir.join("run");
+    std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
+    report.note(
+        "envoy",
+        output(Command::new(&envoy_bin).arg("--version"))
+            .and_then(|v| v.split_whitespace().nth(2).map(str::to_owned))
+            .unwrap_or_default(),
+    );
+    report.note(
+        "commit",
+        output(
+            Command::new("git")
+                .current_dir(&root)
+                .args(["rev-parse", "--short", "HEAD"]),
+        )
+        .unwrap_or_default()
+        .trim(),
+    );
+
+    let wasm_size = std::fs::metadata(&wasm)
+        .map_err(|e| format!("{}: {e}", wasm.display()))?
+        .len();
+    report.add(
+        "wasm_size",
+        wasm_size as f64,
+        "bytes",
+        "target/wasm32-wasip1/release/filter.wasm",
+    );
+
+    let pg = step("PostgreSQL", postgres::ensure)?;
+    step("fresh benchmark database", || db::reset(&pg.server_url, DATABASE))?;
+    let database_url = pg.database_url(DATABASE);
+
+    // One upstream per variant (the same binary), so each counts the requests its Envoy passed.
+    let spawn_upstream = |name: &'static str| -> Result<(Proc, u16)> {
+        let port = free_port()?;
+        let mut p = Proc::spawn(
+            name,
+            Command::new(release.join("bench-upstream")).args(["--port", &port.to_string()]),
+            &work_dir,
+        )?;
+        stack::wait_ready(&mut p, port, "/", Duration::from_secs(10))?;
+        Ok((p, port))
+    };
+    let (upstream, upstream_port) = spawn_upstream("bench-upstream-filter")?;
+    let (plain_upstream, plain_upstream_port) = spawn_upstream("bench-upstream-plain")?;
+    let config = StackConfig {
+        gateway_port: free_port()?,
+        envoy_admin_port: free_port()?,
+        control_port: free_port()?,
+        database_url: database_url.clone(),
+        admin_token: format!("bench-admin-{:x}", random_u64()),
+        internal_token: format!("bench-internal-{:x}", random_u64()),
+        upstream: Upstream::Url {
+            url: format!("http://127.0.0.1:{upstream_port}"),
+            api_key: None,
+        },
+        price_factor: "0.70".into(),
+        fail_mode: "open".into(),
+        sync_period_ms: 250,
+        flush_period_ms: 500,
+        envoy_bin: envoy_bin.clone(),
+        control_plane_bin: release.join("control-plane"),
+        fake_upstream_bin: release.join("fake-anthropic"),
+        wasm_path: wasm.clone(),
+        work_dir: work_dir.clone(),
+        // One worker, as in the issue's reference figures.
+        envoy_concurrency: 1,
+    };
+    let mut stack = step("start control plane and Envoy with the filter", || {
+        Stack::start(config)
+    })?;
+    let (plain_port, plain_admin) = (free_port()?, free_port()?);
+    let mut plain_envoy = step("start the same Envoy without the filter", || {
+        start_plain_envoy(&stack, &envoy_bin, plain_upstream_port, plain_port, plain_admin)
+    })?;
+    let c = stack.config.clone();
+    let filter_pid = stack
+        .proc_mut("envoy")
+        .map(|p| p.pid())
+        .ok_or("no envoy process")?;
+    let plain = Variant {
+        name: "plain",
+        port: plain_port,
+        admin_port: plain_admin,
+        pid: plain_envoy.pid(),
+    };
+    let filter = Variant {
+        name: "filter",
+        port: c.gateway_port,
+        admin_port: c.envoy_admin_port,
+        pid: filter_pid,
+    };
+    let (account_id, key) = step("bench account with credits and a key", || bench_account(&c))?;
+    let script = gateway::wrk_script(&work_dir, &key)?;
+
+    step("gateway overhead (wrk, alternating)", || {
+        gateway::overhead(&mut report, &plan, &plain, &filter, &script)
+    })?;
+    step("streaming (200 events, 5 ms apart, alternating)", || {
+        gateway::streaming(
+            &mut report,
+            &plan,
+            &plain,
+            &filter,
+            &release.join("bench-stream"),
+            &key,
+        )
+    })?;
+    step("every request through the filter debited exactly once", || {
+        // Each wrk run through the filter can cut one request per connection.
+        let cut_bound = f64::from((1 + plan.rounds) * 16 + plan.rounds);
+        check_gateway_debits(
+            &mut report,
+            &filter,
+            upstream_port,
+            cut_bound,
+            &database_url,
+            &account_id,
+        )
+    })?;
+    if !plain_envoy.is_running() {
+        return Err(format!("the plain Envoy stopped:\n{}", plain_envoy.log_tail(20)));
+    }
+    drop(plain_envoy);
+
+    let ingest = ledger::Ingest {
+        control_port: c.control_port,
+        internal_token: &c.internal_token,
+        database_url: &database_url,
+        batch: 200,
+        senders: 4,
+        run_id: random_u64(),
+    };
+    step("ledger ingest (POST /internal/v1/debits)", || {
+        db::bulk_accounts(&database_url, "ingest", 1_000)?;
+        db::bulk_accounts(&database_url, "hot", 1)?;
+        let spread_accounts = db::fixture(&database_url, "ingest")?;
+        let hot_account = db::fixture(&database_url, "hot")?;
+        let spread = ingest.run(1, &spread_accounts, plan.ingest_spread)?;
+        let hot = ingest.run(2, &hot_account, plan.ingest_hot)?;
+        report.add(
+            "ledger_debits_per_s_spread",
+            spread.debits_per_s,
+            "debits/s",
+            &format!(
+                "{} debits over 1,000 accounts, batches of 200 from 4 connections",
+                plan.ingest_spread
+            ),
+        );
+        report.add(
+            "ledger_debits_per_s_hot",
+            hot.debits_per_s,
+            "debits/s",
+            &format!(
+                "{} debits on one account, batches of 200 from 4 connections",
+                plan.ingest_hot
+            ),
+        );
+        let once = spread.exactly_once && hot.exactly_once;
+        report.add("ledger_exactly_once", if once { 1.0 } else { 0.0 }, "bool", "count and sum of usage records, transfers, entries and balances match what was sent; a replayed batch changes nothing");
+        Ok(())
+    })?;
+
+    let scale = sync::Scale {
+        control_port: c.control_port,
+        admin_token: &c.admin_token,
+        internal_token: &c.internal_token,
+        database_url: &database_url,
+        envoy_admin_port: c.envoy_admin_port,
+        envoy_pid: filter_pid,
+        sync_period_ms: c.sync_period_ms,
+    };
+    step(&format!("sync at scale ({} keys)", plan.sync_keys), || {
+        scale.run(&mut report, plan.sync_keys)
+    })?;
+    stack.healthy()?;
+    drop(stack);
+    drop(upstream);
+    drop(plain_upstream);
+
+    report.note("load average at end (1/5/15 min)", loadavg());
+    report.note("wall time", format!("{:.0} s", started.elapsed().as_secs_f64()));
+    report.method = method(&plan);
+    report.write(&out_dir)?;
+    println!("\nreport: {}", out_dir.join("report.md").display());
+    for (name, target, value, met) in report.outcomes() {
+        let v = value
+            .map(report::format_value)
+            .unwrap_or_else(|| "missing".into());
+        println!(
+            "target {name} {target}: {v} {}",
+            if met { "met" } else { "NOT MET" }
+        );
+    }
+    let missing = report.missing();
+    if !missing.is_empty() {
+        return Err(format!("figures missing from the run: {}", missing.join(", ")));
+    }
+    println!("BENCH done");
+    Ok(())
+}
+
+/// Renders the template exactly as the stack did, on other ports, and removes the filter.
+fn start_plain_envoy(stack: &Stack, envoy: &Path, upstream_port: u16, port: u16, admin: u16) -> Result<Proc> {
+    let c = &stack.config;
+    let template_path = shell::root().join("envoy/envoy.yaml");
+    let template =
+        std::fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
+    let plugin = serde_json::to_string(&stack.plugin_config()).map_err(|e| e.to_string())?;
+    let values = BTreeMap::from([
+        ("GATEWAY_PORT", port.to_string()),
+        ("ENVOY_ADMIN_PORT", admin.to_string()),
+        ("CONTROL_PORT", c.control_port.to_string()),
+        ("UPSTREAM_HOST", "127.0.0.1".to_owned()),
+        ("UPSTREAM_PORT", upstream_port.to_string()),
+        ("UPSTREAM_TLS", "false".to_owned()),
+        ("WASM_PATH", c.wasm_path.display().to_string()),
+        (
+            "PLUGIN_CONFIG",
+            serde_json::to_string(&plugin).map_err(|e| e.to_string())?,
+        ),
+    ]);
+    let rendered = gateway::without_filter(&stack::render(&template, &values)?)?;
+    let file = c.work_dir.join("envoy-plain.yaml");
+    std::fs::write(&file, rendered).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut cmd = Command::new(envoy);
+    // The same flags as the stack's Envoy.
+    cmd.arg("-c")
+        .arg(&file)
+        .args(["--concurrency", &c.envoy_concurrency.to_string()])
+        .args([
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--component-log-level",
+            "wasm:info",
+        ]);
+    let mut p = Proc::spawn("envoy-plain", &mut cmd, &c.work_dir)?;
+    stack::wait_ready(&mut p, admin, "/ready", Duration::from_secs(60))?;
+    Ok(p)
+}
+
+/// An account with plenty of credits and a key, made through the admin API; returns the account
+/// id and the key once a request with it passes the filter.
+fn bench_account(c: &StackConfig) -> Result<(String, String)> {
+    let admin = Some(c.admin_token.as_str());
+    let call = |method: &str, path: &str, body: Value| -> Result<Value> {
+        let (status, text) = stack::http_json(method, c.control_port, path, admin, Some(&body))?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{method} {path}: {status} {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{method} {path}: {e}"))
+    };
+    let account = call(
+        "POST",
+        "/v1/accounts",
+        json!({"name": "Bench", "email": "bench@example.com"}),
+    )?;
+    let id = account["id"].as_str().ok_or("account without id")?.to_owned();
+    call(
+        "POST",
+        &format!("/v1/accounts/{id}/credits"),
+        json!({"credits": "100000000", "reason": "benchmark", "idempotency_key": format!("bench-{id}")}),
+    )?;
+    let key = call(
+        "POST",
+        &format!("/v1/accounts/{id}/keys"),
+        json!({"name": "bench"}),
+    )?["key"]
+        .as_str()
+        .ok_or("key response without key")?
+        .to_owned();
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) =
+            stack::http_json("POST", c.gateway_port, "/v1/messages", Some(&key), Some(&body))?;
+        if status == 200 {
+            return Ok((id, key));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the bench key is not admitted: {status} {text}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// After the load: the filter flushes everything, and the database holds one usage record per
+/// request that reached the upstream through the filter (counted by the upstream), no more, no
+/// fewer, each once, and the account's balance is the grant minus their cost.
+fn check_gateway_debits(
+    report: &mut Report,
+    filter: &Variant,
+    upstream_port: u16,
+    cut_bound: f64,
+    database_url: &str,
+    account_id: &str,
+) -> Result {
+    let acked = gateway::wait_flushed(filter.admin_port, Duration::from_secs(120))?;
+    let finalised = gateway::envoy_stat(filter.admin_port, "wasmcustom.claudestore.debits.finalised");
+    let (status, answered) = stack::http_json("GET", upstream_port, "/__bench/count", None, None)?;
+    let answered: f64 = match status {
+        200 => answered
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad upstream count {answered:?}"))?,
+        _ => return Err(format!("upstream count answered {status}")),
+    };
+    let (rows, distinct) = {
+        let r = db::psql(
+            database_url,
+            &format!("SELECT count(*), count(DISTINCT debit_id) FROM usage_records WHERE account_id = '{account_id}'"),
+        )?;
+        let mut it = r.split('|').map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
+        (it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN))
+    };
+    let balance_ok = db::psql(
+        database_url,
+        &format!(
+            "SELECT l.balance = 100000000 - (SELECT sum(cost) FROM usage_records WHERE account_id = '{account_id}')
+             FROM ledger_accounts l WHERE l.id = '{account_id}'"
+        ),
+    )? == "t";
+    println!("  upstream answered {answered}, debits finalised {finalised}, acked {acked}, usage records {rows} ({distinct} distinct), balance consistent: {balance_ok}");
+    report.add(
+        "gateway_debits_recorded",
+        rows,
+        "debits",
+        "usage records of the bench account after the gateway runs",
+    );
+    // wrk stops with requests in flight: a request whose caller went away before the upstream's
+    // answer reached the filter has no usage to bill (at most the connections of each wrk run).
+    let cut = answered - rows;
+    report.add("gateway_requests_cut_unbilled", cut, "requests", &format!("answered by the upstream but cut by wrk's stop before the answer reached the filter (bound: {cut_bound})"));
+    let once = rows == distinct
+        && finalised == rows
+        && acked == rows
+        && balance_ok
+        && (0.0..=cut_bound).contains(&cut);
+    report.add("gateway_debits_exactly_once", if once { 1.0 } else { 0.0 }, "bool", "usage records = debits finalised = debits acknowledged, all distinct, the balance is the grant minus their cost, and every upstream answer is recorded but those cut by wrk's stop");
+    Ok(())
+}
+
+fn method(plan: &Plan) -> Vec<String> {
+    vec![
+        format!(
+            "**Gateway overhead.** Two Envoy 1.40 processes rendered from the same `envoy/envoy.yaml`, one with the billing \
+             filter and one with its `http_filters` entry cut out (nothing else differs), each `--concurrency 1`, in front of \
+             the same `bench-upstream` (xtask/src/bin: a thread-per-connection HTTP/1.1 server answering a prebuilt \
+             Anthropic message with usage; no framework, so it is never the bottleneck). Load: Debian's wrk, one thread, \
+             `POST /v1/messages` with a valid key of an account with credits, so every filtered request is admitted, \
+             metered, and debited (the debits flush to the control plane during the runs and are checked in the \
+             database afterwards). {} rounds of {} s per variant and per concurrency (16, then 1), the variants \
+             alternating A B / B A; each figure is the median over rounds, the ratio and the added latencies are \
+             medians of per-round pairs. Envoy CPU per request is the Envoy process's user + system time from \
+             /proc over the run divided by the requests served.",
+            plan.rounds, plan.seconds
+        ),
+        format!(
+            "**Streaming.** `bench-stream` (xtask/src/bin) sends a streaming request; the upstream sends 200 SSE events \
+             5 ms apart, each text delta stamped with its send time (wall clock, ns); the client subtracts the stamp \
+             from its receive time. {} rounds x {} streams per variant, alternating; figures are medians over rounds of \
+             per-round percentiles.",
+            plan.stream_rounds, plan.streams_per_round
+        ),
+        "**Ledger ingest.** 1,000 accounts with a key each (plus one hot account) are written by SQL; debit batches of \
+         200 (the filter's default `debit_batch_max`) are built before the clock starts and sent by 4 keep-alive \
+         connections to `POST /internal/v1/debits` of the release control plane; answers are parsed after the clock \
+         stops. Checked afterwards: every debit applied at one cost; in the database the count and sum of usage \
+         records, transfers and entries equal what was sent, the accounts' balances fall by exactly that sum, and \
+         replaying a batch answers `duplicate` and changes nothing."
+            .into(),
+        "**Sync at scale.** The keys are written by SQL in one transaction (one sync version, as an import would). \
+         The running filter's leader pulls them as a delta of pages of 500 rows (its default page size); Envoy's VmRSS is \
+         read before, and after the page count stops growing. The full snapshot is then fetched page by page (500 \
+         rows per page, as the filter does); 100 keys are revoked through `DELETE /v1/keys/{id}`, and the delta since \
+         the version before them is fetched."
+            .into(),
+        "**Load.** The machine is shared; the load average at the start and end of the run is above. Alternating \
+         the variants and taking medians cancels slow drift, not bursts."
+            .into(),
+    ]
+}
