@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,7 +58,10 @@ impl Proc {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
+        // Its own process group: a terminal's Ctrl-C reaches only the supervisor, which then stops
+        // the processes in order (Envoy drained before the control plane goes away).
         let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -219,9 +223,42 @@ pub struct Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         while let Some(mut p) = self.procs.pop() {
+            if p.name == "envoy" && p.is_running() {
+                drain_envoy(self.config.envoy_admin_port, ENVOY_DRAIN_DEADLINE);
+            }
             p.stop(Duration::from_secs(5));
         }
     }
+}
+
+/// How long a stop waits for the filter's buffered debits: past the filter's longest retry
+/// backoff (30 s by default), so a backlog from an outage gets one more attempt.
+pub const ENVOY_DRAIN_DEADLINE: Duration = Duration::from_secs(35);
+
+/// Envoy exits on SIGTERM without waiting for the filter's last flush, so a stop drains first:
+/// the listeners stop taking requests, then the filter's buffered debits (its
+/// `debit_buffer.size` gauge, summed over workers) are waited for until they reach the control
+/// plane, which is still running (processes stop in reverse start order).
+pub fn drain_envoy(admin_port: u16, deadline: Duration) -> bool {
+    let _ = http_json("POST", admin_port, "/drain_listeners?graceful", None, None);
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        if envoy_stat(admin_port, "wasmcustom.claudestore.debit_buffer.size") == Some(0) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// One numeric stat from Envoy's admin `/stats`.
+pub fn envoy_stat(admin_port: u16, name: &str) -> Option<i64> {
+    let (status, text) = http_json("GET", admin_port, &format!("/stats?filter=^{name}$"), None, None).ok()?;
+    if status != 200 {
+        return None;
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
 }
 
 impl Stack {
@@ -341,6 +378,21 @@ impl Stack {
     /// The process named `name`, e.g. to stop the control plane for an outage test.
     pub fn proc_mut(&mut self, name: &str) -> Option<&mut Proc> {
         self.procs.iter_mut().find(|p| p.name == name)
+    }
+
+    /// Stops Envoy the safe way: drain, wait for the buffered debits to be delivered, then SIGTERM.
+    /// Returns whether the buffer was empty before the signal.
+    pub fn stop_envoy(&mut self) -> bool {
+        let port = self.config.envoy_admin_port;
+        let Some(p) = self.proc_mut("envoy") else {
+            return true;
+        };
+        if !p.is_running() {
+            return true;
+        }
+        let drained = drain_envoy(port, ENVOY_DRAIN_DEADLINE);
+        p.stop(Duration::from_secs(5));
+        drained
     }
 
     /// Restarts a stopped control plane with the same configuration.

@@ -102,8 +102,8 @@ impl OwnedGateway {
     /// SIGTERM to Envoy (the filter's `on_done` may flush its buffer first), waited for.
     pub fn stop_envoy(&mut self) {
         let stack = self.running.stack.as_mut().expect("stack running");
+        assert!(stack.stop_envoy(), "Envoy stopped with debits still buffered");
         let envoy = stack.proc_mut("envoy").expect("envoy process");
-        envoy.stop(Duration::from_secs(20));
         assert!(!envoy.is_running(), "Envoy did not stop");
     }
 
