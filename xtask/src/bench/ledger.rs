@@ -3,8 +3,8 @@
 //! transfers, balances) and by replaying a batch.
 //!
 //! The request bodies are built before the clock starts, and the answers are read only after it
-//! stops, so the client's work is not in the figure. Batches are the filter's default size (200)
-//! and are sent by several connections at once, as several gateway workers would.
+//! stops, so the client's work is not in the figure. Batches are the filter's default size and are
+//! sent by several connections at once, as several gateway workers would.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -56,6 +56,7 @@ pub const EXPECTED: &[&str] = &[
     "gateway_debits_exactly_once",
     "ledger_debits_per_s_spread",
     "ledger_debits_per_s_hot",
+    "ledger_debits_per_s_spread_batch_200",
     "ledger_exactly_once",
     "sync_keys",
     "sync_full_bytes",
