@@ -161,6 +161,11 @@ pub fn wrk(v: &Variant, script: &Path, connections: u32, seconds: u32) -> Result
     }
     let mut run = parse_wrk(&text)?;
     run.envoy_cpu_us = cpu_after - cpu_before;
+    // The filter's backlog of debits drains before anything else runs, so no run competes with
+    // the previous one's flush.
+    if envoy_stat(v.admin_port, "wasmcustom.claudestore.debits.finalised") > 0.0 {
+        wait_drained(v.admin_port, Duration::from_secs(300))?;
+    }
     if run.bad > 0 {
         return Err(format!(
             "{}: {} failed requests in a wrk run (a refused request is no measure):\n{text}",
@@ -522,6 +527,18 @@ pub fn envoy_stat(admin_port: u16, name: &str) -> f64 {
             .unwrap_or(0.0),
         _ => 0.0,
     }
+}
+
+/// Waits until the filter's debit buffer is empty.
+fn wait_drained(admin_port: u16, timeout: Duration) -> Result {
+    let deadline = std::time::Instant::now() + timeout;
+    while envoy_stat(admin_port, "wasmcustom.claudestore.debit_buffer.size") > 0.0 {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the filter's debit buffer did not drain in {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Waits until the filter has no debit left to flush (acked = finalised), or `timeout`.
