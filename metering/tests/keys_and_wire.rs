@@ -28,7 +28,14 @@ fn a_mistyped_or_made_up_key_fails_the_checksum() {
     chars[10] = if chars[10] == 'a' { 'b' } else { 'a' };
     let typo: String = chars.into_iter().collect();
     assert!(!apikey::is_well_formed(&typo));
-    for bad in ["", "csk_", "sk-ant-api03-abc", &key[..key.len() - 1], &format!("{key}0"), &key.to_uppercase()] {
+    for bad in [
+        "",
+        "csk_",
+        "sk-ant-api03-abc",
+        &key[..key.len() - 1],
+        &format!("{key}0"),
+        &key.to_uppercase(),
+    ] {
         assert!(!apikey::is_well_formed(bad), "{bad}");
     }
     // Multi-byte input at the split point must not panic.

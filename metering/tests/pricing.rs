@@ -51,23 +51,111 @@ fn each_category_is_priced_at_seventy_percent_of_list_in_half_cent_credits() {
     // (model, category, usd per mtok)
     type Case = (&'static str, fn(u64) -> Usage, &'static str);
     let cases: &[Case] = &[
-        ("claude-opus-4-1", |n| Usage { input_tokens: n, ..Usage::default() }, "15"),
-        ("claude-opus-4-1", |n| Usage { cache_write_5m_tokens: n, ..Usage::default() }, "18.75"),
-        ("claude-opus-4-1", |n| Usage { cache_write_1h_tokens: n, ..Usage::default() }, "30"),
-        ("claude-opus-4-1", |n| Usage { cache_read_tokens: n, ..Usage::default() }, "1.50"),
-        ("claude-opus-4-1", |n| Usage { output_tokens: n, ..Usage::default() }, "75"),
         (
             "claude-opus-4-1",
-            |n| Usage { output_tokens: n, thinking_tokens: n, ..Usage::default() },
+            |n| Usage {
+                input_tokens: n,
+                ..Usage::default()
+            },
+            "15",
+        ),
+        (
+            "claude-opus-4-1",
+            |n| Usage {
+                cache_write_5m_tokens: n,
+                ..Usage::default()
+            },
+            "18.75",
+        ),
+        (
+            "claude-opus-4-1",
+            |n| Usage {
+                cache_write_1h_tokens: n,
+                ..Usage::default()
+            },
+            "30",
+        ),
+        (
+            "claude-opus-4-1",
+            |n| Usage {
+                cache_read_tokens: n,
+                ..Usage::default()
+            },
+            "1.50",
+        ),
+        (
+            "claude-opus-4-1",
+            |n| Usage {
+                output_tokens: n,
+                ..Usage::default()
+            },
             "75",
         ),
-        ("claude-haiku-4-5", |n| Usage { input_tokens: n, ..Usage::default() }, "1"),
-        ("claude-haiku-4-5", |n| Usage { cache_read_tokens: n, ..Usage::default() }, "0.10"),
-        ("claude-3-haiku", |n| Usage { cache_write_5m_tokens: n, ..Usage::default() }, "0.30"),
-        ("claude-fable-5-1", |n| Usage { cache_read_tokens: n, ..Usage::default() }, "0.25"),
-        ("claude-fable-5", |n| Usage { cache_read_tokens: n, ..Usage::default() }, "1.00"),
-        ("claude-opus-5-5", |n| Usage { output_tokens: n, ..Usage::default() }, "20"),
-        ("claude-mythos-5-1", |n| Usage { cache_write_1h_tokens: n, ..Usage::default() }, "20"),
+        (
+            "claude-opus-4-1",
+            |n| Usage {
+                output_tokens: n,
+                thinking_tokens: n,
+                ..Usage::default()
+            },
+            "75",
+        ),
+        (
+            "claude-haiku-4-5",
+            |n| Usage {
+                input_tokens: n,
+                ..Usage::default()
+            },
+            "1",
+        ),
+        (
+            "claude-haiku-4-5",
+            |n| Usage {
+                cache_read_tokens: n,
+                ..Usage::default()
+            },
+            "0.10",
+        ),
+        (
+            "claude-3-haiku",
+            |n| Usage {
+                cache_write_5m_tokens: n,
+                ..Usage::default()
+            },
+            "0.30",
+        ),
+        (
+            "claude-fable-5-1",
+            |n| Usage {
+                cache_read_tokens: n,
+                ..Usage::default()
+            },
+            "0.25",
+        ),
+        (
+            "claude-fable-5",
+            |n| Usage {
+                cache_read_tokens: n,
+                ..Usage::default()
+            },
+            "1.00",
+        ),
+        (
+            "claude-opus-5-5",
+            |n| Usage {
+                output_tokens: n,
+                ..Usage::default()
+            },
+            "20",
+        ),
+        (
+            "claude-mythos-5-1",
+            |n| Usage {
+                cache_write_1h_tokens: n,
+                ..Usage::default()
+            },
+            "20",
+        ),
     ];
     let t = table();
     for (model, make, usd) in cases {
@@ -76,23 +164,36 @@ fn each_category_is_priced_at_seventy_percent_of_list_in_half_cent_credits() {
         let expected = dec(usd) * dec("0.7") / dec("0.005");
         assert_eq!(c.credits, expected.normalize(), "{model} {usd}");
         assert_eq!(c.list_usd, dec(usd).normalize(), "{model} {usd}");
-        assert_eq!(t.credits_per_token(dec(usd)), (expected / Decimal::from(tokens)).normalize());
+        assert_eq!(
+            t.credits_per_token(dec(usd)),
+            (expected / Decimal::from(tokens)).normalize()
+        );
     }
 }
 
 #[test]
 fn one_token_costs_an_exact_fraction_of_a_credit_without_rounding() {
-    let u = Usage { input_tokens: 1, ..Usage::default() };
+    let u = Usage {
+        input_tokens: 1,
+        ..Usage::default()
+    };
     let c = cost(&table(), &u, "claude-3-haiku", None, now()).unwrap();
     assert_eq!(c.credits, dec("0.000035"));
-    let u = Usage { cache_read_tokens: 1, ..Usage::default() };
+    let u = Usage {
+        cache_read_tokens: 1,
+        ..Usage::default()
+    };
     let c = cost(&table(), &u, "claude-haiku-5-5", None, now()).unwrap();
     assert_eq!(c.credits, dec("0.0000014"));
 }
 
 #[test]
 fn thinking_is_billed_at_the_output_rate_by_default_and_at_its_own_rate_when_set() {
-    let u = Usage { output_tokens: 1_000, thinking_tokens: 400, ..Usage::default() };
+    let u = Usage {
+        output_tokens: 1_000,
+        thinking_tokens: 400,
+        ..Usage::default()
+    };
     let t = table();
     let c = cost(&t, &u, "claude-sonnet-4-6", None, now()).unwrap();
     assert_eq!(c.credits, dec("2.1")); // 1000 x 15 x 0.7 / 5000
@@ -109,7 +210,11 @@ fn thinking_is_billed_at_the_output_rate_by_default_and_at_its_own_rate_when_set
 
 #[test]
 fn web_searches_cost_ten_dollars_per_thousand_and_fetches_are_free() {
-    let u = Usage { web_search_requests: 3, web_fetch_requests: 7, ..Usage::default() };
+    let u = Usage {
+        web_search_requests: 3,
+        web_fetch_requests: 7,
+        ..Usage::default()
+    };
     let c = cost(&table(), &u, "claude-opus-4-5", None, now()).unwrap();
     assert_eq!(c.list_usd, dec("0.03"));
     assert_eq!(c.credits, dec("4.2"));
@@ -119,12 +224,21 @@ fn web_searches_cost_ten_dollars_per_thousand_and_fetches_are_free() {
 fn prompt_tier_counts_every_input_side_token_strictly_above_the_threshold() {
     let t = table();
     // Exactly at the threshold: base rates.
-    let u = Usage { input_tokens: 100_000, output_tokens: 10, ..Usage::default() };
+    let u = Usage {
+        input_tokens: 100_000,
+        output_tokens: 10,
+        ..Usage::default()
+    };
     let c = cost(&t, &u, "claude-haiku-5-5", None, now()).unwrap();
     assert_eq!(c.tier_above_prompt_tokens, None);
     assert_eq!(c.list_usd, dec("0.010005"));
     // One more input-side token anywhere (a cache read): the tier applies to the whole request.
-    let u = Usage { input_tokens: 100_000, cache_read_tokens: 1, output_tokens: 10, ..Usage::default() };
+    let u = Usage {
+        input_tokens: 100_000,
+        cache_read_tokens: 1,
+        output_tokens: 10,
+        ..Usage::default()
+    };
     let c = cost(&t, &u, "claude-haiku-5-5", None, now()).unwrap();
     assert_eq!(c.tier_above_prompt_tokens, Some(100_000));
     // 100000 x 0.5 + 1 x 0.05 + 10 x 2.5 = 50025.05 USD-micro
@@ -174,7 +288,16 @@ fn dated_ids_and_aliases_bill_as_their_family_and_nothing_looser_matches() {
     ] {
         assert_eq!(t.family_of(id), None, "{id}");
         assert!(matches!(
-            cost(&t, &Usage { input_tokens: 1, ..Usage::default() }, id, None, now()),
+            cost(
+                &t,
+                &Usage {
+                    input_tokens: 1,
+                    ..Usage::default()
+                },
+                id,
+                None,
+                now()
+            ),
             Err(PriceError::UnknownModel { .. })
         ));
     }
@@ -183,12 +306,28 @@ fn dated_ids_and_aliases_bill_as_their_family_and_nothing_looser_matches() {
 #[test]
 fn the_version_in_force_when_the_request_was_admitted_applies() {
     let t = table();
-    let u = Usage { cache_read_tokens: 1_000_000, ..Usage::default() };
-    let before = cost(&t, &u, "claude-sonnet-5-5", None, Utc.with_ymd_and_hms(2026, 10, 6, 23, 59, 59).unwrap())
-        .unwrap();
+    let u = Usage {
+        cache_read_tokens: 1_000_000,
+        ..Usage::default()
+    };
+    let before = cost(
+        &t,
+        &u,
+        "claude-sonnet-5-5",
+        None,
+        Utc.with_ymd_and_hms(2026, 10, 6, 23, 59, 59).unwrap(),
+    )
+    .unwrap();
     assert_eq!(before.list_usd, dec("0.2"));
     assert_eq!(before.price_version, "claude-sonnet-5-5@2024-01-01T00:00:00Z");
-    let from = cost(&t, &u, "claude-sonnet-5-5", None, Utc.with_ymd_and_hms(2026, 10, 7, 0, 0, 0).unwrap()).unwrap();
+    let from = cost(
+        &t,
+        &u,
+        "claude-sonnet-5-5",
+        None,
+        Utc.with_ymd_and_hms(2026, 10, 7, 0, 0, 0).unwrap(),
+    )
+    .unwrap();
     assert_eq!(from.list_usd, dec("0.1"));
     assert_eq!(from.price_version, "claude-sonnet-5-5@2026-10-07T00:00:00Z");
     assert!(matches!(
@@ -200,8 +339,18 @@ fn the_version_in_force_when_the_request_was_admitted_applies() {
 #[test]
 fn the_served_model_is_billed_and_an_unpriced_served_model_falls_back_to_the_requested_one() {
     let t = table();
-    let u = Usage { output_tokens: 1_000_000, ..Usage::default() };
-    let c = cost(&t, &u, "claude-opus-4-1", Some("claude-haiku-4-5-20251001"), now()).unwrap();
+    let u = Usage {
+        output_tokens: 1_000_000,
+        ..Usage::default()
+    };
+    let c = cost(
+        &t,
+        &u,
+        "claude-opus-4-1",
+        Some("claude-haiku-4-5-20251001"),
+        now(),
+    )
+    .unwrap();
     assert_eq!(c.model, "claude-haiku-4-5");
     assert!(!c.served_model_unpriced);
     let c = cost(&t, &u, "claude-opus-4-1", Some("claude-mythos-preview"), now()).unwrap();
@@ -216,8 +365,14 @@ fn the_served_model_is_billed_and_an_unpriced_served_model_falls_back_to_the_req
 #[test]
 fn the_price_factor_is_configuration() {
     let t = PriceTable::default_table(dec("1")).unwrap();
-    let u = Usage { input_tokens: 100_000, ..Usage::default() };
-    assert_eq!(cost(&t, &u, "claude-sonnet-4-5", None, now()).unwrap().credits, dec("60"));
+    let u = Usage {
+        input_tokens: 100_000,
+        ..Usage::default()
+    };
+    assert_eq!(
+        cost(&t, &u, "claude-sonnet-4-5", None, now()).unwrap().credits,
+        dec("60")
+    );
     assert!(PriceTable::default_table(Decimal::ZERO).is_err());
     assert!(PriceTable::default_table(dec("-0.7")).is_err());
 }
@@ -245,7 +400,10 @@ fn the_default_table_holds_every_family_of_the_price_sheet() {
     let families: std::collections::BTreeSet<&str> = t.entries().iter().map(|e| e.model.as_str()).collect();
     assert_eq!(families.len(), 22);
     assert_eq!(t.entries().len(), 23);
-    assert!(t.entries().iter().all(|e| e.web_search_usd_per_request == dec("0.01")));
+    assert!(t
+        .entries()
+        .iter()
+        .all(|e| e.web_search_usd_per_request == dec("0.01")));
 }
 
 #[test]
@@ -253,7 +411,10 @@ fn invalid_tables_are_refused_with_the_reason() {
     let t = table();
     let mut dup = t.entries().to_vec();
     dup.push(dup[0].clone());
-    assert!(matches!(PriceTable::new(dup, default_price_factor()), Err(PriceError::Table(_))));
+    assert!(matches!(
+        PriceTable::new(dup, default_price_factor()),
+        Err(PriceError::Table(_))
+    ));
 
     let mut clash = t.entries().to_vec();
     let first = clash[0].model.clone();

@@ -125,11 +125,16 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result {
     }
     let root = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
     if !root {
-        return Err(format!("missing Debian packages: run `sudo apt-get install -y {}`", missing.join(" ")));
+        return Err(format!(
+            "missing Debian packages: run `sudo apt-get install -y {}`",
+            missing.join(" ")
+        ));
     }
     exec(Command::new("apt-get").args(["update", "-qq"]))?;
-    exec(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
