@@ -90,12 +90,14 @@ fn fixed(d: Decimal, dp: u32) -> String {
     r.to_string()
 }
 
-/// Takes the next number of `series` in the caller's transaction (gapless: see the module doc).
-pub async fn next_number(conn: &mut PgConnection, series: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+/// Takes the next number of `series` in the caller's transaction (gapless: see the module doc),
+/// with the issue time read once the series row is locked: the row lock is held until commit, so
+/// issue times follow number order.
+pub async fn next_number(conn: &mut PgConnection, series: &str) -> Result<(i64, DateTime<Utc>), sqlx::Error> {
+    sqlx::query_as(
         "INSERT INTO invoice_series (series, last_number) VALUES ($1, 1)
          ON CONFLICT (series) DO UPDATE SET last_number = invoice_series.last_number + 1
-         RETURNING last_number",
+         RETURNING last_number, clock_timestamp()",
     )
     .bind(series)
     .fetch_one(conn)
@@ -157,9 +159,10 @@ pub async fn issue_invoice(
     s: &Settlement,
     config: &PaymentConfig,
 ) -> ApiResult<String> {
-    let issued_at = Utc::now();
-    let series = format!("INV-{}", issued_at.year());
-    let seq = next_number(conn, &series).await?;
+    // The series is the year at the start; a payment that waits across midnight of 31 December
+    // keeps the old year's series.
+    let series = format!("INV-{}", Utc::now().year());
+    let (seq, issued_at) = next_number(conn, &series).await?;
     let total = cents(s.amount_usd);
     let rate = config.tax_rate;
     let tax = cents(total * rate / (Decimal::ONE + rate));
@@ -222,9 +225,10 @@ pub async fn issue_credit_note(
         .as_deref()
         .ok_or_else(|| ApiError::Internal(format!("purchase {} is paid without an invoice", p.id)))?;
     let original = fetch(conn, invoice_number).await?;
-    let issued_at = Utc::now();
-    let series = format!("CN-{}", issued_at.year());
-    let seq = next_number(conn, &series).await?;
+    // The series is the year at the start; a payment that waits across midnight of 31 December
+    // keeps the old year's series.
+    let series = format!("CN-{}", Utc::now().year());
+    let (seq, issued_at) = next_number(conn, &series).await?;
     let doc = InvoiceDocument {
         number: format!("{series}-{seq:06}"),
         kind: "credit_note".into(),

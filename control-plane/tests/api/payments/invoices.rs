@@ -93,6 +93,16 @@ async fn invoice_numbers_stay_gapless_under_concurrent_payments_and_failed_trans
         (1..=12).collect::<Vec<i64>>(),
         "numbers are 1..12 without a gap"
     );
+    let issued: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT issued_at FROM invoices WHERE series = $1 ORDER BY seq")
+            .bind(&series)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        issued.windows(2).all(|w| w[0] < w[1]),
+        "issue times follow number order: {issued:?}"
+    );
     let numbers: Vec<String> = sqlx::query_scalar(
         "SELECT invoice_number FROM purchases WHERE status = 'paid' ORDER BY invoice_number",
     )
