@@ -72,12 +72,14 @@ impl Worker {
         if self.prices_seq == Some(status.prices_seq) || status.prices_seq == 0 {
             return Ok(false);
         }
-        self.prices_seq = Some(status.prices_seq);
+        // Marked seen only once adopted: a table that fails here is tried again on the next tick
+        // instead of leaving the worker on the fallback until the next price change.
         let Some(prices) = read_prices(store) else {
             return Err("the synced price table cannot be read".into());
         };
         let table = PriceTable::new(prices.entries, prices.factor).map_err(|e| e.to_string())?;
         self.prices = Rc::new(table);
+        self.prices_seq = Some(status.prices_seq);
         Ok(true)
     }
 
@@ -253,6 +255,32 @@ mod tests {
         let mut w = w;
         w.in_flight = 2;
         assert!(w.gateway_state(&status, 100).debit_buffer_full);
+    }
+
+    #[test]
+    fn price_table_that_cannot_be_read_is_retried_on_the_next_tick() {
+        let s = MemoryStore::default();
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let status = SyncStatus {
+            version: 1,
+            last_ok_ms: 1,
+            prices_seq: 1,
+        };
+        // The leader moved the sequence but the table is not readable yet (e.g. a torn write).
+        s.set(crate::sync::PRICES_KEY, b"not json", None).unwrap();
+        assert!(w.refresh_prices(&s, &status).is_err());
+        let prices = metering::wire::Prices {
+            factor: Decimal::new(50, 2),
+            entries: w.prices.entries().iter().take(1).cloned().collect(),
+        };
+        s.set(
+            crate::sync::PRICES_KEY,
+            &serde_json::to_vec(&prices).unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.refresh_prices(&s, &status), Ok(true));
+        assert_eq!(w.prices.factor(), Decimal::new(50, 2));
     }
 
     #[test]
