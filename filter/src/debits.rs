@@ -6,9 +6,9 @@
 //! The bound is enforced at admission (requests being served count against it), never by
 //! dropping a debit for a request that was served.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use metering::wire::{Debit, DebitAck, DebitBatch, DebitOutcome, PROTOCOL_VERSION};
+use metering::wire::{Debit, DebitAck, DebitBatch, DebitOutcome, DebitResult, PROTOCOL_VERSION};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -131,9 +131,14 @@ impl DebitBuffer {
         let mut settlements = Vec::new();
         let mut counts = AckCounts::default();
         let mut missing = Vec::new();
+        // Indexed once: a batch of n debits is matched in O(n), not O(n x answers). The first
+        // result for an id wins, as a scan would have it.
+        let mut by_id: HashMap<Uuid, &DebitResult> = HashMap::with_capacity(ack.results.len());
+        for r in &ack.results {
+            by_id.entry(r.debit_id).or_insert(r);
+        }
         for pending in std::mem::take(&mut self.sending) {
-            let result = ack.results.iter().find(|r| r.debit_id == pending.debit.debit_id);
-            match result {
+            match by_id.get(&pending.debit.debit_id).copied() {
                 Some(r) if matches!(r.outcome, DebitOutcome::Applied | DebitOutcome::Duplicate) => {
                     counts.acked += 1;
                     settlements.push(Settlement::Acked {
@@ -179,7 +184,7 @@ impl DebitBuffer {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use metering::wire::{DebitResult, Route};
+    use metering::wire::Route;
     use metering::Usage;
 
     fn pending(n: u128) -> PendingDebit {
@@ -280,5 +285,47 @@ mod tests {
         assert!(matches!(settlements[2], Settlement::Dropped { amount, .. } if amount == Decimal::from(3)));
         assert_eq!(ids(&b), vec![4]);
         assert!(b.due(5, false), "backoff reset after an answer");
+    }
+
+    #[test]
+    fn large_ack_is_matched_by_id_not_by_scanning() {
+        // 40,000 debits: a scan per debit is 1.6e9 comparisons (many seconds), an index is instant.
+        let n = 40_000u128;
+        let mut b = DebitBuffer::new(100, 1000);
+        (1..=n).for_each(|i| b.push(pending(i)));
+        b.start_batch(n as usize, None).unwrap();
+        let ack = DebitAck {
+            protocol: 1,
+            results: (1..=n)
+                .rev()
+                .map(|i| result(i, DebitOutcome::Applied, 7))
+                .collect(),
+        };
+        let started = std::time::Instant::now();
+        let (settlements, counts) = b.batch_acked(&ack, 0);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(counts.acked, n as u64);
+        assert_eq!(settlements.len(), n as usize);
+    }
+
+    #[test]
+    fn first_result_for_a_debit_id_wins() {
+        let mut b = DebitBuffer::new(100, 1000);
+        b.push(pending(1));
+        b.start_batch(1, None).unwrap();
+        let ack = DebitAck {
+            protocol: 1,
+            results: vec![
+                result(1, DebitOutcome::Applied, 40),
+                result(1, DebitOutcome::Rejected, 0),
+            ],
+        };
+        let (settlements, counts) = b.batch_acked(&ack, 0);
+        assert_eq!(counts.acked, 1);
+        assert!(matches!(settlements[0], Settlement::Acked { version: 40, .. }));
     }
 }
