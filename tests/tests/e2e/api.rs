@@ -223,6 +223,20 @@ impl Api {
         (id, k["key"].as_str().expect("key secret").to_owned())
     }
 
+    /// The absolute URL of a one-time link that sets the account's dashboard password.
+    pub async fn password_link(&self, account: Uuid) -> String {
+        let v = self
+            .admin_ok(
+                Method::POST,
+                &format!("/v1/accounts/{account}/password-link"),
+                Some(json!({})),
+            )
+            .await;
+        let url = v["url"].as_str().expect("link url");
+        let path = &url[url.find("/dashboard/").expect("dashboard path")..];
+        format!("{}{path}", self.gw.control)
+    }
+
     /// Grants (positive) or corrects (negative) credits.
     pub async fn grant(&self, account: Uuid, credits: &str) {
         let mut body = json!({"credits": credits, "idempotency_key": Uuid::new_v4().to_string()});

@@ -18,6 +18,7 @@ mod billing;
 mod bodies;
 mod call;
 mod concurrency;
+mod dashboard;
 mod harness;
 mod hostile;
 mod outage;
@@ -26,3 +27,7 @@ mod pricing;
 mod refusals;
 mod streaming;
 mod timings;
+// The dashboard suite's WebDriver client, shared rather than copied.
+#[allow(dead_code)]
+#[path = "../../../control-plane/tests/browser/webdriver.rs"]
+mod webdriver;
