@@ -29,6 +29,8 @@ struct AwaitingLookup {
     token: u32,
     route: RouteKind,
     key_hash: String,
+    /// The request had no body: decided after the lookup exactly as for a known key.
+    end_of_stream: bool,
 }
 
 pub struct BillingHttp {
@@ -114,10 +116,16 @@ impl BillingHttp {
         if negative {
             return self.refuse(Some(shared), Refusal::UnknownKey);
         }
-        self.start_lookup(shared, route, key_hash)
+        self.start_lookup(shared, route, key_hash, end_of_stream)
     }
 
-    fn start_lookup(&mut self, shared: &Shared, route: RouteKind, key_hash: String) -> Action {
+    fn start_lookup(
+        &mut self,
+        shared: &Shared,
+        route: RouteKind,
+        key_hash: String,
+        end_of_stream: bool,
+    ) -> Action {
         let s = &shared.settings;
         let body = serde_json::to_vec(&KeyLookup {
             protocol: PROTOCOL_VERSION,
@@ -140,6 +148,7 @@ impl BillingHttp {
                     token,
                     route,
                     key_hash,
+                    end_of_stream,
                 });
                 Action::Pause
             }
@@ -193,8 +202,8 @@ impl BillingHttp {
         };
         match admit_known(pending.route, &k, &a) {
             Ok(()) => {
-                if self.admit(shared, pending.route, pending.key_hash, k.account_id, false)
-                    == Action::Continue
+                let eos = pending.end_of_stream;
+                if self.admit(shared, pending.route, pending.key_hash, k.account_id, eos) == Action::Continue
                 {
                     host::resume_request();
                 }

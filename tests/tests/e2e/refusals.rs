@@ -202,6 +202,30 @@ async fn unpriced_model_and_unreadable_body_get_400_before_the_upstream() {
     assert_eq!(rows[0].request_id, billed.request_id());
 }
 
+/// A key the gateway has not cached yet is looked up with the request paused; an empty body must
+/// still get the filter's own 400 after the lookup, as for a known key, and never reach the upstream.
+#[tokio::test]
+async fn empty_body_with_a_key_not_yet_cached_gets_400_after_the_lookup() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let lookups_before = api.filter_stat("lookups").await;
+    for _ in 0..3 {
+        // A fresh key sent at once: the sync (250 ms) has not brought it yet, so it is looked up.
+        let (_, key) = api.new_key(tenant.account).await;
+        let call = Call::new(Method::POST, "/v1/messages")
+            .key(&key)
+            .header("content-type", "application/json")
+            .raw(Vec::new());
+        let reply = api.send(call).await;
+        assert_refused_before_upstream(&api, &reply, 400, "invalid_request_error").await;
+    }
+    assert!(
+        api.filter_stat("lookups").await > lookups_before,
+        "no request took the lookup path"
+    );
+    assert!(api.usage(tenant.account).await.is_empty());
+}
+
 #[tokio::test]
 async fn routes_not_offered_get_403_before_the_upstream() {
     let api = Api::new(harness::shared());
