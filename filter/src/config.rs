@@ -21,6 +21,7 @@
 //! | `debit_batch_max` | debits per POST [1000] |
 //! | `negative_cache_size`, `negative_cache_ttl_ms` | per-worker cache of unknown keys [1024, 5000] |
 //! | `lookup_timeout_ms`, `call_timeout_ms` | key lookup / snapshot and debit call timeouts [2000, 5000] |
+//! | `lookup_rate_per_s`, `lookup_burst` | per-worker token bucket of key lookups (keys not cached yet); when empty, an unknown key gets 503 [50, 100] |
 //! | `snapshot_page_limit` | `limit` of snapshot pages: rows applied per callback [500] |
 //! | `cas_retries` | compare-and-swap attempts per shared-data update [32] |
 //! | `price_factor` | factor of the built-in price table used until the first snapshot brings prices [0.70] |
@@ -89,6 +90,10 @@ struct PluginConfig {
     lookup_timeout_ms: u64,
     #[serde(default = "default_call_timeout_ms")]
     call_timeout_ms: u64,
+    #[serde(default = "default_lookup_rate_per_s")]
+    lookup_rate_per_s: u32,
+    #[serde(default = "default_lookup_burst")]
+    lookup_burst: u32,
     #[serde(default = "default_snapshot_page_limit")]
     snapshot_page_limit: u32,
     #[serde(default = "default_cas_retries")]
@@ -158,6 +163,14 @@ fn default_lookup_timeout_ms() -> u64 {
 fn default_call_timeout_ms() -> u64 {
     5_000
 }
+// Well-formed keys can be minted by anyone: this bounds the control-plane calls they can cause,
+// far above what legitimate new keys need (a new key is looked up once per Envoy, then cached).
+fn default_lookup_rate_per_s() -> u32 {
+    50
+}
+fn default_lookup_burst() -> u32 {
+    100
+}
 fn default_snapshot_page_limit() -> u32 {
     500
 }
@@ -218,6 +231,8 @@ pub struct Settings {
     pub negative_cache_ttl: Duration,
     pub lookup_timeout: Duration,
     pub call_timeout: Duration,
+    pub lookup_rate_per_s: u32,
+    pub lookup_burst: u32,
     pub snapshot_page_limit: u32,
     pub cas_retries: u32,
     /// Factor of the built-in price table used until the first snapshot brings the real one.
@@ -331,6 +346,13 @@ impl PluginConfig {
         let neg_ttl = in_range("negative_cache_ttl_ms", self.negative_cache_ttl_ms, 0, 600_000)?;
         let lookup = in_range("lookup_timeout_ms", self.lookup_timeout_ms, 1, 60_000)?;
         let call = in_range("call_timeout_ms", self.call_timeout_ms, 1, 600_000)?;
+        let lookup_rate = in_range(
+            "lookup_rate_per_s",
+            u64::from(self.lookup_rate_per_s),
+            1,
+            1_000_000,
+        )?;
+        let lookup_burst = in_range("lookup_burst", u64::from(self.lookup_burst), 1, 1_000_000)?;
         let page = in_range(
             "snapshot_page_limit",
             u64::from(self.snapshot_page_limit),
@@ -377,6 +399,8 @@ impl PluginConfig {
             negative_cache_ttl: Duration::from_millis(neg_ttl),
             lookup_timeout: Duration::from_millis(lookup),
             call_timeout: Duration::from_millis(call),
+            lookup_rate_per_s: u32::try_from(lookup_rate).unwrap_or(u32::MAX),
+            lookup_burst: u32::try_from(lookup_burst).unwrap_or(u32::MAX),
             snapshot_page_limit: u32::try_from(page).unwrap_or(u32::MAX),
             cas_retries: u32::try_from(cas).unwrap_or(u32::MAX),
             price_factor,
@@ -424,6 +448,15 @@ mod tests {
         assert_eq!(s.upstream_key, UpstreamKey::None);
         assert_eq!(s.routes.len(), 6);
         assert_eq!(s.price_factor, Decimal::new(70, 2));
+        assert_eq!((s.lookup_rate_per_s, s.lookup_burst), (50, 100));
+    }
+
+    #[test]
+    fn lookup_budget_is_configurable_and_never_zero() {
+        let s = parse(r#"{"internal_token":"t","lookup_rate_per_s":5,"lookup_burst":7}"#).unwrap();
+        assert_eq!((s.lookup_rate_per_s, s.lookup_burst), (5, 7));
+        let err = parse(r#"{"internal_token":"t","lookup_burst":0}"#).unwrap_err();
+        assert!(err.contains("lookup_burst"), "{err}");
     }
 
     #[test]

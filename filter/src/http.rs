@@ -108,13 +108,19 @@ impl BillingHttp {
                 };
             }
         }
-        let negative = shared
+        let (negative, budget) = shared
             .worker
             .try_borrow_mut()
-            .map(|mut w| w.negative.contains(&key_hash, now))
-            .unwrap_or(false);
+            .map(|mut w| {
+                let negative = w.negative.contains(&key_hash, now);
+                (negative, negative || w.lookups.try_take(now))
+            })
+            .unwrap_or((false, true));
         if negative {
             return self.refuse(Some(shared), Refusal::UnknownKey);
+        }
+        if !budget {
+            return self.refuse(Some(shared), Refusal::LookupRateLimited);
         }
         self.start_lookup(shared, route, key_hash, end_of_stream)
     }

@@ -43,6 +43,8 @@ pub enum Refusal {
     LookupFailed,
     /// 503: the debit buffer is full; serving would be unbillable.
     DebitBufferFull,
+    /// 503: the key is not cached and this worker's lookup budget is spent (a flood of new keys).
+    LookupRateLimited,
 }
 
 impl Refusal {
@@ -57,7 +59,10 @@ impl Refusal {
             | Refusal::SuspendedAccount => 401,
             Refusal::NoCredit => 402,
             Refusal::ModelNotPriced(_) | Refusal::UnreadableBody(_) => 400,
-            Refusal::ControlPlaneUnavailable | Refusal::LookupFailed | Refusal::DebitBufferFull => 503,
+            Refusal::ControlPlaneUnavailable
+            | Refusal::LookupFailed
+            | Refusal::DebitBufferFull
+            | Refusal::LookupRateLimited => 503,
         }
     }
 
@@ -88,11 +93,12 @@ impl Refusal {
             Refusal::ControlPlaneUnavailable => "control_plane_unavailable",
             Refusal::LookupFailed => "lookup_failed",
             Refusal::DebitBufferFull => "debit_buffer_full",
+            Refusal::LookupRateLimited => "lookup_rate_limited",
         }
     }
 
     /// Every reason label, for defining the metrics up front.
-    pub const REASONS: [&'static str; 13] = [
+    pub const REASONS: [&'static str; 14] = [
         "route_not_offered",
         "missing_key",
         "conflicting_keys",
@@ -106,6 +112,7 @@ impl Refusal {
         "control_plane_unavailable",
         "lookup_failed",
         "debit_buffer_full",
+        "lookup_rate_limited",
     ];
 
     /// A message a caller can act on. Never echoes the key.
@@ -125,6 +132,9 @@ impl Refusal {
             Refusal::ControlPlaneUnavailable => "billing is temporarily unavailable; retry shortly".into(),
             Refusal::LookupFailed => "the API key could not be verified right now; retry shortly".into(),
             Refusal::DebitBufferFull => "the gateway is temporarily overloaded; retry shortly".into(),
+            Refusal::LookupRateLimited => {
+                "too many requests with API keys this gateway has not seen yet; retry shortly".into()
+            }
         }
     }
 
@@ -172,6 +182,7 @@ mod tests {
             (Refusal::ControlPlaneUnavailable, 503, "api_error"),
             (Refusal::LookupFailed, 503, "api_error"),
             (Refusal::DebitBufferFull, 503, "api_error"),
+            (Refusal::LookupRateLimited, 503, "api_error"),
         ];
         for (r, status, ty) in cases {
             assert_eq!((r.status(), r.error_type()), (status, ty), "{r:?}");
@@ -194,6 +205,7 @@ mod tests {
             Refusal::ControlPlaneUnavailable,
             Refusal::LookupFailed,
             Refusal::DebitBufferFull,
+            Refusal::LookupRateLimited,
         ];
         for r in all {
             assert!(Refusal::REASONS.contains(&r.reason()), "{r:?}");

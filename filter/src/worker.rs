@@ -13,6 +13,7 @@ use crate::admission::GatewayState;
 use crate::balances::{ack_spend, add_spend, forget_spend};
 use crate::config::Settings;
 use crate::debits::{DebitBuffer, PendingDebit, Settlement};
+use crate::lookup_budget::LookupBudget;
 use crate::negcache::NegativeCache;
 use crate::store::{SharedStore, UpdateError};
 use crate::sync::{read_prices, SyncStatus};
@@ -21,6 +22,8 @@ pub struct Worker {
     pub settings: Rc<Settings>,
     pub debits: DebitBuffer,
     pub negative: NegativeCache,
+    /// Lookups of keys not cached yet that this worker may still make (see `lookup_budget`).
+    pub lookups: LookupBudget,
     /// Billed requests admitted and not yet finalised: they reserve room in the debit buffer.
     pub in_flight: usize,
     pub prices: Rc<PriceTable>,
@@ -46,6 +49,7 @@ impl Worker {
                 settings.negative_cache_size,
                 duration_ms(settings.negative_cache_ttl),
             ),
+            lookups: LookupBudget::new(settings.lookup_rate_per_s, settings.lookup_burst),
             in_flight: 0,
             prices: Rc::new(fallback_prices),
             prices_seq: None,

@@ -247,3 +247,55 @@ async fn upstream_errors_pass_through_unchanged_and_unbilled() {
     let rows = api.usage_settled(tenant.account, 1).await;
     assert_eq!(rows[0].request_id, billed, "an upstream error was billed");
 }
+
+/// Anyone can mint well-formed keys; each new one would cost a control-plane lookup. A worker's
+/// lookup budget caps that: past it, unknown keys get 503 `api_error` without a lookup, while keys
+/// the gateway already knows are served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_of_minted_keys_is_capped_and_known_keys_are_still_served() {
+    let stack = harness::OwnedGateway::start(harness::Options {
+        envoy_concurrency: 1,
+        plugin_extra: json!({"lookup_rate_per_s": 1, "lookup_burst": 3}),
+        ..harness::Options::shared()
+    });
+    let api = Api::new(&stack.gw);
+    let tenant = api.tenant("10").await;
+    crate::api::eventually(
+        "the key is synced",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = api
+                .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
+                .await;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
+    let lookups_before = api.filter_stat("lookups").await;
+    let mut limited = 0;
+    for _ in 0..12 {
+        let reply = api
+            .send(Call::messages(
+                &crate::call::well_formed_unknown_key(),
+                SONNET,
+                false,
+            ))
+            .await;
+        match reply.status {
+            401 => reply.assert_refused(401, "authentication_error"),
+            503 => {
+                reply.assert_refused(503, "api_error");
+                assert!(reply.text().contains("not seen yet"), "{}", reply.text());
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {}", reply.text()),
+        }
+    }
+    let lookups = api.filter_stat("lookups").await - lookups_before;
+    assert!(limited >= 6, "only {limited} of 12 minted keys were limited");
+    assert!(lookups <= 6, "{lookups} lookups for 12 minted keys");
+    assert_eq!(api.filter_stat("refused.lookup_rate_limited").await, limited);
+    api.send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_ok();
+}
