@@ -24,10 +24,29 @@ pub fn read_account<S: SharedStore + ?Sized>(store: &S, account: &Uuid) -> Optio
         .and_then(AccountEntry::decode)
 }
 
+/// How a row meets the stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// Versions only move forward: an older row than the stored one is ignored.
+    Forward,
+    /// The control plane's versions went backwards: the row replaces the entry whatever its version
+    /// (see [`crate::sync::apply_page`]).
+    Reset,
+}
+
 /// Stores a key row unless a newer version is already stored.
 pub fn apply_key<S: SharedStore + ?Sized>(
     store: &S,
     key: &KeyState,
+    attempts: u32,
+) -> Result<bool, UpdateError> {
+    store_key(store, key, Apply::Forward, attempts)
+}
+
+pub fn store_key<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &KeyState,
+    mode: Apply,
     attempts: u32,
 ) -> Result<bool, UpdateError> {
     let entry = KeyEntry {
@@ -41,7 +60,8 @@ pub fn apply_key<S: SharedStore + ?Sized>(
         &key_entry_name(&key.key_hash),
         attempts,
         |current| match current.and_then(KeyEntry::decode) {
-            Some(old) if old.version > entry.version || old == entry => Change::Keep(false),
+            Some(old) if old == entry => Change::Keep(false),
+            Some(old) if old.version > entry.version && mode == Apply::Forward => Change::Keep(false),
             _ => Change::Write(entry.encode(), true),
         },
     )
@@ -55,6 +75,16 @@ pub fn apply_account<S: SharedStore + ?Sized>(
     version: u64,
     attempts: u32,
 ) -> Result<bool, UpdateError> {
+    store_account(store, account, version, Apply::Forward, attempts)
+}
+
+pub fn store_account<S: SharedStore + ?Sized>(
+    store: &S,
+    account: &AccountState,
+    version: u64,
+    mode: Apply,
+    attempts: u32,
+) -> Result<bool, UpdateError> {
     let version = version.max(account.version);
     update(
         store,
@@ -62,7 +92,11 @@ pub fn apply_account<S: SharedStore + ?Sized>(
         attempts,
         |current| match current.and_then(AccountEntry::decode) {
             Some(mut entry) => {
-                if entry.apply_snapshot(account.status, account.balance, version) {
+                let changed = match mode {
+                    Apply::Forward => entry.apply_snapshot(account.status, account.balance, version),
+                    Apply::Reset => entry.reset_to_snapshot(account.status, account.balance, version),
+                };
+                if changed {
                     Change::Write(entry.encode(), true)
                 } else {
                     Change::Keep(false)
@@ -189,6 +223,33 @@ mod tests {
         apply_account(&s, &acct(9, 5), 12, 4).unwrap();
         assert_eq!(read_account(&s, &id).unwrap().snapshot_version, 12);
         assert_eq!(read_account(&s, &id).unwrap().spendable(), Decimal::from(9));
+    }
+
+    #[test]
+    fn reset_rows_replace_entries_with_higher_versions() {
+        let s = MemoryStore::default();
+        let id = Uuid::from_u128(2);
+        apply_key(&s, &key(50, KeyStatus::Active), 4).unwrap();
+        apply_account(&s, &acct(10, 50), 50, 4).unwrap();
+        add_spend(&s, &id, Decimal::from(1), 4).unwrap();
+        assert_eq!(apply_key(&s, &key(7, KeyStatus::Revoked), 4), Ok(false));
+        assert_eq!(
+            store_key(&s, &key(7, KeyStatus::Revoked), Apply::Reset, 4),
+            Ok(true)
+        );
+        assert_eq!(read_key(&s, "h").unwrap(), {
+            let k = key(7, KeyStatus::Revoked);
+            crate::state::KeyEntry {
+                key_id: k.key_id,
+                account_id: k.account_id,
+                status: k.status,
+                version: 7,
+            }
+        });
+        assert_eq!(store_account(&s, &acct(4, 6), 7, Apply::Reset, 4), Ok(true));
+        let a = read_account(&s, &id).unwrap();
+        assert_eq!((a.balance, a.snapshot_version), (Decimal::from(4), 7));
+        assert_eq!(a.spendable(), Decimal::from(3), "local spend kept");
     }
 
     #[test]

@@ -150,7 +150,15 @@ impl BillingRoot {
                 return;
             }
         };
-        let outcome = apply_page(&HostStore, &page, now, shared.settings.cas_retries);
+        let since = self.sync.since;
+        let outcome = apply_page(&HostStore, &page, since, now, shared.settings.cas_retries);
+        if outcome.reset {
+            log::warn!(
+                "the control plane is at version {} behind ours ({since}): restored or replaced \
+                 database; its snapshot replaces the cached keys and balances",
+                page.version
+            );
+        }
         shared.metrics.count(shared.metrics.sync_pages);
         if !outcome.failures.is_empty() {
             shared.metrics.add(

@@ -159,6 +159,30 @@ impl AccountEntry {
         changed || before != self.acked.len()
     }
 
+    /// The control plane's versions went backwards (restore, failover, new database) and it sent a
+    /// full snapshot at `version`: take its row as the truth whatever the versions say.
+    ///
+    /// The acknowledged groups go: their versions belong to the old numbering, so comparing them
+    /// with new snapshots would keep them counted long after the new balances include them (or drop
+    /// them too early), and the snapshot's balance is what the control plane now holds for
+    /// everything it acknowledged. `unacked` stays: those debits are still in the workers' buffers
+    /// and no snapshot includes them yet; they are acknowledged at new versions when sent.
+    pub fn reset_to_snapshot(&mut self, status: AccountStatus, balance: Decimal, version: u64) -> bool {
+        let changed = *self
+            != Self {
+                status,
+                snapshot_version: version,
+                balance,
+                unacked: self.unacked,
+                acked: Vec::new(),
+            };
+        self.status = status;
+        self.balance = balance;
+        self.snapshot_version = version;
+        self.acked.clear();
+        changed
+    }
+
     /// A debit finalised on this Envoy: spent at once for every worker.
     pub fn add_unacked(&mut self, amount: Decimal) {
         self.unacked += amount.max(Decimal::ZERO);
@@ -336,6 +360,33 @@ mod tests {
         let mut a = account("10", 5);
         assert!(!a.apply_snapshot(AccountStatus::Suspended, d("99"), 4));
         assert_eq!((a.balance, a.status), (d("10"), AccountStatus::Active));
+    }
+
+    #[test]
+    fn reset_takes_an_older_row_keeps_unacked_spend_and_drops_old_groups() {
+        let mut a = account("10", 50);
+        a.add_unacked(d("2"));
+        a.ack(d("2"), 60);
+        a.add_unacked(d("3"));
+        assert_eq!(a.spendable(), d("5"));
+        // The control plane restarted its numbering at 7 and holds 9 credits.
+        assert!(a.reset_to_snapshot(AccountStatus::Suspended, d("9"), 7));
+        assert_eq!(
+            (a.status, a.balance, a.snapshot_version),
+            (AccountStatus::Suspended, d("9"), 7)
+        );
+        assert!(a.acked.is_empty());
+        assert_eq!(a.unacked, d("3"), "local spend not acknowledged yet is kept");
+        assert_eq!(a.spendable(), d("6"));
+        // From here versions move forward again from 7.
+        a.ack(d("3"), 8);
+        assert_eq!(a.spendable(), d("6"));
+        a.apply_snapshot(AccountStatus::Active, d("6"), 8);
+        assert_eq!(a.spendable(), d("6"));
+        assert!(
+            !a.reset_to_snapshot(AccountStatus::Active, d("6"), 8),
+            "no change"
+        );
     }
 
     #[test]

@@ -10,10 +10,17 @@
 //! The version moves only after the last page of a snapshot: a worker that takes over mid-way
 //! starts again from the same `since`, and applying a row twice is harmless (versions only move
 //! forward).
+//!
+//! Versions can go backwards: a database restore, a failover to a lagging replica, a new database
+//! behind a running Envoy. The control plane then finds our `since` ahead of its version and
+//! answers a full snapshot (the only case where a request with `since` gets `full: true`). Keeping
+//! our higher version and our newer-looking rows would ignore every change it makes under the
+//! reused numbers, revocations included, until it caught up. So such a snapshot is a reset: its
+//! rows replace the entries whatever their versions, and the sync version becomes its version.
 
 use metering::wire::{Prices, Snapshot};
 
-use crate::balances::{apply_account, apply_key};
+use crate::balances::{store_account, store_key, Apply};
 use crate::store::{update, Change, SharedStore, UpdateError};
 
 pub const LEASE_KEY: &str = "cs.lease";
@@ -165,25 +172,38 @@ pub struct PageOutcome {
     pub complete: bool,
     /// Rows that could not be written (CAS contention): the page must be fetched again.
     pub failures: Vec<UpdateError>,
+    /// The control plane's version went behind ours: rows replaced whatever their versions.
+    pub reset: bool,
 }
 
-/// Applies one page. On the last page (and only if every row was written) the sync version moves
-/// to the snapshot's version; `last_ok_ms` moves on every page that arrived.
+/// Whether a page answering a request with `since` (0: none) resets the entries: a full snapshot
+/// asked for as a delta means the control plane's version is behind ours (see the module docs).
+pub fn is_reset(page: &Snapshot, since: u64) -> bool {
+    page.full && since > 0
+}
+
+/// Applies one page of the snapshot asked for with `since`. On the last page (and only if every
+/// row was written) the sync version moves to the snapshot's version (forward only, except after
+/// a reset); `last_ok_ms` moves on every page that arrived.
 pub fn apply_page<S: SharedStore + ?Sized>(
     store: &S,
     page: &Snapshot,
+    since: u64,
     now_ms: u64,
     attempts: u32,
 ) -> PageOutcome {
     let mut out = PageOutcome::default();
+    let reset = is_reset(page, since);
+    out.reset = reset;
+    let mode = if reset { Apply::Reset } else { Apply::Forward };
     for key in &page.keys {
-        match apply_key(store, key, attempts) {
+        match store_key(store, key, mode, attempts) {
             Ok(changed) => out.keys_changed += usize::from(changed),
             Err(e) => out.failures.push(e),
         }
     }
     for account in &page.accounts {
-        match apply_account(store, account, page.version, attempts) {
+        match store_account(store, account, page.version, mode, attempts) {
             Ok(changed) => out.accounts_changed += usize::from(changed),
             Err(e) => out.failures.push(e),
         }
@@ -198,7 +218,11 @@ pub fn apply_page<S: SharedStore + ?Sized>(
         let mut status = v.and_then(SyncStatus::decode).unwrap_or_default();
         status.last_ok_ms = now_ms;
         if complete {
-            status.version = status.version.max(page.version);
+            status.version = if reset {
+                page.version
+            } else {
+                status.version.max(page.version)
+            };
         }
         if prices_changed {
             status.prices_seq = status.prices_seq.wrapping_add(1);
@@ -320,11 +344,11 @@ mod tests {
     #[test]
     fn version_moves_only_after_the_last_page() {
         let s = MemoryStore::default();
-        let out = apply_page(&s, &page(7, Some("c1"), 10, KeyStatus::Active), 100, 4);
+        let out = apply_page(&s, &page(7, Some("c1"), 10, KeyStatus::Active), 0, 100, 4);
         assert!(!out.complete);
         assert_eq!(SyncStatus::read(&s).version, 0);
         assert_eq!(SyncStatus::read(&s).last_ok_ms, 100);
-        let out = apply_page(&s, &page(7, None, 10, KeyStatus::Active), 200, 4);
+        let out = apply_page(&s, &page(7, None, 10, KeyStatus::Active), 0, 200, 4);
         assert!(out.complete);
         assert_eq!(SyncStatus::read(&s).version, 7);
     }
@@ -332,8 +356,8 @@ mod tests {
     #[test]
     fn revocation_and_top_up_in_a_delta_reach_the_entries() {
         let s = MemoryStore::default();
-        apply_page(&s, &page(7, None, 10, KeyStatus::Active), 100, 4);
-        apply_page(&s, &page(9, None, 50, KeyStatus::Revoked), 200, 4);
+        apply_page(&s, &page(7, None, 10, KeyStatus::Active), 0, 100, 4);
+        apply_page(&s, &page(9, None, 50, KeyStatus::Revoked), 0, 200, 4);
         assert_eq!(read_key(&s, "h").unwrap().status, KeyStatus::Revoked);
         assert_eq!(
             read_account(&s, &Uuid::from_u128(2)).unwrap().spendable(),
@@ -341,11 +365,71 @@ mod tests {
         );
     }
 
+    /// The sync loop as the leader runs it: ask with the stored version, apply what comes back.
+    fn sync_once(s: &MemoryStore, answer: impl Fn(u64) -> Snapshot, now: u64) -> PageOutcome {
+        let since = SyncStatus::read(s).version;
+        apply_page(s, &answer(since), since, now, 4)
+    }
+
+    #[test]
+    fn control_plane_version_going_backwards_resets_and_later_revocations_apply() {
+        let s = MemoryStore::default();
+        let id = Uuid::from_u128(2);
+        sync_once(&s, |_| page(50, None, 10, KeyStatus::Active), 100);
+        assert_eq!(SyncStatus::read(&s).version, 50);
+        crate::balances::add_spend(&s, &id, Decimal::from(3), 4).unwrap();
+        crate::balances::ack_spend(&s, &id, Decimal::from(1), 48, 4).unwrap();
+
+        // Restored to version 5: our since=50 is ahead, so it answers a full snapshot in two pages.
+        let restored = |since: u64, cursor: Option<&str>| {
+            assert_eq!(since, 50);
+            let mut p = page(5, cursor, 8, KeyStatus::Active);
+            p.full = true;
+            p
+        };
+        let first = sync_once(&s, |since| restored(since, Some("c")), 200);
+        assert!(first.reset && !first.complete);
+        assert_eq!(SyncStatus::read(&s).version, 50, "moves after the last page only");
+        let last = sync_once(&s, |since| restored(since, None), 300);
+        assert!(last.reset && last.complete);
+        assert_eq!(
+            SyncStatus::read(&s).version,
+            5,
+            "the snapshot's version, not the max"
+        );
+        let a = read_account(&s, &id).unwrap();
+        assert_eq!((a.balance, a.snapshot_version), (Decimal::from(8), 5));
+        assert_eq!(a.spendable(), Decimal::from(6), "unacknowledged local spend kept");
+
+        // A revocation under a reused version number reaches the entry.
+        let out = sync_once(
+            &s,
+            |since| {
+                assert_eq!(since, 5);
+                page(6, None, 8, KeyStatus::Revoked)
+            },
+            400,
+        );
+        assert!(!out.reset);
+        assert_eq!(read_key(&s, "h").unwrap().status, KeyStatus::Revoked);
+        assert_eq!(SyncStatus::read(&s).version, 6);
+    }
+
+    #[test]
+    fn first_full_snapshot_and_deltas_are_not_resets() {
+        let mut p = page(7, None, 10, KeyStatus::Active);
+        p.full = true;
+        assert!(!is_reset(&p, 0));
+        assert!(is_reset(&p, 9));
+        p.full = false;
+        assert!(!is_reset(&p, 3));
+    }
+
     #[test]
     fn contention_keeps_the_version_so_the_page_is_fetched_again() {
         let s = MemoryStore::default();
         s.interfere.set(10);
-        let out = apply_page(&s, &page(7, None, 10, KeyStatus::Active), 100, 2);
+        let out = apply_page(&s, &page(7, None, 10, KeyStatus::Active), 0, 100, 2);
         assert!(!out.complete && !out.failures.is_empty());
         assert_eq!(SyncStatus::read(&s).version, 0);
     }
@@ -358,8 +442,8 @@ mod tests {
             factor: Decimal::new(70, 2),
             entries: vec![],
         });
-        assert!(apply_page(&s, &p, 1, 4).prices_changed);
-        assert!(!apply_page(&s, &p, 2, 4).prices_changed);
+        assert!(apply_page(&s, &p, 0, 1, 4).prices_changed);
+        assert!(!apply_page(&s, &p, 0, 2, 4).prices_changed);
         assert_eq!(SyncStatus::read(&s).prices_seq, 1);
         assert_eq!(read_prices(&s).unwrap().factor, Decimal::new(70, 2));
     }

@@ -304,14 +304,14 @@ mod tests {
             }),
             next_cursor: None,
         };
-        crate::sync::apply_page(&s, &page, 10, 4);
+        crate::sync::apply_page(&s, &page, 0, 10, 4);
         let status = SyncStatus::read(&s);
         assert_eq!(w.refresh_prices(&s, &status), Ok(true));
         assert_eq!(w.prices.factor(), Decimal::new(50, 2));
         assert_eq!(w.prices.entries().len(), 1);
         assert_eq!(w.refresh_prices(&s, &status), Ok(false));
         page.prices = None;
-        crate::sync::apply_page(&s, &page, 20, 4);
+        crate::sync::apply_page(&s, &page, 0, 20, 4);
         assert_eq!(w.refresh_prices(&s, &SyncStatus::read(&s)), Ok(false));
     }
 }
