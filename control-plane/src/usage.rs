@@ -58,6 +58,9 @@ pub struct UsageView {
     pub list_usd: Option<Decimal>,
     pub price_version: String,
     pub partial: bool,
+    /// A partial record whose input was estimated from the request's size (cut before the upstream
+    /// reported usage).
+    pub input_estimated: bool,
     /// When the gateway admitted the request.
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -129,7 +132,7 @@ pub async fn list(
         "SELECT debit_id AS request_id, key_id, coalesce(model_served, model_requested) AS model, model_requested,
             input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
             thinking_tokens, web_search_requests, cost, list_usd AS list_usd_raw, price_version, partial,
-            admitted_at AS created_at, finished_at
+            input_estimated, admitted_at AS created_at, finished_at
          FROM usage_records
          WHERE account_id = $1
            AND ($2::timestamptz IS NULL OR (admitted_at, debit_id) < ($2, $3))

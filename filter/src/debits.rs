@@ -199,6 +199,7 @@ mod tests {
                 usage: Usage::default(),
                 partial: false,
                 output_estimated: false,
+                input_estimated: false,
                 admitted_at: Utc.timestamp_opt(0, 0).unwrap(),
                 finished_at: None,
                 upstream_request_id: None,

@@ -2,6 +2,15 @@
 //! machine whose only way to produce a [`Debit`] consumes the meter, so a request is debited at
 //! most once whichever callback gets there first (end of stream, or `on_log` after a cut); and
 //! only 2xx answers are metered at all.
+//!
+//! Input estimate for cut responses. The upstream reports usage at a point of its choosing: an
+//! OpenAI-compatible stream only in its last chunk, an Anthropic JSON answer in its last member. A
+//! caller who drops the connection before that point would otherwise be billed no input at all,
+//! which makes cutting early a way to pay less. So a partial debit with no input side reported
+//! (input, cache writes and cache reads all 0) is billed `ceil(request body bytes / 4)` input tokens,
+//! the same 4-bytes-per-token rule as the output estimate, and marked `input_estimated`. The body
+//! length is the caller's body as received (before any rewrite); JSON syntax and base64 media make
+//! it an overestimate, which falls on the caller who cut the answer, never on the operator.
 
 use chrono::{DateTime, Utc};
 use metering::wire::{Debit, Route};
@@ -37,6 +46,8 @@ pub struct Exchange {
     pub admission: Admission,
     /// Set once the request body was read and the model found priced.
     pub model_requested: Option<String>,
+    /// The request body's length as the caller sent it, for the input estimate of a cut response.
+    pub request_body_bytes: u64,
     response: Response,
 }
 
@@ -45,6 +56,7 @@ impl Exchange {
         Self {
             admission,
             model_requested: None,
+            request_body_bytes: 0,
             response: Response::Awaiting,
         }
     }
@@ -119,6 +131,11 @@ impl Exchange {
         now: DateTime<Utc>,
     ) -> Debit {
         let a = &self.admission;
+        let mut usage = metered.usage;
+        let input_estimated = metered.partial && usage.prompt_tokens() == 0 && self.request_body_bytes > 0;
+        if input_estimated {
+            usage.input_tokens = estimate_input(self.request_body_bytes);
+        }
         Debit {
             debit_id: a.debit_id,
             key_hash: a.key_hash.clone(),
@@ -126,9 +143,10 @@ impl Exchange {
             route: a.route,
             model_requested: self.model_requested.clone().unwrap_or_default(),
             model_served: metered.model,
-            usage: metered.usage,
+            usage,
             partial: metered.partial,
             output_estimated: metered.output_estimated,
+            input_estimated,
             admitted_at: a.admitted_at,
             finished_at: Some(now),
             upstream_request_id,
@@ -136,6 +154,11 @@ impl Exchange {
             upstream_status: Some(status),
         }
     }
+}
+
+/// Input tokens billed for a cut response without reported input (see the module docs).
+pub fn estimate_input(request_body_bytes: u64) -> u64 {
+    request_body_bytes.div_ceil(4)
 }
 
 #[cfg(test)]
@@ -186,6 +209,50 @@ mod tests {
         assert!(d.partial);
         assert!(e.cut(now()).is_none());
         assert!(e.finish(now()).is_none());
+    }
+
+    #[test]
+    fn json_answer_cut_before_its_usage_bills_input_estimated_from_the_body() {
+        let mut e = exchange();
+        e.request_body_bytes = 1_001;
+        e.on_response_headers(200, Some("application/json"), None);
+        // Cut inside the content, before `usage`.
+        e.feed(br#"{"id":"msg_9","model":"claude-sonnet-4-5","content":[{"type":"text","text":"hello world"}],"stop"#);
+        let d = e.cut(now()).unwrap();
+        assert!(d.partial && d.input_estimated);
+        assert_eq!(d.usage.input_tokens, 251);
+        assert!(d.usage.output_tokens > 0, "output estimated too");
+    }
+
+    #[test]
+    fn openai_stream_cut_before_its_usage_bills_input_estimated_from_the_body() {
+        let mut e = exchange();
+        e.admission.route = Route::OpenaiChatCompletions;
+        e.request_body_bytes = 400;
+        e.on_response_headers(200, Some("text/event-stream"), None);
+        e.feed(b"data: {\"id\":\"c1\",\"model\":\"claude-sonnet-4-5\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi there\"}}]}\n\n");
+        let d = e.cut(now()).unwrap();
+        assert!(d.partial && d.input_estimated);
+        assert_eq!(d.usage.input_tokens, 100);
+    }
+
+    #[test]
+    fn reported_input_side_is_never_replaced_by_the_estimate() {
+        let mut e = exchange();
+        e.request_body_bytes = 100_000;
+        e.on_response_headers(200, Some("text/event-stream"), None);
+        e.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":0,\"cache_read_input_tokens\":7,\"output_tokens\":1}}}\n\n");
+        let d = e.cut(now()).unwrap();
+        assert!(d.partial && !d.input_estimated);
+        assert_eq!((d.usage.input_tokens, d.usage.cache_read_tokens), (0, 7));
+
+        let mut complete = exchange();
+        complete.request_body_bytes = 100_000;
+        complete.on_response_headers(200, Some("application/json"), None);
+        complete.feed(BODY);
+        let d = complete.finish(now()).unwrap();
+        assert!(!d.input_estimated);
+        assert_eq!(d.usage.input_tokens, 3);
     }
 
     #[test]

@@ -279,6 +279,7 @@ impl BillingHttp {
             return Action::Continue;
         };
         let body = host::request_body(body_size);
+        exchange.request_body_bytes = u64::try_from(body.len()).unwrap_or(u64::MAX);
         let prices = match shared.worker.try_borrow() {
             Ok(w) => std::rc::Rc::clone(&w.prices),
             Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),

@@ -163,6 +163,7 @@ mod tests {
             },
             partial: false,
             output_estimated: false,
+            input_estimated: false,
             admitted_at: Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
             finished_at: None,
             upstream_request_id: None,

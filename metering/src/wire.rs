@@ -134,6 +134,11 @@ pub struct Debit {
     /// Output was estimated from the content forwarded because the upstream never reported it.
     #[serde(default)]
     pub output_estimated: bool,
+    /// Input was estimated from the request body's size because the response was cut before the
+    /// upstream reported any input-side usage. Left out when false, so a debit without it
+    /// serializes (and is fingerprinted for idempotency) exactly as before the field existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input_estimated: bool,
     /// When the gateway admitted the request: selects the price version.
     pub admitted_at: DateTime<Utc>,
     #[serde(default)]
@@ -191,4 +196,28 @@ pub struct DebitAck {
     #[serde(default = "protocol_version")]
     pub protocol: u32,
     pub results: Vec<DebitResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn debit_json(extra: &str) -> String {
+        format!(
+            r#"{{"debit_id":"00000000-0000-0000-0000-000000000001","key_hash":"h","account_id":"00000000-0000-0000-0000-000000000002","model_requested":"m","usage":{{"input_tokens":1,"output_tokens":2}},"admitted_at":"2027-01-01T00:00:00Z"{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn input_estimated_defaults_to_false_and_is_left_out_when_false() {
+        let old: Debit = serde_json::from_str(&debit_json("")).unwrap();
+        assert!(!old.input_estimated);
+        // Serialized as before the field existed: idempotency fingerprints do not change.
+        assert!(!serde_json::to_string(&old).unwrap().contains("input_estimated"));
+        let new: Debit = serde_json::from_str(&debit_json(r#","input_estimated":true"#)).unwrap();
+        assert!(new.input_estimated);
+        assert!(serde_json::to_string(&new)
+            .unwrap()
+            .contains(r#""input_estimated":true"#));
+    }
 }

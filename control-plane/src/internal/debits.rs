@@ -279,12 +279,13 @@ async fn insert_usage(
             model_billed, price_version, input_tokens, output_tokens, thinking_tokens, cache_write_5m_tokens,
             cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests, service_tier, cost,
             list_usd, partial, output_estimated, served_model_unpriced, admitted_at, finished_at,
-            upstream_request_id, upstream_message_id, upstream_status, fingerprint, gateway_id, sync_version)
-         SELECT *, $30::text, $31::bigint FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+            upstream_request_id, upstream_message_id, upstream_status, fingerprint, input_estimated, gateway_id,
+            sync_version)
+         SELECT *, $31::text, $32::bigint FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
             $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[],
             $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[],
             $19::numeric[], $20::numeric[], $21::bool[], $22::bool[], $23::bool[], $24::timestamptz[],
-            $25::timestamptz[], $26::text[], $27::text[], $28::int[], $29::text[])",
+            $25::timestamptz[], $26::text[], $27::text[], $28::int[], $29::text[], $30::bool[])",
     )
     .bind(rows.iter().map(|r| r.debit.debit_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.debit.account_id).collect::<Vec<_>>())
@@ -315,6 +316,7 @@ async fn insert_usage(
     .bind(texts(|r| r.debit.upstream_message_id.clone()))
     .bind(rows.iter().map(|r| r.debit.upstream_status.map(i32::from)).collect::<Vec<_>>())
     .bind(texts(|r| Some(r.fingerprint.clone())))
+    .bind(rows.iter().map(|r| r.debit.input_estimated).collect::<Vec<_>>())
     .bind(gateway)
     .bind(version)
     .execute(conn)

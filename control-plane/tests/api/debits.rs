@@ -75,6 +75,53 @@ async fn worked_example_costs_6_489_credits_through_a_real_debit() {
     audit_ledger(&app.pool).await;
 }
 
+/// A partial debit whose input the gateway estimated is stored and listed with the mark; the
+/// others are listed unmarked.
+#[tokio::test]
+async fn estimated_input_is_stored_and_listed() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let (_, secret) = app.create_key(account, "k").await;
+    app.grant(account, "100", "g").await;
+    let now = Utc::now();
+    let plain = debit(account, &secret, "claude-sonnet-4-5", usage(10, 1), now);
+    let mut estimated = debit(
+        account,
+        &secret,
+        "claude-sonnet-4-5",
+        usage(250, 3),
+        now - chrono::Duration::seconds(1),
+    );
+    estimated.partial = true;
+    estimated.input_estimated = true;
+    let ack = app.debits(vec![plain.clone(), estimated.clone()]).await;
+    assert!(
+        ack.results.iter().all(|r| r.outcome == DebitOutcome::Applied),
+        "{ack:?}"
+    );
+    // Sent again: the same content, a duplicate (the mark is part of the fingerprint).
+    let again = app.debits(vec![estimated.clone()]).await;
+    assert_eq!(again.results[0].outcome, DebitOutcome::Duplicate, "{again:?}");
+
+    let (_, listed) = app.admin_get(&format!("/v1/accounts/{account}/usage")).await;
+    let rows = listed["data"].as_array().unwrap();
+    let row = |d: &metering::wire::Debit| {
+        rows.iter()
+            .find(|r| id(&r["request_id"]) == d.debit_id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row(&estimated)["input_estimated"], true);
+    assert_eq!(row(&estimated)["input_tokens"], 250);
+    assert_eq!(row(&plain)["input_estimated"], false);
+    let stored: Vec<bool> =
+        sqlx::query_scalar("SELECT input_estimated FROM usage_records ORDER BY admitted_at")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, vec![true, false]);
+}
+
 #[tokio::test]
 async fn replaying_a_batch_whole_or_overlapping_changes_nothing_twice() {
     let app = spawn_app().await;

@@ -257,6 +257,7 @@ pub fn debit(account: Uuid, secret: &str, model: &str, usage: Usage, admitted_at
         usage,
         partial: false,
         output_estimated: false,
+        input_estimated: false,
         admitted_at,
         finished_at: Some(admitted_at),
         upstream_request_id: Some(format!("req_{}", Uuid::new_v4().simple())),

@@ -1,11 +1,10 @@
 //! The Messages API: a JSON message, or the SSE event sequence the real API sends.
 
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::script::{estimate_input, requested_model, Script};
-use super::stream::{sse_event, sse_response};
+use super::stream::{json_response, sse_event, sse_response};
 
 /// The final usage of the answer: scripted, or derived from the request and the text length.
 fn final_usage(script: &Script, request: &Value, output_text: &str) -> Value {
@@ -34,7 +33,7 @@ pub fn messages(script: &Script, request: &Value) -> Response {
         "stop_reason": "end_turn", "stop_sequence": null,
         "usage": usage
     });
-    ([("request-id", "req_fake_0001")], Json(body)).into_response()
+    json_response(script, &body, "req_fake_0001")
 }
 
 fn stream(script: &Script, id: &str, model: &str, usage: Value) -> Response {

@@ -29,9 +29,11 @@ pub struct Script {
     pub text: Option<String>,
     /// Thinking deltas sent before the text (streams).
     pub thinking_deltas: Option<usize>,
-    /// Milliseconds between stream events.
+    /// Milliseconds between stream events (between the `chunk_bytes` pieces of an Anthropic JSON
+    /// answer).
     pub delay_ms: Option<u64>,
-    /// Write the stream in pieces of this many bytes (to split events, lines and characters).
+    /// Write the stream in pieces of this many bytes (to split events, lines and characters); an
+    /// Anthropic JSON answer too, when set.
     pub chunk_bytes: Option<usize>,
     /// Drop the connection after this many events (a cut stream).
     pub cut_after_events: Option<usize>,

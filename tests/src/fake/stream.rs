@@ -29,6 +29,36 @@ pub fn sse_response(script: &Script, events: Vec<String>) -> Response {
         .into_response()
 }
 
+/// A JSON answer, written whole; or, when the script sets `chunk_bytes` or `delay_ms`, in pieces of
+/// `chunk_bytes` with `delay_ms` between them (so that a caller can cut it before its `usage`).
+pub fn json_response(script: &Script, body: &Value, request_id: &'static str) -> Response {
+    let text = body.to_string();
+    let headers = [("content-type", "application/json"), ("request-id", request_id)];
+    if script.chunk_bytes.is_none() && script.delay_ms.is_none() {
+        return (headers, text).into_response();
+    }
+    let delay = Duration::from_millis(script.delay_ms.unwrap_or(0));
+    let chunk = script.chunk_bytes.unwrap_or(usize::MAX).max(1);
+    // Pieces end on character boundaries, so each is a String as `async_stream` wants.
+    let mut pieces = vec![String::new()];
+    for c in text.chars() {
+        if pieces
+            .last()
+            .is_some_and(|p| p.len() + c.len_utf8() > chunk && !p.is_empty())
+        {
+            pieces.push(String::new());
+        }
+        if let Some(p) = pieces.last_mut() {
+            p.push(c);
+        }
+    }
+    (
+        headers,
+        Body::from_stream(async_stream(pieces, delay, usize::MAX, None)),
+    )
+        .into_response()
+}
+
 fn async_stream(
     events: Vec<String>,
     delay: Duration,

@@ -63,6 +63,9 @@ pub struct UsageRow {
     pub web_search_requests: u64,
     cost: String,
     pub partial: bool,
+    /// Input estimated from the request's size (a response cut before its usage).
+    #[serde(default)]
+    pub input_estimated: bool,
 }
 
 impl UsageRow {

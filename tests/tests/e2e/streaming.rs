@@ -259,3 +259,117 @@ async fn caller_gone_before_the_answer_is_not_billed() {
     let rows = api.usage_settled(tenant.account, 1).await;
     assert_eq!(rows[0].request_id, next.request_id());
 }
+
+/// A caller on a raw connection: sends `body` to `path` with `auth` (a header line) and the fake's
+/// `script`, reads until `until` was seen `times` times, then goes away. Returns what it read.
+async fn cut_by_caller(
+    api: &Api,
+    path: &str,
+    auth: String,
+    body: Vec<u8>,
+    script: serde_json::Value,
+    until: &'static str,
+    times: usize,
+) -> String {
+    let addr = api.gw.url.trim_start_matches("http://").to_owned();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the gateway");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: gateway\r\n{auth}\r\ncontent-type: application/json\r\n\
+             x-fake-script: {script}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(&seen).matches(until).count() < times {
+            let n = s.read(&mut buf).expect("response data");
+            assert!(
+                n > 0,
+                "the response ended early: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+        // the connection is dropped here, before the upstream reported usage
+    })
+    .await
+    .unwrap()
+}
+
+fn request_id(received: &str) -> String {
+    received
+        .lines()
+        .find_map(|l| l.strip_prefix("x-claudestore-request-id: "))
+        .expect("request id header")
+        .trim()
+        .to_owned()
+}
+
+/// OpenAI-compatible streams report usage only in their last chunk and Anthropic JSON answers in
+/// their last member: a caller who cuts the answer before it must still pay for the input, which
+/// the gateway then estimates from the request body's size (4 bytes a token) and marks.
+#[tokio::test]
+async fn answers_cut_before_their_usage_bill_an_estimated_input() {
+    let api = Api::new(harness::shared());
+    let tenant = api.tenant("10").await;
+    let prompt = "p".repeat(4_000);
+
+    let openai_body = serde_json::to_vec(&json!({
+        "model": SONNET, "stream": true,
+        "messages": [{"role": "user", "content": prompt}]
+    }))
+    .unwrap();
+    let openai_script = json!({"usage": {"prompt_tokens": 1200, "completion_tokens": 300},
+                               "deltas": 40, "delay_ms": 50});
+    let openai = cut_by_caller(
+        &api,
+        "/v1/chat/completions",
+        format!("authorization: Bearer {}", tenant.key),
+        openai_body.clone(),
+        openai_script,
+        "chat.completion.chunk",
+        4,
+    )
+    .await;
+    assert!(openai.starts_with("HTTP/1.1 200"), "{openai}");
+
+    let anthropic_body = serde_json::to_vec(&json!({
+        "model": SONNET, "max_tokens": 64,
+        "messages": [{"role": "user", "content": prompt}]
+    }))
+    .unwrap();
+    let anthropic_script = json!({"usage": {"input_tokens": 1200, "output_tokens": 300},
+                                  "deltas": 20, "chunk_bytes": 40, "delay_ms": 100});
+    let anthropic = cut_by_caller(
+        &api,
+        "/v1/messages",
+        format!("x-api-key: {}", tenant.key),
+        anthropic_body.clone(),
+        anthropic_script,
+        "hello",
+        2,
+    )
+    .await;
+    assert!(anthropic.starts_with("HTTP/1.1 200"), "{anthropic}");
+    assert!(
+        !anthropic.contains("usage"),
+        "the caller saw the usage: {anthropic}"
+    );
+
+    let rows = api.usage_settled(tenant.account, 2).await;
+    for (received, body) in [(&openai, &openai_body), (&anthropic, &anthropic_body)] {
+        let row = rows
+            .iter()
+            .find(|r| r.request_id.to_string() == request_id(received))
+            .expect("the cut request's usage record");
+        assert!(row.partial && row.input_estimated, "{row:#?}");
+        assert_eq!(row.input_tokens, (body.len() as u64).div_ceil(4), "{row:#?}");
+        assert_eq!(row.cost(), row.tokens().cost(&sonnet_4_5()), "{row:#?}");
+    }
+    api.assert_balance(&tenant, tenant.granted, &rows).await;
+}
