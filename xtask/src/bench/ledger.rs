@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::bench::db::{psql, scalar};
+use crate::bench::db::psql;
 use crate::shell::Result;
 
 /// The usage of every bench debit: 1,000 input, 500 output, 200 cache reads, 100 cache writes.
@@ -160,6 +160,7 @@ impl Ingest<'_> {
                 )
             })
             .collect();
+        let balances_before = self.balances(accounts)?;
         let bodies = Arc::new(bodies);
         let next = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
@@ -211,7 +212,7 @@ impl Ingest<'_> {
             (true, 1) => costs.into_iter().next().unwrap_or_default(),
             _ => return Err(format!("{applied} of {total} debits applied, costs {costs:?}")),
         };
-        let exactly_once = self.check(&gateway, total, &unit)?;
+        let exactly_once = self.check(&gateway, total, &unit, accounts, &balances_before)?;
         // Replaying a batch changes nothing and answers `duplicate` for each debit.
         let replay_ok = match bodies.first() {
             Some(body) => {
@@ -222,7 +223,7 @@ impl Ingest<'_> {
                     && ack["results"]
                         .as_array()
                         .is_some_and(|r| r.iter().all(|x| x["outcome"] == "duplicate"))
-                    && self.check(&gateway, total, &unit)?
+                    && self.check(&gateway, total, &unit, accounts, &balances_before)?
             }
             None => false,
         };
@@ -232,9 +233,28 @@ impl Ingest<'_> {
         })
     }
 
-    /// Count and sum of what the database holds for the run's debits: usage records, transfers,
-    /// and the balances of the accounts (which start at zero and receive nothing else).
-    fn check(&self, gateway: &str, total: usize, unit: &str) -> Result<bool> {
+    /// The sum of the accounts' balances, as exact decimal text.
+    fn balances(&self, accounts: &[(String, String)]) -> Result<String> {
+        let ids: Vec<String> = accounts.iter().map(|(a, _)| format!("'{a}'")).collect();
+        psql(
+            self.database_url,
+            &format!(
+                "SELECT sum(balance) FROM ledger_accounts WHERE id IN ({})",
+                ids.join(",")
+            ),
+        )
+    }
+
+    /// Count and sum of what the database holds for the run's debits (usage records, transfers,
+    /// entries), and the accounts' balances fallen by exactly that sum since `balances_before`.
+    fn check(
+        &self,
+        gateway: &str,
+        total: usize,
+        unit: &str,
+        accounts: &[(String, String)],
+        balances_before: &str,
+    ) -> Result<bool> {
         let url = self.database_url;
         let sql = format!(
             "SELECT (SELECT count(*) FROM usage_records WHERE gateway_id = '{gateway}') = {total}
@@ -248,16 +268,14 @@ impl Ingest<'_> {
                      WHERE u.gateway_id = '{gateway}') = 2 * {total}"
         );
         let ok = psql(url, &sql)? == "t";
-        let balances = scalar(
+        let after = self.balances(accounts)?;
+        let balanced = psql(
             url,
-            &format!(
-                "SELECT sum(balance) + {total} * {unit}::numeric FROM ledger_accounts WHERE id IN
-                 (SELECT DISTINCT account_id FROM usage_records WHERE gateway_id = '{gateway}')"
-            ),
-        )?;
-        if !ok || balances != 0.0 {
-            println!("  exactly-once check FAILED for {gateway}: rows/sums {ok}, balance residue {balances}");
+            &format!("SELECT {after}::numeric = {balances_before}::numeric - {total} * {unit}::numeric"),
+        )? == "t";
+        if !ok || !balanced {
+            println!("  exactly-once check FAILED for {gateway}: rows/sums {ok}, balances {balances_before} -> {after}");
         }
-        Ok(ok && balances == 0.0)
+        Ok(ok && balanced)
     }
 }
