@@ -267,6 +267,7 @@ impl BillingHttp {
         if let Ok(mut w) = shared.worker.try_borrow_mut() {
             w.in_flight = w.in_flight.saturating_add(1);
             self.in_flight = true;
+            shared.metrics.report_buffer(w.load());
         }
         self.holding_body = true;
         shared.metrics.count(shared.metrics.admitted_billed);
@@ -333,6 +334,7 @@ impl BillingHttp {
             worker.in_flight = worker.in_flight.saturating_sub(1);
             self.in_flight = false;
         }
+        shared.metrics.report_buffer(worker.load());
     }
 }
 
@@ -451,6 +453,7 @@ impl HttpContext for BillingHttp {
                 if let Ok(mut w) = shared.worker.try_borrow_mut() {
                     w.in_flight = w.in_flight.saturating_sub(1);
                     self.in_flight = false;
+                    shared.metrics.report_buffer(w.load());
                 }
             }
         }

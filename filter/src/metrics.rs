@@ -87,7 +87,9 @@ impl Metrics {
         host::increment(self.refused.get(refusal.reason()).copied().flatten(), 1);
     }
 
-    /// This worker's share of the buffered debits, summed over workers by Envoy.
+    /// This worker's share of `debit_buffer.size` ([`crate::worker::Worker::load`]: buffered
+    /// debits plus billed requests in flight), summed over workers by Envoy. Reported whenever
+    /// either changes, so a drain that reads 0 has nothing left to wait for.
     pub fn report_buffer(&self, size: usize) {
         report_delta(self.debit_buffer_size, &self.buffer_reported, size);
     }

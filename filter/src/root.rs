@@ -43,6 +43,8 @@ pub struct BillingRoot {
     sync: SyncProgress,
     flush_token: Option<u32>,
     draining: bool,
+    /// `proxy_done` was called: the tick may still fire once, it must not call it again.
+    done: bool,
 }
 
 impl BillingRoot {
@@ -54,6 +56,7 @@ impl BillingRoot {
             sync: SyncProgress::default(),
             flush_token: None,
             draining: false,
+            done: false,
         }
     }
 
@@ -97,9 +100,11 @@ impl BillingRoot {
         }
         self.flush(shared, now);
         if let Ok(worker) = shared.worker.try_borrow() {
-            shared.metrics.report_buffer(worker.debits.len());
+            shared.metrics.report_buffer(worker.load());
             shared.metrics.report_negative_cache(worker.negative.len());
         }
+        // A drain can end here too: the last request in flight may have left no debit.
+        self.finish_drain_if_done(shared);
     }
 
     fn request_snapshot(&mut self, shared: &Shared, now: u64) {
@@ -271,18 +276,22 @@ impl BillingRoot {
                 log::warn!("{e}; {n} debits stay buffered and are retried with backoff");
             }
         }
+        shared.metrics.report_buffer(worker.load());
         drop(worker);
         // Keep going while there is a backlog (or a drain), instead of one batch per tick.
         self.flush(shared, now);
         self.finish_drain_if_done(shared);
     }
 
+    /// No batch in flight, nothing buffered, and no billed request still being served (it would
+    /// add a debit after the worker stopped).
     fn drained(&self, shared: &Shared) -> bool {
-        self.flush_token.is_none() && shared.worker.try_borrow().is_ok_and(|w| w.debits.is_empty())
+        self.flush_token.is_none() && shared.worker.try_borrow().is_ok_and(|w| w.drained())
     }
 
-    fn finish_drain_if_done(&self, shared: &Shared) {
-        if self.draining && self.drained(shared) {
+    fn finish_drain_if_done(&mut self, shared: &Shared) {
+        if self.draining && !self.done && self.drained(shared) {
+            self.done = true;
             log::info!("debit buffer flushed; worker done");
             host::done();
         }
@@ -316,8 +325,15 @@ impl Context for BillingRoot {
         self.flush(&shared, host::now_ms());
         let done = self.drained(&shared);
         if !done {
-            let n = shared.worker.try_borrow().map(|w| w.debits.len()).unwrap_or(0);
-            log::info!("draining: flushing {n} buffered debits before the worker stops");
+            let (n, serving) = shared
+                .worker
+                .try_borrow()
+                .map(|w| (w.debits.len(), w.in_flight))
+                .unwrap_or((0, 0));
+            log::info!(
+                "draining: flushing {n} buffered debits and waiting for {serving} billed requests \
+                 before the worker stops"
+            );
         }
         done
     }

@@ -61,9 +61,20 @@ impl Worker {
         GatewayState {
             fail_mode: self.settings.fail_mode,
             control_plane_stale: status.is_stale(now_ms, duration_ms(self.settings.stale_after)),
-            debit_buffer_full: self.debits.len().saturating_add(self.in_flight)
-                >= self.settings.debit_buffer_max,
+            debit_buffer_full: self.load() >= self.settings.debit_buffer_max,
         }
+    }
+
+    /// Debits this worker still owes the control plane: the buffered ones plus the billed requests
+    /// being served (each will add one). What the buffer bound counts, what the
+    /// `debit_buffer.size` gauge shows, and what a drain waits for.
+    pub fn load(&self) -> usize {
+        self.debits.len().saturating_add(self.in_flight)
+    }
+
+    /// Nothing buffered and nothing being served: the worker may stop.
+    pub fn drained(&self) -> bool {
+        self.load() == 0
     }
 
     /// Adopts the leader's price table when it changed. An unusable table is logged and the
@@ -286,6 +297,35 @@ mod tests {
         .unwrap();
         assert_eq!(w.refresh_prices(&s, &status), Ok(true));
         assert_eq!(w.prices.factor(), Decimal::new(50, 2));
+    }
+
+    #[test]
+    fn request_in_flight_keeps_the_worker_from_being_drained() {
+        let s = MemoryStore::default();
+        seed(&s, 100);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        assert!(w.drained());
+        w.in_flight = 1;
+        assert_eq!(w.load(), 1);
+        assert!(!w.drained(), "a billed request being served will add a debit");
+        let model = w.prices.entries()[0].model.clone();
+        w.record_debit(&s, debit(&model));
+        w.in_flight = 0;
+        assert_eq!(w.load(), 1);
+        assert!(!w.drained());
+        w.debits.start_batch(10, None).unwrap();
+        let ack = DebitAck {
+            protocol: 1,
+            results: vec![DebitResult {
+                debit_id: Uuid::from_u128(1),
+                outcome: DebitOutcome::Applied,
+                version: 5,
+                credits: None,
+                error: None,
+            }],
+        };
+        w.debits.batch_acked(&ack, 0);
+        assert!(w.drained());
     }
 
     #[test]

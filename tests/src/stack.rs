@@ -224,7 +224,11 @@ impl Drop for Stack {
     fn drop(&mut self) {
         while let Some(mut p) = self.procs.pop() {
             if p.name == "envoy" && p.is_running() {
-                drain_envoy(self.config.envoy_admin_port, ENVOY_DRAIN_DEADLINE);
+                drain_envoy(
+                    self.config.envoy_admin_port,
+                    Duration::from_millis(self.config.sync_period_ms),
+                    ENVOY_DRAIN_DEADLINE,
+                );
             }
             p.stop(Duration::from_secs(5));
         }
@@ -235,18 +239,46 @@ impl Drop for Stack {
 /// backoff (30 s by default), so a backlog from an outage gets one more attempt.
 pub const ENVOY_DRAIN_DEADLINE: Duration = Duration::from_secs(35);
 
-/// Envoy exits on SIGTERM without waiting for the filter's last flush, so a stop drains first:
-/// the listeners stop taking requests, then the filter's buffered debits (its
-/// `debit_buffer.size` gauge, summed over workers) are waited for until they reach the control
-/// plane, which is still running (processes stop in reverse start order).
-pub fn drain_envoy(admin_port: u16, deadline: Duration) -> bool {
-    let _ = http_json("POST", admin_port, "/drain_listeners?graceful", None, None);
+/// The filter's gauge of debits still owed to the control plane: buffered plus billed requests
+/// being served, summed over workers.
+pub const DEBIT_GAUGE: &str = "wasmcustom.claudestore.debit_buffer.size";
+/// Requests being served by the callers' listener (its HTTP connection manager's `stat_prefix`).
+pub const ACTIVE_REQUESTS: &str = "http.gateway.downstream_rq_active";
+
+/// Envoy exits on SIGTERM without waiting for the filter's last flush, so a stop drains first,
+/// within `deadline`:
+/// 1. `POST /drain_listeners` (not graceful): the listeners stop accepting connections at once;
+///    requests already being served go on;
+/// 2. wait until none is being served any more (`downstream_rq_active` 0): each has then handed
+///    its debit to the filter;
+/// 3. wait until the filter's gauge reads 0 on two reads at least two sync periods apart, so that
+///    no worker still has a debit on its way (the control plane is still running: processes stop
+///    in reverse start order).
+pub fn drain_envoy(admin_port: u16, sync_period: Duration, deadline: Duration) -> bool {
     let until = Instant::now() + deadline;
+    let _ = http_json("POST", admin_port, "/drain_listeners", None, None);
+    let mut served = false;
     while Instant::now() < until {
-        if envoy_stat(admin_port, "wasmcustom.claudestore.debit_buffer.size") == Some(0) {
-            return true;
+        if envoy_stat(admin_port, ACTIVE_REQUESTS) == Some(0) {
+            served = true;
+            break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !served {
+        return false;
+    }
+    let settle = sync_period.saturating_mul(2);
+    let mut zero_since: Option<Instant> = None;
+    while Instant::now() < until {
+        if envoy_stat(admin_port, DEBIT_GAUGE) == Some(0) {
+            if zero_since.get_or_insert_with(Instant::now).elapsed() >= settle {
+                return true;
+            }
+        } else {
+            zero_since = None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     false
 }
@@ -384,13 +416,14 @@ impl Stack {
     /// Returns whether the buffer was empty before the signal.
     pub fn stop_envoy(&mut self) -> bool {
         let port = self.config.envoy_admin_port;
+        let sync_period = Duration::from_millis(self.config.sync_period_ms);
         let Some(p) = self.proc_mut("envoy") else {
             return true;
         };
         if !p.is_running() {
             return true;
         }
-        let drained = drain_envoy(port, ENVOY_DRAIN_DEADLINE);
+        let drained = drain_envoy(port, sync_period, ENVOY_DRAIN_DEADLINE);
         p.stop(Duration::from_secs(5));
         drained
     }

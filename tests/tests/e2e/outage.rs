@@ -244,3 +244,57 @@ async fn stopping_envoy_delivers_the_buffered_debits_first() {
     }
     api.assert_balance(&tenant, dec("100"), &rows).await;
 }
+
+/// Envoy is stopped while a slow stream is being served: the stop waits for it (new connections
+/// are refused at once), the stream reaches its end, and its debit is recorded before Envoy exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_envoy_mid_stream_lets_the_stream_finish_and_records_its_debit() {
+    let mut stack = OwnedGateway::start(options("open"));
+    let api = Api::new(&stack.gw);
+    let tenant = api.tenant("100").await;
+    let usage = Tokens {
+        input: 30,
+        output: 120,
+        ..Tokens::default()
+    };
+    // 40 deltas 50 ms apart: about 2 s of stream.
+    let script = json!({"usage": usage.anthropic_usage(), "deltas": 40, "delay_ms": 50});
+    let mut resp = api
+        .start(Call::messages(&tenant.key, SONNET, true).script(&script))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let request_id = resp
+        .headers()
+        .get("x-claudestore-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| uuid::Uuid::parse_str(v).ok())
+        .expect("request id");
+    let mut seen = String::new();
+    while !seen.contains("content_block_delta") {
+        let chunk = resp.chunk().await.expect("stream data").expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let stopper = tokio::task::spawn_blocking(move || {
+        stack.stop_envoy();
+        stack
+    });
+    // The drain refuses new connections at once, while the stream goes on.
+    let gateway = api.gw.url.trim_start_matches("http://").to_owned();
+    eventually("new connections refused", Duration::from_secs(1), || async {
+        tokio::net::TcpStream::connect(&gateway)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    while let Some(chunk) = resp.chunk().await.expect("the stream was cut by the stop") {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: message_stop"), "stream incomplete: {seen}");
+    let _stack = stopper.await.expect("stop");
+    let rows = api.usage_settled(tenant.account, 1).await;
+    let row = Api::row(&rows, request_id);
+    assert!(!row.partial, "{row:#?}");
+    assert_eq!(row.tokens(), usage);
+    assert_eq!(row.cost(), usage.cost(&sonnet_4_5()));
+}
