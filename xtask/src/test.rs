@@ -1,7 +1,7 @@
 //! `cargo xtask test`: installs what the tests need, then runs every suite: formatting, clippy with
 //! warnings denied (native and the wasm filter), Envoy config validation, unit/property/integration
 //! and end-to-end tests against a real PostgreSQL and a real Envoy, the metering tests compiled to
-//! wasm under Node, and a short fuzz run per parser.
+//! wasm under Node, the benchmark's smoke mode, and a short fuzz run per parser.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -77,6 +77,8 @@ pub fn run(args: &[String]) -> Result {
                 .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", &runner),
         )
     })?;
+    // The benchmark's smoke mode: every figure must be produced (how fast is not checked here).
+    step("cargo xtask bench --quick", || crate::bench::run(&["--quick".to_owned()]))?;
     let fuzz = step("install cargo-fuzz", tools::ensure_cargo_fuzz)?;
     step("short fuzz run of every parser", || fuzz_all(&fuzz))?;
     Ok(())
