@@ -11,7 +11,7 @@ use crate::shell::{self, cargo, exec, step, Result};
 use crate::{postgres, tools};
 
 /// Seconds each fuzz target runs in the test command (a longer run is in the README).
-const FUZZ_SECONDS: u32 = 20;
+const FUZZ_SECONDS: u32 = 12;
 
 pub fn run(args: &[String]) -> Result {
     let skip_install = args.iter().any(|a| a == "--skip-install");
