@@ -78,7 +78,9 @@ pub fn run(args: &[String]) -> Result {
         )
     })?;
     // The benchmark's smoke mode: every figure must be produced (how fast is not checked here).
-    step("cargo xtask bench --quick", || crate::bench::run(&["--quick".to_owned()]))?;
+    step("cargo xtask bench --quick", || {
+        crate::bench::run(&["--quick".to_owned()])
+    })?;
     let fuzz = step("install cargo-fuzz", tools::ensure_cargo_fuzz)?;
     step("short fuzz run of every parser", || fuzz_all(&fuzz))?;
     Ok(())
