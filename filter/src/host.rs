@@ -9,6 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 use crate::refusal::Refusal;
+use crate::rewrite::RequestHeaders;
 use crate::store::{SetError, SharedStore};
 
 pub fn now() -> SystemTime {
@@ -60,15 +61,9 @@ fn map_value(map: MapType, name: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-pub fn request_header(name: &str) -> Option<String> {
-    map_value(MapType::HttpRequestHeaders, name)
-}
-
-/// The request's header names (Envoy validates names as ASCII tokens).
-pub fn request_header_names() -> Vec<String> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-        .map(|m| m.into_iter().map(|(k, _)| k).collect())
-        .unwrap_or_default()
+/// The request's headers in one host call (each value stays bytes until read as text).
+pub fn request_headers() -> RequestHeaders {
+    RequestHeaders::new(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {

@@ -11,6 +11,7 @@ use metering::apikey;
 use metering::wire::{KeyLookup, KeyLookupResult, PROTOCOL_VERSION};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use std::time::SystemTime;
 use uuid::Uuid;
 
 use crate::admission::{admit_known, extract_key, gateway_ready, well_formed_key};
@@ -19,10 +20,11 @@ use crate::config::UpstreamKey;
 use crate::exchange::{Admission, Exchange};
 use crate::host::{self, Call, HostStore};
 use crate::refusal::Refusal;
-use crate::rewrite::{plan_request_body, upstream_header_edits, HeaderEdit, REQUEST_ID_HEADER};
+use crate::rewrite::{
+    fewer_edits, plan_request_body, upstream_header_edits, HeaderEdit, RequestHeaders, REQUEST_ID_HEADER,
+};
 use crate::root::Shared;
 use crate::route::RouteKind;
-use crate::sync::SyncStatus;
 
 /// A request waiting for the answer to its key lookup.
 struct AwaitingLookup {
@@ -31,6 +33,16 @@ struct AwaitingLookup {
     key_hash: String,
     /// The request had no body: decided after the lookup exactly as for a known key.
     end_of_stream: bool,
+}
+
+/// What `admit` needs of the request being admitted.
+struct Request<'a> {
+    headers: &'a RequestHeaders,
+    route: RouteKind,
+    /// The request had no body.
+    end_of_stream: bool,
+    /// When it was admitted (the host clock read at the decision).
+    clock: SystemTime,
 }
 
 pub struct BillingHttp {
@@ -68,33 +80,31 @@ impl BillingHttp {
     }
 
     fn on_headers(&mut self, shared: &Shared, end_of_stream: bool) -> Action {
-        let method = host::request_header(":method").unwrap_or_default();
-        let path = host::request_header(":path").unwrap_or_default();
-        let Some(route) = shared.settings.routes.classify(&method, &path) else {
+        let headers = host::request_headers();
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let Some(route) = shared.settings.routes.classify(method, path) else {
             return self.refuse(Some(shared), Refusal::RouteNotOffered);
         };
         if route == RouteKind::ControlPlane {
-            apply_edits(&upstream_header_edits(
-                route,
-                &host::request_header_names(),
-                &UpstreamKey::None,
-                None,
-            ));
-            shared.metrics.count(shared.metrics.passed_control_plane);
+            apply_edits(&headers, &UpstreamKey::None, route);
+            shared.metrics.count(&shared.metrics.passed_control_plane);
             return Action::Continue;
         }
-        let x_api_key = host::request_header("x-api-key");
-        let authorization = host::request_header("authorization");
-        let key = match extract_key(x_api_key.as_deref(), authorization.as_deref()).and_then(well_formed_key)
+        let key = match extract_key(headers.get("x-api-key"), headers.get("authorization"))
+            .and_then(well_formed_key)
         {
             Ok(k) => k,
             Err(r) => return self.refuse(Some(shared), r),
         };
         let key_hash = apikey::hash(key);
-        let now = host::now_ms();
-        let status = SyncStatus::read(&HostStore);
-        let gateway = match shared.worker.try_borrow() {
-            Ok(w) => w.gateway_state(&status, now),
+        let clock = host::now();
+        let now = host::millis(clock);
+        let gateway = match shared.worker.try_borrow_mut() {
+            Ok(mut w) => {
+                let status = w.sync_status(&HostStore, now);
+                w.gateway_state(&status, now)
+            }
             Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
         };
         if let Err(r) = gateway_ready(route, gateway) {
@@ -103,7 +113,15 @@ impl BillingHttp {
         if let Some(key) = read_key(&HostStore, &key_hash) {
             if let Some(account) = read_account(&HostStore, &key.account_id) {
                 return match admit_known(route, &key, &account) {
-                    Ok(()) => self.admit(shared, route, key_hash, key.account_id, end_of_stream),
+                    Ok(()) => {
+                        let request = Request {
+                            headers: &headers,
+                            route,
+                            end_of_stream,
+                            clock,
+                        };
+                        self.admit(shared, request, key_hash, key.account_id)
+                    }
                     Err(r) => self.refuse(Some(shared), r),
                 };
             }
@@ -147,7 +165,7 @@ impl BillingHttp {
             body: Some(&body),
             timeout: s.lookup_timeout,
         };
-        shared.metrics.count(shared.metrics.lookups);
+        shared.metrics.count(&shared.metrics.lookups);
         match host::dispatch(&call) {
             Ok(token) => {
                 self.lookup = Some(AwaitingLookup {
@@ -163,7 +181,7 @@ impl BillingHttp {
                     "key lookup not dispatched to cluster {}: {e:?}",
                     s.control_plane_cluster
                 );
-                shared.metrics.count(shared.metrics.lookup_failures);
+                shared.metrics.count(&shared.metrics.lookup_failures);
                 self.refuse(Some(shared), Refusal::LookupFailed)
             }
         }
@@ -177,7 +195,7 @@ impl BillingHttp {
             _ => None,
         };
         let Some(answer) = answer else {
-            shared.metrics.count(shared.metrics.lookup_failures);
+            shared.metrics.count(&shared.metrics.lookup_failures);
             self.refuse(Some(shared), Refusal::LookupFailed);
             return;
         };
@@ -196,7 +214,7 @@ impl BillingHttp {
         let stored = apply_key(&HostStore, &key, attempts)
             .and_then(|_| apply_account(&HostStore, &account, answer.version, attempts));
         if let Err(e) = stored {
-            shared.metrics.count(shared.metrics.shared_data_contention);
+            shared.metrics.count(&shared.metrics.shared_data_contention);
             log::warn!("lookup answer not stored: {e}");
         }
         // Decide on what shared data now holds (a newer snapshot may have been applied meanwhile).
@@ -208,9 +226,13 @@ impl BillingHttp {
         };
         match admit_known(pending.route, &k, &a) {
             Ok(()) => {
-                let eos = pending.end_of_stream;
-                if self.admit(shared, pending.route, pending.key_hash, k.account_id, eos) == Action::Continue
-                {
+                let request = Request {
+                    headers: &host::request_headers(),
+                    route: pending.route,
+                    end_of_stream: pending.end_of_stream,
+                    clock: host::now(),
+                };
+                if self.admit(shared, request, pending.key_hash, k.account_id) == Action::Continue {
                     host::resume_request();
                 }
             }
@@ -221,56 +243,35 @@ impl BillingHttp {
     }
 
     /// Admitted: rewrite the headers and, for billed routes, start the exchange.
-    fn admit(
-        &mut self,
-        shared: &Shared,
-        route: RouteKind,
-        key_hash: String,
-        account_id: Uuid,
-        end_of_stream: bool,
-    ) -> Action {
+    fn admit(&mut self, shared: &Shared, request: Request<'_>, key_hash: String, account_id: Uuid) -> Action {
         let s = &shared.settings;
-        let from_header = match &s.upstream_key {
-            UpstreamKey::FromHeader(h) => host::request_header(h),
-            _ => None,
-        };
+        let route = request.route;
         let RouteKind::Billed(billed) = route else {
-            apply_edits(&upstream_header_edits(
-                route,
-                &host::request_header_names(),
-                &s.upstream_key,
-                from_header.as_deref(),
-            ));
-            shared.metrics.count(shared.metrics.admitted_free);
+            apply_edits(request.headers, &s.upstream_key, route);
+            shared.metrics.count(&shared.metrics.admitted_free);
             return Action::Continue;
         };
-        if end_of_stream {
+        if request.end_of_stream {
             return self.refuse(Some(shared), Refusal::UnreadableBody("it is empty".into()));
         }
         let Some(random) = host::random::<16>() else {
             log::error!("no randomness for a debit id; refusing");
             return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable);
         };
-        apply_edits(&upstream_header_edits(
-            route,
-            &host::request_header_names(),
-            &s.upstream_key,
-            from_header.as_deref(),
-        ));
+        apply_edits(request.headers, &s.upstream_key, route);
         self.exchange = Some(Exchange::new(Admission {
             debit_id: uuid::Builder::from_random_bytes(random).into_uuid(),
             route: billed,
             key_hash,
             account_id,
-            admitted_at: host::now_utc(),
+            admitted_at: request.clock.into(),
         }));
         if let Ok(mut w) = shared.worker.try_borrow_mut() {
             w.in_flight = w.in_flight.saturating_add(1);
             self.in_flight = true;
-            shared.metrics.report_buffer(w.load());
         }
         self.holding_body = true;
-        shared.metrics.count(shared.metrics.admitted_billed);
+        shared.metrics.count(&shared.metrics.admitted_billed);
         Action::Continue
     }
 
@@ -317,16 +318,16 @@ impl BillingHttp {
         };
         if let Some(debit) = debit {
             let m = &shared.metrics;
-            m.count(m.debits_finalised);
+            m.count(&m.debits_finalised);
             if debit.partial {
-                m.count(m.debits_partial);
+                m.count(&m.debits_partial);
             }
             let recorded = worker.record_debit(&HostStore, debit);
             if recorded.served_model_unpriced {
-                m.count(m.served_model_unpriced);
+                m.count(&m.served_model_unpriced);
             }
             if let Some(e) = recorded.spend_error {
-                m.count(m.shared_data_contention);
+                m.count(&m.shared_data_contention);
                 log::warn!("local spend not applied ({e}); the next snapshot includes it");
             }
         }
@@ -334,12 +335,18 @@ impl BillingHttp {
             worker.in_flight = worker.in_flight.saturating_sub(1);
             self.in_flight = false;
         }
-        shared.metrics.report_buffer(worker.load());
     }
 }
 
-fn apply_edits(edits: &[HeaderEdit]) {
-    for edit in edits {
+/// An admitted request's headers as they reach the upstream, in the fewest host calls.
+fn apply_edits(headers: &RequestHeaders, upstream_key: &UpstreamKey, route: RouteKind) {
+    let from_header = match upstream_key {
+        UpstreamKey::FromHeader(h) => headers.get(h),
+        _ => None,
+    };
+    let own = headers.own_header_names();
+    let edits = upstream_header_edits(route, &own, upstream_key, from_header);
+    for edit in &fewer_edits(edits, headers) {
         match edit {
             HeaderEdit::Remove(name) => host::set_request_header(name, None),
             HeaderEdit::Set(name, value) => host::set_request_header(name, Some(value)),
@@ -453,7 +460,6 @@ impl HttpContext for BillingHttp {
                 if let Ok(mut w) = shared.worker.try_borrow_mut() {
                     w.in_flight = w.in_flight.saturating_sub(1);
                     self.in_flight = false;
-                    shared.metrics.report_buffer(w.load());
                 }
             }
         }

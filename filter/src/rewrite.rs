@@ -66,6 +66,84 @@ pub fn upstream_header_edits(
     edits
 }
 
+/// The request's headers as Envoy hands them over in one host call (names lowercase). Reading the
+/// map once costs less than one host call per header the filter looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders {
+    pairs: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHeaders {
+    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
+        Self { pairs }
+    }
+
+    /// The first value of `name` as text; a value that is not UTF-8 reads as absent (a caller can
+    /// send any byte in a header value).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.pairs
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+
+    /// The names of the caller's `x-claudestore-*` headers (usually none: no allocation).
+    pub fn own_header_names(&self) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(n, _)| n.starts_with(OWN_HEADER_PREFIX))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// The same edits in fewer host calls, given the headers the request has: a header it does not
+/// have is not removed, a header it has once is not removed right before being set (the set
+/// replaces it), and a header that already has the value is not set again.
+pub fn fewer_edits(edits: Vec<HeaderEdit>, headers: &RequestHeaders) -> Vec<HeaderEdit> {
+    let mut out = Vec::with_capacity(edits.len());
+    for (i, edit) in edits.iter().enumerate() {
+        let name = edit.name();
+        let earlier = edits.get(..i).unwrap_or_default();
+        let later = edits.get(i + 1..).unwrap_or_default();
+        // After an earlier edit of the same header, the request's own headers are no guide.
+        let needed = earlier.iter().any(|e| e.is(name))
+            || match edit {
+                HeaderEdit::Remove(_) => match headers.count(name) {
+                    0 => false,
+                    1 => !later
+                        .iter()
+                        .any(|e| matches!(e, HeaderEdit::Set(..)) && e.is(name)),
+                    _ => true,
+                },
+                HeaderEdit::Set(_, value) => headers.count(name) != 1 || headers.get(name) != Some(value),
+            };
+        if needed {
+            out.push(edit.clone());
+        }
+    }
+    out
+}
+
+impl HeaderEdit {
+    fn name(&self) -> &str {
+        match self {
+            HeaderEdit::Remove(n) | HeaderEdit::Set(n, _) => n,
+        }
+    }
+
+    fn is(&self, name: &str) -> bool {
+        self.name().eq_ignore_ascii_case(name)
+    }
+}
+
 /// What the body of an admitted billed request says, and the body to send instead if it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestPlan {
@@ -198,6 +276,74 @@ mod tests {
         let e = upstream_header_edits(RouteKind::Free, &[], &key, Some("sk-from-envoy"));
         assert!(removes(&e, "x-op-key"));
         assert!(has_set(&e, "x-api-key", "sk-from-envoy"));
+    }
+
+    fn headers(list: &[(&str, &str)]) -> RequestHeaders {
+        RequestHeaders::new(
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn edits_skip_absent_headers_and_let_a_set_replace_a_single_value() {
+        let key = UpstreamKey::Inline("sk-op".into());
+        let route = RouteKind::Billed(Route::AnthropicMessages);
+        let h = headers(&[("x-api-key", "sk-caller"), ("accept-encoding", "identity")]);
+        let e = fewer_edits(upstream_header_edits(route, &[], &key, None), &h);
+        assert_eq!(e, vec![HeaderEdit::Set("x-api-key".into(), "sk-op".into())]);
+    }
+
+    #[test]
+    fn edits_keep_removals_of_repeated_or_unreplaced_headers() {
+        let route = RouteKind::Billed(Route::AnthropicMessages);
+        let h = headers(&[
+            ("x-api-key", "a"),
+            ("x-api-key", "b"),
+            ("authorization", "Bearer c"),
+            ("x-claudestore-account", "x"),
+        ]);
+        let names = h.own_header_names();
+        let key = UpstreamKey::Inline("sk-op".into());
+        let e = fewer_edits(upstream_header_edits(route, &names, &key, None), &h);
+        assert_eq!(
+            e,
+            vec![
+                HeaderEdit::Remove("x-claudestore-account".into()),
+                HeaderEdit::Remove("x-api-key".into()),
+                HeaderEdit::Remove("authorization".into()),
+                HeaderEdit::Set("accept-encoding".into(), "identity".into()),
+                HeaderEdit::Set("x-api-key".into(), "sk-op".into()),
+            ]
+        );
+        // Without an operator key the caller's key is removed, never replaced.
+        let h = headers(&[("x-api-key", "a")]);
+        let e = fewer_edits(upstream_header_edits(route, &[], &UpstreamKey::None, None), &h);
+        assert!(removes(&e, "x-api-key"));
+    }
+
+    #[test]
+    fn openai_bearer_is_set_after_the_callers_is_removed() {
+        let key = UpstreamKey::Inline("sk-op".into());
+        let route = RouteKind::Billed(Route::OpenaiChatCompletions);
+        let h = headers(&[("authorization", "Bearer sk-caller"), ("content-length", "10")]);
+        let e = fewer_edits(upstream_header_edits(route, &[], &key, None), &h);
+        assert_eq!(
+            e,
+            vec![
+                HeaderEdit::Set("accept-encoding".into(), "identity".into()),
+                HeaderEdit::Set("authorization".into(), "Bearer sk-op".into()),
+                HeaderEdit::Remove("content-length".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn header_values_that_are_not_utf8_read_as_absent() {
+        let h = RequestHeaders::new(vec![("x-api-key".into(), vec![0xff, 0xfe])]);
+        assert_eq!(h.get("x-api-key"), None);
+        assert_eq!(headers(&[("X-Op", "v")]).get("x-op"), Some("v"));
     }
 
     fn table() -> PriceTable {

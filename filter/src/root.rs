@@ -79,6 +79,7 @@ impl BillingRoot {
         let now = host::now_ms();
         let status = SyncStatus::read(&HostStore);
         if let Ok(mut worker) = shared.worker.try_borrow_mut() {
+            worker.observe_status(status);
             match worker.refresh_prices(&HostStore, &status) {
                 Ok(true) => log::info!("price table updated from the control plane"),
                 Ok(false) => {}
@@ -103,6 +104,7 @@ impl BillingRoot {
             shared.metrics.report_buffer(worker.load());
             shared.metrics.report_negative_cache(worker.negative.len());
         }
+        shared.metrics.flush();
         // A drain can end here too: the last request in flight may have left no debit.
         self.finish_drain_if_done(shared);
     }
@@ -130,7 +132,7 @@ impl BillingRoot {
                     "snapshot request to cluster {} not dispatched: {e:?}",
                     s.control_plane_cluster
                 );
-                shared.metrics.count(shared.metrics.sync_failures);
+                shared.metrics.count(&shared.metrics.sync_failures);
                 self.sync.next_at_ms = now.saturating_add(duration_ms(s.sync_period));
             }
         }
@@ -150,7 +152,7 @@ impl BillingRoot {
             Ok(page) => page,
             Err(e) => {
                 log::warn!("{e}; retrying in {period} ms");
-                shared.metrics.count(shared.metrics.sync_failures);
+                shared.metrics.count(&shared.metrics.sync_failures);
                 self.sync.next_at_ms = now.saturating_add(period);
                 return;
             }
@@ -164,10 +166,10 @@ impl BillingRoot {
                 page.version
             );
         }
-        shared.metrics.count(shared.metrics.sync_pages);
+        shared.metrics.count(&shared.metrics.sync_pages);
         if !outcome.failures.is_empty() {
             shared.metrics.add(
-                shared.metrics.shared_data_contention,
+                &shared.metrics.shared_data_contention,
                 outcome.failures.len() as u64,
             );
             log::warn!(
@@ -222,7 +224,7 @@ impl BillingRoot {
             }
             Err(e) => {
                 let n = worker.debits.batch_failed(now);
-                shared.metrics.add(shared.metrics.debits_retried, n as u64);
+                shared.metrics.add(&shared.metrics.debits_retried, n as u64);
                 log::warn!(
                     "debit batch not dispatched to cluster {}: {e:?}",
                     s.control_plane_cluster
@@ -247,10 +249,10 @@ impl BillingRoot {
             Ok(ack) => {
                 let (settlements, counts) = worker.debits.batch_acked(&ack, now);
                 let m = &shared.metrics;
-                m.add(m.debits_sent, counts.acked + counts.dropped);
-                m.add(m.debits_acked, counts.acked);
-                m.add(m.debits_dropped, counts.dropped);
-                m.add(m.debits_retried, counts.requeued);
+                m.add(&m.debits_sent, counts.acked + counts.dropped);
+                m.add(&m.debits_acked, counts.acked);
+                m.add(&m.debits_dropped, counts.dropped);
+                m.add(&m.debits_retried, counts.requeued);
                 for s in &settlements {
                     if let crate::debits::Settlement::Dropped { debit_id, reason, .. } = s {
                         log::error!("control plane refused debit {debit_id} for good: {reason}");
@@ -258,7 +260,7 @@ impl BillingRoot {
                 }
                 let failures = worker.settle(&HostStore, &settlements);
                 if !failures.is_empty() {
-                    m.add(m.shared_data_contention, failures.len() as u64);
+                    m.add(&m.shared_data_contention, failures.len() as u64);
                     log::warn!(
                         "{} acknowledgements not applied to shared data: {}",
                         failures.len(),
@@ -272,7 +274,7 @@ impl BillingRoot {
             }
             Err(e) => {
                 let n = worker.debits.batch_failed(now);
-                shared.metrics.add(shared.metrics.debits_retried, n as u64);
+                shared.metrics.add(&shared.metrics.debits_retried, n as u64);
                 log::warn!("{e}; {n} debits stay buffered and are retried with backoff");
             }
         }
@@ -292,6 +294,7 @@ impl BillingRoot {
     fn finish_drain_if_done(&mut self, shared: &Shared) {
         if self.draining && !self.done && self.drained(shared) {
             self.done = true;
+            shared.metrics.flush();
             log::info!("debit buffer flushed; worker done");
             host::done();
         }

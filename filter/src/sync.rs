@@ -105,7 +105,7 @@ pub struct SyncStatus {
 }
 
 impl SyncStatus {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         [self.version, self.last_ok_ms, self.prices_seq]
             .iter()
             .flat_map(|v| v.to_le_bytes())

@@ -28,6 +28,8 @@ pub struct Worker {
     pub in_flight: usize,
     pub prices: Rc<PriceTable>,
     prices_seq: Option<u64>,
+    /// `cs.sync` as last read: by the tick, or by a request that found it stale.
+    status: Option<SyncStatus>,
 }
 
 /// What recording a debit did, for the metrics.
@@ -53,6 +55,7 @@ impl Worker {
             in_flight: 0,
             prices: Rc::new(fallback_prices),
             prices_seq: None,
+            status: None,
             settings,
         }
     }
@@ -62,6 +65,27 @@ impl Worker {
             fail_mode: self.settings.fail_mode,
             control_plane_stale: status.is_stale(now_ms, duration_ms(self.settings.stale_after)),
             debit_buffer_full: self.load() >= self.settings.debit_buffer_max,
+        }
+    }
+
+    /// The tick read `cs.sync`.
+    pub fn observe_status(&mut self, status: SyncStatus) {
+        self.status = Some(status);
+    }
+
+    /// The sync status a request decides on, without a shared-data read per request: the one the
+    /// last tick read, unless it says stale. `last_ok_ms` only moves forward, so a status that is
+    /// not stale was not stale when read and is not now; a stale one is read again, so a
+    /// control plane that answers again is seen at once, exactly as with a read per request.
+    pub fn sync_status<S: SharedStore + ?Sized>(&mut self, store: &S, now_ms: u64) -> SyncStatus {
+        let stale_after = duration_ms(self.settings.stale_after);
+        match self.status {
+            Some(s) if !s.is_stale(now_ms, stale_after) => s,
+            _ => {
+                let s = SyncStatus::read(store);
+                self.status = Some(s);
+                s
+            }
         }
     }
 
@@ -271,6 +295,33 @@ mod tests {
         let mut w = w;
         w.in_flight = 2;
         assert!(w.gateway_state(&status, 100).debit_buffer_full);
+    }
+
+    #[test]
+    fn sync_status_is_read_again_only_when_it_looks_stale() {
+        let s = MemoryStore::default();
+        let mut w = worker(r#"{"internal_token":"t","stale_after_ms":1000}"#);
+        let fresh = SyncStatus {
+            version: 4,
+            last_ok_ms: 10_000,
+            prices_seq: 0,
+        };
+        s.set(crate::sync::STATUS_KEY, &fresh.encode(), None).unwrap();
+        assert_eq!(w.sync_status(&s, 10_500), fresh, "never read: read now");
+        let newer = SyncStatus {
+            version: 5,
+            last_ok_ms: 10_900,
+            prices_seq: 0,
+        };
+        s.set(crate::sync::STATUS_KEY, &newer.encode(), None).unwrap();
+        assert_eq!(w.sync_status(&s, 10_800), fresh, "not stale: no read");
+        assert_eq!(
+            w.sync_status(&s, 11_500),
+            newer,
+            "looks stale: read again, not stale"
+        );
+        w.observe_status(fresh);
+        assert_eq!(w.sync_status(&s, 10_000), fresh);
     }
 
     #[test]
