@@ -20,6 +20,9 @@ use crate::{money, sync, AppState};
 pub const MAX_BATCH: usize = 5000;
 const MAX_TEXT: usize = 256;
 
+/// A debit's key id and cost, or why it can never be recorded.
+type Priced = Result<(Uuid, metering::Cost), String>;
+
 /// What gets stored for one applied debit.
 struct UsageRow<'a> {
     debit: &'a Debit,
@@ -113,6 +116,39 @@ async fn apply_in(
     batch: &DebitBatch,
 ) -> ApiResult<Vec<DebitResult>> {
     let debits = &batch.debits;
+    // Everything that needs no ledger lock is done before taking it (debit batches apply one after
+    // another while they hold it): fingerprints, key lookups, the price table and each cost. Keys
+    // never move to another account and prices are effective-dated, so none of this depends on the
+    // lock; the check for already-recorded ids, the balances and every write still come after it.
+    let fingerprints: Vec<String> = debits.iter().map(fingerprint).collect();
+    let mut hashes: Vec<&str> = debits.iter().map(|d| d.key_hash.as_str()).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    // A join on the unnested hashes (a hash join or index probes), not `= ANY($1)`: as a prepared
+    // statement's generic plan that compares every key with every hash of the batch.
+    let keys: HashMap<String, (Uuid, Uuid)> = sqlx::query_as::<_, (String, Uuid, Uuid)>(
+        "SELECT k.key_hash, k.id, k.account_id FROM UNNEST($1::text[]) AS h(key_hash)
+         JOIN api_keys k ON k.key_hash = h.key_hash",
+    )
+    .bind(&hashes)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(h, id, a)| (h, (id, a)))
+    .collect();
+    let (_, prices_version) = sync::current(conn).await?;
+    let table = state.prices.at(conn, prices_version).await?;
+    // Per debit: whether it passed `check`, and its key and cost or why it cannot be recorded.
+    let mut priced: Vec<Option<(bool, Priced)>> = debits
+        .iter()
+        .map(|d| {
+            Some(match check(d) {
+                Err(why) => (false, Err(why)),
+                Ok(()) => (true, price(d, &keys, &table)),
+            })
+        })
+        .collect();
+
     let mut lock_ids: Vec<Uuid> = debits.iter().map(|d| d.account_id).collect();
     lock_ids.push(ledger::USAGE_REVENUE);
     let mut balances = ledger::lock_accounts(conn, &lock_ids).await?;
@@ -127,18 +163,6 @@ async fn apply_in(
     .into_iter()
     .map(|(id, fp, v, c)| (id, (fp, v, c)))
     .collect();
-    let hashes: Vec<&str> = debits.iter().map(|d| d.key_hash.as_str()).collect();
-    let keys: HashMap<String, (Uuid, Uuid)> = sqlx::query_as::<_, (String, Uuid, Uuid)>(
-        "SELECT key_hash, id, account_id FROM api_keys WHERE key_hash = ANY($1)",
-    )
-    .bind(&hashes)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(h, id, a)| (h, (id, a)))
-    .collect();
-    let (_, prices_version) = sync::current(conn).await?;
-    let table = state.prices.at(conn, prices_version).await?;
 
     let actor = format!("gateway:{}", batch.gateway_id.as_deref().unwrap_or("unnamed"));
     let mut results: Vec<DebitResult> = Vec::with_capacity(debits.len());
@@ -148,8 +172,7 @@ async fn apply_in(
     let mut in_batch: HashMap<Uuid, (String, usize)> = HashMap::new();
     let mut transfers: Vec<NewTransfer> = Vec::new();
     let mut rows: Vec<UsageRow> = Vec::new();
-    for d in debits {
-        let fp = fingerprint(d);
+    for ((d, fp), priced) in debits.iter().zip(fingerprints).zip(priced.iter_mut()) {
         if let Some((seen_fp, first)) = in_batch.get(&d.debit_id) {
             let repeat = match results.get(*first) {
                 Some(r) if *seen_fp == fp => {
@@ -178,7 +201,13 @@ async fn apply_in(
             });
             continue;
         }
-        match price(d, &balances, &keys, &table) {
+        // A malformed debit is told why first, then a missing account, then the key or the price.
+        let priced = match priced.take() {
+            Some((checked, p)) if !checked || balances.contains_key(&d.account_id) => p,
+            Some(_) => Err(format!("account {} does not exist", d.account_id)),
+            None => Err("the debit was priced once".to_owned()),
+        };
+        match priced {
             Err(why) => results.push(rejected(d.debit_id, why)),
             Ok((key_id, cost)) => {
                 let credits = cost.credits;
@@ -231,17 +260,9 @@ async fn apply_in(
     Ok(results)
 }
 
-/// The key's id and the cost, or why the debit can never be recorded.
-fn price(
-    d: &Debit,
-    balances: &HashMap<Uuid, Decimal>,
-    keys: &HashMap<String, (Uuid, Uuid)>,
-    table: &metering::PriceTable,
-) -> Result<(Uuid, metering::Cost), String> {
-    check(d)?;
-    if !balances.contains_key(&d.account_id) {
-        return Err(format!("account {} does not exist", d.account_id));
-    }
+/// The key's id and the cost of a debit that passed [`check`], or why it can never be recorded
+/// (whether its account exists is checked under the lock).
+fn price(d: &Debit, keys: &HashMap<String, (Uuid, Uuid)>, table: &metering::PriceTable) -> Priced {
     let key_id = match keys.get(&d.key_hash) {
         Some((key_id, account)) if *account == d.account_id => *key_id,
         Some(_) => return Err("the key belongs to another account".into()),

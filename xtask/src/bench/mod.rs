@@ -7,6 +7,7 @@
 
 mod db;
 mod gateway;
+mod ingest;
 mod ledger;
 mod report;
 mod sync;
@@ -100,6 +101,9 @@ fn random_u64() -> u64 {
 }
 
 pub fn run(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--ledger") {
+        return ingest::run(args);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let plan = Plan::new(quick);
     let started = Instant::now();
