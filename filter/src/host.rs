@@ -9,7 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 use crate::refusal::Refusal;
-use crate::rewrite::RequestHeaders;
+use crate::rewrite::Headers;
 use crate::store::{SetError, SharedStore};
 
 pub fn now() -> SystemTime {
@@ -62,8 +62,8 @@ fn map_value(map: MapType, name: &str) -> Option<String> {
 }
 
 /// The request's headers in one host call (each value stays bytes until read as text).
-pub fn request_headers() -> RequestHeaders {
-    RequestHeaders::new(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+pub fn request_headers() -> Headers {
+    Headers::new(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
@@ -72,8 +72,9 @@ pub fn set_request_header(name: &str, value: Option<&str>) {
     }
 }
 
-pub fn response_header(name: &str) -> Option<String> {
-    map_value(MapType::HttpResponseHeaders, name)
+/// The response's headers in one host call.
+pub fn response_headers() -> Headers {
+    Headers::new(hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default())
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {

@@ -21,7 +21,7 @@ use crate::exchange::{Admission, Exchange};
 use crate::host::{self, Call, HostStore};
 use crate::refusal::Refusal;
 use crate::rewrite::{
-    fewer_edits, plan_request_body, upstream_header_edits, HeaderEdit, RequestHeaders, REQUEST_ID_HEADER,
+    fewer_edits, plan_request_body, upstream_header_edits, HeaderEdit, Headers, REQUEST_ID_HEADER,
 };
 use crate::root::Shared;
 use crate::route::RouteKind;
@@ -37,7 +37,7 @@ struct AwaitingLookup {
 
 /// What `admit` needs of the request being admitted.
 struct Request<'a> {
-    headers: &'a RequestHeaders,
+    headers: &'a Headers,
     route: RouteKind,
     /// The request had no body.
     end_of_stream: bool,
@@ -100,17 +100,17 @@ impl BillingHttp {
         let key_hash = apikey::hash(key);
         let clock = host::now();
         let now = host::millis(clock);
-        let gateway = match shared.worker.try_borrow_mut() {
+        let (gateway, key) = match shared.worker.try_borrow_mut() {
             Ok(mut w) => {
                 let status = w.sync_status(&HostStore, now);
-                w.gateway_state(&status, now)
+                (w.gateway_state(&status, now), w.key_entry(&HostStore, &key_hash))
             }
             Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
         };
         if let Err(r) = gateway_ready(route, gateway) {
             return self.refuse(Some(shared), r);
         }
-        if let Some(key) = read_key(&HostStore, &key_hash) {
+        if let Some(key) = key {
             if let Some(account) = read_account(&HostStore, &key.account_id) {
                 return match admit_known(route, &key, &account) {
                     Ok(()) => {
@@ -339,7 +339,7 @@ impl BillingHttp {
 }
 
 /// An admitted request's headers as they reach the upstream, in the fewest host calls.
-fn apply_edits(headers: &RequestHeaders, upstream_key: &UpstreamKey, route: RouteKind) {
+fn apply_edits(headers: &Headers, upstream_key: &UpstreamKey, route: RouteKind) {
     let from_header = match upstream_key {
         UpstreamKey::FromHeader(h) => headers.get(h),
         _ => None,
@@ -409,13 +409,13 @@ impl HttpContext for BillingHttp {
         if exchange.model_requested.is_none() {
             return Action::Continue;
         }
-        let status = host::response_header(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let content_type = host::response_header("content-type");
-        let upstream_id =
-            host::response_header("request-id").or_else(|| host::response_header("x-request-id"));
-        exchange.on_response_headers(status, content_type.as_deref(), upstream_id);
+        let headers = host::response_headers();
+        let status = headers.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let upstream_id = headers
+            .get("request-id")
+            .or_else(|| headers.get("x-request-id"))
+            .map(str::to_owned);
+        exchange.on_response_headers(status, headers.get("content-type"), upstream_id);
         host::set_response_header(REQUEST_ID_HEADER, Some(&exchange.admission.debit_id.to_string()));
         if end_of_stream {
             if let Some(shared) = self.shared.clone() {

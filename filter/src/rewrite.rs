@@ -66,14 +66,15 @@ pub fn upstream_header_edits(
     edits
 }
 
-/// The request's headers as Envoy hands them over in one host call (names lowercase). Reading the
-/// map once costs less than one host call per header the filter looks at.
+/// A request's or response's headers as Envoy hands them over in one host call (names
+/// lowercase). Reading the map once costs less than one host call per header the filter looks at:
+/// each call that returns a value also calls back into the VM to allocate it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestHeaders {
+pub struct Headers {
     pairs: Vec<(String, Vec<u8>)>,
 }
 
-impl RequestHeaders {
+impl Headers {
     pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
         Self { pairs }
     }
@@ -107,7 +108,7 @@ impl RequestHeaders {
 /// The same edits in fewer host calls, given the headers the request has: a header it does not
 /// have is not removed, a header it has once is not removed right before being set (the set
 /// replaces it), and a header that already has the value is not set again.
-pub fn fewer_edits(edits: Vec<HeaderEdit>, headers: &RequestHeaders) -> Vec<HeaderEdit> {
+pub fn fewer_edits(edits: Vec<HeaderEdit>, headers: &Headers) -> Vec<HeaderEdit> {
     let mut out = Vec::with_capacity(edits.len());
     for (i, edit) in edits.iter().enumerate() {
         let name = edit.name();
@@ -278,8 +279,8 @@ mod tests {
         assert!(has_set(&e, "x-api-key", "sk-from-envoy"));
     }
 
-    fn headers(list: &[(&str, &str)]) -> RequestHeaders {
-        RequestHeaders::new(
+    fn headers(list: &[(&str, &str)]) -> Headers {
+        Headers::new(
             list.iter()
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
@@ -341,7 +342,7 @@ mod tests {
 
     #[test]
     fn header_values_that_are_not_utf8_read_as_absent() {
-        let h = RequestHeaders::new(vec![("x-api-key".into(), vec![0xff, 0xfe])]);
+        let h = Headers::new(vec![("x-api-key".into(), vec![0xff, 0xfe])]);
         assert_eq!(h.get("x-api-key"), None);
         assert_eq!(headers(&[("X-Op", "v")]).get("x-op"), Some("v"));
     }

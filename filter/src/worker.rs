@@ -10,11 +10,13 @@ use metering::PriceTable;
 use rust_decimal::Decimal;
 
 use crate::admission::GatewayState;
-use crate::balances::{ack_spend, add_spend, forget_spend};
+use crate::balances::{ack_spend, add_spend, forget_spend, read_key};
 use crate::config::Settings;
 use crate::debits::{DebitBuffer, PendingDebit, Settlement};
+use crate::keycache::KeyCache;
 use crate::lookup_budget::LookupBudget;
 use crate::negcache::NegativeCache;
+use crate::state::KeyEntry;
 use crate::store::{SharedStore, UpdateError};
 use crate::sync::{read_prices, SyncStatus};
 
@@ -30,6 +32,7 @@ pub struct Worker {
     prices_seq: Option<u64>,
     /// `cs.sync` as last read: by the tick, or by a request that found it stale.
     status: Option<SyncStatus>,
+    keys: KeyCache,
 }
 
 /// What recording a debit did, for the metrics.
@@ -56,6 +59,7 @@ impl Worker {
             prices: Rc::new(fallback_prices),
             prices_seq: None,
             status: None,
+            keys: KeyCache::default(),
             settings,
         }
     }
@@ -71,6 +75,7 @@ impl Worker {
     /// The tick read `cs.sync`.
     pub fn observe_status(&mut self, status: SyncStatus) {
         self.status = Some(status);
+        self.keys.observe_version(status.version);
     }
 
     /// The sync status a request decides on, without a shared-data read per request: the one the
@@ -83,10 +88,21 @@ impl Worker {
             Some(s) if !s.is_stale(now_ms, stale_after) => s,
             _ => {
                 let s = SyncStatus::read(store);
-                self.status = Some(s);
+                self.observe_status(s);
                 s
             }
         }
+    }
+
+    /// The key's entry: this worker's copy while the sync version it saw when reading it holds
+    /// (see [`KeyCache`]), else read from shared data. Call after [`Self::sync_status`].
+    pub fn key_entry<S: SharedStore + ?Sized>(&mut self, store: &S, key_hash: &str) -> Option<KeyEntry> {
+        if let Some(entry) = self.keys.get(key_hash) {
+            return Some(entry);
+        }
+        let entry = read_key(store, key_hash)?;
+        self.keys.insert(key_hash, entry);
+        Some(entry)
     }
 
     /// Debits this worker still owes the control plane: the buffered ones plus the billed requests
@@ -175,7 +191,9 @@ mod tests {
     use crate::balances::{apply_account, read_account};
     use crate::store::MemoryStore;
     use chrono::{TimeZone, Utc};
-    use metering::wire::{AccountState, AccountStatus, DebitAck, DebitOutcome, DebitResult, Route};
+    use metering::wire::{
+        AccountState, AccountStatus, DebitAck, DebitOutcome, DebitResult, KeyStatus, Route,
+    };
     use metering::Usage;
     use uuid::Uuid;
 
@@ -322,6 +340,36 @@ mod tests {
         );
         w.observe_status(fresh);
         assert_eq!(w.sync_status(&s, 10_000), fresh);
+    }
+
+    #[test]
+    fn key_entry_is_read_once_per_sync_version() {
+        let s = MemoryStore::default();
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let key = |status, version| metering::wire::KeyState {
+            key_hash: "h".into(),
+            key_id: Uuid::from_u128(1),
+            account_id: Uuid::from_u128(2),
+            status,
+            version,
+        };
+        crate::balances::apply_key(&s, &key(KeyStatus::Active, 1), 4).unwrap();
+        w.observe_status(SyncStatus {
+            version: 1,
+            last_ok_ms: 1,
+            prices_seq: 0,
+        });
+        assert_eq!(w.key_entry(&s, "h").map(|k| k.status), Some(KeyStatus::Active));
+        // A snapshot revokes it; until its version is seen the copy stands, then it is read again.
+        crate::balances::apply_key(&s, &key(KeyStatus::Revoked, 2), 4).unwrap();
+        assert_eq!(w.key_entry(&s, "h").map(|k| k.status), Some(KeyStatus::Active));
+        w.observe_status(SyncStatus {
+            version: 2,
+            last_ok_ms: 2,
+            prices_seq: 0,
+        });
+        assert_eq!(w.key_entry(&s, "h").map(|k| k.status), Some(KeyStatus::Revoked));
+        assert_eq!(w.key_entry(&s, "unknown"), None);
     }
 
     #[test]

@@ -1,0 +1,157 @@
+//! The filter's own work for one billed request, without the host: header decision, key hash,
+//! admission, request body plan, response metering, debit pricing and local spend, the same calls
+//! `http` makes, against the in-memory shared data. Envoy's side (host calls, VM entries) is not in
+//! it. For a figure per request, natively:
+//! `cargo test -p filter --release request_path -- --ignored --nocapture`, or that test binary
+//! under `valgrind --tool=callgrind` for an instruction count that does not depend on the load.
+
+use std::time::Instant;
+
+use chrono::{TimeZone, Utc};
+use metering::apikey;
+use metering::wire::{AccountState, AccountStatus, KeyState, KeyStatus};
+use metering::PriceTable;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::admission::{admit_known, extract_key, gateway_ready, well_formed_key};
+use crate::balances::{apply_account, apply_key, read_account};
+use crate::config::Settings;
+use crate::exchange::{Admission, Exchange};
+use crate::rewrite::{fewer_edits, plan_request_body, upstream_header_edits, Headers};
+use crate::route::RouteKind;
+use crate::store::MemoryStore;
+use crate::sync::SyncStatus;
+use crate::worker::Worker;
+
+/// What `cargo xtask bench` sends and its upstream answers.
+const BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{"role":"user","content":"Hello, how are you today?"}]}"#;
+const MESSAGE: &str = r#"{"id":"msg_bench","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Hello from the bench upstream."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":6}}"#;
+
+fn one_request(worker: &mut Worker, store: &MemoryStore, headers: &Headers, now_ms: u64) -> bool {
+    let settings = std::rc::Rc::clone(&worker.settings);
+    let Some(route) = settings.routes.classify(
+        headers.get(":method").unwrap_or_default(),
+        headers.get(":path").unwrap_or_default(),
+    ) else {
+        return false;
+    };
+    let Ok(key) =
+        extract_key(headers.get("x-api-key"), headers.get("authorization")).and_then(well_formed_key)
+    else {
+        return false;
+    };
+    let key_hash = apikey::hash(key);
+    let status = worker.sync_status(store, now_ms);
+    if gateway_ready(route, worker.gateway_state(&status, now_ms)).is_err() {
+        return false;
+    }
+    let Some(entry) = worker.key_entry(store, &key_hash) else {
+        return false;
+    };
+    let Some(account) = read_account(store, &entry.account_id) else {
+        return false;
+    };
+    let RouteKind::Billed(billed) = route else {
+        return false;
+    };
+    if admit_known(route, &entry, &account).is_err() {
+        return false;
+    }
+    let edits = upstream_header_edits(route, &headers.own_header_names(), &settings.upstream_key, None);
+    std::hint::black_box(fewer_edits(edits, headers));
+    let at = Utc
+        .timestamp_millis_opt(i64::try_from(now_ms).unwrap_or(0))
+        .unwrap();
+    let mut exchange = Exchange::new(Admission {
+        debit_id: Uuid::from_u128(u128::from(now_ms)),
+        route: billed,
+        key_hash,
+        account_id: entry.account_id,
+        admitted_at: at,
+    });
+    let Ok(plan) = plan_request_body(billed, BODY.as_bytes(), &worker.prices, at) else {
+        return false;
+    };
+    exchange.model_requested = Some(plan.model);
+    exchange.on_response_headers(200, Some("application/json"), Some("req_bench".into()));
+    exchange.feed(MESSAGE.as_bytes());
+    let Some(debit) = exchange.finish(at) else {
+        return false;
+    };
+    worker.record_debit(store, debit);
+    true
+}
+
+#[test]
+#[ignore = "a measurement, not a check: run it by name with --ignored"]
+fn request_path() {
+    let settings = Settings::from_json(br#"{"internal_token":"t","upstream_api_key":"sk-op"}"#).unwrap();
+    let prices = PriceTable::default_table(settings.price_factor).unwrap();
+    let mut worker = Worker::new(std::rc::Rc::new(settings), prices);
+    let store = MemoryStore::default();
+    let key = apikey::generate(&[7; apikey::RANDOM_BYTES]);
+    let account_id = Uuid::from_u128(2);
+    apply_key(
+        &store,
+        &KeyState {
+            key_hash: apikey::hash(&key),
+            key_id: Uuid::from_u128(1),
+            account_id,
+            status: KeyStatus::Active,
+            version: 1,
+        },
+        4,
+    )
+    .unwrap();
+    let balance = Decimal::from(1_000_000_000);
+    let account = AccountState {
+        account_id,
+        status: AccountStatus::Active,
+        balance,
+        version: 1,
+    };
+    apply_account(&store, &account, 1, 4).unwrap();
+    let now_ms = 1_800_000_000_000;
+    worker.observe_status(SyncStatus {
+        version: 1,
+        last_ok_ms: now_ms,
+        prices_seq: 0,
+    });
+    let headers = Headers::new(
+        [
+            (":method", "POST"),
+            (":path", "/v1/messages"),
+            (":authority", "localhost"),
+            (":scheme", "http"),
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-api-key", key.as_str()),
+            ("content-length", "112"),
+            ("x-forwarded-proto", "http"),
+            ("x-request-id", "0b0e5a1c-8f0e-4f3e-9a53-3b1a0c6f9d11"),
+        ]
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+        .collect(),
+    );
+    let n: u32 = 20_000;
+    let started = Instant::now();
+    for i in 0..n {
+        assert!(one_request(
+            &mut worker,
+            &store,
+            &headers,
+            now_ms + u64::from(i % 1000)
+        ));
+        if worker.debits.len() >= 100 {
+            worker.debits = crate::debits::DebitBuffer::new(500, 30_000);
+        }
+    }
+    let per_request = started.elapsed() / n;
+    eprintln!(
+        "request_path: {} ns per billed request (native)",
+        per_request.as_nanos()
+    );
+    assert!(read_account(&store, &account_id).unwrap().spendable() < balance);
+}
