@@ -5,7 +5,7 @@ RUN rustup target add wasm32-wasip1
 WORKDIR /src
 COPY . .
 RUN cargo build --release -p control-plane -p tests --bins \
- && cargo build --release -p filter --target wasm32-wasip1
+ && cargo build --profile wasm -p filter --target wasm32-wasip1
 
 FROM debian:bookworm-slim AS control-plane
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
@@ -18,7 +18,7 @@ COPY --from=build /src/target/release/fake-anthropic /usr/local/bin/fake-anthrop
 ENTRYPOINT ["fake-anthropic"]
 
 FROM envoyproxy/envoy:v1.40-latest AS envoy
-COPY --from=build /src/target/wasm32-wasip1/release/filter.wasm /etc/claudestore/filter.wasm
+COPY --from=build /src/target/wasm32-wasip1/wasm/filter.wasm /etc/claudestore/filter.wasm
 COPY envoy/envoy.yaml /etc/claudestore/envoy.yaml.template
 COPY envoy/render.sh /etc/claudestore/render.sh
 ENTRYPOINT ["/bin/sh", "/etc/claudestore/render.sh"]

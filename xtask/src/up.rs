@@ -88,7 +88,7 @@ pub fn run() -> Result {
             "tests",
             "--bins",
         ]))?;
-        exec(cargo().args(["build", "--release", "-p", "filter", "--target", "wasm32-wasip1"]))
+        exec(cargo().args(["build", "--profile", "wasm", "-p", "filter", "--target", "wasm32-wasip1"]))
     })?;
     let pg = step("PostgreSQL", postgres::ensure)?;
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| pg.database_url("claudestore"));
@@ -126,7 +126,7 @@ pub fn run() -> Result {
         envoy_bin,
         control_plane_bin: release.join("control-plane"),
         fake_upstream_bin: release.join("fake-anthropic"),
-        wasm_path: shell::root().join("target/wasm32-wasip1/release/filter.wasm"),
+        wasm_path: shell::root().join("target/wasm32-wasip1/wasm/filter.wasm"),
         work_dir: data_dir().join("run"),
         envoy_concurrency: 2,
     };

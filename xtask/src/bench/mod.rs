@@ -138,7 +138,7 @@ pub fn run(args: &[String]) -> Result {
             "--bin",
             "control-plane",
         ]))?;
-        exec(cargo().args(["build", "--release", "-p", "filter", "--target", "wasm32-wasip1"]))?;
+        exec(cargo().args(["build", "--profile", "wasm", "-p", "filter", "--target", "wasm32-wasip1"]))?;
         exec(cargo().args([
             "build",
             "--release",
@@ -152,7 +152,7 @@ pub fn run(args: &[String]) -> Result {
     })?;
     let root = shell::root();
     let release = root.join("target/release");
-    let wasm = root.join("target/wasm32-wasip1/release/filter.wasm");
+    let wasm = root.join("target/wasm32-wasip1/wasm/filter.wasm");
     let out_dir = root.join("target/bench");
     let work_dir = out_dir.join("run");
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
@@ -180,7 +180,7 @@ pub fn run(args: &[String]) -> Result {
         "wasm_size",
         wasm_size as f64,
         "bytes",
-        "target/wasm32-wasip1/release/filter.wasm",
+        "target/wasm32-wasip1/wasm/filter.wasm",
     );
 
     let pg = step("PostgreSQL", postgres::ensure)?;
