@@ -42,7 +42,15 @@ pub fn run(args: &[String]) -> Result {
     })?;
     let envoy = step("install Envoy", tools::ensure_envoy)?;
     let wasm = step("build the release filter and the control plane", || {
-        exec(cargo().args(["build", "--profile", "wasm", "-p", "filter", "--target", "wasm32-wasip1"]))?;
+        exec(cargo().args([
+            "build",
+            "--profile",
+            "wasm",
+            "-p",
+            "filter",
+            "--target",
+            "wasm32-wasip1",
+        ]))?;
         exec(cargo().args(["build", "-p", "control-plane", "--bin", "control-plane"]))?;
         Ok(shell::root().join("target/wasm32-wasip1/wasm/filter.wasm"))
     })?;

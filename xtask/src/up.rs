@@ -88,7 +88,15 @@ pub fn run() -> Result {
             "tests",
             "--bins",
         ]))?;
-        exec(cargo().args(["build", "--profile", "wasm", "-p", "filter", "--target", "wasm32-wasip1"]))
+        exec(cargo().args([
+            "build",
+            "--profile",
+            "wasm",
+            "-p",
+            "filter",
+            "--target",
+            "wasm32-wasip1",
+        ]))
     })?;
     let pg = step("PostgreSQL", postgres::ensure)?;
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| pg.database_url("claudestore"));

@@ -138,7 +138,15 @@ pub fn run(args: &[String]) -> Result {
             "--bin",
             "control-plane",
         ]))?;
-        exec(cargo().args(["build", "--profile", "wasm", "-p", "filter", "--target", "wasm32-wasip1"]))?;
+        exec(cargo().args([
+            "build",
+            "--profile",
+            "wasm",
+            "-p",
+            "filter",
+            "--target",
+            "wasm32-wasip1",
+        ]))?;
         exec(cargo().args([
             "build",
             "--release",
