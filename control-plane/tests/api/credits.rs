@@ -209,3 +209,75 @@ async fn the_database_refuses_ledger_edits_and_unbalanced_entries() {
     drop(tx);
     audit_ledger(&app.pool).await;
 }
+
+/// The ledger's references are checked per statement (migration 0005), not by foreign keys: each
+/// dangling reference is still refused with the foreign-key SQLSTATE, and what the ledger names can
+/// be neither deleted nor renumbered.
+#[tokio::test]
+async fn the_database_refuses_dangling_ledger_references() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let (key, _) = app.create_key(account, "k").await;
+    app.grant(account, "10", "g").await;
+    let missing = uuid::Uuid::new_v4();
+    let house = "00000000-0000-0000-0000-000000000001";
+    let usage =
+        "INSERT INTO usage_records (debit_id, account_id, key_id, transfer_id, route, model_requested,
+            model_billed, price_version, input_tokens, output_tokens, thinking_tokens, cache_write_5m_tokens,
+            cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests, cost, list_usd,
+            partial, output_estimated, served_model_unpriced, admitted_at, fingerprint, sync_version)
+         VALUES (gen_random_uuid(), $1, $2, $3, 'messages', 'm', 'm', 'v', 1, 1, 0, 0, 0, 0, 0, 0, 1, 1,
+            false, false, false, now(), 'f', 1)";
+    let cases: Vec<(&str, Vec<uuid::Uuid>, &str)> = vec![
+        (
+            "INSERT INTO entries (transfer_id, ledger_account_id, amount, balance_after)
+             VALUES ($1, '00000000-0000-0000-0000-000000000001', -5, -5), ($1, $2, 5, 5)",
+            vec![missing, account],
+            "entry names a missing transfer",
+        ),
+        (
+            "INSERT INTO transfers (id, scope, idempotency_key, kind, from_account, to_account, amount, actor, fingerprint)
+             VALUES (gen_random_uuid(), 'admin', 'dangling', 'grant', '00000000-0000-0000-0000-000000000001', $1, 5, 't', 'x')",
+            vec![missing],
+            "transfer names a missing ledger account",
+        ),
+        (usage, vec![missing, key, missing], "usage record names a missing account"),
+        (usage, vec![account, missing, missing], "usage record names a missing key"),
+        (usage, vec![account, key, missing], "usage record names a missing transfer"),
+    ];
+    for (sql, binds, what) in cases {
+        let mut tx = app.pool.begin().await.unwrap();
+        let mut q = sqlx::query(sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        let err = q.execute(&mut *tx).await.unwrap_err();
+        let code = err.as_database_error().and_then(|e| e.code()).unwrap_or_default();
+        assert_eq!(code, "23503", "{what}: {err}");
+        drop(tx);
+    }
+    // The same usage record with real references (no transfer: a free request) is accepted.
+    let mut tx = app.pool.begin().await.unwrap();
+    let usage_free = usage.replace("$3", "NULL");
+    sqlx::query(&usage_free)
+        .bind(account)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    for sql in [
+        format!("DELETE FROM accounts WHERE id = '{account}'"),
+        format!("DELETE FROM api_keys WHERE id = '{key}'"),
+        format!("DELETE FROM ledger_accounts WHERE id = '{house}'"),
+        "TRUNCATE entries".to_owned(),
+        "TRUNCATE transfers CASCADE".to_owned(),
+        format!("UPDATE accounts SET id = gen_random_uuid() WHERE id = '{account}'"),
+        format!("UPDATE api_keys SET id = gen_random_uuid() WHERE id = '{key}'"),
+    ] {
+        let err = sqlx::query(&sql).execute(&app.pool).await.unwrap_err();
+        let code = err.as_database_error().and_then(|e| e.code()).unwrap_or_default();
+        assert_eq!(code, "23503", "{sql}: {err}");
+    }
+    audit_ledger(&app.pool).await;
+}

@@ -78,7 +78,7 @@ pub fn cpu_us(pid: u32) -> f64 {
     ticks * 1e6 / clock_ticks()
 }
 
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     output(Command::new("getconf").arg("CLK_TCK"))
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(100.0)
@@ -175,31 +175,42 @@ pub fn wrk(v: &Variant, script: &Path, connections: u32, seconds: u32) -> Result
     Ok(run)
 }
 
-/// Throughput and latency rounds, A B A B ..., each variant warmed first.
-pub fn overhead(
-    report: &mut Report,
-    plan: &Plan,
-    plain: &Variant,
-    filter: &Variant,
-    script: &Path,
-) -> Result {
-    for v in [plain, filter] {
+/// The order of the variants in a round: rotated by one each round, so none always follows another.
+fn rotated<'a>(variants: &[&'a Variant], round: u32) -> Vec<&'a Variant> {
+    let n = variants.len().max(1);
+    let k = usize::try_from(round).unwrap_or(0) % n;
+    variants
+        .iter()
+        .cycle()
+        .skip(k)
+        .take(variants.len())
+        .copied()
+        .collect()
+}
+
+/// Figure names per variant: the billing filter keeps the plain names the targets use; other
+/// variants get their name as a suffix.
+fn suffixed(base: &str, v: &Variant) -> String {
+    if v.name == "filter" {
+        base.to_owned()
+    } else {
+        format!("{base}_{}", v.name)
+    }
+}
+
+/// Throughput and latency rounds over every variant (the first is the baseline without a filter),
+/// in rotating order, each variant warmed first.
+pub fn overhead(report: &mut Report, plan: &Plan, variants: &[&Variant], script: &Path) -> Result {
+    let [base, others @ ..] = variants else {
+        return Err("no variant to measure".into());
+    };
+    for v in variants {
         wrk(v, script, 16, plan.warmup_seconds)?;
     }
-    let mut ratio = Vec::new();
-    let mut rps = (Vec::new(), Vec::new());
-    let mut p50 = (Vec::new(), Vec::new());
-    let mut p99 = (Vec::new(), Vec::new());
-    let mut cpu = (Vec::new(), Vec::new());
+    // Per variant (in `variants` order): runs of each round.
+    let mut c16: Vec<Vec<WrkRun>> = vec![Vec::new(); variants.len()];
     for round in 0..plan.rounds {
-        // Alternate which variant goes first, so neither always follows the other.
-        let order = if round % 2 == 0 {
-            [plain, filter]
-        } else {
-            [filter, plain]
-        };
-        let mut this = Vec::new();
-        for v in order {
+        for v in rotated(variants, round) {
             let r = wrk(v, script, 16, plan.seconds)?;
             println!(
                 "  c16 round {round} {}: {:.0} req/s, p50 {:.0} us, p99 {:.0} us, envoy {:.1} us CPU/req",
@@ -209,149 +220,169 @@ pub fn overhead(
                 r.p99_us,
                 r.envoy_cpu_us / r.requests as f64
             );
-            this.push((v.name, r));
+            if let Some(i) = variants.iter().position(|x| x.name == v.name) {
+                if let Some(runs) = c16.get_mut(i) {
+                    runs.push(r);
+                }
+            }
         }
-        let get = |name: &str| this.iter().find(|(n, _)| *n == name).map(|(_, r)| r.clone());
-        let (Some(a), Some(b)) = (get(plain.name), get(filter.name)) else {
-            continue;
-        };
-        ratio.push(b.rps / a.rps);
-        rps.0.push(a.rps);
-        rps.1.push(b.rps);
-        p50.0.push(a.p50_us);
-        p50.1.push(b.p50_us);
-        p99.0.push(a.p99_us);
-        p99.1.push(b.p99_us);
-        cpu.0.push(a.envoy_cpu_us / a.requests as f64);
-        cpu.1.push(b.envoy_cpu_us / b.requests as f64);
     }
-    report.add(
-        "gateway_c16_rps_plain",
-        median(&rps.0),
-        "req/s",
-        "Envoy without the filter, 16 connections",
-    );
-    report.add(
-        "gateway_c16_rps_filter",
-        median(&rps.1),
-        "req/s",
-        "Envoy with the billing filter, 16 connections",
-    );
-    report.add(
-        "gateway_c16_rps_ratio",
-        median(&ratio),
-        "ratio",
-        "with / without, median of the per-round ratios",
-    );
-    report.add(
-        "gateway_c16_p50_plain",
-        median(&p50.0),
-        "us",
-        "latency p50 at 16 connections, without the filter",
-    );
-    report.add(
-        "gateway_c16_p50_filter",
-        median(&p50.1),
-        "us",
-        "latency p50 at 16 connections, with the filter",
-    );
-    report.add(
-        "gateway_c16_p99_plain",
-        median(&p99.0),
-        "us",
-        "latency p99 at 16 connections, without the filter",
-    );
-    report.add(
-        "gateway_c16_p99_filter",
-        median(&p99.1),
-        "us",
-        "latency p99 at 16 connections, with the filter",
-    );
-    report.add(
-        "envoy_cpu_per_request_plain",
-        median(&cpu.0),
-        "us",
-        "Envoy process CPU (user+system, /proc) per request at 16 connections, without the filter",
-    );
-    report.add(
-        "envoy_cpu_per_request_filter",
-        median(&cpu.1),
-        "us",
-        "the same with the filter",
-    );
-    let per_round: Vec<f64> = cpu.1.iter().zip(&cpu.0).map(|(b, a)| b - a).collect();
-    report.add(
-        "filter_cpu_per_request",
-        median(&per_round),
-        "us",
-        "Envoy CPU per request added by the filter (median of per-round differences)",
-    );
-
-    let mut c1_p50 = (Vec::new(), Vec::new(), Vec::new());
-    let mut c1_p99 = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..plan.rounds {
-        let order = if round % 2 == 0 {
-            [plain, filter]
+    let cpu = |r: &WrkRun| r.envoy_cpu_us / r.requests as f64;
+    let column = |i: usize, f: &dyn Fn(&WrkRun) -> f64| -> Vec<f64> {
+        c16.get(i)
+            .map(|runs| runs.iter().map(f).collect())
+            .unwrap_or_default()
+    };
+    // Per round, one variant's figure against another's (the same round, so drift cancels).
+    let paired = |i: usize, j: usize, f: &dyn Fn(&WrkRun, &WrkRun) -> f64| -> Vec<f64> {
+        match (c16.get(i), c16.get(j)) {
+            (Some(a), Some(b)) => a.iter().zip(b).map(|(a, b)| f(a, b)).collect(),
+            _ => Vec::new(),
+        }
+    };
+    for (i, v) in variants.iter().enumerate() {
+        let who = if i == 0 {
+            "Envoy without any filter".to_owned()
         } else {
-            [filter, plain]
+            format!("Envoy with the {} filter", describe(v))
         };
-        let mut this = Vec::new();
-        for v in order {
+        let name = |base: &str| {
+            if i == 0 {
+                format!("{base}_plain")
+            } else {
+                format!("{base}_{}", v.name)
+            }
+        };
+        report.add(
+            &name("gateway_c16_rps"),
+            median(&column(i, &|r| r.rps)),
+            "req/s",
+            &format!("{who}, 16 connections"),
+        );
+        report.add(
+            &name("gateway_c16_p50"),
+            median(&column(i, &|r| r.p50_us)),
+            "us",
+            &format!("latency p50 at 16 connections, {who}"),
+        );
+        report.add(
+            &name("gateway_c16_p99"),
+            median(&column(i, &|r| r.p99_us)),
+            "us",
+            &format!("latency p99 at 16 connections, {who}"),
+        );
+        report.add(
+            &name("envoy_cpu_per_request"),
+            median(&column(i, &cpu)),
+            "us",
+            &format!("Envoy process CPU (user+system, /proc) per request at 16 connections, {who}"),
+        );
+    }
+    for (j, v) in others.iter().enumerate() {
+        let j = j + 1;
+        report.add(
+            &suffixed("gateway_c16_rps_ratio", v),
+            median(&paired(j, 0, &|b, a| b.rps / a.rps)),
+            "ratio",
+            &format!(
+                "with the {} filter / without, median of the per-round ratios",
+                describe(v)
+            ),
+        );
+        report.add(
+            &format!("{}_cpu_per_request", v.name),
+            median(&paired(j, 0, &|b, a| cpu(b) - cpu(a))),
+            "us",
+            &format!(
+                "Envoy CPU per request added by the {} filter (median of per-round differences)",
+                describe(v)
+            ),
+        );
+    }
+    if let (Some(noop), Some(filter)) = (
+        variants.iter().position(|v| v.name == "noop"),
+        variants.iter().position(|v| v.name == "filter"),
+    ) {
+        report.add(
+            "filter_cpu_above_noop",
+            median(&paired(filter, noop, &|b, a| cpu(b) - cpu(a))),
+            "us",
+            "Envoy CPU per request of the billing filter above the do-nothing wasm filter: the \
+             filter's own work and host calls (median of per-round differences)",
+        );
+    }
+
+    let mut c1: Vec<Vec<WrkRun>> = vec![Vec::new(); variants.len()];
+    for round in 0..plan.rounds {
+        for v in rotated(variants, round) {
             let r = wrk(v, script, 1, plan.seconds)?;
             println!(
                 "  c1 round {round} {}: {:.0} req/s, p50 {:.1} us, p99 {:.1} us",
                 v.name, r.rps, r.p50_us, r.p99_us
             );
-            this.push((v.name, r));
+            if let Some(i) = variants.iter().position(|x| x.name == v.name) {
+                if let Some(runs) = c1.get_mut(i) {
+                    runs.push(r);
+                }
+            }
         }
-        let get = |name: &str| this.iter().find(|(n, _)| *n == name).map(|(_, r)| r.clone());
-        let (Some(a), Some(b)) = (get(plain.name), get(filter.name)) else {
-            continue;
-        };
-        c1_p50.0.push(a.p50_us);
-        c1_p50.1.push(b.p50_us);
-        c1_p50.2.push(b.p50_us - a.p50_us);
-        c1_p99.0.push(a.p99_us);
-        c1_p99.1.push(b.p99_us);
-        c1_p99.2.push(b.p99_us - a.p99_us);
     }
-    report.add(
-        "gateway_c1_p50_plain",
-        median(&c1_p50.0),
-        "us",
-        "latency p50 at 1 connection, without the filter",
-    );
-    report.add(
-        "gateway_c1_p50_filter",
-        median(&c1_p50.1),
-        "us",
-        "latency p50 at 1 connection, with the filter",
-    );
-    report.add(
-        "gateway_c1_p50_added",
-        median(&c1_p50.2),
-        "us",
-        "p50 added by the filter (median of per-round differences)",
-    );
-    report.add(
-        "gateway_c1_p99_plain",
-        median(&c1_p99.0),
-        "us",
-        "latency p99 at 1 connection, without the filter",
-    );
-    report.add(
-        "gateway_c1_p99_filter",
-        median(&c1_p99.1),
-        "us",
-        "latency p99 at 1 connection, with the filter",
-    );
-    report.add(
-        "gateway_c1_p99_added",
-        median(&c1_p99.2),
-        "us",
-        "p99 added by the filter (median of per-round differences)",
-    );
+    for (i, v) in variants.iter().enumerate() {
+        let (name, who) = if i == 0 {
+            ("plain", "without any filter".to_owned())
+        } else {
+            (v.name, format!("with the {} filter", describe(v)))
+        };
+        let runs = c1.get(i).cloned().unwrap_or_default();
+        report.add(
+            &format!("gateway_c1_p50_{name}"),
+            median(&runs.iter().map(|r| r.p50_us).collect::<Vec<_>>()),
+            "us",
+            &format!("latency p50 at 1 connection, {who}"),
+        );
+        report.add(
+            &format!("gateway_c1_p99_{name}"),
+            median(&runs.iter().map(|r| r.p99_us).collect::<Vec<_>>()),
+            "us",
+            &format!("latency p99 at 1 connection, {who}"),
+        );
+        if i == 0 {
+            continue;
+        }
+        let base_runs = c1.first().cloned().unwrap_or_default();
+        let added = |f: fn(&WrkRun) -> f64| -> Vec<f64> {
+            runs.iter().zip(&base_runs).map(|(b, a)| f(b) - f(a)).collect()
+        };
+        report.add(
+            &suffixed("gateway_c1_p50_added", v),
+            median(&added(|r| r.p50_us)),
+            "us",
+            &format!(
+                "p50 added by the {} filter (median of per-round differences)",
+                describe(v)
+            ),
+        );
+        report.add(
+            &suffixed("gateway_c1_p99_added", v),
+            median(&added(|r| r.p99_us)),
+            "us",
+            &format!(
+                "p99 added by the {} filter (median of per-round differences)",
+                describe(v)
+            ),
+        );
+    }
+    let _ = base;
     Ok(())
+}
+
+/// How the report names a variant's filter.
+fn describe(v: &Variant) -> &'static str {
+    match v.name {
+        "filter" => "billing",
+        "noop" => "do-nothing wasm",
+        _ => "other",
+    }
 }
 
 /// What the stream client measured over some streams.
@@ -402,27 +433,19 @@ fn stream_client(bin: &Path, v: &Variant, key: &str, streams: u32) -> Result<Str
     Ok(run)
 }
 
-/// Streams of 200 events 5 ms apart through each variant, alternating.
+/// Streams of 200 events 5 ms apart through each variant (the first is the baseline without a
+/// filter), in rotating order.
 pub fn streaming(
     report: &mut Report,
     plan: &Plan,
-    plain: &Variant,
-    filter: &Variant,
+    variants: &[&Variant],
     client: &Path,
     key: &str,
 ) -> Result {
-    let mut ttfb = (Vec::new(), Vec::new());
-    let mut total_filter = Vec::new();
-    let mut p50 = (Vec::new(), Vec::new(), Vec::new());
-    let mut p99 = (Vec::new(), Vec::new(), Vec::new());
+    // Per variant (in `variants` order): the run of each round.
+    let mut runs: Vec<Vec<StreamRun>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 0..plan.stream_rounds {
-        let order = if round % 2 == 0 {
-            [plain, filter]
-        } else {
-            [filter, plain]
-        };
-        let mut runs = Vec::new();
-        for v in order {
+        for v in rotated(variants, round) {
             let r = stream_client(client, v, key, plan.streams_per_round)?;
             println!(
                 "  stream round {round} {}: ttfb {:.0} us, event p50 {:.1} us, p99 {:.1} us ({} events)",
@@ -432,87 +455,86 @@ pub fn streaming(
                 percentile(&r.event_us, 99.0),
                 r.event_us.len()
             );
-            runs.push((v.name, r));
+            if let Some(i) = variants.iter().position(|x| x.name == v.name) {
+                if let Some(list) = runs.get_mut(i) {
+                    list.push(r);
+                }
+            }
         }
-        let get = |name: &str| runs.iter().find(|(n, _)| *n == name).map(|(_, r)| r);
-        let (Some(a), Some(b)) = (get(plain.name), get(filter.name)) else {
-            continue;
-        };
-        ttfb.0.extend(&a.ttfb_us);
-        ttfb.1.extend(&b.ttfb_us);
-        total_filter.extend(&b.total_us);
-        let (a50, b50) = (percentile(&a.event_us, 50.0), percentile(&b.event_us, 50.0));
-        let (a99, b99) = (percentile(&a.event_us, 99.0), percentile(&b.event_us, 99.0));
-        p50.0.push(a50);
-        p50.1.push(b50);
-        p50.2.push(b50 - a50);
-        p99.0.push(a99);
-        p99.1.push(b99);
-        p99.2.push(b99 - a99);
     }
-    let ttfb_filter = median(&ttfb.1);
-    let duration_filter = median(&total_filter);
-    report.add(
-        "stream_ttfb_p50_plain",
-        median(&ttfb.0),
-        "us",
-        "time to the first response byte of a 200-event stream, without the filter",
-    );
-    report.add(
-        "stream_ttfb_p50_filter",
-        ttfb_filter,
-        "us",
-        "the same with the filter",
-    );
-    report.add(
-        "stream_duration_p50_filter",
-        duration_filter,
-        "us",
-        "the whole stream with the filter (the upstream sends for 200 x 5 ms)",
-    );
-    let before = ttfb.1.iter().zip(&total_filter).all(|(t, d)| t * 4.0 < *d);
-    report.add(
-        "stream_first_byte_before_end",
-        if before { 1.0 } else { 0.0 },
-        "bool",
-        "1 when every filtered stream's first byte came in its first quarter (nothing buffered)",
-    );
-    report.add(
-        "stream_event_p50_plain",
-        median(&p50.0),
-        "us",
-        "upstream send to client receive per event, p50, without the filter",
-    );
-    report.add(
-        "stream_event_p50_filter",
-        median(&p50.1),
-        "us",
-        "the same with the filter",
-    );
-    report.add(
-        "stream_event_p50_added",
-        median(&p50.2),
-        "us",
-        "p50 added per event by the filter (median of per-round differences)",
-    );
-    report.add(
-        "stream_event_p99_plain",
-        median(&p99.0),
-        "us",
-        "per event p99, without the filter",
-    );
-    report.add(
-        "stream_event_p99_filter",
-        median(&p99.1),
-        "us",
-        "per event p99, with the filter",
-    );
-    report.add(
-        "stream_event_p99_added",
-        median(&p99.2),
-        "us",
-        "p99 added per event by the filter (median of per-round differences)",
-    );
+    let base = runs.first().map(Vec::as_slice).unwrap_or_default();
+    for (i, v) in variants.iter().enumerate() {
+        let list = runs.get(i).map(Vec::as_slice).unwrap_or_default();
+        let (name, who) = if i == 0 {
+            ("plain", "without any filter".to_owned())
+        } else {
+            (v.name, format!("with the {} filter", describe(v)))
+        };
+        let ttfb: Vec<f64> = list.iter().flat_map(|r| r.ttfb_us.iter().copied()).collect();
+        report.add(
+            &format!("stream_ttfb_p50_{name}"),
+            median(&ttfb),
+            "us",
+            &format!("time to the first response byte of a 200-event stream, {who}"),
+        );
+        let p = |q: f64| -> Vec<f64> { list.iter().map(|r| percentile(&r.event_us, q)).collect() };
+        report.add(
+            &format!("stream_event_p50_{name}"),
+            median(&p(50.0)),
+            "us",
+            &format!("upstream send to client receive per event, p50, {who}"),
+        );
+        report.add(
+            &format!("stream_event_p99_{name}"),
+            median(&p(99.0)),
+            "us",
+            &format!("per event p99, {who}"),
+        );
+        if i == 0 {
+            continue;
+        }
+        let added = |q: f64| -> Vec<f64> {
+            list.iter()
+                .zip(base)
+                .map(|(b, a)| percentile(&b.event_us, q) - percentile(&a.event_us, q))
+                .collect()
+        };
+        report.add(
+            &suffixed("stream_event_p50_added", v),
+            median(&added(50.0)),
+            "us",
+            &format!(
+                "p50 added per event by the {} filter (median of per-round differences)",
+                describe(v)
+            ),
+        );
+        report.add(
+            &suffixed("stream_event_p99_added", v),
+            median(&added(99.0)),
+            "us",
+            &format!(
+                "p99 added per event by the {} filter (median of per-round differences)",
+                describe(v)
+            ),
+        );
+        if v.name != "filter" {
+            continue;
+        }
+        let total: Vec<f64> = list.iter().flat_map(|r| r.total_us.iter().copied()).collect();
+        report.add(
+            "stream_duration_p50_filter",
+            median(&total),
+            "us",
+            "the whole stream with the filter (the upstream sends for 200 x 5 ms)",
+        );
+        let before = ttfb.iter().zip(&total).all(|(t, d)| t * 4.0 < *d) && !ttfb.is_empty();
+        report.add(
+            "stream_first_byte_before_end",
+            if before { 1.0 } else { 0.0 },
+            "bool",
+            "1 when every filtered stream's first byte came in its first quarter (nothing buffered)",
+        );
+    }
     Ok(())
 }
 

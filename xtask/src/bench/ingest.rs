@@ -22,6 +22,8 @@ struct Target {
     hot: Vec<(String, String)>,
     spread_rates: Vec<f64>,
     hot_rates: Vec<f64>,
+    /// PostgreSQL CPU per debit of each spread run, microseconds.
+    spread_pg_cpu: Vec<f64>,
 }
 
 fn value<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
@@ -129,6 +131,7 @@ pub fn run(args: &[String]) -> Result {
             hot,
             spread_rates: Vec::new(),
             hot_rates: Vec::new(),
+            spread_pg_cpu: Vec::new(),
         });
     }
     println!("load average before: {}", loadavg());
@@ -142,6 +145,7 @@ pub fn run(args: &[String]) -> Result {
                 batch: 1_000,
                 senders: 4,
                 run_id: random_u64(),
+                control_plane_pid: Some(t.proc.pid()),
             };
             println!("rep {rep} {} (load {})", t.bin, loadavg());
             phase += 1;
@@ -153,6 +157,7 @@ pub fn run(args: &[String]) -> Result {
             }
             t.spread_rates.push(s.debits_per_s);
             t.hot_rates.push(h.debits_per_s);
+            t.spread_pg_cpu.push(s.pg_cpu_us);
             if !t.proc.is_running() {
                 return Err(format!("{} stopped:\n{}", t.bin, t.proc.log_tail(20)));
             }
@@ -162,12 +167,14 @@ pub fn run(args: &[String]) -> Result {
     for t in &targets {
         let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
         println!(
-            "INGEST {} spread median {:.0}/s [{}] hot median {:.0}/s [{}]",
+            "INGEST {} spread median {:.0}/s [{}] hot median {:.0}/s [{}] PostgreSQL CPU per spread debit \
+             median {:.1} us",
             t.bin,
             median(&t.spread_rates),
             fmt(&t.spread_rates),
             median(&t.hot_rates),
-            fmt(&t.hot_rates)
+            fmt(&t.hot_rates),
+            median(&t.spread_pg_cpu)
         );
     }
     Ok(())

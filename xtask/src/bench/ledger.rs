@@ -30,12 +30,49 @@ pub struct Ingest<'a> {
     pub senders: usize,
     /// Unique per run: debit ids and the batches' `gateway_id` derive from it.
     pub run_id: u64,
+    /// The control plane's process, for its CPU per debit.
+    pub control_plane_pid: Option<u32>,
 }
 
 /// The measured rate and the checks of one ingest run.
 pub struct IngestResult {
     pub debits_per_s: f64,
     pub exactly_once: bool,
+    /// PostgreSQL's CPU (every `postgres` process, user + system) per debit, microseconds: less
+    /// sensitive than the rate to what else the machine runs.
+    pub pg_cpu_us: f64,
+    /// The control plane's CPU per debit, microseconds (NaN when its process is not known).
+    pub control_plane_cpu_us: f64,
+}
+
+/// CPU time so far (user + system) of every process named `postgres`, microseconds.
+pub fn postgres_cpu_us() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(postgres)"))
+        .filter_map(|stat| stat.split_once(") ").map(|(_, rest)| rest.to_owned()))
+        .filter_map(|rest| pid_cpu_us_from(&rest))
+        .sum()
+}
+
+/// Seconds of CPU in a `/proc/<pid>/stat` line after the command name, as microseconds.
+fn pid_cpu_us_from(rest: &str) -> Option<f64> {
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.len() == 2).then(|| f.iter().sum::<f64>() * 1e6 / crate::bench::gateway::clock_ticks())
 }
 
 fn debit_id(run: u64, phase: u32, i: u64) -> String {
@@ -163,6 +200,8 @@ impl Ingest<'_> {
         let balances_before = self.balances(accounts)?;
         let bodies = Arc::new(bodies);
         let next = Arc::new(AtomicUsize::new(0));
+        let pg_before = postgres_cpu_us();
+        let cp_before = self.control_plane_pid.map(crate::bench::gateway::cpu_us);
         let start = Instant::now();
         let handles: Vec<_> = (0..self.senders)
             .map(|_| {
@@ -189,7 +228,15 @@ impl Ingest<'_> {
         }
         let secs = start.elapsed().as_secs_f64();
         let debits_per_s = total as f64 / secs;
-        println!("  ingest phase {phase}: {total} debits in {secs:.2} s = {debits_per_s:.0}/s");
+        let pg_cpu_us = (postgres_cpu_us() - pg_before) / total as f64;
+        let control_plane_cpu_us = match (self.control_plane_pid, cp_before) {
+            (Some(pid), Some(before)) => (crate::bench::gateway::cpu_us(pid) - before) / total as f64,
+            _ => f64::NAN,
+        };
+        println!(
+            "  ingest phase {phase}: {total} debits in {secs:.2} s = {debits_per_s:.0}/s; CPU per debit: \
+             PostgreSQL {pg_cpu_us:.1} us, control plane {control_plane_cpu_us:.1} us"
+        );
 
         // Every answer: 200, every debit applied, all at one cost.
         let mut applied = 0usize;
@@ -230,6 +277,8 @@ impl Ingest<'_> {
         Ok(IngestResult {
             debits_per_s,
             exactly_once: exactly_once && replay_ok,
+            pg_cpu_us,
+            control_plane_cpu_us,
         })
     }
 

@@ -144,6 +144,8 @@ pub fn run(args: &[String]) -> Result {
             "wasm",
             "-p",
             "filter",
+            "-p",
+            "noop-filter",
             "--target",
             "wasm32-wasip1",
         ]))?;
@@ -161,6 +163,7 @@ pub fn run(args: &[String]) -> Result {
     let root = shell::root();
     let release = root.join("target/release");
     let wasm = root.join("target/wasm32-wasip1/wasm/filter.wasm");
+    let noop_wasm = root.join("target/wasm32-wasip1/wasm/noop_filter.wasm");
     let out_dir = root.join("target/bench");
     let work_dir = out_dir.join("run");
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
@@ -241,7 +244,25 @@ pub fn run(args: &[String]) -> Result {
     })?;
     let (plain_port, plain_admin) = (free_port()?, free_port()?);
     let mut plain_envoy = step("start the same Envoy without the filter", || {
-        start_plain_envoy(&stack, &envoy_bin, plain_upstream_port, plain_port, plain_admin)
+        start_variant_envoy(
+            &stack,
+            &envoy_bin,
+            plain_upstream_port,
+            (plain_port, plain_admin),
+            None,
+        )
+    })?;
+    // The floor: any Rust wasm filter loaded the same way, doing nothing (it shares the plain
+    // upstream; runs never overlap).
+    let (noop_port, noop_admin) = (free_port()?, free_port()?);
+    let mut noop_envoy = step("start the same Envoy with a do-nothing wasm filter", || {
+        start_variant_envoy(
+            &stack,
+            &envoy_bin,
+            plain_upstream_port,
+            (noop_port, noop_admin),
+            Some(&noop_wasm),
+        )
     })?;
     let c = stack.config.clone();
     let filter_pid = stack
@@ -254,6 +275,12 @@ pub fn run(args: &[String]) -> Result {
         admin_port: plain_admin,
         pid: plain_envoy.pid(),
     };
+    let noop = Variant {
+        name: "noop",
+        port: noop_port,
+        admin_port: noop_admin,
+        pid: noop_envoy.pid(),
+    };
     let filter = Variant {
         name: "filter",
         port: c.gateway_port,
@@ -264,14 +291,13 @@ pub fn run(args: &[String]) -> Result {
     let script = gateway::wrk_script(&work_dir, &key)?;
 
     step("gateway overhead (wrk, alternating)", || {
-        gateway::overhead(&mut report, &plan, &plain, &filter, &script)
+        gateway::overhead(&mut report, &plan, &[&plain, &noop, &filter], &script)
     })?;
     step("streaming (200 events, 5 ms apart, alternating)", || {
         gateway::streaming(
             &mut report,
             &plan,
-            &plain,
-            &filter,
+            &[&plain, &noop, &filter],
             &release.join("bench-stream"),
             &key,
         )
@@ -288,10 +314,13 @@ pub fn run(args: &[String]) -> Result {
             &account_id,
         )
     })?;
-    if !plain_envoy.is_running() {
-        return Err(format!("the plain Envoy stopped:\n{}", plain_envoy.log_tail(20)));
+    for p in [&mut plain_envoy, &mut noop_envoy] {
+        if !p.is_running() {
+            return Err(format!("an Envoy of the comparison stopped:\n{}", p.log_tail(20)));
+        }
     }
     drop(plain_envoy);
+    drop(noop_envoy);
 
     let ingest = ledger::Ingest {
         control_port: c.control_port,
@@ -301,6 +330,7 @@ pub fn run(args: &[String]) -> Result {
         batch: 1_000,
         senders: 4,
         run_id: random_u64(),
+        control_plane_pid: stack.proc_mut("control-plane").map(|p| p.pid()),
     };
     step("ledger ingest (POST /internal/v1/debits)", || {
         db::bulk_accounts(&database_url, "ingest", 1_000)?;
@@ -330,6 +360,18 @@ pub fn run(args: &[String]) -> Result {
                 "{} debits on one account, batches of 1,000 from 4 connections",
                 plan.ingest_hot
             ),
+        );
+        report.add(
+            "ledger_pg_cpu_per_debit_spread",
+            spread.pg_cpu_us,
+            "us",
+            "PostgreSQL CPU (all its processes) per debit in the spread run",
+        );
+        report.add(
+            "ledger_control_plane_cpu_per_debit_spread",
+            spread.control_plane_cpu_us,
+            "us",
+            "control plane CPU per debit in the spread run",
         );
         report.add(
             "ledger_debits_per_s_spread_batch_200",
@@ -381,8 +423,15 @@ pub fn run(args: &[String]) -> Result {
     Ok(())
 }
 
-/// Renders the template exactly as the stack did, on other ports, and removes the filter.
-fn start_plain_envoy(stack: &Stack, envoy: &Path, upstream_port: u16, port: u16, admin: u16) -> Result<Proc> {
+/// Renders the template exactly as the stack did, on other ports (listener, admin), with another
+/// wasm module in the billing filter's place, or without the filter when `wasm` is `None`.
+fn start_variant_envoy(
+    stack: &Stack,
+    envoy: &Path,
+    upstream_port: u16,
+    (port, admin): (u16, u16),
+    wasm: Option<&Path>,
+) -> Result<Proc> {
     let c = &stack.config;
     let template_path = shell::root().join("envoy/envoy.yaml");
     let template =
@@ -395,14 +444,18 @@ fn start_plain_envoy(stack: &Stack, envoy: &Path, upstream_port: u16, port: u16,
         ("UPSTREAM_HOST", "127.0.0.1".to_owned()),
         ("UPSTREAM_PORT", upstream_port.to_string()),
         ("UPSTREAM_TLS", "false".to_owned()),
-        ("WASM_PATH", c.wasm_path.display().to_string()),
+        ("WASM_PATH", wasm.unwrap_or(&c.wasm_path).display().to_string()),
         (
             "PLUGIN_CONFIG",
             serde_json::to_string(&plugin).map_err(|e| e.to_string())?,
         ),
     ]);
-    let rendered = gateway::without_filter(&stack::render(&template, &values)?)?;
-    let file = c.work_dir.join("envoy-plain.yaml");
+    let rendered = stack::render(&template, &values)?;
+    let (name, rendered) = match wasm {
+        Some(_) => ("envoy-noop", rendered),
+        None => ("envoy-plain", gateway::without_filter(&rendered)?),
+    };
+    let file = c.work_dir.join(format!("{name}.yaml"));
     std::fs::write(&file, rendered).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut cmd = Command::new(envoy);
     // The same flags as the stack's Envoy.
@@ -416,7 +469,7 @@ fn start_plain_envoy(stack: &Stack, envoy: &Path, upstream_port: u16, port: u16,
             "--component-log-level",
             "wasm:info",
         ]);
-    let mut p = Proc::spawn("envoy-plain", &mut cmd, &c.work_dir)?;
+    let mut p = Proc::spawn(name, &mut cmd, &c.work_dir)?;
     stack::wait_ready(&mut p, admin, "/ready", Duration::from_secs(60))?;
     Ok(p)
 }
