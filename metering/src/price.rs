@@ -69,11 +69,27 @@ pub struct PriceEntry {
 impl PriceEntry {
     /// The version label a usage record keeps: family and effective instant, unique in a table.
     pub fn version(&self) -> String {
-        format!(
-            "{}@{}",
-            self.model,
-            self.effective_from.format("%Y-%m-%dT%H:%M:%SZ")
-        )
+        use chrono::{Datelike, Timelike};
+        use std::fmt::Write;
+        // `%Y-%m-%dT%H:%M:%SZ` written from the fields: chrono's format strings are parsed on
+        // every call, and every debit is priced.
+        let t = self.effective_from;
+        if !(0..=9999).contains(&t.year()) {
+            return format!("{}@{}", self.model, t.format("%Y-%m-%dT%H:%M:%SZ"));
+        }
+        let mut out = String::with_capacity(self.model.len() + 21);
+        out.push_str(&self.model);
+        let _ = write!(
+            out,
+            "@{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        out
     }
 
     /// The rates for a request with `prompt_tokens` input-side tokens: the tier with the highest

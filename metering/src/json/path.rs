@@ -38,9 +38,11 @@ impl Key {
             .and_then(|b| core::str::from_utf8(b).ok())
     }
 
-    /// Whether this key is exactly `name` (a too-long key equals nothing).
+    /// Whether this key is exactly `name` (a too-long key equals nothing). Compared as bytes: a
+    /// kept key is always whole UTF-8 characters, so byte equality is text equality, and meters
+    /// compare keys at every value.
     pub fn is(&self, name: &str) -> bool {
-        self.as_str() == Some(name)
+        !self.too_long && self.bytes.get(..usize::from(self.len)) == Some(name.as_bytes())
     }
 }
 
@@ -59,6 +61,21 @@ impl super::string::CharSink for Key {
         if let Some(slot) = self.bytes.get_mut(usize::from(self.len)) {
             *slot = b;
             self.len = self.len.saturating_add(1);
+        }
+    }
+
+    fn plain_run(&mut self, run: &[u8]) {
+        if self.too_long {
+            return;
+        }
+        let len = usize::from(self.len);
+        let take = MAX_KEY_BYTES.saturating_sub(len).min(run.len());
+        if let (Some(dst), Some(src)) = (self.bytes.get_mut(len..len + take), run.get(..take)) {
+            dst.copy_from_slice(src);
+            self.len = u8::try_from(len + take).unwrap_or(u8::MAX);
+        }
+        if take < run.len() {
+            self.too_long = true;
         }
     }
 }

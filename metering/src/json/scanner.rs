@@ -1,7 +1,7 @@
 //! The scanner's state machine: one byte at a time, so that where a chunk ends never matters.
 
 use super::path::{Frame, Key, Path};
-use super::string::{Capture, Discard, Progress, StrDecoder};
+use super::string::{Capture, CharSink, Discard, Progress, StrDecoder};
 use super::{Container, JsonSink, Limits, Number, Text, Value};
 use crate::usage::MeterError;
 
@@ -182,7 +182,14 @@ impl JsonScanner {
         while let Some((&b, tail)) = rest.split_first() {
             let run = self.plain_run(rest);
             if run > 0 {
-                // Long strings (content, base64 images) are mostly plain ASCII: skip it in bulk.
+                // Strings are mostly plain ASCII (keys, content, base64 images): read in bulk,
+                // copied only where a key or a wanted capture keeps them.
+                let plain = rest.get(..run).unwrap_or_default();
+                match (self.state, self.frames.last_mut()) {
+                    (State::KeyString, Some(Frame::Object(key))) => key.plain_run(plain),
+                    (State::ValueString, _) => self.capture.plain_run(plain),
+                    _ => {}
+                }
                 self.string.add_plain(run);
                 self.offset = self.offset.saturating_add(run as u64);
                 rest = rest.get(run..).unwrap_or_default();
@@ -222,10 +229,11 @@ impl JsonScanner {
         Err(e)
     }
 
-    /// How many bytes at the start of `bytes` are plain ASCII characters of a string value that
-    /// nobody keeps: they only add to its length.
+    /// How many bytes at the start of `bytes` are one-byte characters (printable ASCII, no quote
+    /// or backslash) inside a key or a string value: they are read in bulk, with the same effect
+    /// as byte by byte.
     fn plain_run(&self, bytes: &[u8]) -> usize {
-        if self.state != State::ValueString || !self.string.at_char() || self.capture.is_keeping() {
+        if !matches!(self.state, State::ValueString | State::KeyString) || !self.string.at_char() {
             return 0;
         }
         bytes

@@ -7,6 +7,14 @@ pub(super) trait CharSink {
     fn begin_char(&mut self, width: usize);
     /// One byte of that character.
     fn byte(&mut self, b: u8);
+    /// A run of one-byte characters (printable ASCII, no quote or backslash): the same as
+    /// `begin_char(1)` and `byte(b)` for each, which is what it does unless a sink does better.
+    fn plain_run(&mut self, run: &[u8]) {
+        for &b in run {
+            self.begin_char(1);
+            self.byte(b);
+        }
+    }
 }
 
 /// Decoded characters nobody keeps (their length is still counted by the decoder).
@@ -15,6 +23,7 @@ pub(super) struct Discard;
 impl CharSink for Discard {
     fn begin_char(&mut self, _width: usize) {}
     fn byte(&mut self, _b: u8) {}
+    fn plain_run(&mut self, _run: &[u8]) {}
 }
 
 /// A bounded copy of a decoded string value that a sink asked for.
@@ -43,11 +52,6 @@ impl Capture {
         self.truncated = false;
     }
 
-    /// Whether characters are still being kept.
-    pub(super) fn is_keeping(&self) -> bool {
-        self.wanted && !self.truncated
-    }
-
     /// The captured text (when it was wanted) and whether it was cut at the limit.
     pub(super) fn text(&self) -> (Option<&str>, bool) {
         if !self.wanted {
@@ -68,6 +72,18 @@ impl CharSink for Capture {
     fn byte(&mut self, b: u8) {
         if self.wanted && !self.truncated {
             self.buf.push(b);
+        }
+    }
+
+    fn plain_run(&mut self, run: &[u8]) {
+        if !self.wanted || self.truncated {
+            return;
+        }
+        let room = self.limit.saturating_sub(self.buf.len());
+        self.buf
+            .extend_from_slice(run.get(..room.min(run.len())).unwrap_or_default());
+        if run.len() > room {
+            self.truncated = true;
         }
     }
 }
@@ -266,4 +282,60 @@ fn push_hex(value: u16, b: u8) -> Result<u16, &'static str> {
         .ok_or("invalid hex digit in \\u escape")?;
     // Four digits of at most 15 fit a u16 exactly: the shift never drops a set bit.
     Ok((value << 4) | digit as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::json::path::{Key, MAX_KEY_BYTES};
+
+    /// Feeds `text` one character at a time.
+    fn by_char(sink: &mut impl CharSink, text: &[u8]) {
+        for &b in text {
+            sink.begin_char(1);
+            sink.byte(b);
+        }
+    }
+
+    /// A run read in bulk, split anywhere, leaves keys and captures exactly as character by
+    /// character, on both sides of their limits.
+    #[test]
+    fn bulk_runs_equal_character_by_character() {
+        let text: Vec<u8> = (0..MAX_KEY_BYTES * 2 + 3)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        for len in [
+            0,
+            1,
+            MAX_KEY_BYTES - 1,
+            MAX_KEY_BYTES,
+            MAX_KEY_BYTES + 1,
+            text.len(),
+        ] {
+            let text = &text[..len];
+            let mut one = Key::EMPTY;
+            by_char(&mut one, text);
+            for split in 0..=len {
+                let mut bulk = Key::EMPTY;
+                bulk.plain_run(&text[..split]);
+                bulk.plain_run(&text[split..]);
+                assert_eq!(bulk, one, "key of {len} bytes split at {split}");
+            }
+            for limit in [0, 1, len.saturating_sub(1), len, len + 1] {
+                for wanted in [true, false] {
+                    let mut one = Capture::new(limit);
+                    one.start(wanted);
+                    by_char(&mut one, text);
+                    for split in 0..=len {
+                        let mut bulk = Capture::new(limit);
+                        bulk.start(wanted);
+                        bulk.plain_run(&text[..split]);
+                        bulk.plain_run(&text[split..]);
+                        assert_eq!(bulk.text(), one.text(), "capture {len}/{limit} split at {split}");
+                    }
+                }
+            }
+        }
+    }
 }
