@@ -29,6 +29,7 @@ BEGIN
         FROM entries e WHERE e.transfer_id = n.transfer_id
     ) x ON true
     WHERE t.id IS NULL OR x.c <> 2 OR x.s <> 0 OR NOT x.ok
+    ORDER BY (t.id IS NULL) DESC
     LIMIT 1;
     IF missing THEN
         RAISE EXCEPTION 'entry names transfer % which does not exist', bad
@@ -86,7 +87,22 @@ CREATE TRIGGER usage_records_refs AFTER INSERT ON usage_records
     REFERENCING NEW TABLE AS new_usage
     FOR EACH STATEMENT EXECUTE FUNCTION usage_records_refs();
 
--- What the ledger names is permanent: accounts are closed, keys revoked, never deleted.
+-- A usage record's references never change (the foreign keys also checked updates).
+CREATE FUNCTION usage_records_refs_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.account_id IS DISTINCT FROM OLD.account_id
+       OR NEW.key_id IS DISTINCT FROM OLD.key_id
+       OR NEW.transfer_id IS DISTINCT FROM OLD.transfer_id THEN
+        RAISE EXCEPTION 'usage record %: its account, key and transfer never change', OLD.debit_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER usage_records_refs_fixed BEFORE UPDATE OF account_id, key_id, transfer_id ON usage_records
+    FOR EACH ROW EXECUTE FUNCTION usage_records_refs_fixed();
+
+-- What the ledger names is permanent: accounts are closed, keys revoked, never deleted (a delete
+-- is refused per row, so one that matches nothing still succeeds; a truncate always fails).
 CREATE FUNCTION ledger_referenced_permanent() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% on % refused: its rows are named by the ledger and kept forever', TG_OP, TG_TABLE_NAME
@@ -100,11 +116,17 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER accounts_permanent BEFORE DELETE OR TRUNCATE ON accounts
+CREATE TRIGGER accounts_kept BEFORE DELETE ON accounts
+    FOR EACH ROW EXECUTE FUNCTION ledger_referenced_permanent();
+CREATE TRIGGER accounts_permanent BEFORE TRUNCATE ON accounts
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_referenced_permanent();
-CREATE TRIGGER api_keys_permanent BEFORE DELETE OR TRUNCATE ON api_keys
+CREATE TRIGGER api_keys_kept BEFORE DELETE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION ledger_referenced_permanent();
+CREATE TRIGGER api_keys_permanent BEFORE TRUNCATE ON api_keys
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_referenced_permanent();
-CREATE TRIGGER ledger_accounts_permanent BEFORE DELETE OR TRUNCATE ON ledger_accounts
+CREATE TRIGGER ledger_accounts_kept BEFORE DELETE ON ledger_accounts
+    FOR EACH ROW EXECUTE FUNCTION ledger_referenced_permanent();
+CREATE TRIGGER ledger_accounts_permanent BEFORE TRUNCATE ON ledger_accounts
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_referenced_permanent();
 CREATE TRIGGER transfers_permanent BEFORE TRUNCATE ON transfers
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_referenced_permanent();

@@ -87,7 +87,8 @@ impl PriceEntry {
             t.day(),
             t.hour(),
             t.minute(),
-            t.second()
+            // A leap second is kept as nanoseconds past 59; chrono's `%S` prints it as 60.
+            t.second() + t.nanosecond() / 1_000_000_000
         );
         out
     }

@@ -1,6 +1,7 @@
-//! Gateway overhead: the same Envoy configuration with and without the billing filter, in front of
-//! the same bench upstream, under wrk (fixed connections) and the bench stream client; the variants
-//! alternate round by round and each figure is the median over rounds.
+//! Gateway overhead: the same Envoy configuration without a filter, with a do-nothing wasm filter
+//! (the floor of any Proxy-Wasm filter) and with the billing filter, in front of the same bench
+//! upstream, under wrk (fixed connections) and the bench stream client; the order of the variants
+//! rotates round by round and each figure is the median over rounds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

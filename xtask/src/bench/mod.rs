@@ -290,10 +290,10 @@ pub fn run(args: &[String]) -> Result {
     let (account_id, key) = step("bench account with credits and a key", || bench_account(&c))?;
     let script = gateway::wrk_script(&work_dir, &key)?;
 
-    step("gateway overhead (wrk, alternating)", || {
+    step("gateway overhead (wrk, variants rotating)", || {
         gateway::overhead(&mut report, &plan, &[&plain, &noop, &filter], &script)
     })?;
-    step("streaming (200 events, 5 ms apart, alternating)", || {
+    step("streaming (200 events, 5 ms apart, variants rotating)", || {
         gateway::streaming(
             &mut report,
             &plan,
@@ -587,16 +587,18 @@ fn method(plan: &Plan) -> Vec<String> {
              database afterwards). The filter runs with `debit_buffer_max` 1,000,000 so a whole run fits in its \
              buffer (the ledger sharing these two cores ingests fewer debits per second than one worker serves \
              80 us requests), and each run starts only after the previous run's debits are flushed: the flush \
-             that overlaps a filtered run counts against it, the rest against neither variant. {} rounds of {} s per variant and per concurrency (16, then 1), the variants \
-             alternating A B / B A; each figure is the median over rounds, the ratio and the added latencies are \
-             medians of per-round pairs. Envoy CPU per request is the Envoy process's user + system time from \
+             that overlaps a filtered run counts against it, the rest against neither variant. Three variants of the same configuration: no filter, a do-nothing Rust wasm filter \
+             (xtask/noop-filter, loaded like the billing filter: the floor of any Proxy-Wasm filter) and the billing \
+             filter. {} rounds of {} s per variant and per concurrency (16, then 1), the order rotated by one each \
+             round; each figure is the median over rounds, the ratios and the added latencies are medians of \
+             per-round pairs. Envoy CPU per request is the Envoy process's user + system time from \
              /proc over the run divided by the requests served.",
             plan.rounds, plan.seconds
         ),
         format!(
             "**Streaming.** `bench-stream` (xtask/src/bin) sends a streaming request; the upstream sends 200 SSE events \
              5 ms apart, each text delta stamped with its send time (wall clock, ns); the client subtracts the stamp \
-             from its receive time. {} rounds x {} streams per variant, alternating; figures are medians over rounds of \
+             from its receive time. {} rounds x {} streams per variant (the three variants above), rotating; figures are medians over rounds of \
              per-round percentiles.",
             plan.stream_rounds, plan.streams_per_round
         ),
