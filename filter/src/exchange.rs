@@ -11,6 +11,11 @@
 //! the same 4-bytes-per-token rule as the output estimate, and marked `input_estimated`. The body
 //! length is the caller's body as received (before any rewrite); JSON syntax and base64 media make
 //! it an overestimate, which falls on the caller who cut the answer, never on the operator.
+//!
+//! The same estimate bills a caller who leaves before the response headers: the body was read to
+//! its end and forwarded, so the upstream may be spending tokens on it (Envoy cancels the upstream
+//! request, but not necessarily before the upstream started). Hanging up early must not make a
+//! request free; a request whose body never reached its end is never billed.
 
 use chrono::{DateTime, Utc};
 use metering::wire::{Debit, Route};
@@ -99,7 +104,7 @@ impl Exchange {
                 status,
                 meter,
                 upstream_request_id,
-            } => Some(self.debit(meter.finish(), status, upstream_request_id, now)),
+            } => Some(self.debit(meter.finish(), Some(status), upstream_request_id, now)),
             other => {
                 self.response = other;
                 None
@@ -117,7 +122,15 @@ impl Exchange {
                 upstream_request_id,
             } => {
                 let metered = meter.cut();
-                Some(self.debit(metered, status, upstream_request_id, now))
+                Some(self.debit(metered, Some(status), upstream_request_id, now))
+            }
+            // Gone before the answer: the input estimate, when the body was read and forwarded.
+            Response::Awaiting if self.model_requested.is_some() && self.request_body_bytes > 0 => {
+                let nothing_reported = Metered {
+                    partial: true,
+                    ..Metered::default()
+                };
+                Some(self.debit(nothing_reported, None, None, now))
             }
             _ => None,
         }
@@ -126,7 +139,7 @@ impl Exchange {
     fn debit(
         &self,
         metered: Metered,
-        status: u16,
+        status: Option<u16>,
         upstream_request_id: Option<String>,
         now: DateTime<Utc>,
     ) -> Debit {
@@ -151,7 +164,7 @@ impl Exchange {
             finished_at: Some(now),
             upstream_request_id,
             upstream_message_id: metered.message_id,
-            upstream_status: Some(status),
+            upstream_status: status,
         }
     }
 }
@@ -267,11 +280,34 @@ mod tests {
     }
 
     #[test]
-    fn no_response_at_all_is_not_billed() {
+    fn caller_gone_before_the_answer_bills_its_estimated_input_once() {
         let mut e = exchange();
-        assert!(e.cut(now()).is_none());
-        e.on_response_headers(200, None, None);
+        e.request_body_bytes = 1_001;
+        let d = e.cut(now()).unwrap();
+        assert!(d.partial && d.input_estimated && !d.output_estimated);
+        let only_input = metering::Usage {
+            input_tokens: 251,
+            ..metering::Usage::default()
+        };
+        assert_eq!(d.usage, only_input);
+        assert_eq!(d.upstream_status, None);
+        assert_eq!((d.model_served, d.upstream_message_id, d.upstream_request_id), (None, None, None));
+        assert!(e.cut(now()).is_none(), "debited once");
+        e.on_response_headers(200, Some("application/json"), None);
+        assert!(!e.is_metering());
         assert!(e.finish(now()).is_none(), "closed by the cut");
+    }
+
+    #[test]
+    fn no_body_forwarded_is_not_billed() {
+        // The body never reached its end (the model was never read), or was empty.
+        let mut e = exchange();
+        e.model_requested = None;
+        e.request_body_bytes = 500;
+        assert!(e.cut(now()).is_none());
+        let mut e = exchange();
+        e.request_body_bytes = 0;
+        assert!(e.cut(now()).is_none());
     }
 
     #[test]

@@ -226,10 +226,11 @@ async fn key_revoked_mid_stream_still_bills_the_stream_once() {
         .assert_refused(401, "authentication_error");
 }
 
-/// A caller that hangs up before the upstream has answered leaves nothing to bill: no usage
-/// record, and the gateway goes on serving.
+/// A caller that hangs up after sending the whole request, before the upstream has answered, is
+/// billed once the input estimated from its body (the upstream had the request and may bill it):
+/// hanging up early never makes a request free. The gateway goes on serving.
 #[tokio::test]
-async fn caller_gone_before_the_answer_is_not_billed() {
+async fn caller_gone_before_the_answer_is_billed_its_estimated_input_once() {
     let api = Api::new(harness::shared());
     let tenant = api.tenant("10").await;
     let body = serde_json::to_vec(&crate::call::message_body(SONNET, false)).unwrap();
@@ -252,12 +253,21 @@ async fn caller_gone_before_the_answer_is_not_billed() {
     )
     .await;
     drop(s);
-    // Past the moment the upstream would have answered: a debit, if any, would be on its way.
+    // Past the moment the upstream would have answered: nothing more may come of it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let next = api.send(Call::messages(&tenant.key, SONNET, false)).await;
     next.assert_ok();
-    let rows = api.usage_settled(tenant.account, 1).await;
-    assert_eq!(rows[0].request_id, next.request_id());
+    let rows = api.usage_settled(tenant.account, 2).await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let gone = rows
+        .iter()
+        .find(|r| r.request_id != next.request_id())
+        .expect("the usage record of the request whose caller left");
+    assert!(gone.partial && gone.input_estimated, "{gone:#?}");
+    assert_eq!(gone.input_tokens, (body.len() as u64).div_ceil(4), "{gone:#?}");
+    assert_eq!(gone.output_tokens, 0, "{gone:#?}");
+    assert_eq!(gone.cost(), gone.tokens().cost(&sonnet_4_5()), "{gone:#?}");
+    api.assert_balance(&tenant, tenant.granted, &rows).await;
 }
 
 /// A caller on a raw connection: sends `body` to `path` with `auth` (a header line) and the fake's
