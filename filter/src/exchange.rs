@@ -291,7 +291,10 @@ mod tests {
         };
         assert_eq!(d.usage, only_input);
         assert_eq!(d.upstream_status, None);
-        assert_eq!((d.model_served, d.upstream_message_id, d.upstream_request_id), (None, None, None));
+        assert_eq!(
+            (d.model_served, d.upstream_message_id, d.upstream_request_id),
+            (None, None, None)
+        );
         assert!(e.cut(now()).is_none(), "debited once");
         e.on_response_headers(200, Some("application/json"), None);
         assert!(!e.is_metering());
