@@ -141,7 +141,36 @@ pub fn add_spend<S: SharedStore + ?Sized>(
     modify(store, account, attempts, |e| e.add_unacked(amount))
 }
 
-/// The control plane recorded the debit at `version`.
+/// What the control plane said of one debit's local amount.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpendOutcome {
+    /// Recorded at this version.
+    Acked { amount: Decimal, version: u64 },
+    /// Will never be recorded.
+    Forgotten { amount: Decimal },
+}
+
+/// Applies, in order, what the control plane said of several debits of one account, in one
+/// read-modify-write: the same entry as applying them one by one, with one shared-data read and
+/// write instead of one per debit.
+pub fn settle_spends<S: SharedStore + ?Sized>(
+    store: &S,
+    account: &Uuid,
+    outcomes: &[SpendOutcome],
+    attempts: u32,
+) -> Result<bool, UpdateError> {
+    modify(store, account, attempts, |e| {
+        for o in outcomes {
+            match *o {
+                SpendOutcome::Acked { amount, version } => e.ack(amount, version),
+                SpendOutcome::Forgotten { amount } => e.forget_unacked(amount),
+            }
+        }
+    })
+}
+
+/// The control plane recorded one debit at `version` (what `settle_spends` does for a batch).
+#[cfg(test)]
 pub fn ack_spend<S: SharedStore + ?Sized>(
     store: &S,
     account: &Uuid,
@@ -149,17 +178,12 @@ pub fn ack_spend<S: SharedStore + ?Sized>(
     version: u64,
     attempts: u32,
 ) -> Result<bool, UpdateError> {
-    modify(store, account, attempts, |e| e.ack(amount, version))
-}
-
-/// The control plane will never record the debit.
-pub fn forget_spend<S: SharedStore + ?Sized>(
-    store: &S,
-    account: &Uuid,
-    amount: Decimal,
-    attempts: u32,
-) -> Result<bool, UpdateError> {
-    modify(store, account, attempts, |e| e.forget_unacked(amount))
+    settle_spends(
+        store,
+        account,
+        &[SpendOutcome::Acked { amount, version }],
+        attempts,
+    )
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use proxy_wasm::types::Action;
 use std::time::SystemTime;
 use uuid::Uuid;
 
-use crate::admission::{admit_known, extract_key, gateway_ready, well_formed_key};
+use crate::admission::{admit_known, extract_key, gateway_ready, key_shaped, well_formed_key};
 use crate::balances::{apply_account, apply_key, read_account, read_key};
 use crate::config::UpstreamKey;
 use crate::exchange::{Admission, Exchange};
@@ -91,12 +91,12 @@ impl BillingHttp {
             shared.metrics.count(&shared.metrics.passed_control_plane);
             return Action::Continue;
         }
-        let key = match extract_key(headers.get("x-api-key"), headers.get("authorization"))
-            .and_then(well_formed_key)
-        {
-            Ok(k) => k,
-            Err(r) => return self.refuse(Some(shared), r),
-        };
+        let key =
+            match extract_key(headers.get("x-api-key"), headers.get("authorization")).and_then(key_shaped) {
+                Ok(k) => k,
+                Err(r) => return self.refuse(Some(shared), r),
+            };
+        let raw_key = key;
         let key_hash = apikey::hash(key);
         let clock = host::now();
         let now = host::millis(clock);
@@ -107,6 +107,12 @@ impl BillingHttp {
             }
             Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
         };
+        // Unknown keys are checked in full before anything else is decided for them, as before.
+        if key.is_none() {
+            if let Err(r) = well_formed_key(raw_key) {
+                return self.refuse(Some(shared), r);
+            }
+        }
         if let Err(r) = gateway_ready(route, gateway) {
             return self.refuse(Some(shared), r);
         }

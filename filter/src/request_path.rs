@@ -14,7 +14,7 @@ use metering::PriceTable;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::admission::{admit_known, extract_key, gateway_ready, well_formed_key};
+use crate::admission::{admit_known, extract_key, gateway_ready, key_shaped};
 use crate::balances::{apply_account, apply_key, read_account};
 use crate::config::Settings;
 use crate::exchange::{Admission, Exchange};
@@ -36,8 +36,7 @@ fn one_request(worker: &mut Worker, store: &MemoryStore, headers: &Headers, now_
     ) else {
         return false;
     };
-    let Ok(key) =
-        extract_key(headers.get("x-api-key"), headers.get("authorization")).and_then(well_formed_key)
+    let Ok(key) = extract_key(headers.get("x-api-key"), headers.get("authorization")).and_then(key_shaped)
     else {
         return false;
     };

@@ -3,14 +3,16 @@
 //! The root context owns it; HTTP contexts reach it through an `Rc<RefCell<_>>` and never keep a
 //! borrow across callbacks.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use metering::wire::Debit;
 use metering::PriceTable;
 use rust_decimal::Decimal;
+use uuid::Uuid;
 
 use crate::admission::GatewayState;
-use crate::balances::{ack_spend, add_spend, forget_spend, read_key};
+use crate::balances::{add_spend, read_key, settle_spends, SpendOutcome};
 use crate::config::Settings;
 use crate::debits::{DebitBuffer, PendingDebit, Settlement};
 use crate::keycache::KeyCache;
@@ -162,20 +164,43 @@ impl Worker {
         }
     }
 
-    /// Applies the control plane's answers to the shared account entries.
+    /// Applies the control plane's answers to the shared account entries: one read-modify-write
+    /// per account of the batch (its settlements in order), not one per debit, so that a batch
+    /// costs shared-data calls per account served rather than per request.
     pub fn settle<S: SharedStore + ?Sized>(&self, store: &S, settlements: &[Settlement]) -> Vec<UpdateError> {
         let attempts = self.settings.cas_retries;
-        settlements
-            .iter()
-            .filter_map(|s| match s {
+        let mut accounts: Vec<Uuid> = Vec::new();
+        let mut outcomes: HashMap<Uuid, Vec<SpendOutcome>> = HashMap::new();
+        for s in settlements {
+            let (account, outcome) = match s {
                 Settlement::Acked {
                     account,
                     amount,
                     version,
-                } => ack_spend(store, account, *amount, *version, attempts).err(),
+                } => (
+                    *account,
+                    SpendOutcome::Acked {
+                        amount: *amount,
+                        version: *version,
+                    },
+                ),
                 Settlement::Dropped { account, amount, .. } => {
-                    forget_spend(store, account, *amount, attempts).err()
+                    (*account, SpendOutcome::Forgotten { amount: *amount })
                 }
+            };
+            outcomes
+                .entry(account)
+                .or_insert_with(|| {
+                    accounts.push(account);
+                    Vec::new()
+                })
+                .push(outcome);
+        }
+        accounts
+            .iter()
+            .filter_map(|account| {
+                let list = outcomes.get(account)?;
+                settle_spends(store, account, list, attempts).err()
             })
             .collect()
     }
@@ -257,6 +282,62 @@ mod tests {
         let r = w.record_debit(&s, debit("claude-imaginary"));
         assert_eq!(r.local_amount, Decimal::ZERO);
         assert_eq!(w.debits.len(), 1);
+    }
+
+    /// A batch's settlements over two accounts, mixed versions and a dropped debit: one write per
+    /// account, and the same entries as applying each settlement on its own.
+    #[test]
+    fn settling_a_batch_writes_once_per_account_with_the_same_result() {
+        let accounts = [Uuid::from_u128(2), Uuid::from_u128(3)];
+        let seeded = || {
+            let s = MemoryStore::default();
+            for (i, account_id) in accounts.iter().enumerate() {
+                let a = AccountState {
+                    account_id: *account_id,
+                    status: AccountStatus::Active,
+                    balance: Decimal::from(100 + i as i64),
+                    version: 1,
+                };
+                apply_account(&s, &a, 1, 4).unwrap();
+                crate::balances::add_spend(&s, account_id, Decimal::new(95, 1), 4).unwrap();
+            }
+            s
+        };
+        let settlements: Vec<Settlement> = (0..40u64)
+            .map(|i| {
+                let account = accounts[(i % 2) as usize];
+                let amount = Decimal::new(i64::try_from(i).unwrap() + 1, 2);
+                if i % 7 == 3 {
+                    Settlement::Dropped {
+                        account,
+                        amount,
+                        debit_id: Uuid::from_u128(u128::from(i)),
+                        reason: "test".into(),
+                    }
+                } else {
+                    // Mostly this batch's version; some duplicates answered with older ones.
+                    let version = if i % 5 == 0 { 3 + i % 3 } else { 9 };
+                    Settlement::Acked {
+                        account,
+                        amount,
+                        version,
+                    }
+                }
+            })
+            .collect();
+        let w = worker(r#"{"internal_token":"t"}"#);
+        let batched = seeded();
+        let before = batched.sets.get();
+        assert!(w.settle(&batched, &settlements).is_empty());
+        assert_eq!(batched.sets.get() - before, 2, "one write per account");
+        let one_by_one = seeded();
+        for s in &settlements {
+            assert!(w.settle(&one_by_one, std::slice::from_ref(s)).is_empty());
+        }
+        for account in &accounts {
+            let name = crate::state::account_entry_name(account);
+            assert_eq!(batched.get(&name).0, one_by_one.get(&name).0, "{account}");
+        }
     }
 
     #[test]

@@ -34,17 +34,24 @@ fn checksum(body: &str) -> String {
 
 /// True when `key` has the format and a correct checksum. Anything else cannot be a key we issued.
 pub fn is_well_formed(key: &str) -> bool {
-    if key.len() != KEY_LEN || !key.starts_with(KEY_PREFIX) {
+    if !has_key_format(key) {
         return false;
     }
     let Some((body, sum)) = key.split_at_checked(KEY_LEN - CHECKSUM_HEX) else {
         return false;
     };
-    let hex_ok = body.get(KEY_PREFIX.len()..).is_some_and(|r| {
-        r.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    hex_ok && constant_time_eq(checksum(body).as_bytes(), sum.as_bytes())
+    constant_time_eq(checksum(body).as_bytes(), sum.as_bytes())
+}
+
+/// True when `key` has the format of a key (prefix, length, lowercase hex), whatever its
+/// checksum: enough to look it up among known keys, whose hashes only issued keys can match.
+pub fn has_key_format(key: &str) -> bool {
+    key.len() == KEY_LEN
+        && key.starts_with(KEY_PREFIX)
+        && key.get(KEY_PREFIX.len()..).is_some_and(|r| {
+            r.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 /// The hash stored and looked up: lowercase hex SHA-256 of the whole key.

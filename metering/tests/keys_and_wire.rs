@@ -28,6 +28,9 @@ fn a_mistyped_or_made_up_key_fails_the_checksum() {
     chars[10] = if chars[10] == 'a' { 'b' } else { 'a' };
     let typo: String = chars.into_iter().collect();
     assert!(!apikey::is_well_formed(&typo));
+    // The typo still has a key's format: the gateway looks it up among known keys by hash (which
+    // it cannot match) before it checks the checksum.
+    assert!(apikey::has_key_format(&typo) && apikey::has_key_format(&key));
     for bad in [
         "",
         "csk_",
@@ -37,10 +40,11 @@ fn a_mistyped_or_made_up_key_fails_the_checksum() {
         &key.to_uppercase(),
     ] {
         assert!(!apikey::is_well_formed(bad), "{bad}");
+        assert!(!apikey::has_key_format(bad), "{bad}");
     }
     // Multi-byte input at the split point must not panic.
     let odd = format!("csk_{}é", "a".repeat(apikey::KEY_LEN - 6));
-    assert!(!apikey::is_well_formed(&odd));
+    assert!(!apikey::is_well_formed(&odd) && !apikey::has_key_format(&odd));
     assert_eq!(apikey::display_prefix("é"), "csk_");
 }
 
