@@ -5,36 +5,45 @@
 -- by set-based checks run once per statement, and by triggers that make the rows they name
 -- permanent (no delete, no truncate, no new id), which the foreign keys guaranteed while a
 -- reference existed:
--- - entries: `entries_balanced` now also refuses an entry whose transfer does not exist, and it
---   requires each entry's account to be its transfer's `from_account` or `to_account`;
+-- - entries: `entries_balanced` now also refuses an entry whose transfer does not exist (checked
+--   first), and it requires each entry's account to be its transfer's `from_account` or
+--   `to_account`;
 -- - transfers: both ledger accounts must exist (`transfers_refs`);
 -- - usage records: the account, the key and the transfer, when there is one (`usage_records_refs`).
 -- Errors keep the foreign-key SQLSTATE (23503).
+--
+-- Each existence check is a correlated scalar subquery per new row, which PostgreSQL can only run
+-- as an index probe: as NOT EXISTS or a join the planner hashes the whole referenced table once
+-- per statement (74 ms per batch at 100,000 ledger accounts instead of 7 ms), a cost that would
+-- grow with the number of accounts.
 ALTER TABLE entries
     DROP CONSTRAINT entries_transfer_id_fkey,
     DROP CONSTRAINT entries_ledger_account_id_fkey;
 
 CREATE OR REPLACE FUNCTION entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    bad uuid;
-    missing boolean;
+DECLARE bad uuid;
 BEGIN
-    SELECT n.transfer_id, t.id IS NULL INTO bad, missing
+    -- Two queries, so that a missing transfer is always the error reported first (one LEFT JOIN
+    -- ordered by it ran 20 times slower on a ledger of 500,000 transfers).
+    SELECT n.transfer_id INTO bad
     FROM (SELECT DISTINCT transfer_id FROM new_entries) n
-    LEFT JOIN transfers t ON t.id = n.transfer_id
-    LEFT JOIN LATERAL (
+    WHERE (SELECT true FROM transfers t WHERE t.id = n.transfer_id) IS NULL
+    LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'entry names transfer % which does not exist', bad
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    SELECT n.transfer_id INTO bad
+    FROM (SELECT DISTINCT transfer_id FROM new_entries) n
+    JOIN transfers t ON t.id = n.transfer_id
+    JOIN LATERAL (
         SELECT count(*) AS c, sum(e.amount) AS s,
                bool_and((e.amount < 0 AND e.ledger_account_id = t.from_account AND -e.amount = t.amount)
                      OR (e.amount > 0 AND e.ledger_account_id = t.to_account AND e.amount = t.amount)) AS ok
         FROM entries e WHERE e.transfer_id = n.transfer_id
     ) x ON true
-    WHERE t.id IS NULL OR x.c <> 2 OR x.s <> 0 OR NOT x.ok
-    ORDER BY (t.id IS NULL) DESC
+    WHERE x.c <> 2 OR x.s <> 0 OR NOT x.ok
     LIMIT 1;
-    IF missing THEN
-        RAISE EXCEPTION 'entry names transfer % which does not exist', bad
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'transfer % does not have two balanced entries', bad;
     END IF;
@@ -50,8 +59,8 @@ DECLARE bad uuid;
 BEGIN
     SELECT n.id INTO bad
     FROM new_transfers n
-    WHERE NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.id = n.from_account)
-       OR NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.id = n.to_account)
+    WHERE (SELECT true FROM ledger_accounts a WHERE a.id = n.from_account) IS NULL
+       OR (SELECT true FROM ledger_accounts a WHERE a.id = n.to_account) IS NULL
     LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'transfer % names a ledger account that does not exist', bad
@@ -73,9 +82,9 @@ DECLARE bad uuid;
 BEGIN
     SELECT n.debit_id INTO bad
     FROM new_usage n
-    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = n.account_id)
-       OR NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.id = n.key_id)
-       OR (n.transfer_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.id = n.transfer_id))
+    WHERE (SELECT true FROM accounts a WHERE a.id = n.account_id) IS NULL
+       OR (SELECT true FROM api_keys k WHERE k.id = n.key_id) IS NULL
+       OR (n.transfer_id IS NOT NULL AND (SELECT true FROM transfers t WHERE t.id = n.transfer_id) IS NULL)
     LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'usage record % names an account, key or transfer that does not exist', bad

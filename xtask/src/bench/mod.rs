@@ -322,6 +322,20 @@ pub fn run(args: &[String]) -> Result {
     drop(plain_envoy);
     drop(noop_envoy);
 
+    // Sync at scale first: the ingest below then runs on a database that holds 100,000 accounts
+    // and keys besides the gateway run's debits, as a real ledger does.
+    let scale = sync::Scale {
+        control_port: c.control_port,
+        admin_token: &c.admin_token,
+        internal_token: &c.internal_token,
+        database_url: &database_url,
+        envoy_admin_port: c.envoy_admin_port,
+        envoy_pid: filter_pid,
+        sync_period_ms: c.sync_period_ms,
+    };
+    step(&format!("sync at scale ({} keys)", plan.sync_keys), || {
+        scale.run(&mut report, plan.sync_keys)
+    })?;
     let ingest = ledger::Ingest {
         control_port: c.control_port,
         internal_token: &c.internal_token,
@@ -384,18 +398,6 @@ pub fn run(args: &[String]) -> Result {
         Ok(())
     })?;
 
-    let scale = sync::Scale {
-        control_port: c.control_port,
-        admin_token: &c.admin_token,
-        internal_token: &c.internal_token,
-        database_url: &database_url,
-        envoy_admin_port: c.envoy_admin_port,
-        envoy_pid: filter_pid,
-        sync_period_ms: c.sync_period_ms,
-    };
-    step(&format!("sync at scale ({} keys)", plan.sync_keys), || {
-        scale.run(&mut report, plan.sync_keys)
-    })?;
     stack.healthy()?;
     drop(stack);
     drop(upstream);
@@ -602,7 +604,8 @@ fn method(plan: &Plan) -> Vec<String> {
              per-round percentiles.",
             plan.stream_rounds, plan.streams_per_round
         ),
-        "**Ledger ingest.** 1,000 accounts with a key each (plus one hot account) are written by SQL; debit batches of \
+        "**Ledger ingest.** Run last, on a database that already holds the gateway run's debits and the sync \
+         run's 100,000 accounts and keys. 1,000 accounts with a key each (plus one hot account) are written by SQL; debit batches of \
          1,000 (the filter's default `debit_batch_max`; also 200) are built before the clock starts and sent by 4 keep-alive \
          connections to `POST /internal/v1/debits` of the release control plane; answers are parsed after the clock \
          stops. Checked afterwards: every debit applied at one cost; in the database the count and sum of usage \
