@@ -96,11 +96,10 @@ impl BillingHttp {
                 Ok(k) => k,
                 Err(r) => return self.refuse(Some(shared), r),
             };
-        let raw_key = key;
         let key_hash = apikey::hash(key);
         let clock = host::now();
         let now = host::millis(clock);
-        let (gateway, key) = match shared.worker.try_borrow_mut() {
+        let (gateway, known) = match shared.worker.try_borrow_mut() {
             Ok(mut w) => {
                 let status = w.sync_status(&HostStore, now);
                 (w.gateway_state(&status, now), w.key_entry(&HostStore, &key_hash))
@@ -108,17 +107,17 @@ impl BillingHttp {
             Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
         };
         // Unknown keys are checked in full before anything else is decided for them, as before.
-        if key.is_none() {
-            if let Err(r) = well_formed_key(raw_key) {
+        if known.is_none() {
+            if let Err(r) = well_formed_key(key) {
                 return self.refuse(Some(shared), r);
             }
         }
         if let Err(r) = gateway_ready(route, gateway) {
             return self.refuse(Some(shared), r);
         }
-        if let Some(key) = key {
-            if let Some(account) = read_account(&HostStore, &key.account_id) {
-                return match admit_known(route, &key, &account) {
+        if let Some(entry) = known {
+            if let Some(account) = read_account(&HostStore, &entry.account_id) {
+                return match admit_known(route, &entry, &account) {
                     Ok(()) => {
                         let request = Request {
                             headers: &headers,
@@ -126,7 +125,7 @@ impl BillingHttp {
                             end_of_stream,
                             clock,
                         };
-                        self.admit(shared, request, key_hash, key.account_id)
+                        self.admit(shared, request, key_hash, entry.account_id)
                     }
                     Err(r) => self.refuse(Some(shared), r),
                 };

@@ -428,3 +428,30 @@ fn invalid_tables_are_refused_with_the_reason() {
 
     assert!(PriceTable::from_json("{\"source\":\"x\",\"entries\":[{\"model\":\"m\"}]}", dec("0.7")).is_err());
 }
+
+/// The price version label is written from the date's fields: it must read exactly as chrono's
+/// `%Y-%m-%dT%H:%M:%SZ` for any instant, a leap second and years outside 0..=9999 included.
+#[test]
+fn price_version_reads_as_chrono_formats_it() {
+    let mut entry = table().entries()[0].clone();
+    let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+        .unwrap()
+        .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+        .unwrap()
+        .and_utc();
+    let instants = [
+        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(7, 2, 3, 4, 5, 6).unwrap(),
+        Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+        Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+        Utc.timestamp_opt(1_800_000_000, 999_999_999).unwrap(),
+        leap,
+    ];
+    for at in instants {
+        entry.effective_from = at;
+        let chrono = format!("{}@{}", entry.model, at.format("%Y-%m-%dT%H:%M:%SZ"));
+        assert_eq!(entry.version(), chrono, "{at:?}");
+    }
+    assert!(entry.version().ends_with("T23:59:60Z"), "the leap second");
+}

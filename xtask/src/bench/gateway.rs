@@ -66,23 +66,31 @@ pub fn wrk_script(dir: &Path, key: &str) -> Result<PathBuf> {
 /// The process's CPU time so far (user + system), microseconds.
 pub fn cpu_us(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_us(&stat).unwrap_or(0.0)
+}
+
+/// User + system CPU time in a `/proc/<pid>/stat` line, microseconds.
+pub fn stat_cpu_us(stat: &str) -> Option<f64> {
     // Fields after the command name (which may contain spaces) start at state: utime is 14th
     // overall, i.e. the 12th after the closing parenthesis.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
     let f: Vec<f64> = rest
         .split_whitespace()
         .skip(11)
         .take(2)
         .filter_map(|x| x.parse().ok())
         .collect();
-    let ticks: f64 = f.iter().sum();
-    ticks * 1e6 / clock_ticks()
+    (f.len() == 2).then(|| f.iter().sum::<f64>() * 1e6 / clock_ticks())
 }
 
-pub fn clock_ticks() -> f64 {
-    output(Command::new("getconf").arg("CLK_TCK"))
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(100.0)
+/// Clock ticks per second of `/proc` CPU times (asked once).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        output(Command::new("getconf").arg("CLK_TCK"))
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Resident memory of a process, MiB.
@@ -202,7 +210,7 @@ fn suffixed(base: &str, v: &Variant) -> String {
 /// Throughput and latency rounds over every variant (the first is the baseline without a filter),
 /// in rotating order, each variant warmed first.
 pub fn overhead(report: &mut Report, plan: &Plan, variants: &[&Variant], script: &Path) -> Result {
-    let [base, others @ ..] = variants else {
+    let [_, others @ ..] = variants else {
         return Err("no variant to measure".into());
     };
     for v in variants {
@@ -373,7 +381,6 @@ pub fn overhead(report: &mut Report, plan: &Plan, variants: &[&Variant], script:
             ),
         );
     }
-    let _ = base;
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tests::stack::{self, free_port, Proc};
 
 use crate::bench::{db, ledger, loadavg, random_u64};
-use crate::postgres;
-use crate::shell::{self, cargo, exec, step, Result};
+use crate::shell::{self, step, Result};
+use crate::{postgres, tools};
 
 struct Target {
     bin: String,
@@ -62,16 +62,10 @@ pub fn run(args: &[String]) -> Result {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     if bins.is_empty() {
-        step("build control plane (release)", || {
-            exec(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "control-plane",
-                "--bin",
-                "control-plane",
-            ]))
-        })?;
+        step(
+            "build control plane (release)",
+            tools::build_control_plane_release,
+        )?;
         bins.push(
             shell::root()
                 .join("target/release/control-plane")

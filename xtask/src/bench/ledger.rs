@@ -59,20 +59,8 @@ pub fn postgres_cpu_us() -> f64 {
         })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|stat| stat.contains("(postgres)"))
-        .filter_map(|stat| stat.split_once(") ").map(|(_, rest)| rest.to_owned()))
-        .filter_map(|rest| pid_cpu_us_from(&rest))
+        .filter_map(|stat| crate::bench::gateway::stat_cpu_us(&stat))
         .sum()
-}
-
-/// Seconds of CPU in a `/proc/<pid>/stat` line after the command name, as microseconds.
-fn pid_cpu_us_from(rest: &str) -> Option<f64> {
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    (f.len() == 2).then(|| f.iter().sum::<f64>() * 1e6 / crate::bench::gateway::clock_ticks())
 }
 
 fn debit_id(run: u64, phase: u32, i: u64) -> String {

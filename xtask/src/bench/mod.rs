@@ -130,25 +130,8 @@ pub fn run(args: &[String]) -> Result {
     let envoy_bin = step("install Envoy", tools::ensure_envoy)?;
     step("install wrk", ensure_wrk)?;
     step("build control plane, filter and bench tools (release)", || {
-        exec(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "control-plane",
-            "--bin",
-            "control-plane",
-        ]))?;
-        exec(cargo().args([
-            "build",
-            "--profile",
-            "wasm",
-            "-p",
-            "filter",
-            "-p",
-            "noop-filter",
-            "--target",
-            "wasm32-wasip1",
-        ]))?;
+        tools::build_control_plane_release()?;
+        tools::build_filters(&["filter", "noop-filter"])?;
         exec(cargo().args([
             "build",
             "--release",
