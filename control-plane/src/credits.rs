@@ -117,7 +117,7 @@ async fn post_credits(
         reason.as_deref().unwrap_or(""),
     ]);
     let transfer = NewTransfer {
-        id: Uuid::new_v4(),
+        id: ledger::new_transfer_id(),
         scope: "admin",
         idempotency_key: key.clone(),
         kind,

@@ -259,13 +259,15 @@ impl BillingHttp {
         if request.end_of_stream {
             return self.refuse(Some(shared), Refusal::UnreadableBody("it is empty".into()));
         }
-        let Some(random) = host::random::<16>() else {
+        // Time-ordered (UUIDv7: the admission millisecond, then 74 random bits), so the ledger's
+        // indexes on debit ids grow at their right edge instead of at random places.
+        let Some(random) = host::random::<10>() else {
             log::error!("no randomness for a debit id; refusing");
             return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable);
         };
         apply_edits(request.headers, &s.upstream_key, route);
         self.exchange = Some(Exchange::new(Admission {
-            debit_id: uuid::Builder::from_random_bytes(random).into_uuid(),
+            debit_id: uuid::Builder::from_unix_timestamp_millis(host::millis(request.clock), &random).into_uuid(),
             route: billed,
             key_hash,
             account_id,

@@ -211,7 +211,7 @@ async fn apply_in(
             Err(why) => results.push(rejected(d.debit_id, why)),
             Ok((key_id, cost)) => {
                 let credits = cost.credits;
-                let transfer_id = (credits > Decimal::ZERO).then(Uuid::new_v4);
+                let transfer_id = (credits > Decimal::ZERO).then(ledger::new_transfer_id);
                 if let Some(id) = transfer_id {
                     transfers.push(NewTransfer {
                         id,

@@ -68,7 +68,7 @@ pub async fn pay(
     }
     let number = invoices::issue_invoice(conn, p, s, config).await?;
     let transfer = NewTransfer {
-        id: Uuid::new_v4(),
+        id: ledger::new_transfer_id(),
         scope: "payment",
         idempotency_key: format!("purchase:{}", p.id),
         kind: "purchase",
@@ -233,7 +233,7 @@ pub async fn reverse(
         Reversal::Chargeback => "purchase.chargeback",
     };
     let transfer = NewTransfer {
-        id: Uuid::new_v4(),
+        id: ledger::new_transfer_id(),
         scope: "payment",
         idempotency_key: format!("refund:{}", p.id),
         kind: "refund",
