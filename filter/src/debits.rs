@@ -8,15 +8,32 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use metering::wire::{Debit, DebitAck, DebitBatch, DebitOutcome, DebitResult, PROTOCOL_VERSION};
+use metering::wire::{Debit, DebitAck, DebitOutcome, DebitResult, PROTOCOL_VERSION};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-/// A debit with the amount it added to the account's local spend (priced locally).
+/// A finalised debit waiting for the control plane: its ids, the amount it added to the account's
+/// local spend (priced locally), and the debit as the batch sends it, encoded once when the request
+/// finished, so that starting a batch copies bytes instead of encoding a thousand debits at once
+/// (which stalled every request of the worker behind it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingDebit {
-    pub debit: Debit,
+    pub debit_id: Uuid,
+    pub account_id: Uuid,
     pub local_amount: Decimal,
+    json: Vec<u8>,
+}
+
+impl PendingDebit {
+    pub fn new(debit: &Debit, local_amount: Decimal) -> Result<Self, String> {
+        Ok(Self {
+            debit_id: debit.debit_id,
+            account_id: debit.account_id,
+            local_amount,
+            json: serde_json::to_vec(debit)
+                .map_err(|e| format!("debit {} not encoded: {e}", debit.debit_id))?,
+        })
+    }
 }
 
 /// What an acknowledgement means for the shared account entries.
@@ -89,26 +106,33 @@ impl DebitBuffer {
         !self.queue.is_empty() && self.sending.is_empty() && (draining || now_ms >= self.next_attempt_ms)
     }
 
-    /// Moves up to `max` debits in flight and returns the request body.
+    /// Moves up to `max` debits in flight and returns the request body: the same bytes as
+    /// `serde_json::to_vec(&DebitBatch { .. })` of those debits, from their stored encodings.
     pub fn start_batch(&mut self, max: usize, gateway_id: Option<&str>) -> Option<Vec<u8>> {
         if self.is_sending() || self.queue.is_empty() {
             return None;
         }
         let n = max.min(self.queue.len());
         self.sending = self.queue.drain(..n).collect();
-        let batch = DebitBatch {
-            protocol: PROTOCOL_VERSION,
-            gateway_id: gateway_id.map(str::to_owned),
-            debits: self.sending.iter().map(|p| p.debit.clone()).collect(),
-        };
-        match serde_json::to_vec(&batch) {
-            Ok(body) => Some(body),
-            Err(_) => {
-                // Cannot happen for these types; keep the debits rather than lose them.
-                self.requeue_sending();
-                None
-            }
+        let size: usize = self.sending.iter().map(|p| p.json.len() + 1).sum();
+        let mut body = Vec::with_capacity(size + 64 + gateway_id.map_or(0, str::len));
+        body.extend_from_slice(b"{\"protocol\":");
+        body.extend_from_slice(PROTOCOL_VERSION.to_string().as_bytes());
+        body.extend_from_slice(b",\"gateway_id\":");
+        if serde_json::to_writer(&mut body, &gateway_id).is_err() {
+            // Cannot happen for a string; keep the debits rather than lose them.
+            self.requeue_sending();
+            return None;
         }
+        body.extend_from_slice(b",\"debits\":[");
+        for (i, p) in self.sending.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&p.json);
+        }
+        body.extend_from_slice(b"]}");
+        Some(body)
     }
 
     /// The batch failed (transport error, non-2xx, unreadable answer): everything goes back to the
@@ -128,21 +152,40 @@ impl DebitBuffer {
 
     /// Applies an acknowledgement to the batch in flight.
     pub fn batch_acked(&mut self, ack: &DebitAck, now_ms: u64) -> (Vec<Settlement>, AckCounts) {
-        let mut settlements = Vec::new();
+        let sending = std::mem::take(&mut self.sending);
+        let mut settlements = Vec::with_capacity(sending.len());
         let mut counts = AckCounts::default();
         let mut missing = Vec::new();
-        // Indexed once: a batch of n debits is matched in O(n), not O(n x answers). The first
-        // result for an id wins, as a scan would have it.
-        let mut by_id: HashMap<Uuid, &DebitResult> = HashMap::with_capacity(ack.results.len());
-        for r in &ack.results {
-            by_id.entry(r.debit_id).or_insert(r);
-        }
-        for pending in std::mem::take(&mut self.sending) {
-            match by_id.get(&pending.debit.debit_id).copied() {
+        // The control plane answers each debit in the order sent: then result i is debit i's (and
+        // the only one for its id, since the filter's ids are unique). Any other answer is matched
+        // through an index built once, O(n) rather than O(n x answers); the first result for an id
+        // wins, as a scan would have it.
+        let aligned = ack.results.len() == sending.len()
+            && ack
+                .results
+                .iter()
+                .zip(&sending)
+                .all(|(r, p)| r.debit_id == p.debit_id);
+        let by_id: HashMap<Uuid, &DebitResult> = if aligned {
+            HashMap::new()
+        } else {
+            let mut by_id = HashMap::with_capacity(ack.results.len());
+            for r in &ack.results {
+                by_id.entry(r.debit_id).or_insert(r);
+            }
+            by_id
+        };
+        for (i, pending) in sending.into_iter().enumerate() {
+            let result = if aligned {
+                ack.results.get(i)
+            } else {
+                by_id.get(&pending.debit_id).copied()
+            };
+            match result {
                 Some(r) if matches!(r.outcome, DebitOutcome::Applied | DebitOutcome::Duplicate) => {
                     counts.acked += 1;
                     settlements.push(Settlement::Acked {
-                        account: pending.debit.account_id,
+                        account: pending.account_id,
                         amount: pending.local_amount,
                         version: r.version,
                     });
@@ -150,9 +193,9 @@ impl DebitBuffer {
                 Some(r) => {
                     counts.dropped += 1;
                     settlements.push(Settlement::Dropped {
-                        account: pending.debit.account_id,
+                        account: pending.account_id,
                         amount: pending.local_amount,
-                        debit_id: pending.debit.debit_id,
+                        debit_id: pending.debit_id,
                         reason: r
                             .error
                             .clone()
@@ -180,34 +223,78 @@ impl DebitBuffer {
     }
 }
 
+/// One result of an acknowledgement as the filter reads it: the credits the control plane charged
+/// are not needed here (the local amount is what gets settled), so they are skipped unparsed.
+#[derive(serde::Deserialize)]
+struct AckResult {
+    debit_id: Uuid,
+    outcome: DebitOutcome,
+    version: u64,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct AckBody {
+    #[serde(default = "protocol_version")]
+    protocol: u32,
+    results: Vec<AckResult>,
+}
+
+fn protocol_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+/// Reads the body of `POST /internal/v1/debits`'s answer, without the decimal parsing of every
+/// result's credits that the worker would otherwise do at once for the whole batch.
+pub fn decode_ack(body: &[u8]) -> Result<DebitAck, String> {
+    let ack: AckBody =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable debit acknowledgement: {e}"))?;
+    Ok(DebitAck {
+        protocol: ack.protocol,
+        results: ack
+            .results
+            .into_iter()
+            .map(|r| DebitResult {
+                debit_id: r.debit_id,
+                outcome: r.outcome,
+                version: r.version,
+                credits: None,
+                error: r.error,
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use metering::wire::Route;
+    use metering::wire::{DebitBatch, Route};
     use metering::Usage;
 
-    fn pending(n: u128) -> PendingDebit {
-        PendingDebit {
-            debit: Debit {
-                debit_id: Uuid::from_u128(n),
-                key_hash: "h".into(),
-                account_id: Uuid::from_u128(100),
-                route: Route::AnthropicMessages,
-                model_requested: "claude-x".into(),
-                model_served: None,
-                usage: Usage::default(),
-                partial: false,
-                output_estimated: false,
-                input_estimated: false,
-                admitted_at: Utc.timestamp_opt(0, 0).unwrap(),
-                finished_at: None,
-                upstream_request_id: None,
-                upstream_message_id: None,
-                upstream_status: Some(200),
-            },
-            local_amount: Decimal::from(n as i64),
+    fn debit(n: u128) -> Debit {
+        Debit {
+            debit_id: Uuid::from_u128(n),
+            key_hash: "h".into(),
+            account_id: Uuid::from_u128(100),
+            route: Route::AnthropicMessages,
+            model_requested: "claude-x".into(),
+            model_served: None,
+            usage: Usage::default(),
+            partial: false,
+            output_estimated: false,
+            input_estimated: false,
+            admitted_at: Utc.timestamp_opt(0, 0).unwrap(),
+            finished_at: None,
+            upstream_request_id: None,
+            upstream_message_id: None,
+            upstream_status: Some(200),
         }
+    }
+
+    fn pending(n: u128) -> PendingDebit {
+        PendingDebit::new(&debit(n), Decimal::from(n as i64)).unwrap()
     }
 
     fn result(n: u128, outcome: DebitOutcome, version: u64) -> DebitResult {
@@ -221,7 +308,7 @@ mod tests {
     }
 
     fn ids(b: &DebitBuffer) -> Vec<u128> {
-        b.queue.iter().map(|p| p.debit.debit_id.as_u128()).collect()
+        b.queue.iter().map(|p| p.debit_id.as_u128()).collect()
     }
 
     #[test]
@@ -328,5 +415,81 @@ mod tests {
         let (settlements, counts) = b.batch_acked(&ack, 0);
         assert_eq!(counts.acked, 1);
         assert!(matches!(settlements[0], Settlement::Acked { version: 40, .. }));
+    }
+
+    #[test]
+    fn batch_body_is_the_batch_as_serde_encodes_it() {
+        for gateway in [None, Some("gw \"one\" \\ é \u{1}")] {
+            let mut b = DebitBuffer::new(100, 1000);
+            let mut debits: Vec<Debit> = (1..=3).map(debit).collect();
+            debits[1].model_served = Some("claude-x-2025".into());
+            debits[1].input_estimated = true;
+            debits[2].upstream_request_id = Some("req \"q\"".into());
+            for d in &debits {
+                b.push(PendingDebit::new(d, Decimal::ONE).unwrap());
+            }
+            let body = b.start_batch(10, gateway).unwrap();
+            let expected = serde_json::to_vec(&DebitBatch {
+                protocol: PROTOCOL_VERSION,
+                gateway_id: gateway.map(str::to_owned),
+                debits,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(body).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn an_ack_in_another_order_settles_as_one_in_order() {
+        let outcomes = [
+            DebitOutcome::Applied,
+            DebitOutcome::Rejected,
+            DebitOutcome::Duplicate,
+            DebitOutcome::Conflict,
+        ];
+        let answer = |order: &[u128]| DebitAck {
+            protocol: 1,
+            results: order
+                .iter()
+                .map(|n| result(*n, outcomes[(*n as usize) % 4], 10 + *n as u64))
+                .collect(),
+        };
+        let settle = |ack: &DebitAck| {
+            let mut b = DebitBuffer::new(100, 1000);
+            (1..=8).for_each(|n| b.push(pending(n)));
+            b.start_batch(8, None).unwrap();
+            let out = b.batch_acked(ack, 0);
+            (out, ids(&b))
+        };
+        let in_order = settle(&answer(&[1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(in_order, settle(&answer(&[8, 7, 6, 5, 4, 3, 2, 1])));
+        // One missing, and one answered twice (the first answer wins).
+        let (settled, left) = settle(&answer(&[1, 2, 3, 4, 5, 6, 7]));
+        assert_eq!(left, vec![8]);
+        assert_eq!(settled.1.requeued, 1);
+        let mut twice = answer(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        twice.results.insert(0, result(2, DebitOutcome::Applied, 99));
+        let ((settlements, _), _) = settle(&twice);
+        assert!(matches!(settlements[1], Settlement::Acked { version: 99, .. }));
+    }
+
+    #[test]
+    fn decoded_acks_keep_everything_but_the_credits() {
+        let mut r = result(5, DebitOutcome::Rejected, 0);
+        r.credits = Some(Decimal::new(1234, 5));
+        r.error = Some("no key has this hash".into());
+        let ack = DebitAck {
+            protocol: 1,
+            results: vec![r, result(6, DebitOutcome::Applied, 12)],
+        };
+        let decoded = decode_ack(&serde_json::to_vec(&ack).unwrap()).unwrap();
+        let mut expected = ack;
+        expected.results[0].credits = None;
+        assert_eq!(decoded, expected);
+        assert!(decode_ack(br#"{"results":[{"debit_id":"x"}]}"#).is_err());
+        assert!(decode_ack(b"").is_err());
     }
 }

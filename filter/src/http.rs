@@ -267,7 +267,8 @@ impl BillingHttp {
         };
         apply_edits(request.headers, &s.upstream_key, route);
         self.exchange = Some(Exchange::new(Admission {
-            debit_id: uuid::Builder::from_unix_timestamp_millis(host::millis(request.clock), &random).into_uuid(),
+            debit_id: uuid::Builder::from_unix_timestamp_millis(host::millis(request.clock), &random)
+                .into_uuid(),
             route: billed,
             key_hash,
             account_id,

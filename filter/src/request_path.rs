@@ -110,7 +110,7 @@ fn batch_path(worker: &mut Worker, store: &MemoryStore) {
     };
     let answer = serde_json::to_vec(&ack).unwrap();
     let started = Instant::now();
-    let ack: metering::wire::DebitAck = serde_json::from_slice(&answer).unwrap();
+    let ack = crate::debits::decode_ack(&answer).unwrap();
     let (settlements, _) = worker.debits.batch_acked(&ack, 0);
     assert!(worker.settle(store, &settlements).is_empty());
     BATCH_NS.with(|b| b.set(b.get() + encoded.as_nanos() + started.elapsed().as_nanos()));

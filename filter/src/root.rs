@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use metering::wire::{DebitAck, Snapshot};
+use metering::wire::Snapshot;
 use metering::PriceTable;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -240,8 +240,7 @@ impl BillingRoot {
             return;
         };
         let ack = match host::call_status() {
-            Some(200) => serde_json::from_slice::<DebitAck>(&host::call_body(body_size))
-                .map_err(|e| format!("unreadable debit acknowledgement: {e}")),
+            Some(200) => crate::debits::decode_ack(&host::call_body(body_size)),
             Some(status) => Err(format!("debits answered {status}")),
             None => Err("debit request failed (timeout or connection error)".into()),
         };

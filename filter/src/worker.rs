@@ -156,7 +156,11 @@ impl Worker {
             Err(_) => (Decimal::ZERO, false),
         };
         let spend_error = add_spend(store, &debit.account_id, local_amount, self.settings.cas_retries).err();
-        self.debits.push(PendingDebit { debit, local_amount });
+        match PendingDebit::new(&debit, local_amount) {
+            Ok(pending) => self.debits.push(pending),
+            // Cannot happen for these types; the debit goes to the log whole rather than vanish.
+            Err(e) => log::error!("{e}; debit not buffered: {debit:?}"),
+        }
         Recorded {
             local_amount,
             served_model_unpriced,
