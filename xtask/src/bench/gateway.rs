@@ -146,9 +146,17 @@ pub fn parse_wrk(text: &str) -> Result<WrkRun> {
     Ok(run)
 }
 
-pub fn wrk(v: &Variant, script: &Path, connections: u32, seconds: u32) -> Result<WrkRun> {
+/// A load generator or client on the gateway side's CPUs when the run places processes.
+fn client(plan: &Plan, program: &Path) -> Command {
+    match &plan.cpus {
+        Some(split) => split.on_gateway(program),
+        None => Command::new(program),
+    }
+}
+
+pub fn wrk(plan: &Plan, v: &Variant, script: &Path, connections: u32, seconds: u32) -> Result<WrkRun> {
     let url = format!("http://127.0.0.1:{}/v1/messages", v.port);
-    let mut cmd = Command::new("wrk");
+    let mut cmd = client(plan, Path::new("wrk"));
     cmd.args([
         "-t1",
         &format!("-c{connections}"),
@@ -214,13 +222,13 @@ pub fn overhead(report: &mut Report, plan: &Plan, variants: &[&Variant], script:
         return Err("no variant to measure".into());
     };
     for v in variants {
-        wrk(v, script, 16, plan.warmup_seconds)?;
+        wrk(plan, v, script, 16, plan.warmup_seconds)?;
     }
     // Per variant (in `variants` order): runs of each round.
     let mut c16: Vec<Vec<WrkRun>> = vec![Vec::new(); variants.len()];
     for round in 0..plan.rounds {
         for v in rotated(variants, round) {
-            let r = wrk(v, script, 16, plan.seconds)?;
+            let r = wrk(plan, v, script, 16, plan.seconds)?;
             println!(
                 "  c16 round {round} {}: {:.0} req/s, p50 {:.0} us, p99 {:.0} us, envoy {:.1} us CPU/req",
                 v.name,
@@ -324,7 +332,7 @@ pub fn overhead(report: &mut Report, plan: &Plan, variants: &[&Variant], script:
     let mut c1: Vec<Vec<WrkRun>> = vec![Vec::new(); variants.len()];
     for round in 0..plan.rounds {
         for v in rotated(variants, round) {
-            let r = wrk(v, script, 1, plan.seconds)?;
+            let r = wrk(plan, v, script, 1, plan.seconds)?;
             println!(
                 "  c1 round {round} {}: {:.0} req/s, p50 {:.1} us, p99 {:.1} us",
                 v.name, r.rps, r.p50_us, r.p99_us
@@ -401,8 +409,9 @@ struct StreamRun {
     event_us: Vec<f64>,
 }
 
-fn stream_client(bin: &Path, v: &Variant, key: &str, streams: u32) -> Result<StreamRun> {
-    let out = Command::new(bin)
+fn stream_client(plan: &Plan, bin: &Path, v: &Variant, key: &str) -> Result<StreamRun> {
+    let streams = plan.streams_per_round;
+    let out = client(plan, bin)
         .args([
             "--port",
             &v.port.to_string(),
@@ -454,7 +463,7 @@ pub fn streaming(
     let mut runs: Vec<Vec<StreamRun>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 0..plan.stream_rounds {
         for v in rotated(variants, round) {
-            let r = stream_client(client, v, key, plan.streams_per_round)?;
+            let r = stream_client(plan, client, v, key)?;
             println!(
                 "  stream round {round} {}: ttfb {:.0} us, event p50 {:.1} us, p99 {:.1} us ({} events)",
                 v.name,

@@ -47,19 +47,9 @@ pub struct IngestResult {
 
 /// CPU time so far (user + system) of every process named `postgres`, microseconds.
 pub fn postgres_cpu_us() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return f64::NAN;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| stat.contains("(postgres)"))
-        .filter_map(|stat| crate::bench::gateway::stat_cpu_us(&stat))
+    crate::bench::pin::postgres_pids()
+        .into_iter()
+        .map(crate::bench::gateway::cpu_us)
         .sum()
 }
 

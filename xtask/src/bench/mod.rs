@@ -9,6 +9,7 @@ mod db;
 mod gateway;
 mod ingest;
 mod ledger;
+mod pin;
 mod report;
 mod sync;
 
@@ -37,6 +38,8 @@ pub struct Plan {
     pub ingest_spread: usize,
     pub ingest_hot: usize,
     pub sync_keys: u64,
+    /// Where the gateway side and the ledger run while the gateway is measured (None: one CPU).
+    pub cpus: Option<pin::Split>,
 }
 
 impl Plan {
@@ -51,6 +54,7 @@ impl Plan {
                 ingest_spread: 2_000,
                 ingest_hot: 1_000,
                 sync_keys: 5_000,
+                cpus: pin::Split::new(),
             }
         } else {
             Plan {
@@ -62,6 +66,7 @@ impl Plan {
                 ingest_spread: 60_000,
                 ingest_hot: 20_000,
                 sync_keys: 100_000,
+                cpus: pin::Split::new(),
             }
         }
     }
@@ -272,6 +277,35 @@ pub fn run(args: &[String]) -> Result {
     };
     let (account_id, key) = step("bench account with credits and a key", || bench_account(&c))?;
     let script = gateway::wrk_script(&work_dir, &key)?;
+    let placed = match &plan.cpus {
+        Some(split) => {
+            let ledger = stack
+                .proc_mut("control-plane")
+                .map(|p| p.pid())
+                .into_iter()
+                .collect();
+            let gateway = [
+                plain.pid,
+                noop.pid,
+                filter.pid,
+                upstream.pid(),
+                plain_upstream.pid(),
+            ];
+            let placed = step("place the ledger and the gateway side on their own CPUs", || {
+                split.apply(ledger, &gateway)
+            })?;
+            report.note(
+                "cpus while the gateway is measured",
+                format!(
+                    "gateway side (Envoys, upstreams, wrk, stream client) on CPU {}, ledger (control plane, \
+                     PostgreSQL) on CPU {}",
+                    split.gateway, split.ledger
+                ),
+            );
+            Some(placed)
+        }
+        None => None,
+    };
 
     step("gateway overhead (wrk, variants rotating)", || {
         gateway::overhead(&mut report, &plan, &[&plain, &noop, &filter], &script)
@@ -297,6 +331,7 @@ pub fn run(args: &[String]) -> Result {
             &account_id,
         )
     })?;
+    drop(placed);
     for p in [&mut plain_envoy, &mut noop_envoy] {
         if !p.is_running() {
             return Err(format!("an Envoy of the comparison stopped:\n{}", p.log_tail(20)));
@@ -577,7 +612,12 @@ fn method(plan: &Plan) -> Vec<String> {
              filter. {} rounds of {} s per variant and per concurrency (16, then 1), the order rotated by one each \
              round; each figure is the median over rounds, the ratios and the added latencies are medians of \
              per-round pairs. Envoy CPU per request is the Envoy process's user + system time from \
-             /proc over the run divided by the requests served.",
+             /proc over the run divided by the requests served. CPUs (on a machine with two or more): while the \
+             gateway is measured (overhead, streaming), every process of the gateway side (the Envoys, the \
+             upstreams, wrk, the stream client) runs on the first CPUs and the ledger (the control plane and every \
+             PostgreSQL process) on the last one, as on production machines where the ledger runs elsewhere: \
+             only the billing filter's runs make the ledger work (~100 us of CPU per debit), and unplaced, its work \
+             and the scheduler's delays would count against the filter alone.",
             plan.rounds, plan.seconds
         ),
         format!(
