@@ -100,6 +100,11 @@ impl DebitBuffer {
         self.queue.push_back(debit);
     }
 
+    /// At least a full batch of `max` debits is queued (a backlog).
+    pub fn full_batch_waiting(&self, max: usize) -> bool {
+        self.queue.len() >= max.max(1)
+    }
+
     /// True when a batch should go now: something queued, nothing in flight, backoff elapsed.
     /// `draining` ignores the backoff so that Envoy's drain flushes promptly.
     pub fn due(&self, now_ms: u64, draining: bool) -> bool {
@@ -491,5 +496,16 @@ mod tests {
         assert_eq!(decoded, expected);
         assert!(decode_ack(br#"{"results":[{"debit_id":"x"}]}"#).is_err());
         assert!(decode_ack(b"").is_err());
+    }
+
+    #[test]
+    fn only_a_full_batch_counts_as_a_backlog() {
+        let mut b = DebitBuffer::new(100, 1000);
+        (1..=3).for_each(|n| b.push(pending(n)));
+        assert!(b.full_batch_waiting(3) && !b.full_batch_waiting(4));
+        b.start_batch(2, None).unwrap();
+        assert!(!b.full_batch_waiting(2), "what is in flight is not waiting");
+        assert!(b.full_batch_waiting(1));
+        assert!(b.full_batch_waiting(0), "a limit of 0 means 1");
     }
 }

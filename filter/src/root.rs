@@ -278,9 +278,15 @@ impl BillingRoot {
             }
         }
         shared.metrics.report_buffer(worker.load());
+        // A backlog of full batches keeps going at the ledger's pace, and a drain does not wait; a
+        // partial batch waits for the next tick. Each batch costs this worker a moment (the body,
+        // the answer) during which its requests wait: a few times per second that touches well
+        // under 1% of requests, after every answer (tens of times per second) it touched more.
+        let next_now = self.draining || worker.debits.full_batch_waiting(shared.settings.debit_batch_max);
         drop(worker);
-        // Keep going while there is a backlog (or a drain), instead of one batch per tick.
-        self.flush(shared, now);
+        if next_now {
+            self.flush(shared, now);
+        }
         self.finish_drain_if_done(shared);
     }
 

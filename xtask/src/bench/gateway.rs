@@ -27,6 +27,8 @@ pub struct WrkRun {
     pub requests: u64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// From the script's `done` hook (wrk's `--latency` table stops at 99%).
+    pub p999_us: f64,
     pub bad: u64,
     /// Envoy CPU (user + system) over the run, microseconds.
     pub envoy_cpu_us: f64,
@@ -56,7 +58,8 @@ pub fn without_filter(rendered: &str) -> Result<String> {
 pub fn wrk_script(dir: &Path, key: &str) -> Result<PathBuf> {
     let body = r#"{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{"role":"user","content":"Hello, how are you today?"}]}"#;
     let script = format!(
-        "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"anthropic-version\"] = \"2023-06-01\"\nwrk.headers[\"x-api-key\"] = \"{key}\"\n"
+        "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"anthropic-version\"] = \"2023-06-01\"\nwrk.headers[\"x-api-key\"] = \"{key}\"\n\
+         done = function(summary, latency, requests)\n  io.write(string.format(\"p99.9 %dus\\n\", latency:percentile(99.9)))\nend\n"
     );
     let path = dir.join("bench-request.lua");
     std::fs::write(&path, script).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -128,6 +131,7 @@ pub fn parse_wrk(text: &str) -> Result<WrkRun> {
             ["Requests/sec:", v] => run.rps = v.parse().unwrap_or(f64::NAN),
             ["50%", v] => run.p50_us = wrk_duration_us(v).unwrap_or(f64::NAN),
             ["99%", v] => run.p99_us = wrk_duration_us(v).unwrap_or(f64::NAN),
+            ["p99.9", v] => run.p999_us = wrk_duration_us(v).unwrap_or(f64::NAN),
             [n, "requests", "in", ..] => run.requests = n.parse().unwrap_or(0),
             ["Non-2xx", "or", "3xx", "responses:", n] => run.bad += n.parse::<u64>().unwrap_or(0),
             ["Socket", "errors:", ..] => {
@@ -334,8 +338,8 @@ pub fn overhead(report: &mut Report, plan: &Plan, variants: &[&Variant], script:
         for v in rotated(variants, round) {
             let r = wrk(plan, v, script, 1, plan.seconds)?;
             println!(
-                "  c1 round {round} {}: {:.0} req/s, p50 {:.1} us, p99 {:.1} us",
-                v.name, r.rps, r.p50_us, r.p99_us
+                "  c1 round {round} {}: {:.0} req/s, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+                v.name, r.rps, r.p50_us, r.p99_us, r.p999_us
             );
             if let Some(i) = variants.iter().position(|x| x.name == v.name) {
                 if let Some(runs) = c1.get_mut(i) {
@@ -385,6 +389,16 @@ pub fn overhead(report: &mut Report, plan: &Plan, variants: &[&Variant], script:
             "us",
             &format!(
                 "p99 added by the {} filter (median of per-round differences)",
+                describe(v)
+            ),
+        );
+        report.add(
+            &suffixed("gateway_c1_p999_added", v),
+            median(&added(|r| r.p999_us)),
+            "us",
+            &format!(
+                "p99.9 added by the {} filter (median of per-round differences; no target: shows where \
+                 the rarer stalls of the worker, e.g. a debit batch, land)",
                 describe(v)
             ),
         );

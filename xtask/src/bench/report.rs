@@ -46,6 +46,8 @@ pub const EXPECTED: &[&str] = &[
     "gateway_c1_p99_filter",
     "gateway_c1_p99_added_noop",
     "gateway_c1_p99_added",
+    "gateway_c1_p999_added_noop",
+    "gateway_c1_p999_added",
     "envoy_cpu_per_request_plain",
     "envoy_cpu_per_request_noop",
     "envoy_cpu_per_request_filter",
