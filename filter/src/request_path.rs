@@ -4,6 +4,7 @@
 //! it. For a figure per request, natively:
 //! `cargo test -p filter --release request_path -- --ignored --nocapture`, or that test binary
 //! under `valgrind --tool=callgrind` for an instruction count that does not depend on the load.
+//! `cargo xtask bench` also runs it compiled to wasm32-wasip1 in V8 (figures `filter_own_work_*`).
 
 use std::time::Instant;
 
@@ -184,7 +185,7 @@ fn request_path() {
     }
     let per_request = started.elapsed() / n;
     eprintln!(
-        "request_path: {} ns per billed request (native), of which {} ns its share of a debit batch",
+        "request_path: {} ns per billed request, of which {} ns its share of a debit batch",
         per_request.as_nanos(),
         BATCH_NS.with(|b| b.get()) / u128::from(n)
     );
