@@ -21,18 +21,56 @@ pub struct PendingDebit {
     pub debit_id: Uuid,
     pub account_id: Uuid,
     pub local_amount: Decimal,
-    json: Vec<u8>,
+    body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    Encoded(Vec<u8>),
+    /// Encoding failed when it was queued (it cannot for these types): kept whole and encoded
+    /// again when a batch starts, so that the debit is never lost.
+    Raw(Box<Debit>),
 }
 
 impl PendingDebit {
-    pub fn new(debit: &Debit, local_amount: Decimal) -> Result<Self, String> {
-        Ok(Self {
+    pub fn new(debit: Debit, local_amount: Decimal) -> Self {
+        let body = match serde_json::to_vec(&debit) {
+            Ok(json) => Body::Encoded(json),
+            Err(e) => {
+                log::error!("debit {} not encoded ({e}); kept to encode again", debit.debit_id);
+                Body::Raw(Box::new(debit.clone()))
+            }
+        };
+        Self {
             debit_id: debit.debit_id,
             account_id: debit.account_id,
             local_amount,
-            json: serde_json::to_vec(debit)
-                .map_err(|e| format!("debit {} not encoded: {e}", debit.debit_id))?,
-        })
+            body,
+        }
+    }
+
+    /// Appends the debit's JSON; false (and nothing appended) when it cannot be encoded.
+    fn write_to(&self, out: &mut Vec<u8>) -> bool {
+        match &self.body {
+            Body::Encoded(json) => {
+                out.extend_from_slice(json);
+                true
+            }
+            Body::Raw(debit) => match serde_json::to_vec(debit) {
+                Ok(json) => {
+                    out.extend_from_slice(&json);
+                    true
+                }
+                Err(_) => false,
+            },
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        match &self.body {
+            Body::Encoded(json) => json.len(),
+            Body::Raw(_) => 0,
+        }
     }
 }
 
@@ -100,9 +138,10 @@ impl DebitBuffer {
         self.queue.push_back(debit);
     }
 
-    /// At least a full batch of `max` debits is queued (a backlog).
-    pub fn full_batch_waiting(&self, max: usize) -> bool {
-        self.queue.len() >= max.max(1)
+    /// A backlog: at least a full batch of `max` debits is queued, or half of the buffer's bound
+    /// `bound` (with a bound under two batches, a full batch could never wait).
+    pub fn full_batch_waiting(&self, max: usize, bound: usize) -> bool {
+        self.queue.len() >= max.min(bound / 2).max(1)
     }
 
     /// True when a batch should go now: something queued, nothing in flight, backoff elapsed.
@@ -119,7 +158,7 @@ impl DebitBuffer {
         }
         let n = max.min(self.queue.len());
         self.sending = self.queue.drain(..n).collect();
-        let size: usize = self.sending.iter().map(|p| p.json.len() + 1).sum();
+        let size: usize = self.sending.iter().map(|p| p.encoded_len() + 1).sum();
         let mut body = Vec::with_capacity(size + 64 + gateway_id.map_or(0, str::len));
         body.extend_from_slice(b"{\"protocol\":");
         body.extend_from_slice(PROTOCOL_VERSION.to_string().as_bytes());
@@ -134,7 +173,11 @@ impl DebitBuffer {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&p.json);
+            if !p.write_to(&mut body) {
+                // Cannot happen for these types; keep the debits rather than lose them.
+                self.requeue_sending();
+                return None;
+            }
         }
         body.extend_from_slice(b"]}");
         Some(body)
@@ -299,7 +342,7 @@ mod tests {
     }
 
     fn pending(n: u128) -> PendingDebit {
-        PendingDebit::new(&debit(n), Decimal::from(n as i64)).unwrap()
+        PendingDebit::new(debit(n), Decimal::from(n as i64))
     }
 
     fn result(n: u128, outcome: DebitOutcome, version: u64) -> DebitResult {
@@ -431,7 +474,7 @@ mod tests {
             debits[1].input_estimated = true;
             debits[2].upstream_request_id = Some("req \"q\"".into());
             for d in &debits {
-                b.push(PendingDebit::new(d, Decimal::ONE).unwrap());
+                b.push(PendingDebit::new(d.clone(), Decimal::ONE));
             }
             let body = b.start_batch(10, gateway).unwrap();
             let expected = serde_json::to_vec(&DebitBatch {
@@ -502,10 +545,15 @@ mod tests {
     fn only_a_full_batch_counts_as_a_backlog() {
         let mut b = DebitBuffer::new(100, 1000);
         (1..=3).for_each(|n| b.push(pending(n)));
-        assert!(b.full_batch_waiting(3) && !b.full_batch_waiting(4));
+        assert!(b.full_batch_waiting(3, 100) && !b.full_batch_waiting(4, 100));
+        assert!(
+            b.full_batch_waiting(1000, 6),
+            "half of a small buffer bound is a backlog"
+        );
+        assert!(!b.full_batch_waiting(1000, 8));
         b.start_batch(2, None).unwrap();
-        assert!(!b.full_batch_waiting(2), "what is in flight is not waiting");
-        assert!(b.full_batch_waiting(1));
-        assert!(b.full_batch_waiting(0), "a limit of 0 means 1");
+        assert!(!b.full_batch_waiting(2, 100), "what is in flight is not waiting");
+        assert!(b.full_batch_waiting(1, 100));
+        assert!(b.full_batch_waiting(0, 0), "a limit of 0 means 1");
     }
 }

@@ -282,7 +282,11 @@ impl BillingRoot {
         // partial batch waits for the next tick. Each batch costs this worker a moment (the body,
         // the answer) during which its requests wait: a few times per second that touches well
         // under 1% of requests, after every answer (tens of times per second) it touched more.
-        let next_now = self.draining || worker.debits.full_batch_waiting(shared.settings.debit_batch_max);
+        let s = &shared.settings;
+        let next_now = self.draining
+            || worker
+                .debits
+                .full_batch_waiting(s.debit_batch_max, s.debit_buffer_max);
         drop(worker);
         if next_now {
             self.flush(shared, now);

@@ -156,11 +156,7 @@ impl Worker {
             Err(_) => (Decimal::ZERO, false),
         };
         let spend_error = add_spend(store, &debit.account_id, local_amount, self.settings.cas_retries).err();
-        match PendingDebit::new(&debit, local_amount) {
-            Ok(pending) => self.debits.push(pending),
-            // Cannot happen for these types; the debit goes to the log whole rather than vanish.
-            Err(e) => log::error!("{e}; debit not buffered: {debit:?}"),
-        }
+        self.debits.push(PendingDebit::new(debit, local_amount));
         Recorded {
             local_amount,
             served_model_unpriced,

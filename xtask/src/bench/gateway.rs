@@ -123,7 +123,11 @@ fn wrk_duration_us(v: &str) -> Option<f64> {
 
 /// Parses wrk's `--latency` output.
 pub fn parse_wrk(text: &str) -> Result<WrkRun> {
-    let mut run = WrkRun::default();
+    let mut run = WrkRun {
+        // Missing unless the script's hook printed it: the report then names the figure missing.
+        p999_us: f64::NAN,
+        ..WrkRun::default()
+    };
     for line in text.lines() {
         let t = line.trim();
         let words: Vec<&str> = t.split_whitespace().collect();

@@ -111,7 +111,7 @@ pub fn run(args: &[String]) -> Result {
         return ingest::run(args);
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let plan = Plan::new(quick);
+    let mut plan = Plan::new(quick);
     let started = Instant::now();
     let mut report = Report::default();
     report.note(
@@ -283,33 +283,41 @@ pub fn run(args: &[String]) -> Result {
     };
     let (account_id, key) = step("bench account with credits and a key", || bench_account(&c))?;
     let script = gateway::wrk_script(&work_dir, &key)?;
-    let placed = match &plan.cpus {
-        Some(split) => {
-            let ledger = stack
-                .proc_mut("control-plane")
-                .map(|p| p.pid())
-                .into_iter()
-                .collect();
-            let gateway = [
-                plain.pid,
-                noop.pid,
-                filter.pid,
-                upstream.pid(),
-                plain_upstream.pid(),
-            ];
-            let placed = step("place the ledger and the gateway side on their own CPUs", || {
-                split.apply(ledger, &gateway)
-            })?;
-            report.note(
-                "cpus while the gateway is measured",
-                format!(
-                    "gateway side (Envoys, upstreams, wrk, stream client) on CPU {}, ledger (control plane, \
-                     PostgreSQL) on CPU {}",
-                    split.gateway, split.ledger
-                ),
-            );
-            Some(placed)
-        }
+    let ledger: Vec<u32> = stack
+        .proc_mut("control-plane")
+        .map(|p| p.pid())
+        .into_iter()
+        .collect();
+    let gateway = [
+        plain.pid,
+        noop.pid,
+        filter.pid,
+        upstream.pid(),
+        plain_upstream.pid(),
+    ];
+    let placed = match plan.cpus.clone() {
+        Some(split) => match step("place the ledger and the gateway side on their own CPUs", || {
+            split.apply(&ledger, &gateway)
+        }) {
+            Ok(placed) => {
+                report.note(
+                    "cpus while the gateway is measured",
+                    format!(
+                        "gateway side (Envoys, upstreams, wrk, stream client) on CPU {}, ledger (control \
+                         plane, PostgreSQL) on CPU {}",
+                        split.gateway, split.ledger
+                    ),
+                );
+                Some(placed)
+            }
+            Err(e) => {
+                // Measured anyway, unplaced, and the report says so.
+                println!("warning: processes not placed ({e}); the gateway is measured unplaced");
+                report.note("cpus while the gateway is measured", format!("not placed: {e}"));
+                plan.cpus = None;
+                None
+            }
+        },
         None => None,
     };
 

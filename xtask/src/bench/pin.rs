@@ -8,6 +8,7 @@
 //! scheduler's delays when it wakes up, which the runs without a filter never see. Pinned, every
 //! variant gets the same CPU for its gateway side and the ledger works beside it.
 
+use std::collections::HashMap;
 use std::process::Command;
 
 use crate::shell::Result;
@@ -17,25 +18,44 @@ use crate::shell::Result;
 pub struct Split {
     pub gateway: String,
     pub ledger: String,
-    /// Every CPU, to give processes back when the gateway part is over.
-    all: String,
+}
+
+/// The CPUs a process may run on (`Cpus_allowed_list` of /proc/<pid>/status, e.g. "0-3,6").
+fn allowed_list(pid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|l| l.trim().to_owned())
+}
+
+/// The CPU ids of a list such as "0-3,6".
+fn cpu_ids(list: &str) -> Vec<u32> {
+    list.split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.trim().parse::<u32>().ok()?..=b.trim().parse::<u32>().ok()?).collect()),
+            None => part.trim().parse::<u32>().ok().map(|c| vec![c]),
+        })
+        .flatten()
+        .collect()
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 impl Split {
-    /// The last CPU for the ledger, the others for the gateway; `None` on a single CPU.
+    /// Of the CPUs this process may use, the last for the ledger and the others for the gateway;
+    /// `None` with a single one.
     pub fn new() -> Option<Split> {
-        let n = std::thread::available_parallelism().ok()?.get();
-        if n < 2 {
+        let ids = cpu_ids(&allowed_list("self")?);
+        let (ledger, gateway) = ids.split_last()?;
+        if gateway.is_empty() {
             return None;
         }
         Some(Split {
-            gateway: if n == 2 {
-                "0".to_owned()
-            } else {
-                format!("0-{}", n - 2)
-            },
-            ledger: (n - 1).to_string(),
-            all: format!("0-{}", n - 1),
+            gateway: join(gateway),
+            ledger: ledger.to_string(),
         })
     }
 
@@ -48,41 +68,67 @@ impl Split {
 
     /// Moves the running ledger processes (the control plane, every PostgreSQL process; backends
     /// forked later inherit the postmaster's CPUs) and the gateway side's processes, until the
-    /// returned guard is dropped.
-    pub fn apply(&self, ledger: Vec<u32>, gateway: &[u32]) -> Result<Placed> {
+    /// returned guard is dropped. Each process's CPUs are read first and given back by the guard.
+    pub fn apply(&self, ledger: &[u32], gateway: &[u32]) -> Result<Placed> {
         // The guard first: whatever was moved is given back even if a later move fails.
-        let placed = Placed {
-            all: self.all.clone(),
-            ledger,
+        let mut placed = Placed {
+            saved: HashMap::new(),
+            postgres_default: None,
         };
-        for pid in &placed.ledger {
-            move_process(*pid, &self.ledger)?;
+        let postgres = postgres_pids();
+        if postgres.is_empty() {
+            return Err("no PostgreSQL process on this machine to place".into());
         }
-        move_postgres(&self.ledger)?;
-        for pid in gateway {
-            move_process(*pid, &self.gateway)?;
+        // Backends forked while placed inherit the placement; they get the postmaster's CPUs back.
+        placed.postgres_default = postgres
+            .iter()
+            .filter_map(|pid| allowed_list(&pid.to_string()))
+            .max_by_key(|l| cpu_ids(l).len());
+        let moves = ledger
+            .iter()
+            .chain(&postgres)
+            .map(|p| (*p, &self.ledger))
+            .chain(gateway.iter().map(|p| (*p, &self.gateway)));
+        for (pid, cpus) in moves {
+            let Some(before) = allowed_list(&pid.to_string()) else {
+                continue; // ended meanwhile (a backend)
+            };
+            placed.saved.insert(pid, before);
+            if let Err(e) = move_process(pid, cpus) {
+                if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(e);
+                }
+            }
         }
         Ok(placed)
     }
 }
 
-/// While it lives, the ledger's processes stay on the ledger's CPU; dropped, they get every CPU
-/// back (PostgreSQL is the machine's server, not the bench's). The gateway side's processes end
-/// with the gateway part.
+/// While it lives, the processes moved stay where they were placed; dropped (at the end of the
+/// gateway part, or on an error), each gets back the CPUs it had, and PostgreSQL backends started
+/// meanwhile get their server's. An interrupted bench (Ctrl-C) leaves them placed until the next
+/// run of the bench or `taskset`.
 pub struct Placed {
-    all: String,
-    ledger: Vec<u32>,
+    saved: HashMap<u32, String>,
+    postgres_default: Option<String>,
 }
 
 impl Drop for Placed {
     fn drop(&mut self) {
-        for pid in &self.ledger {
-            if let Err(e) = move_process(*pid, &self.all) {
-                eprintln!("warning: {e}");
+        let mut pids: Vec<u32> = self.saved.keys().copied().collect();
+        pids.extend(
+            postgres_pids()
+                .into_iter()
+                .filter(|p| !self.saved.contains_key(p)),
+        );
+        for pid in pids {
+            let cpus = self.saved.get(&pid).or(self.postgres_default.as_ref());
+            let Some(cpus) = cpus else { continue };
+            if let Err(e) = move_process(pid, cpus) {
+                if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    eprintln!("warning: {e}");
+                }
             }
-        }
-        if let Err(e) = move_postgres(&self.all) {
-            eprintln!("warning: {e}");
         }
     }
 }
@@ -103,22 +149,6 @@ fn move_process(pid: u32, cpus: &str) -> Result {
     }
 }
 
-/// Every PostgreSQL process onto `cpus`; one that ended meanwhile (a backend) is no error.
-fn move_postgres(cpus: &str) -> Result {
-    let pids = postgres_pids();
-    if pids.is_empty() {
-        return Err("no PostgreSQL process found to place".into());
-    }
-    for pid in pids {
-        if let Err(e) = move_process(pid, cpus) {
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Every process named `postgres` (the server, its helpers and backends).
 pub fn postgres_pids() -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -130,4 +160,17 @@ pub fn postgres_pids() -> Vec<u32> {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains("(postgres)"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_read_as_ids() {
+        assert_eq!(cpu_ids("0-1"), vec![0, 1]);
+        assert_eq!(cpu_ids("0-3,6"), vec![0, 1, 2, 3, 6]);
+        assert_eq!(cpu_ids("5"), vec![5]);
+        assert_eq!(join(&[0, 2, 3]), "0,2,3");
+    }
 }
