@@ -8,7 +8,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use metering::wire::{Debit, DebitAck, DebitOutcome, DebitResult, PROTOCOL_VERSION};
+use chrono::{DateTime, Utc};
+use metering::wire::{Debit, DebitAck, DebitOutcome, DebitResult, Route, PROTOCOL_VERSION};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -32,9 +33,108 @@ enum Body {
     Raw(Box<Debit>),
 }
 
+/// A debit as the filter sends it: the fields of [`Debit`] in its order, leaving out every field
+/// the control plane reads as its default when absent (zero token counts, false flags, absent
+/// options, the default route). About a third fewer bytes per debit for Envoy and the control
+/// plane to move and parse; the control plane reads the same `Debit` (and fingerprints that, not
+/// the bytes), so idempotency does not depend on which encoding a gateway sends.
+#[derive(serde::Serialize)]
+struct Compact<'a> {
+    debit_id: Uuid,
+    key_hash: &'a str,
+    account_id: Uuid,
+    #[serde(skip_serializing_if = "is_default_route")]
+    route: Route,
+    model_requested: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_served: Option<&'a str>,
+    usage: CompactUsage<'a>,
+    #[serde(skip_serializing_if = "is_false")]
+    partial: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    output_estimated: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    input_estimated: bool,
+    admitted_at: &'a DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<&'a DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_status: Option<u16>,
+}
+
+#[derive(serde::Serialize)]
+struct CompactUsage<'a> {
+    #[serde(skip_serializing_if = "is_zero")]
+    input_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    output_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    thinking_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_write_5m_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_write_1h_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_read_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    web_search_requests: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    web_fetch_requests: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<&'a str>,
+}
+
+fn is_default_route(r: &Route) -> bool {
+    *r == Route::default()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The debit's JSON as a batch carries it.
+fn encode(d: &Debit) -> serde_json::Result<Vec<u8>> {
+    let u = &d.usage;
+    serde_json::to_vec(&Compact {
+        debit_id: d.debit_id,
+        key_hash: &d.key_hash,
+        account_id: d.account_id,
+        route: d.route,
+        model_requested: &d.model_requested,
+        model_served: d.model_served.as_deref(),
+        usage: CompactUsage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            thinking_tokens: u.thinking_tokens,
+            cache_write_5m_tokens: u.cache_write_5m_tokens,
+            cache_write_1h_tokens: u.cache_write_1h_tokens,
+            cache_read_tokens: u.cache_read_tokens,
+            web_search_requests: u.web_search_requests,
+            web_fetch_requests: u.web_fetch_requests,
+            service_tier: u.service_tier.as_deref(),
+        },
+        partial: d.partial,
+        output_estimated: d.output_estimated,
+        input_estimated: d.input_estimated,
+        admitted_at: &d.admitted_at,
+        finished_at: d.finished_at.as_ref(),
+        upstream_request_id: d.upstream_request_id.as_deref(),
+        upstream_message_id: d.upstream_message_id.as_deref(),
+        upstream_status: d.upstream_status,
+    })
+}
+
 impl PendingDebit {
     pub fn new(debit: Debit, local_amount: Decimal) -> Self {
-        let body = match serde_json::to_vec(&debit) {
+        let body = match encode(&debit) {
             Ok(json) => Body::Encoded(json),
             Err(e) => {
                 log::error!("debit {} not encoded ({e}); kept to encode again", debit.debit_id);
@@ -56,7 +156,7 @@ impl PendingDebit {
                 out.extend_from_slice(json);
                 true
             }
-            Body::Raw(debit) => match serde_json::to_vec(debit) {
+            Body::Raw(debit) => match encode(debit) {
                 Ok(json) => {
                     out.extend_from_slice(&json);
                     true
@@ -150,8 +250,8 @@ impl DebitBuffer {
         !self.queue.is_empty() && self.sending.is_empty() && (draining || now_ms >= self.next_attempt_ms)
     }
 
-    /// Moves up to `max` debits in flight and returns the request body: the same bytes as
-    /// `serde_json::to_vec(&DebitBatch { .. })` of those debits, from their stored encodings.
+    /// Moves up to `max` debits in flight and returns the request body: a `DebitBatch` of those
+    /// debits, from their stored encodings.
     pub fn start_batch(&mut self, max: usize, gateway_id: Option<&str>) -> Option<Vec<u8>> {
         if self.is_sending() || self.queue.is_empty() {
             return None;
@@ -317,8 +417,8 @@ pub fn decode_ack(body: &[u8]) -> Result<DebitAck, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
-    use metering::wire::{DebitBatch, Route};
+    use chrono::TimeZone;
+    use metering::wire::DebitBatch;
     use metering::Usage;
 
     fn debit(n: u128) -> Debit {
@@ -465,27 +565,82 @@ mod tests {
         assert!(matches!(settlements[0], Settlement::Acked { version: 40, .. }));
     }
 
+    /// Debits with every field at its default and at other values, one field at a time.
+    fn varied_debits() -> Vec<Debit> {
+        let mut all = vec![debit(1)];
+        let base = debit(2);
+        let with = |f: &dyn Fn(&mut Debit)| {
+            let mut d = base.clone();
+            f(&mut d);
+            d
+        };
+        all.push(with(&|d| d.route = Route::OpenaiChatCompletions));
+        all.push(with(&|d| d.model_served = Some("claude-x-2025 \"é\" \\".into())));
+        all.push(with(&|d| d.model_requested = "m \u{1} \n".into()));
+        all.push(with(&|d| d.partial = true));
+        all.push(with(&|d| d.output_estimated = true));
+        all.push(with(&|d| d.input_estimated = true));
+        all.push(with(&|d| {
+            d.finished_at = Some(Utc.timestamp_opt(1_800_000_000, 123_456_789).unwrap())
+        }));
+        all.push(with(&|d| d.upstream_request_id = Some("req_1".into())));
+        all.push(with(&|d| d.upstream_message_id = Some("msg_1".into())));
+        all.push(with(&|d| d.upstream_status = None));
+        all.push(with(&|d| d.usage.service_tier = Some("priority".into())));
+        all.push(with(&|d| {
+            d.usage = Usage {
+                input_tokens: 1,
+                output_tokens: 2,
+                thinking_tokens: 3,
+                cache_write_5m_tokens: 4,
+                cache_write_1h_tokens: 5,
+                cache_read_tokens: 6,
+                web_search_requests: 7,
+                web_fetch_requests: u64::MAX,
+                service_tier: None,
+            }
+        }));
+        all
+    }
+
     #[test]
-    fn batch_body_is_the_batch_as_serde_encodes_it() {
+    fn the_compact_encoding_reads_back_as_the_same_debit() {
+        for d in varied_debits() {
+            let compact = encode(&d).unwrap();
+            let full = serde_json::to_vec(&d).unwrap();
+            let back: Debit = serde_json::from_slice(&compact).unwrap();
+            assert_eq!(back, d, "{}", String::from_utf8_lossy(&compact));
+            assert!(compact.len() <= full.len());
+            // What the control plane fingerprints (the debit re-encoded) is the same either way.
+            assert_eq!(serde_json::to_vec(&back).unwrap(), full);
+        }
+        let typical = debit(3);
+        let (compact, full) = (encode(&typical).unwrap(), serde_json::to_vec(&typical).unwrap());
+        assert!(
+            compact.len() * 4 < full.len() * 3,
+            "{} vs {}",
+            compact.len(),
+            full.len()
+        );
+    }
+
+    #[test]
+    fn batch_body_reads_as_the_batch_of_its_debits() {
         for gateway in [None, Some("gw \"one\" \\ é \u{1}")] {
             let mut b = DebitBuffer::new(100, 1000);
-            let mut debits: Vec<Debit> = (1..=3).map(debit).collect();
-            debits[1].model_served = Some("claude-x-2025".into());
-            debits[1].input_estimated = true;
-            debits[2].upstream_request_id = Some("req \"q\"".into());
+            let debits = varied_debits();
             for d in &debits {
                 b.push(PendingDebit::new(d.clone(), Decimal::ONE));
             }
-            let body = b.start_batch(10, gateway).unwrap();
-            let expected = serde_json::to_vec(&DebitBatch {
-                protocol: PROTOCOL_VERSION,
-                gateway_id: gateway.map(str::to_owned),
-                debits,
-            })
-            .unwrap();
+            let body = b.start_batch(100, gateway).unwrap();
+            let sent: DebitBatch = serde_json::from_slice(&body).unwrap();
             assert_eq!(
-                String::from_utf8(body).unwrap(),
-                String::from_utf8(expected).unwrap()
+                sent,
+                DebitBatch {
+                    protocol: PROTOCOL_VERSION,
+                    gateway_id: gateway.map(str::to_owned),
+                    debits,
+                }
             );
         }
     }
