@@ -41,7 +41,6 @@ fn bearer_token(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The caller's key, checked for format and checksum: a made-up key costs no network call.
 /// The key when it has a key's format; its checksum is checked by [`well_formed_key`] only when
 /// the key is not known already (a known key's hash proves it was issued, and skips a SHA-256).
 pub fn key_shaped(key: &str) -> Result<&str, Refusal> {
@@ -52,6 +51,7 @@ pub fn key_shaped(key: &str) -> Result<&str, Refusal> {
     }
 }
 
+/// The caller's key, checked for format and checksum: a made-up key costs no network call.
 pub fn well_formed_key(key: &str) -> Result<&str, Refusal> {
     if apikey::is_well_formed(key) {
         Ok(key)

@@ -35,8 +35,8 @@ enum Body {
 
 /// A debit as the filter sends it: the fields of [`Debit`] in its order, leaving out every field
 /// the control plane reads as its default when absent (zero token counts, false flags, absent
-/// options, the default route). About a third fewer bytes per debit for Envoy and the control
-/// plane to move and parse; the control plane reads the same `Debit` (and fingerprints that, not
+/// options, the default route): at least a quarter fewer bytes for a typical debit (tested), for
+/// Envoy and the control plane to move and parse; the control plane reads the same `Debit` (and fingerprints that, not
 /// the bytes), so idempotency does not depend on which encoding a gateway sends.
 #[derive(serde::Serialize)]
 struct Compact<'a> {
@@ -134,16 +134,17 @@ fn encode(d: &Debit) -> serde_json::Result<Vec<u8>> {
 
 impl PendingDebit {
     pub fn new(debit: Debit, local_amount: Decimal) -> Self {
+        let (debit_id, account_id) = (debit.debit_id, debit.account_id);
         let body = match encode(&debit) {
             Ok(json) => Body::Encoded(json),
             Err(e) => {
-                log::error!("debit {} not encoded ({e}); kept to encode again", debit.debit_id);
-                Body::Raw(Box::new(debit.clone()))
+                log::error!("debit {debit_id} not encoded ({e}); kept to encode again");
+                Body::Raw(Box::new(debit))
             }
         };
         Self {
-            debit_id: debit.debit_id,
-            account_id: debit.account_id,
+            debit_id,
+            account_id,
             local_amount,
             body,
         }
@@ -151,19 +152,19 @@ impl PendingDebit {
 
     /// Appends the debit's JSON; false (and nothing appended) when it cannot be encoded.
     fn write_to(&self, out: &mut Vec<u8>) -> bool {
-        match &self.body {
-            Body::Encoded(json) => {
-                out.extend_from_slice(json);
-                true
-            }
+        let fresh;
+        let json = match &self.body {
+            Body::Encoded(json) => json,
             Body::Raw(debit) => match encode(debit) {
                 Ok(json) => {
-                    out.extend_from_slice(&json);
-                    true
+                    fresh = json;
+                    &fresh
                 }
-                Err(_) => false,
+                Err(_) => return false,
             },
-        }
+        };
+        out.extend_from_slice(json);
+        true
     }
 
     fn encoded_len(&self) -> usize {
@@ -616,6 +617,23 @@ mod tests {
         }
         let typical = debit(3);
         let (compact, full) = (encode(&typical).unwrap(), serde_json::to_vec(&typical).unwrap());
+        assert!(
+            compact.len() * 4 < full.len() * 3,
+            "{} vs {}",
+            compact.len(),
+            full.len()
+        );
+        // A served request as the gateway records one: two token counts, ids, both timestamps.
+        let mut served = debit(4);
+        served.key_hash = "a".repeat(64);
+        served.model_requested = "claude-sonnet-4-5".into();
+        served.model_served = Some("claude-sonnet-4-5-20250929".into());
+        served.usage.input_tokens = 1_234;
+        served.usage.output_tokens = 567;
+        served.finished_at = Some(Utc.timestamp_opt(1_800_000_000, 123_456_789).unwrap());
+        served.upstream_request_id = Some("req_011CVabcdefghijklmnop".into());
+        served.upstream_message_id = Some("msg_011CVabcdefghijklmnop".into());
+        let (compact, full) = (encode(&served).unwrap(), serde_json::to_vec(&served).unwrap());
         assert!(
             compact.len() * 4 < full.len() * 3,
             "{} vs {}",

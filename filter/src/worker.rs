@@ -3,7 +3,6 @@
 //! The root context owns it; HTTP contexts reach it through an `Rc<RefCell<_>>` and never keep a
 //! borrow across callbacks.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use metering::wire::Debit;
@@ -168,11 +167,9 @@ impl Worker {
     /// per account of the batch (its settlements in order), not one per debit, so that a batch
     /// costs shared-data calls per account served rather than per request.
     pub fn settle<S: SharedStore + ?Sized>(&self, store: &S, settlements: &[Settlement]) -> Vec<UpdateError> {
-        let attempts = self.settings.cas_retries;
-        let mut accounts: Vec<Uuid> = Vec::new();
-        let mut outcomes: HashMap<Uuid, Vec<SpendOutcome>> = HashMap::new();
-        for s in settlements {
-            let (account, outcome) = match s {
+        let mut by_account: Vec<(Uuid, SpendOutcome)> = settlements
+            .iter()
+            .map(|s| match s {
                 Settlement::Acked {
                     account,
                     amount,
@@ -187,20 +184,16 @@ impl Worker {
                 Settlement::Dropped { account, amount, .. } => {
                     (*account, SpendOutcome::Forgotten { amount: *amount })
                 }
-            };
-            outcomes
-                .entry(account)
-                .or_insert_with(|| {
-                    accounts.push(account);
-                    Vec::new()
-                })
-                .push(outcome);
-        }
-        accounts
-            .iter()
-            .filter_map(|account| {
-                let list = outcomes.get(account)?;
-                settle_spends(store, account, list, attempts).err()
+            })
+            .collect();
+        // Stable: each account's settlements stay in the order they came.
+        by_account.sort_by_key(|(account, _)| *account);
+        by_account
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter_map(|group| {
+                let account = group.first()?.0;
+                let outcomes: Vec<SpendOutcome> = group.iter().map(|(_, o)| *o).collect();
+                settle_spends(store, &account, &outcomes, self.settings.cas_retries).err()
             })
             .collect()
     }
