@@ -8,169 +8,31 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use chrono::{DateTime, Utc};
-use metering::wire::{Debit, DebitAck, DebitOutcome, DebitResult, Route, PROTOCOL_VERSION};
+use metering::wire::{Debit, DebitAck, DebitOutcome, DebitResult, PROTOCOL_VERSION};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::debit_json;
+
 /// A finalised debit waiting for the control plane: its ids, the amount it added to the account's
-/// local spend (priced locally), and the debit as the batch sends it, encoded once when the request
-/// finished, so that starting a batch copies bytes instead of encoding a thousand debits at once
-/// (which stalled every request of the worker behind it).
+/// local spend (priced locally), and the debit as the batch sends it ([`debit_json::encode`]),
+/// encoded once when the request finished, so that starting a batch copies bytes instead of
+/// encoding a thousand debits at once (which stalled every request of the worker behind it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingDebit {
     pub debit_id: Uuid,
     pub account_id: Uuid,
     pub local_amount: Decimal,
-    body: Body,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Body {
-    Encoded(Vec<u8>),
-    /// Encoding failed when it was queued (it cannot for these types): kept whole and encoded
-    /// again when a batch starts, so that the debit is never lost.
-    Raw(Box<Debit>),
-}
-
-/// A debit as the filter sends it: the fields of [`Debit`] in its order, leaving out every field
-/// the control plane reads as its default when absent (zero token counts, false flags, absent
-/// options, the default route): at least a quarter fewer bytes for a typical debit (tested), for
-/// Envoy and the control plane to move and parse; the control plane reads the same `Debit` (and fingerprints that, not
-/// the bytes), so idempotency does not depend on which encoding a gateway sends.
-#[derive(serde::Serialize)]
-struct Compact<'a> {
-    debit_id: Uuid,
-    key_hash: &'a str,
-    account_id: Uuid,
-    #[serde(skip_serializing_if = "is_default_route")]
-    route: Route,
-    model_requested: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model_served: Option<&'a str>,
-    usage: CompactUsage<'a>,
-    #[serde(skip_serializing_if = "is_false")]
-    partial: bool,
-    #[serde(skip_serializing_if = "is_false")]
-    output_estimated: bool,
-    #[serde(skip_serializing_if = "is_false")]
-    input_estimated: bool,
-    admitted_at: &'a DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<&'a DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_request_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_message_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_status: Option<u16>,
-}
-
-#[derive(serde::Serialize)]
-struct CompactUsage<'a> {
-    #[serde(skip_serializing_if = "is_zero")]
-    input_tokens: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    output_tokens: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    thinking_tokens: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    cache_write_5m_tokens: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    cache_write_1h_tokens: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    cache_read_tokens: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    web_search_requests: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    web_fetch_requests: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_tier: Option<&'a str>,
-}
-
-fn is_default_route(r: &Route) -> bool {
-    *r == Route::default()
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// The debit's JSON as a batch carries it.
-fn encode(d: &Debit) -> serde_json::Result<Vec<u8>> {
-    let u = &d.usage;
-    serde_json::to_vec(&Compact {
-        debit_id: d.debit_id,
-        key_hash: &d.key_hash,
-        account_id: d.account_id,
-        route: d.route,
-        model_requested: &d.model_requested,
-        model_served: d.model_served.as_deref(),
-        usage: CompactUsage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-            thinking_tokens: u.thinking_tokens,
-            cache_write_5m_tokens: u.cache_write_5m_tokens,
-            cache_write_1h_tokens: u.cache_write_1h_tokens,
-            cache_read_tokens: u.cache_read_tokens,
-            web_search_requests: u.web_search_requests,
-            web_fetch_requests: u.web_fetch_requests,
-            service_tier: u.service_tier.as_deref(),
-        },
-        partial: d.partial,
-        output_estimated: d.output_estimated,
-        input_estimated: d.input_estimated,
-        admitted_at: &d.admitted_at,
-        finished_at: d.finished_at.as_ref(),
-        upstream_request_id: d.upstream_request_id.as_deref(),
-        upstream_message_id: d.upstream_message_id.as_deref(),
-        upstream_status: d.upstream_status,
-    })
+    json: Vec<u8>,
 }
 
 impl PendingDebit {
-    pub fn new(debit: Debit, local_amount: Decimal) -> Self {
-        let (debit_id, account_id) = (debit.debit_id, debit.account_id);
-        let body = match encode(&debit) {
-            Ok(json) => Body::Encoded(json),
-            Err(e) => {
-                log::error!("debit {debit_id} not encoded ({e}); kept to encode again");
-                Body::Raw(Box::new(debit))
-            }
-        };
+    pub fn new(debit: &Debit, local_amount: Decimal) -> Self {
         Self {
-            debit_id,
-            account_id,
+            debit_id: debit.debit_id,
+            account_id: debit.account_id,
             local_amount,
-            body,
-        }
-    }
-
-    /// Appends the debit's JSON; false (and nothing appended) when it cannot be encoded.
-    fn write_to(&self, out: &mut Vec<u8>) -> bool {
-        let fresh;
-        let json = match &self.body {
-            Body::Encoded(json) => json,
-            Body::Raw(debit) => match encode(debit) {
-                Ok(json) => {
-                    fresh = json;
-                    &fresh
-                }
-                Err(_) => return false,
-            },
-        };
-        out.extend_from_slice(json);
-        true
-    }
-
-    fn encoded_len(&self) -> usize {
-        match &self.body {
-            Body::Encoded(json) => json.len(),
-            Body::Raw(_) => 0,
+            json: debit_json::encode(debit),
         }
     }
 }
@@ -252,33 +114,28 @@ impl DebitBuffer {
     }
 
     /// Moves up to `max` debits in flight and returns the request body: a `DebitBatch` of those
-    /// debits, from their stored encodings.
+    /// debits, from their stored encodings, asking for the compact answer.
     pub fn start_batch(&mut self, max: usize, gateway_id: Option<&str>) -> Option<Vec<u8>> {
         if self.is_sending() || self.queue.is_empty() {
             return None;
         }
         let n = max.min(self.queue.len());
         self.sending = self.queue.drain(..n).collect();
-        let size: usize = self.sending.iter().map(|p| p.encoded_len() + 1).sum();
+        let size: usize = self.sending.iter().map(|p| p.json.len() + 1).sum();
         let mut body = Vec::with_capacity(size + 64 + gateway_id.map_or(0, str::len));
         body.extend_from_slice(b"{\"protocol\":");
-        body.extend_from_slice(PROTOCOL_VERSION.to_string().as_bytes());
+        debit_json::number(&mut body, u64::from(PROTOCOL_VERSION));
         body.extend_from_slice(b",\"gateway_id\":");
-        if serde_json::to_writer(&mut body, &gateway_id).is_err() {
-            // Cannot happen for a string; keep the debits rather than lose them.
-            self.requeue_sending();
-            return None;
+        match gateway_id {
+            Some(id) => debit_json::string(&mut body, id),
+            None => body.extend_from_slice(b"null"),
         }
-        body.extend_from_slice(b",\"debits\":[");
+        body.extend_from_slice(b",\"compact_ack\":true,\"debits\":[");
         for (i, p) in self.sending.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            if !p.write_to(&mut body) {
-                // Cannot happen for these types; keep the debits rather than lose them.
-                self.requeue_sending();
-                return None;
-            }
+            body.extend_from_slice(&p.json);
         }
         body.extend_from_slice(b"]}");
         Some(body)
@@ -299,17 +156,26 @@ impl DebitBuffer {
         n
     }
 
-    /// Applies an acknowledgement to the batch in flight.
+    /// Whether `ack` answers the batch in flight: a full answer always does (a debit it leaves out
+    /// is sent again); a compact one only when it covers exactly the debits sent, since it
+    /// vouches for every debit it does not list.
+    pub fn covers(&self, ack: &DebitAck) -> bool {
+        ack.applied_at_version.is_none() || ack.batch_len == u64::try_from(self.sending.len()).ok()
+    }
+
+    /// Applies an acknowledgement to the batch in flight (one that [`Self::covers`] it).
     pub fn batch_acked(&mut self, ack: &DebitAck, now_ms: u64) -> (Vec<Settlement>, AckCounts) {
         let sending = std::mem::take(&mut self.sending);
         let mut settlements = Vec::with_capacity(sending.len());
         let mut counts = AckCounts::default();
         let mut missing = Vec::new();
-        // The control plane answers each debit in the order sent: then result i is debit i's (and
+        // A full answer has each debit's result in the order sent: then result i is debit i's (and
         // the only one for its id, since the filter's ids are unique). Any other answer is matched
         // through an index built once, O(n) rather than O(n x answers); the first result for an id
-        // wins, as a scan would have it.
-        let aligned = ack.results.len() == sending.len()
+        // wins, as a scan would have it. A compact answer lists only what the batch did not apply.
+        let applied_at = ack.applied_at_version;
+        let aligned = applied_at.is_none()
+            && ack.results.len() == sending.len()
             && ack
                 .results
                 .iter()
@@ -330,25 +196,27 @@ impl DebitBuffer {
             } else {
                 by_id.get(&pending.debit_id).copied()
             };
-            match result {
-                Some(r) if matches!(r.outcome, DebitOutcome::Applied | DebitOutcome::Duplicate) => {
+            let answer = match (result, applied_at) {
+                (Some(r), _) => Some((r.outcome, r.version, r.error.as_deref())),
+                (None, Some(version)) => Some((DebitOutcome::Applied, version, None)),
+                (None, None) => None,
+            };
+            match answer {
+                Some((DebitOutcome::Applied | DebitOutcome::Duplicate, version, _)) => {
                     counts.acked += 1;
                     settlements.push(Settlement::Acked {
                         account: pending.account_id,
                         amount: pending.local_amount,
-                        version: r.version,
+                        version,
                     });
                 }
-                Some(r) => {
+                Some((outcome, _, error)) => {
                     counts.dropped += 1;
                     settlements.push(Settlement::Dropped {
                         account: pending.account_id,
                         amount: pending.local_amount,
                         debit_id: pending.debit_id,
-                        reason: r
-                            .error
-                            .clone()
-                            .unwrap_or_else(|| format!("{:?}", r.outcome).to_lowercase()),
+                        reason: error.map_or_else(|| format!("{outcome:?}").to_lowercase(), str::to_owned),
                     });
                 }
                 None => {
@@ -388,6 +256,10 @@ struct AckBody {
     #[serde(default = "protocol_version")]
     protocol: u32,
     results: Vec<AckResult>,
+    #[serde(default)]
+    applied_at_version: Option<u64>,
+    #[serde(default)]
+    batch_len: Option<u64>,
 }
 
 fn protocol_version() -> u32 {
@@ -401,6 +273,8 @@ pub fn decode_ack(body: &[u8]) -> Result<DebitAck, String> {
         serde_json::from_slice(body).map_err(|e| format!("unreadable debit acknowledgement: {e}"))?;
     Ok(DebitAck {
         protocol: ack.protocol,
+        applied_at_version: ack.applied_at_version,
+        batch_len: ack.batch_len,
         results: ack
             .results
             .into_iter()
@@ -418,8 +292,8 @@ pub fn decode_ack(body: &[u8]) -> Result<DebitAck, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-    use metering::wire::DebitBatch;
+    use chrono::{TimeZone, Utc};
+    use metering::wire::{DebitBatch, Route};
     use metering::Usage;
 
     fn debit(n: u128) -> Debit {
@@ -443,7 +317,7 @@ mod tests {
     }
 
     fn pending(n: u128) -> PendingDebit {
-        PendingDebit::new(debit(n), Decimal::from(n as i64))
+        PendingDebit::new(&debit(n), Decimal::from(n as i64))
     }
 
     fn result(n: u128, outcome: DebitOutcome, version: u64) -> DebitResult {
@@ -496,6 +370,8 @@ mod tests {
         b.start_batch(4, None).unwrap();
         let ack = DebitAck {
             protocol: 1,
+            applied_at_version: None,
+            batch_len: None,
             results: vec![
                 result(1, DebitOutcome::Applied, 40),
                 result(2, DebitOutcome::Duplicate, 41),
@@ -533,6 +409,8 @@ mod tests {
         b.start_batch(n as usize, None).unwrap();
         let ack = DebitAck {
             protocol: 1,
+            applied_at_version: None,
+            batch_len: None,
             results: (1..=n)
                 .rev()
                 .map(|i| result(i, DebitOutcome::Applied, 7))
@@ -556,6 +434,8 @@ mod tests {
         b.start_batch(1, None).unwrap();
         let ack = DebitAck {
             protocol: 1,
+            applied_at_version: None,
+            batch_len: None,
             results: vec![
                 result(1, DebitOutcome::Applied, 40),
                 result(1, DebitOutcome::Rejected, 0),
@@ -607,7 +487,7 @@ mod tests {
     #[test]
     fn the_compact_encoding_reads_back_as_the_same_debit() {
         for d in varied_debits() {
-            let compact = encode(&d).unwrap();
+            let compact = debit_json::encode(&d);
             let full = serde_json::to_vec(&d).unwrap();
             let back: Debit = serde_json::from_slice(&compact).unwrap();
             assert_eq!(back, d, "{}", String::from_utf8_lossy(&compact));
@@ -616,7 +496,10 @@ mod tests {
             assert_eq!(serde_json::to_vec(&back).unwrap(), full);
         }
         let typical = debit(3);
-        let (compact, full) = (encode(&typical).unwrap(), serde_json::to_vec(&typical).unwrap());
+        let (compact, full) = (
+            debit_json::encode(&typical),
+            serde_json::to_vec(&typical).unwrap(),
+        );
         assert!(
             compact.len() * 4 < full.len() * 3,
             "{} vs {}",
@@ -633,7 +516,7 @@ mod tests {
         served.finished_at = Some(Utc.timestamp_opt(1_800_000_000, 123_456_789).unwrap());
         served.upstream_request_id = Some("req_011CVabcdefghijklmnop".into());
         served.upstream_message_id = Some("msg_011CVabcdefghijklmnop".into());
-        let (compact, full) = (encode(&served).unwrap(), serde_json::to_vec(&served).unwrap());
+        let (compact, full) = (debit_json::encode(&served), serde_json::to_vec(&served).unwrap());
         assert!(
             compact.len() * 4 < full.len() * 3,
             "{} vs {}",
@@ -648,7 +531,7 @@ mod tests {
             let mut b = DebitBuffer::new(100, 1000);
             let debits = varied_debits();
             for d in &debits {
-                b.push(PendingDebit::new(d.clone(), Decimal::ONE));
+                b.push(PendingDebit::new(d, Decimal::ONE));
             }
             let body = b.start_batch(100, gateway).unwrap();
             let sent: DebitBatch = serde_json::from_slice(&body).unwrap();
@@ -658,6 +541,7 @@ mod tests {
                     protocol: PROTOCOL_VERSION,
                     gateway_id: gateway.map(str::to_owned),
                     debits,
+                    compact_ack: true,
                 }
             );
         }
@@ -673,6 +557,8 @@ mod tests {
         ];
         let answer = |order: &[u128]| DebitAck {
             protocol: 1,
+            applied_at_version: None,
+            batch_len: None,
             results: order
                 .iter()
                 .map(|n| result(*n, outcomes[(*n as usize) % 4], 10 + *n as u64))
@@ -698,12 +584,69 @@ mod tests {
     }
 
     #[test]
+    fn a_compact_ack_applies_every_debit_it_does_not_list_at_its_version() {
+        let mut b = DebitBuffer::new(100, 1000);
+        (1..=5).for_each(|n| b.push(pending(n)));
+        b.start_batch(5, None).unwrap();
+        let ack = DebitAck {
+            protocol: 1,
+            results: vec![
+                result(2, DebitOutcome::Duplicate, 31),
+                result(4, DebitOutcome::Rejected, 0),
+            ],
+            applied_at_version: Some(40),
+            batch_len: Some(5),
+        };
+        assert!(b.covers(&ack));
+        let (settlements, counts) = b.batch_acked(&ack, 0);
+        assert_eq!(
+            counts,
+            AckCounts {
+                acked: 4,
+                dropped: 1,
+                requeued: 0
+            }
+        );
+        let versions: Vec<Option<u64>> = settlements
+            .iter()
+            .map(|s| match s {
+                Settlement::Acked { version, .. } => Some(*version),
+                Settlement::Dropped { .. } => None,
+            })
+            .collect();
+        assert_eq!(versions, [Some(40), Some(31), Some(40), None, Some(40)]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_compact_ack_for_another_batch_size_does_not_cover_the_batch() {
+        let mut b = DebitBuffer::new(100, 1000);
+        (1..=3).for_each(|n| b.push(pending(n)));
+        b.start_batch(3, None).unwrap();
+        let compact = |len| DebitAck {
+            protocol: 1,
+            results: vec![],
+            applied_at_version: Some(9),
+            batch_len: len,
+        };
+        assert!(b.covers(&compact(Some(3))));
+        assert!(!b.covers(&compact(Some(2))));
+        assert!(!b.covers(&compact(None)));
+        // A full answer always covers it: what it leaves out is sent again.
+        assert!(b.covers(&DebitAck::full(vec![])));
+        let decoded = decode_ack(br#"{"protocol":1,"results":[],"applied_at_version":9,"batch_len":3}"#);
+        assert_eq!(decoded, Ok(compact(Some(3))));
+    }
+
+    #[test]
     fn decoded_acks_keep_everything_but_the_credits() {
         let mut r = result(5, DebitOutcome::Rejected, 0);
         r.credits = Some(Decimal::new(1234, 5));
         r.error = Some("no key has this hash".into());
         let ack = DebitAck {
             protocol: 1,
+            applied_at_version: None,
+            batch_len: None,
             results: vec![r, result(6, DebitOutcome::Applied, 12)],
         };
         let decoded = decode_ack(&serde_json::to_vec(&ack).unwrap()).unwrap();

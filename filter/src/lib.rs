@@ -3,7 +3,7 @@
 //!
 //! Two layers. The decisions are plain functions and small state machines tested natively
 //! (`cargo test -p filter`): [`config`], [`route`], [`admission`], [`refusal`], [`rewrite`],
-//! [`exchange`], [`meter`], [`state`], [`store`], [`balances`], [`sync`], [`debits`],
+//! [`exchange`], [`debit_json`], [`meter`], [`state`], [`store`], [`balances`], [`sync`], [`debits`],
 //! [`negcache`], [`keycache`], [`lookup_budget`], [`worker`]. The proxy-wasm side is thin: [`root`] (one per worker: configuration,
 //! the tick that syncs and flushes), [`http`] (one per request: carries out the decisions), and
 //! [`host`], the only module that makes host calls.
@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod balances;
 pub mod config;
+pub mod debit_json;
 pub mod debits;
 pub mod exchange;
 pub mod host;

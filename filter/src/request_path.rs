@@ -95,23 +95,18 @@ fn batch_path(worker: &mut Worker, store: &MemoryStore) {
     let encoded = started.elapsed();
     // What the control plane does is not the filter's: only encoding, decoding and settling count.
     let sent: metering::wire::DebitBatch = serde_json::from_slice(&body).unwrap();
+    assert!(sent.compact_ack);
+    // The control plane's compact answer: every debit applied at one version.
     let ack = metering::wire::DebitAck {
         protocol: 1,
-        results: sent
-            .debits
-            .iter()
-            .map(|d| metering::wire::DebitResult {
-                debit_id: d.debit_id,
-                outcome: metering::wire::DebitOutcome::Applied,
-                version: 2,
-                credits: Some(Decimal::new(1_234, 5)),
-                error: None,
-            })
-            .collect(),
+        applied_at_version: Some(2),
+        batch_len: Some(sent.debits.len() as u64),
+        results: vec![],
     };
     let answer = serde_json::to_vec(&ack).unwrap();
     let started = Instant::now();
     let ack = crate::debits::decode_ack(&answer).unwrap();
+    assert!(worker.debits.covers(&ack));
     let (settlements, _) = worker.debits.batch_acked(&ack, 0);
     assert!(worker.settle(store, &settlements).is_empty());
     BATCH_NS.with(|b| b.set(b.get() + encoded.as_nanos() + started.elapsed().as_nanos()));

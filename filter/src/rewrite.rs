@@ -3,6 +3,8 @@
 //! caller-provided `x-claudestore-*` header; and, once the body is read, the model checked against
 //! the price table and `stream_options.include_usage` injected into streaming OpenAI requests.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use metering::request::{RequestFields, RequestMeter};
 use metering::wire::Route;
@@ -16,52 +18,57 @@ use crate::route::RouteKind;
 pub const REQUEST_ID_HEADER: &str = "x-claudestore-request-id";
 const OWN_HEADER_PREFIX: &str = "x-claudestore-";
 
+/// One change to the request's headers. Names and values borrow from the configuration and the
+/// request (every admitted request computes these: no allocation unless a value is built).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderEdit {
-    Remove(String),
-    Set(String, String),
+pub enum HeaderEdit<'a> {
+    Remove(&'a str),
+    Set(&'a str, Cow<'a, str>),
 }
 
 /// The edits for an admitted request. `names` are the request's header names (lowercase, as
 /// Envoy gives them); `key_from_header` is the value of the configured operator-key header.
-pub fn upstream_header_edits(
+pub fn upstream_header_edits<'a>(
     route: RouteKind,
-    names: &[String],
-    upstream_key: &UpstreamKey,
-    key_from_header: Option<&str>,
-) -> Vec<HeaderEdit> {
-    let mut edits = Vec::new();
-    for name in names {
-        if name.starts_with(OWN_HEADER_PREFIX) && !edits.contains(&HeaderEdit::Remove(name.clone())) {
-            edits.push(HeaderEdit::Remove(name.clone()));
+    names: &[&'a str],
+    upstream_key: &'a UpstreamKey,
+    key_from_header: Option<&'a str>,
+) -> Vec<HeaderEdit<'a>> {
+    let mut edits = Vec::with_capacity(8);
+    for &name in names {
+        if name.starts_with(OWN_HEADER_PREFIX) && !edits.contains(&HeaderEdit::Remove(name)) {
+            edits.push(HeaderEdit::Remove(name));
         }
     }
     if route == RouteKind::ControlPlane {
         // The control plane authenticates the caller's key itself: leave the key headers.
         return edits;
     }
-    edits.push(HeaderEdit::Remove("x-api-key".into()));
-    edits.push(HeaderEdit::Remove("authorization".into()));
-    edits.push(HeaderEdit::Set("accept-encoding".into(), "identity".into()));
+    edits.push(HeaderEdit::Remove("x-api-key"));
+    edits.push(HeaderEdit::Remove("authorization"));
+    edits.push(HeaderEdit::Set("accept-encoding", Cow::Borrowed("identity")));
     let operator_key = match upstream_key {
         UpstreamKey::None => None,
         UpstreamKey::Inline(k) => Some(k.as_str()),
         UpstreamKey::FromHeader(h) => {
-            edits.push(HeaderEdit::Remove(h.clone()));
+            edits.push(HeaderEdit::Remove(h));
             key_from_header
         }
     };
     let openai = route == RouteKind::Billed(Route::OpenaiChatCompletions);
     if let Some(k) = operator_key.filter(|k| !k.is_empty()) {
         if openai {
-            edits.push(HeaderEdit::Set("authorization".into(), format!("Bearer {k}")));
+            edits.push(HeaderEdit::Set(
+                "authorization",
+                Cow::Owned(format!("Bearer {k}")),
+            ));
         } else {
-            edits.push(HeaderEdit::Set("x-api-key".into(), k.to_owned()));
+            edits.push(HeaderEdit::Set("x-api-key", Cow::Borrowed(k)));
         }
     }
     if openai {
         // The body may grow by the stream_options injection after the headers have left.
-        edits.push(HeaderEdit::Remove("content-length".into()));
+        edits.push(HeaderEdit::Remove("content-length"));
     }
     edits
 }
@@ -96,11 +103,11 @@ impl Headers {
     }
 
     /// The names of the caller's `x-claudestore-*` headers (usually none: no allocation).
-    pub fn own_header_names(&self) -> Vec<String> {
+    pub fn own_header_names(&self) -> Vec<&str> {
         self.pairs
             .iter()
             .filter(|(n, _)| n.starts_with(OWN_HEADER_PREFIX))
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n.as_str())
             .collect()
     }
 }
@@ -108,7 +115,7 @@ impl Headers {
 /// The same edits in fewer host calls, given the headers the request has: a header it does not
 /// have is not removed, a header it has once is not removed right before being set (the set
 /// replaces it), and a header that already has the value is not set again.
-pub fn fewer_edits(edits: Vec<HeaderEdit>, headers: &Headers) -> Vec<HeaderEdit> {
+pub fn fewer_edits<'a>(edits: Vec<HeaderEdit<'a>>, headers: &Headers) -> Vec<HeaderEdit<'a>> {
     let mut out = Vec::with_capacity(edits.len());
     for (i, edit) in edits.iter().enumerate() {
         let name = edit.name();
@@ -133,7 +140,7 @@ pub fn fewer_edits(edits: Vec<HeaderEdit>, headers: &Headers) -> Vec<HeaderEdit>
     out
 }
 
-impl HeaderEdit {
+impl HeaderEdit<'_> {
     fn name(&self) -> &str {
         match self {
             HeaderEdit::Remove(n) | HeaderEdit::Set(n, _) => n,
@@ -212,16 +219,12 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
     fn has_set(edits: &[HeaderEdit], name: &str, value: &str) -> bool {
-        edits.contains(&HeaderEdit::Set(name.into(), value.into()))
+        edits.contains(&HeaderEdit::Set(name, value.into()))
     }
 
     fn removes(edits: &[HeaderEdit], name: &str) -> bool {
-        edits.contains(&HeaderEdit::Remove(name.into()))
+        edits.contains(&HeaderEdit::Remove(name))
     }
 
     #[test]
@@ -232,12 +235,10 @@ mod tests {
         assert!(has_set(&e, "x-api-key", "sk-op"));
         assert!(has_set(&e, "accept-encoding", "identity"));
         // The removal comes before the set, or the set would be undone.
-        let remove = e
-            .iter()
-            .position(|x| *x == HeaderEdit::Remove("x-api-key".into()));
+        let remove = e.iter().position(|x| *x == HeaderEdit::Remove("x-api-key"));
         let set = e
             .iter()
-            .position(|x| matches!(x, HeaderEdit::Set(n, _) if n == "x-api-key"));
+            .position(|x| matches!(x, HeaderEdit::Set(n, _) if *n == "x-api-key"));
         assert!(remove < set);
     }
 
@@ -252,7 +253,7 @@ mod tests {
 
     #[test]
     fn caller_own_headers_are_stripped_on_every_route() {
-        let n = names(&["x-claudestore-request-id", "x-claudestore-account", "x-other"]);
+        let n = ["x-claudestore-request-id", "x-claudestore-account", "x-other"];
         for route in [RouteKind::Free, RouteKind::ControlPlane] {
             let e = upstream_header_edits(route, &n, &UpstreamKey::None, None);
             assert!(removes(&e, "x-claudestore-request-id") && removes(&e, "x-claudestore-account"));
@@ -262,12 +263,8 @@ mod tests {
 
     #[test]
     fn control_plane_route_keeps_the_callers_key() {
-        let e = upstream_header_edits(
-            RouteKind::ControlPlane,
-            &[],
-            &UpstreamKey::Inline("k".into()),
-            None,
-        );
+        let key = UpstreamKey::Inline("k".into());
+        let e = upstream_header_edits(RouteKind::ControlPlane, &[], &key, None);
         assert!(e.is_empty());
     }
 
@@ -293,7 +290,7 @@ mod tests {
         let route = RouteKind::Billed(Route::AnthropicMessages);
         let h = headers(&[("x-api-key", "sk-caller"), ("accept-encoding", "identity")]);
         let e = fewer_edits(upstream_header_edits(route, &[], &key, None), &h);
-        assert_eq!(e, vec![HeaderEdit::Set("x-api-key".into(), "sk-op".into())]);
+        assert_eq!(e, vec![HeaderEdit::Set("x-api-key", "sk-op".into())]);
     }
 
     #[test]
@@ -311,16 +308,17 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                HeaderEdit::Remove("x-claudestore-account".into()),
-                HeaderEdit::Remove("x-api-key".into()),
-                HeaderEdit::Remove("authorization".into()),
-                HeaderEdit::Set("accept-encoding".into(), "identity".into()),
-                HeaderEdit::Set("x-api-key".into(), "sk-op".into()),
+                HeaderEdit::Remove("x-claudestore-account"),
+                HeaderEdit::Remove("x-api-key"),
+                HeaderEdit::Remove("authorization"),
+                HeaderEdit::Set("accept-encoding", "identity".into()),
+                HeaderEdit::Set("x-api-key", "sk-op".into()),
             ]
         );
         // Without an operator key the caller's key is removed, never replaced.
         let h = headers(&[("x-api-key", "a")]);
-        let e = fewer_edits(upstream_header_edits(route, &[], &UpstreamKey::None, None), &h);
+        let none = UpstreamKey::None;
+        let e = fewer_edits(upstream_header_edits(route, &[], &none, None), &h);
         assert!(removes(&e, "x-api-key"));
     }
 
@@ -333,9 +331,9 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                HeaderEdit::Set("accept-encoding".into(), "identity".into()),
-                HeaderEdit::Set("authorization".into(), "Bearer sk-op".into()),
-                HeaderEdit::Remove("content-length".into()),
+                HeaderEdit::Set("accept-encoding", "identity".into()),
+                HeaderEdit::Set("authorization", "Bearer sk-op".into()),
+                HeaderEdit::Remove("content-length"),
             ]
         );
     }

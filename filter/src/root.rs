@@ -240,7 +240,13 @@ impl BillingRoot {
             return;
         };
         let ack = match host::call_status() {
-            Some(200) => crate::debits::decode_ack(&host::call_body(body_size)),
+            Some(200) => crate::debits::decode_ack(&host::call_body(body_size)).and_then(|ack| {
+                if worker.debits.covers(&ack) {
+                    Ok(ack)
+                } else {
+                    Err("the debit acknowledgement does not cover the batch sent".into())
+                }
+            }),
             Some(status) => Err(format!("debits answered {status}")),
             None => Err("debit request failed (timeout or connection error)".into()),
         };

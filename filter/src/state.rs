@@ -21,12 +21,20 @@ const FORMAT_V1: u8 = 1;
 /// Acknowledged groups kept per account; past it the two oldest merge (see [`AccountEntry::ack`]).
 pub const MAX_ACK_GROUPS: usize = 16;
 
+// Both are built on the request path: plain appends, no formatting machinery.
 pub fn key_entry_name(key_hash: &str) -> String {
-    format!("cs.k.{key_hash}")
+    let mut name = String::with_capacity(5 + key_hash.len());
+    name.push_str("cs.k.");
+    name.push_str(key_hash);
+    name
 }
 
 pub fn account_entry_name(account: &Uuid) -> String {
-    format!("cs.a.{}", account.as_simple())
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let mut name = String::with_capacity(5 + buf.len());
+    name.push_str("cs.a.");
+    name.push_str(account.simple().encode_lower(&mut buf));
+    name
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +281,13 @@ mod tests {
 
     fn account(balance: &str, version: u64) -> AccountEntry {
         AccountEntry::new(AccountStatus::Active, d(balance), version)
+    }
+
+    #[test]
+    fn entry_names_are_the_prefix_and_the_id() {
+        let id = Uuid::from_u128(0x0190_aaaa_bbbb_7ccc_8ddd_eeee_ffff_0001);
+        assert_eq!(account_entry_name(&id), "cs.a.0190aaaabbbb7ccc8dddeeeeffff0001");
+        assert_eq!(key_entry_name("ab12"), "cs.k.ab12");
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl Worker {
     /// A request's debit: priced locally, spent on the account for every worker at once, and
     /// queued for the control plane. Never fails to queue: the debit is what counts.
     pub fn record_debit<S: SharedStore + ?Sized>(&mut self, store: &S, debit: Debit) -> Recorded {
-        let priced = metering::cost(
+        let priced = metering::credits(
             &self.prices,
             &debit.usage,
             &debit.model_requested,
@@ -150,12 +150,12 @@ impl Worker {
             debit.admitted_at,
         );
         let (local_amount, served_model_unpriced) = match priced {
-            Ok(c) => (c.credits, c.served_model_unpriced),
+            Ok(c) => c,
             // The control plane prices it exactly; locally it is only spent later, by the snapshot.
             Err(_) => (Decimal::ZERO, false),
         };
         let spend_error = add_spend(store, &debit.account_id, local_amount, self.settings.cas_retries).err();
-        self.debits.push(PendingDebit::new(debit, local_amount));
+        self.debits.push(PendingDebit::new(&debit, local_amount));
         Recorded {
             local_amount,
             served_model_unpriced,
@@ -343,6 +343,8 @@ mod tests {
         w.debits.start_batch(10, None).unwrap();
         let ack = DebitAck {
             protocol: 1,
+            applied_at_version: None,
+            batch_len: None,
             results: vec![DebitResult {
                 debit_id: Uuid::from_u128(1),
                 outcome: DebitOutcome::Applied,
@@ -489,6 +491,8 @@ mod tests {
         w.debits.start_batch(10, None).unwrap();
         let ack = DebitAck {
             protocol: 1,
+            applied_at_version: None,
+            batch_len: None,
             results: vec![DebitResult {
                 debit_id: Uuid::from_u128(1),
                 outcome: DebitOutcome::Applied,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::price::{PriceError, PriceTable, Rates};
+use crate::price::{PriceEntry, PriceError, PriceTable, Rates};
 use crate::usage::Usage;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,45 @@ pub fn cost(
     model_served: Option<&str>,
     admitted_at: DateTime<Utc>,
 ) -> Result<Cost, PriceError> {
+    let p = price(table, usage, model_requested, model_served, admitted_at)?;
+    Ok(Cost {
+        credits: p.credits,
+        list_usd: p.list_usd,
+        model: p.entry.model.clone(),
+        price_version: p.entry.version(),
+        tier_above_prompt_tokens: p.tier,
+        served_model_unpriced: p.served_model_unpriced,
+    })
+}
+
+/// The credits [`cost`] answers, and whether the served model had no price: all a gateway needs
+/// for its local spend, without the labels a usage record keeps (no allocation).
+pub fn credits(
+    table: &PriceTable,
+    usage: &Usage,
+    model_requested: &str,
+    model_served: Option<&str>,
+    admitted_at: DateTime<Utc>,
+) -> Result<(Decimal, bool), PriceError> {
+    let p = price(table, usage, model_requested, model_served, admitted_at)?;
+    Ok((p.credits, p.served_model_unpriced))
+}
+
+struct Priced<'a> {
+    entry: &'a PriceEntry,
+    credits: Decimal,
+    list_usd: Decimal,
+    tier: Option<u64>,
+    served_model_unpriced: bool,
+}
+
+fn price<'a>(
+    table: &'a PriceTable,
+    usage: &Usage,
+    model_requested: &str,
+    model_served: Option<&str>,
+    admitted_at: DateTime<Utc>,
+) -> Result<Priced<'a>, PriceError> {
     let served = model_served.filter(|m| !m.is_empty());
     let (entry, served_model_unpriced) = match served.map(|m| table.resolve(m, admitted_at)) {
         Some(Ok(entry)) => (entry, false),
@@ -52,12 +91,11 @@ pub fn cost(
         .credits_for_usd(list_usd)
         .ok_or(PriceError::Overflow)?
         .normalize();
-    Ok(Cost {
+    Ok(Priced {
+        entry,
         credits,
         list_usd,
-        model: entry.model.clone(),
-        price_version: entry.version(),
-        tier_above_prompt_tokens: tier,
+        tier,
         served_model_unpriced,
     })
 }

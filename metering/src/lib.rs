@@ -22,6 +22,6 @@ pub mod sse;
 pub mod usage;
 pub mod wire;
 
-pub use cost::{cost, Cost};
+pub use cost::{cost, credits, Cost};
 pub use price::{PriceEntry, PriceError, PriceTable, Rates, Tier};
 pub use usage::{MeterError, Metered, Usage};

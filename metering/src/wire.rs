@@ -163,6 +163,11 @@ pub struct DebitBatch {
     #[serde(default)]
     pub gateway_id: Option<String>,
     pub debits: Vec<Debit>,
+    /// Asks for a compact answer (see [`DebitAck::applied_at_version`]): the gateway then reads a
+    /// few bytes instead of a result per debit. A control plane that does not know the field
+    /// answers in full, which the gateway reads as well.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compact_ack: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,7 +200,29 @@ pub struct DebitResult {
 pub struct DebitAck {
     #[serde(default = "protocol_version")]
     pub protocol: u32,
+    /// One result per debit, in the order sent; in a compact answer, only the debits this batch
+    /// did not apply (duplicates, conflicts, rejections).
     pub results: Vec<DebitResult>,
+    /// Set in a compact answer only: every debit of the batch missing from `results` was applied
+    /// by this batch, at this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at_version: Option<u64>,
+    /// Set in a compact answer only: how many debits the batch carried, so that a reader checks
+    /// that the answer covers the batch it sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_len: Option<u64>,
+}
+
+impl DebitAck {
+    /// The answer in full (one result per debit, in order).
+    pub fn full(results: Vec<DebitResult>) -> Self {
+        Self {
+            protocol: PROTOCOL_VERSION,
+            results,
+            applied_at_version: None,
+            batch_len: None,
+        }
+    }
 }
 
 #[cfg(test)]

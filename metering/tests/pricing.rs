@@ -7,7 +7,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use chrono::{DateTime, TimeZone, Utc};
 use metering::price::{default_price_factor, PriceError, PriceTable};
-use metering::{cost, Usage};
+use metering::{cost, credits, Usage};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
@@ -360,6 +360,36 @@ fn the_served_model_is_billed_and_an_unpriced_served_model_falls_back_to_the_req
     assert_eq!(c.model, "claude-opus-4-1");
     assert!(!c.served_model_unpriced);
     assert!(cost(&t, &u, "claude-mythos-preview", Some("also-unknown"), now()).is_err());
+}
+
+/// What a gateway spends locally is exactly what the ledger will charge, in every case above.
+#[test]
+fn credits_alone_are_the_credits_of_the_full_cost() {
+    let t = table();
+    let u = Usage {
+        input_tokens: 1_200,
+        cache_write_5m_tokens: 1_000,
+        cache_read_tokens: 250_000,
+        output_tokens: 800,
+        thinking_tokens: 300,
+        web_search_requests: 2,
+        ..Usage::default()
+    };
+    for (requested, served) in [
+        ("claude-sonnet-4-5", None),
+        ("claude-opus-4-1", Some("claude-haiku-4-5-20251001")),
+        ("claude-opus-4-1", Some("claude-mythos-preview")),
+        ("claude-opus-4-1", Some("")),
+        ("claude-haiku-5-5", None),
+    ] {
+        let full = cost(&t, &u, requested, served, now()).unwrap();
+        assert_eq!(
+            credits(&t, &u, requested, served, now()).unwrap(),
+            (full.credits, full.served_model_unpriced),
+            "{requested} {served:?}"
+        );
+    }
+    assert!(credits(&t, &u, "claude-mythos-preview", Some("also-unknown"), now()).is_err());
 }
 
 #[test]

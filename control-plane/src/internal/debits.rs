@@ -104,10 +104,33 @@ pub async fn apply(state: &AppState, batch: DebitBatch) -> ApiResult<DebitAck> {
     let mut tx = state.pool.begin().await?;
     let results = apply_in(&mut tx, state, &batch).await?;
     tx.commit().await?;
-    Ok(DebitAck {
+    Ok(if batch.compact_ack {
+        compact(results, batch.debits.len())
+    } else {
+        DebitAck::full(results)
+    })
+}
+
+/// The answer without the debits this batch applied: they all share one version (the batch's),
+/// given once. What is left (duplicates, conflicts, rejections) keeps its full result.
+fn compact(results: Vec<DebitResult>, batch_len: usize) -> DebitAck {
+    let mut applied_at = 0;
+    let results = results
+        .into_iter()
+        .filter(|r| {
+            let applied = r.outcome == DebitOutcome::Applied;
+            if applied {
+                applied_at = r.version;
+            }
+            !applied
+        })
+        .collect();
+    DebitAck {
         protocol: PROTOCOL_VERSION,
         results,
-    })
+        applied_at_version: Some(applied_at),
+        batch_len: Some(u64::try_from(batch_len).unwrap_or(u64::MAX)),
+    }
 }
 
 async fn apply_in(

@@ -231,7 +231,7 @@ fn page_of(
 #[utoipa::path(post, path = "/internal/v1/debits", tag = "internal",
     request_body(content = serde_json::Value, description = "metering::wire::DebitBatch"),
     security(("internal_token" = [])),
-    responses((status = 200, description = "metering::wire::DebitAck: one result per debit, in order", body = serde_json::Value),
+    responses((status = 200, description = "metering::wire::DebitAck: one result per debit, in order; with `compact_ack` in the batch, only the debits it did not apply, plus `applied_at_version` and `batch_len`", body = serde_json::Value),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn post_debits(
     _: Internal,

@@ -177,6 +177,54 @@ async fn replaying_a_batch_whole_or_overlapping_changes_nothing_twice() {
 }
 
 #[tokio::test]
+async fn a_compact_answer_lists_only_what_the_batch_did_not_apply() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let (_, secret) = app.create_key(account, "k").await;
+    app.grant(account, "10", "g").await;
+    let now = Utc::now();
+    let earlier = debit(account, &secret, "claude-sonnet-4-5", usage(100, 0), now);
+    let first = app.debits(vec![earlier.clone()]).await;
+    let fresh: Vec<_> = (0..3)
+        .map(|_| debit(account, &secret, "claude-sonnet-4-5", usage(200, 1), now))
+        .collect();
+    let unpriced = debit(account, &secret, "gpt-nothing", usage(1, 1), now);
+    let batch = vec![
+        fresh[0].clone(),
+        earlier.clone(),
+        fresh[1].clone(),
+        unpriced.clone(),
+        fresh[2].clone(),
+    ];
+    let ack = app.debits_compact(batch.clone()).await;
+    use DebitOutcome::*;
+    assert_eq!(ack.batch_len, Some(5));
+    let listed: Vec<_> = ack.results.iter().map(|r| (r.debit_id, r.outcome)).collect();
+    assert_eq!(
+        listed,
+        [(earlier.debit_id, Duplicate), (unpriced.debit_id, Rejected)]
+    );
+    assert_eq!(ack.results[0].version, first.results[0].version);
+    // The one version given is each applied debit's: replayed and answered in full, they say so.
+    let applied_at = ack.applied_at_version.unwrap();
+    assert!(applied_at > first.results[0].version);
+    let replay = app.debits(batch).await;
+    assert_eq!((replay.applied_at_version, replay.batch_len), (None, None));
+    for i in [0, 2, 4] {
+        assert_eq!(
+            (replay.results[i].outcome, replay.results[i].version),
+            (Duplicate, applied_at)
+        );
+    }
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_records")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 4);
+    audit_ledger(&app.pool).await;
+}
+
+#[tokio::test]
 async fn conflicting_and_impossible_debits_are_answered_and_not_recorded() {
     let app = spawn_app().await;
     let account = app.create_account("acme").await;

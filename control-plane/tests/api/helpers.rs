@@ -174,11 +174,22 @@ impl TestApp {
         .await
     }
 
+    /// Sends a batch and reads the answer in full (one result per debit).
     pub async fn debits(&self, debits: Vec<Debit>) -> DebitAck {
+        self.debit_batch(debits, false).await
+    }
+
+    /// Sends a batch asking for the compact answer gateways ask for.
+    pub async fn debits_compact(&self, debits: Vec<Debit>) -> DebitAck {
+        self.debit_batch(debits, true).await
+    }
+
+    async fn debit_batch(&self, debits: Vec<Debit>, compact_ack: bool) -> DebitAck {
         let batch = DebitBatch {
             protocol: 1,
             gateway_id: Some("test-gw".into()),
             debits,
+            compact_ack,
         };
         let resp = self
             .internal(Method::POST, "/internal/v1/debits")
