@@ -24,6 +24,7 @@
 //! | `lookup_rate_per_s`, `lookup_burst` | per-worker token bucket of key lookups (keys not cached yet); when empty, an unknown key gets 503 [50, 100] |
 //! | `snapshot_page_limit` | `limit` of snapshot pages: rows applied per callback [500] |
 //! | `cas_retries` | compare-and-swap attempts per shared-data update [32] |
+//! | `spend_publish_fraction` | a worker adds its local spend to the shared account entry on the next tick while it stays at most this fraction of the account's spendable balance, at once beyond it; 0: at once always [0.01] |
 //! | `price_factor` | factor of the built-in price table used until the first snapshot brings prices [0.70] |
 //! | `gateway_id` | sent in debit batches, for operations [none] |
 //!
@@ -98,6 +99,8 @@ struct PluginConfig {
     snapshot_page_limit: u32,
     #[serde(default = "default_cas_retries")]
     cas_retries: u32,
+    #[serde(default = "default_spend_publish_fraction")]
+    spend_publish_fraction: Decimal,
     #[serde(default)]
     price_factor: Option<Decimal>,
     #[serde(default)]
@@ -177,6 +180,11 @@ fn default_snapshot_page_limit() -> u32 {
 fn default_cas_retries() -> u32 {
     32
 }
+// Each worker's unpublished spend stays under 1% of what the account can spend, so the spend no
+// other worker sees yet is at most workers x 1% of it: no overdraft below a hundred workers.
+fn default_spend_publish_fraction() -> Decimal {
+    Decimal::new(1, 2)
+}
 
 /// The routes of the public contract: the two billed APIs, the two free ones, and the customer
 /// self-service routes that Envoy sends to the control plane.
@@ -235,6 +243,9 @@ pub struct Settings {
     pub lookup_burst: u32,
     pub snapshot_page_limit: u32,
     pub cas_retries: u32,
+    /// Local spend a worker may keep to itself until its next tick, as a fraction of the account's
+    /// spendable balance (see `Worker::record_debit`).
+    pub spend_publish_fraction: Decimal,
     /// Factor of the built-in price table used until the first snapshot brings the real one.
     pub price_factor: Decimal,
     pub gateway_id: Option<String>,
@@ -360,6 +371,13 @@ impl PluginConfig {
             10_000,
         )?;
         let cas = in_range("cas_retries", u64::from(self.cas_retries), 1, 1_000)?;
+        if self.spend_publish_fraction.is_sign_negative() || self.spend_publish_fraction > Decimal::new(1, 1)
+        {
+            return Err(format!(
+                "spend_publish_fraction is {}; it must be between 0 and 0.1",
+                self.spend_publish_fraction
+            ));
+        }
         let price_factor = self
             .price_factor
             .unwrap_or_else(metering::price::default_price_factor);
@@ -403,6 +421,7 @@ impl PluginConfig {
             lookup_burst: u32::try_from(lookup_burst).unwrap_or(u32::MAX),
             snapshot_page_limit: u32::try_from(page).unwrap_or(u32::MAX),
             cas_retries: u32::try_from(cas).unwrap_or(u32::MAX),
+            spend_publish_fraction: self.spend_publish_fraction,
             price_factor,
             gateway_id: self.gateway_id,
         })
@@ -499,6 +518,23 @@ mod tests {
         assert!(err.contains("sync_period_ms"), "{err}");
         let err = parse(r#"{"internal_token":"t","sync_period_ms":1000,"lease_ttl_ms":1500}"#).unwrap_err();
         assert!(err.contains("lease_ttl_ms"), "{err}");
+    }
+
+    #[test]
+    fn spend_publish_fraction_defaults_to_one_percent_and_is_bounded() {
+        let s = parse(r#"{"internal_token":"t"}"#).unwrap();
+        assert_eq!(s.spend_publish_fraction, Decimal::new(1, 2));
+        let s = parse(r#"{"internal_token":"t","spend_publish_fraction":0}"#).unwrap();
+        assert_eq!(s.spend_publish_fraction, Decimal::ZERO);
+        let s = parse(r#"{"internal_token":"t","spend_publish_fraction":"0.05"}"#).unwrap();
+        assert_eq!(s.spend_publish_fraction, Decimal::new(5, 2));
+        for bad in ["-0.01", "0.2"] {
+            let err = parse(&format!(
+                r#"{{"internal_token":"t","spend_publish_fraction":"{bad}"}}"#
+            ))
+            .unwrap_err();
+            assert!(err.contains("spend_publish_fraction"), "{err}");
+        }
     }
 
     #[test]

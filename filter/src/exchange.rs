@@ -20,6 +20,7 @@
 use chrono::{DateTime, Utc};
 use metering::wire::{Debit, Route};
 use metering::Metered;
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::meter::ResponseMeter;
@@ -32,6 +33,8 @@ pub struct Admission {
     pub key_hash: String,
     pub account_id: Uuid,
     pub admitted_at: DateTime<Utc>,
+    /// The account's spendable balance when the request was admitted, as the worker judged it.
+    pub spendable: Decimal,
 }
 
 enum Response {
@@ -186,6 +189,7 @@ mod tests {
             key_hash: "h".into(),
             account_id: Uuid::from_u128(6),
             admitted_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+            spendable: Decimal::ONE,
         });
         e.model_requested = Some("claude-sonnet-4-5".into());
         e

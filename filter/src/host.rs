@@ -61,9 +61,36 @@ fn map_value(map: MapType, name: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // The SDK's own binding: its wrappers parse the map into a String and a Vec per header, and
+    // panic on an unexpected status.
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// A header map as the host serializes it, in one host call (empty when the host has none).
+fn header_map(map: MapType) -> Headers {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer and a size; on success the pointer is null or a buffer of
+    // `size` bytes that it allocated through the SDK's `proxy_on_memory_allocate`, i.e. a boxed
+    // slice of exactly `size` bytes owned by this VM, which the Vec takes over (as the SDK does).
+    let raw = unsafe {
+        match proxy_get_header_map_pairs(map, &mut data, &mut size) {
+            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+            _ => Vec::new(),
+        }
+    };
+    Headers::from_serialized(raw)
+}
+
 /// The request's headers in one host call (each value stays bytes until read as text).
 pub fn request_headers() -> Headers {
-    Headers::new(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+    header_map(MapType::HttpRequestHeaders)
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
@@ -74,7 +101,7 @@ pub fn set_request_header(name: &str, value: Option<&str>) {
 
 /// The response's headers in one host call.
 pub fn response_headers() -> Headers {
-    Headers::new(hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default())
+    header_map(MapType::HttpResponseHeaders)
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {

@@ -11,6 +11,7 @@ use metering::apikey;
 use metering::wire::{KeyLookup, KeyLookupResult, PROTOCOL_VERSION};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use rust_decimal::Decimal;
 use std::time::SystemTime;
 use uuid::Uuid;
 
@@ -43,6 +44,8 @@ struct Request<'a> {
     end_of_stream: bool,
     /// When it was admitted (the host clock read at the decision).
     clock: SystemTime,
+    /// The account's spendable balance as this worker judged it.
+    spendable: Decimal,
 }
 
 pub struct BillingHttp {
@@ -117,6 +120,10 @@ impl BillingHttp {
         }
         if let Some(entry) = known {
             if let Some(account) = read_account(&HostStore, &entry.account_id) {
+                let account = match shared.worker.try_borrow() {
+                    Ok(w) => w.account_view(&entry.account_id, account),
+                    Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
+                };
                 return match admit_known(route, &entry, &account) {
                     Ok(()) => {
                         let request = Request {
@@ -124,6 +131,7 @@ impl BillingHttp {
                             route,
                             end_of_stream,
                             clock,
+                            spendable: account.spendable(),
                         };
                         self.admit(shared, request, key_hash, entry.account_id)
                     }
@@ -225,7 +233,12 @@ impl BillingHttp {
         // Decide on what shared data now holds (a newer snapshot may have been applied meanwhile).
         let key_entry = read_key(&HostStore, &pending.key_hash);
         let account_entry = read_account(&HostStore, &account.account_id);
-        let (Some(k), Some(a)) = (key_entry, account_entry) else {
+        let view = shared
+            .worker
+            .try_borrow()
+            .ok()
+            .and_then(|w| account_entry.map(|a| w.account_view(&account.account_id, a)));
+        let (Some(k), Some(a)) = (key_entry, view) else {
             self.refuse(Some(shared), Refusal::LookupFailed);
             return;
         };
@@ -236,6 +249,7 @@ impl BillingHttp {
                     route: pending.route,
                     end_of_stream: pending.end_of_stream,
                     clock: host::now(),
+                    spendable: a.spendable(),
                 };
                 if self.admit(shared, request, pending.key_hash, k.account_id) == Action::Continue {
                     host::resume_request();
@@ -259,25 +273,22 @@ impl BillingHttp {
         if request.end_of_stream {
             return self.refuse(Some(shared), Refusal::UnreadableBody("it is empty".into()));
         }
-        // Time-ordered (UUIDv7: the admission millisecond, then 74 random bits), so the ledger's
-        // indexes on debit ids grow at their right edge instead of at random places.
-        let Some(random) = host::random::<10>() else {
-            log::error!("no randomness for a debit id; refusing");
+        let Ok(mut w) = shared.worker.try_borrow_mut() else {
             return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable);
         };
+        let debit_id = w.ids.next(host::millis(request.clock));
+        w.in_flight = w.in_flight.saturating_add(1);
+        self.in_flight = true;
+        drop(w);
         apply_edits(request.headers, &s.upstream_key, route);
         self.exchange = Some(Exchange::new(Admission {
-            debit_id: uuid::Builder::from_unix_timestamp_millis(host::millis(request.clock), &random)
-                .into_uuid(),
+            debit_id,
             route: billed,
             key_hash,
             account_id,
             admitted_at: request.clock.into(),
+            spendable: request.spendable,
         }));
-        if let Ok(mut w) = shared.worker.try_borrow_mut() {
-            w.in_flight = w.in_flight.saturating_add(1);
-            self.in_flight = true;
-        }
         self.holding_body = true;
         shared.metrics.count(&shared.metrics.admitted_billed);
         Action::Continue
@@ -316,6 +327,10 @@ impl BillingHttp {
     /// Hands the debit to the worker (shared balance + buffer) and frees the request's place.
     fn finalise(&mut self, shared: &Shared, cut: bool) {
         let now = host::now_utc();
+        let spendable = self
+            .exchange
+            .as_ref()
+            .map_or(Decimal::ZERO, |e| e.admission.spendable);
         let debit = self
             .exchange
             .as_mut()
@@ -330,7 +345,7 @@ impl BillingHttp {
             if debit.partial {
                 m.count(&m.debits_partial);
             }
-            let recorded = worker.record_debit(&HostStore, debit);
+            let recorded = worker.record_debit(&HostStore, &debit, spendable);
             if recorded.served_model_unpriced {
                 m.count(&m.served_model_unpriced);
             }

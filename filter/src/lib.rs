@@ -4,7 +4,7 @@
 //! Two layers. The decisions are plain functions and small state machines tested natively
 //! (`cargo test -p filter`): [`config`], [`route`], [`admission`], [`refusal`], [`rewrite`],
 //! [`exchange`], [`debit_json`], [`meter`], [`state`], [`store`], [`balances`], [`sync`], [`debits`],
-//! [`negcache`], [`keycache`], [`lookup_budget`], [`worker`]. The proxy-wasm side is thin: [`root`] (one per worker: configuration,
+//! [`negcache`], [`keycache`], [`ids`], [`lookup_budget`], [`worker`]. The proxy-wasm side is thin: [`root`] (one per worker: configuration,
 //! the tick that syncs and flushes), [`http`] (one per request: carries out the decisions), and
 //! [`host`], the only module that makes host calls.
 // Tests may unwrap: a failing unwrap is a failing test. Outside tests the workspace lints deny it.
@@ -17,6 +17,7 @@ pub mod debits;
 pub mod exchange;
 pub mod host;
 pub mod http;
+pub mod ids;
 pub mod keycache;
 pub mod lookup_budget;
 pub mod meter;

@@ -52,6 +52,7 @@ fn one_request(worker: &mut Worker, store: &MemoryStore, headers: &Headers, now_
     let Some(account) = read_account(store, &entry.account_id) else {
         return false;
     };
+    let account = worker.account_view(&entry.account_id, account);
     let RouteKind::Billed(billed) = route else {
         return false;
     };
@@ -64,11 +65,12 @@ fn one_request(worker: &mut Worker, store: &MemoryStore, headers: &Headers, now_
         .timestamp_millis_opt(i64::try_from(now_ms).unwrap_or(0))
         .unwrap();
     let mut exchange = Exchange::new(Admission {
-        debit_id: Uuid::from_u128(u128::from(now_ms)),
+        debit_id: worker.ids.next(now_ms),
         route: billed,
         key_hash,
         account_id: entry.account_id,
         admitted_at: at,
+        spendable: account.spendable(),
     });
     let Ok(plan) = plan_request_body(billed, BODY.as_bytes(), &worker.prices, at) else {
         return false;
@@ -79,7 +81,7 @@ fn one_request(worker: &mut Worker, store: &MemoryStore, headers: &Headers, now_
     let Some(debit) = exchange.finish(at) else {
         return false;
     };
-    worker.record_debit(store, debit);
+    worker.record_debit(store, &debit, account.spendable());
     true
 }
 
@@ -91,6 +93,7 @@ thread_local! {
 /// `root` does: the batch body, the answer's decoding, the settlement in shared data.
 fn batch_path(worker: &mut Worker, store: &MemoryStore) {
     let started = Instant::now();
+    assert!(worker.publish_spend(store).is_empty());
     let body = worker.debits.start_batch(1000, None).unwrap();
     let encoded = started.elapsed();
     // What the control plane does is not the filter's: only encoding, decoding and settling count.
@@ -118,7 +121,7 @@ fn batch_path(worker: &mut Worker, store: &MemoryStore) {
 fn request_path() {
     let settings = Settings::from_json(br#"{"internal_token":"t","upstream_api_key":"sk-op"}"#).unwrap();
     let prices = PriceTable::default_table(settings.price_factor).unwrap();
-    let mut worker = Worker::new(std::rc::Rc::new(settings), prices);
+    let mut worker = Worker::new(std::rc::Rc::new(settings), prices, [9; 32]);
     let store = MemoryStore::default();
     let key = apikey::generate(&[7; apikey::RANDOM_BYTES]);
     let account_id = Uuid::from_u128(2);
@@ -148,7 +151,7 @@ fn request_path() {
         last_ok_ms: now_ms,
         prices_seq: 0,
     });
-    let headers = Headers::new(
+    let headers = Headers::from_pairs(
         [
             (":method", "POST"),
             (":path", "/v1/messages"),
@@ -161,9 +164,7 @@ fn request_path() {
             ("x-forwarded-proto", "http"),
             ("x-request-id", "0b0e5a1c-8f0e-4f3e-9a53-3b1a0c6f9d11"),
         ]
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
-        .collect(),
+        .map(|(n, v)| (n, v.as_bytes())),
     );
     let n: u32 = 20_000;
     let started = Instant::now();
@@ -171,7 +172,7 @@ fn request_path() {
         assert!(one_request(
             &mut worker,
             &store,
-            &headers,
+            &headers.clone(),
             now_ms + u64::from(i % 1000)
         ));
         if worker.debits.len() >= 1000 {

@@ -74,40 +74,103 @@ pub fn upstream_header_edits<'a>(
 }
 
 /// A request's or response's headers as Envoy hands them over in one host call (names
-/// lowercase). Reading the map once costs less than one host call per header the filter looks at:
-/// each call that returns a value also calls back into the VM to allocate it.
+/// lowercase): the serialized map itself (the pair count, each pair's name and value sizes, then
+/// every name and value followed by a NUL), read in place. Reading the map once costs less than
+/// one host call per header the filter looks at (each call that returns a value also calls back
+/// into the VM to allocate it), and reading it in place allocates nothing per header. Every read
+/// is bounds-checked: a map that does not add up ends at the last whole pair.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    pairs: Vec<(String, Vec<u8>)>,
+    raw: Vec<u8>,
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Option<usize> {
+    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(b)).ok()
+}
+
+/// The pairs of a serialized map, in order.
+struct Pairs<'a> {
+    raw: &'a [u8],
+    index: usize,
+    count: usize,
+    /// Where the next name starts.
+    at: usize,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        let sizes = self.index.checked_mul(8)?.checked_add(4)?;
+        let (name_len, value_len) = (le_u32(self.raw, sizes)?, le_u32(self.raw, sizes + 4)?);
+        let name_end = self.at.checked_add(name_len)?;
+        let name = self.raw.get(self.at..name_end)?;
+        let value_start = name_end.checked_add(1)?;
+        let value_end = value_start.checked_add(value_len)?;
+        let value = self.raw.get(value_start..value_end)?;
+        self.at = value_end.checked_add(1)?;
+        self.index += 1;
+        Some((name, value))
+    }
 }
 
 impl Headers {
-    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
-        Self { pairs }
+    /// The map as the host serialized it.
+    pub fn from_serialized(raw: Vec<u8>) -> Self {
+        Self { raw }
+    }
+
+    /// The map a host would give for these pairs.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let pairs: Vec<(&str, &[u8])> = pairs.into_iter().collect();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        let mut raw = count(pairs.len()).to_vec();
+        for (name, value) in &pairs {
+            raw.extend_from_slice(&count(name.len()));
+            raw.extend_from_slice(&count(value.len()));
+        }
+        for (name, value) in &pairs {
+            raw.extend_from_slice(name.as_bytes());
+            raw.push(0);
+            raw.extend_from_slice(value);
+            raw.push(0);
+        }
+        Self { raw }
+    }
+
+    fn pairs(&self) -> Pairs<'_> {
+        let count = le_u32(&self.raw, 0).unwrap_or(0);
+        Pairs {
+            raw: &self.raw,
+            index: 0,
+            count,
+            at: count.saturating_mul(8).saturating_add(4),
+        }
     }
 
     /// The first value of `name` as text; a value that is not UTF-8 reads as absent (a caller can
     /// send any byte in a header value).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.pairs()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     fn count(&self, name: &str) -> usize {
-        self.pairs
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.pairs()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .count()
     }
 
     /// The names of the caller's `x-claudestore-*` headers (usually none: no allocation).
     pub fn own_header_names(&self) -> Vec<&str> {
-        self.pairs
-            .iter()
-            .filter(|(n, _)| n.starts_with(OWN_HEADER_PREFIX))
-            .map(|(n, _)| n.as_str())
+        self.pairs()
+            .filter(|(n, _)| n.starts_with(OWN_HEADER_PREFIX.as_bytes()))
+            .filter_map(|(n, _)| std::str::from_utf8(n).ok())
             .collect()
     }
 }
@@ -277,11 +340,7 @@ mod tests {
     }
 
     fn headers(list: &[(&str, &str)]) -> Headers {
-        Headers::new(
-            list.iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        )
+        Headers::from_pairs(list.iter().map(|(n, v)| (*n, v.as_bytes())))
     }
 
     #[test]
@@ -339,8 +398,37 @@ mod tests {
     }
 
     #[test]
+    fn a_serialized_map_is_read_in_place_and_a_truncated_one_up_to_its_last_whole_pair() {
+        let h = headers(&[
+            (":path", "/v1/messages"),
+            ("x-api-key", ""),
+            ("x-claudestore-a", "1"),
+        ]);
+        assert_eq!(h.get(":path"), Some("/v1/messages"));
+        assert_eq!(h.get("x-api-key"), Some(""));
+        assert_eq!(h.own_header_names(), ["x-claudestore-a"]);
+        assert_eq!(h.get("absent"), None);
+        // Cut anywhere, or lying about its count or sizes: never a panic, never a made-up pair.
+        for cut in 0..h.raw.len() {
+            let partial = Headers::from_serialized(h.raw[..cut].to_vec());
+            let n = partial.pairs().count();
+            assert!(n <= 3);
+            if n >= 1 {
+                assert_eq!(partial.get(":path"), Some("/v1/messages"));
+            }
+        }
+        let mut lying = h.raw.clone();
+        lying[0] = 200;
+        assert_eq!(Headers::from_serialized(lying).pairs().count(), 0);
+        let mut lying = h.raw.clone();
+        lying[4] = 250;
+        assert_eq!(Headers::from_serialized(lying).pairs().count(), 0);
+        assert_eq!(Headers::from_serialized(vec![]).get(":path"), None);
+    }
+
+    #[test]
     fn header_values_that_are_not_utf8_read_as_absent() {
-        let h = Headers::new(vec![("x-api-key".into(), vec![0xff, 0xfe])]);
+        let h = Headers::from_pairs([("x-api-key", &[0xff, 0xfe][..])]);
         assert_eq!(h.get("x-api-key"), None);
         assert_eq!(headers(&[("X-Op", "v")]).get("x-op"), Some("v"));
     }

@@ -65,10 +65,12 @@ impl BillingRoot {
         let settings = Rc::new(Settings::from_json(&bytes)?);
         let fallback = PriceTable::default_table(settings.price_factor)
             .map_err(|e| format!("the built-in price table cannot be loaded: {e}"))?;
+        let seed =
+            host::random::<32>().ok_or("the host gives no randomness (WASI random_get) for debit ids")?;
         log::info!("claudestore filter configured: {}", settings.summary());
         host::set_tick_period(settings.tick_period());
         self.shared = Some(Shared {
-            worker: Rc::new(RefCell::new(Worker::new(Rc::clone(&settings), fallback))),
+            worker: Rc::new(RefCell::new(Worker::new(Rc::clone(&settings), fallback, seed))),
             metrics: Rc::new(Metrics::define()),
             settings,
         });
@@ -79,6 +81,10 @@ impl BillingRoot {
         let now = host::now_ms();
         let status = SyncStatus::read(&HostStore);
         if let Ok(mut worker) = shared.worker.try_borrow_mut() {
+            if let Some(entropy) = host::random::<32>() {
+                worker.ids.stir(entropy);
+            }
+            publish_spend(shared, &mut worker);
             worker.observe_status(status);
             match worker.refresh_prices(&HostStore, &status) {
                 Ok(true) => log::info!("price table updated from the control plane"),
@@ -199,6 +205,7 @@ impl BillingRoot {
         if !worker.debits.due(now, self.draining) {
             return;
         }
+        publish_spend(shared, &mut worker);
         let s = &shared.settings;
         let Some(body) = worker
             .debits
@@ -381,5 +388,18 @@ impl RootContext for BillingRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// The worker's unpublished local spend, into the shared entries (see `Worker::publish_spend`).
+fn publish_spend(shared: &Shared, worker: &mut Worker) {
+    let failures = worker.publish_spend(&HostStore);
+    if !failures.is_empty() {
+        shared
+            .metrics
+            .add(&shared.metrics.shared_data_contention, failures.len() as u64);
+        for e in failures {
+            log::warn!("local spend not applied ({e}); the next snapshot includes it");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! The root context owns it; HTTP contexts reach it through an `Rc<RefCell<_>>` and never keep a
 //! borrow across callbacks.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use metering::wire::Debit;
@@ -14,10 +15,11 @@ use crate::admission::GatewayState;
 use crate::balances::{add_spend, read_key, settle_spends, SpendOutcome};
 use crate::config::Settings;
 use crate::debits::{DebitBuffer, PendingDebit, Settlement};
+use crate::ids::DebitIds;
 use crate::keycache::KeyCache;
 use crate::lookup_budget::LookupBudget;
 use crate::negcache::NegativeCache;
-use crate::state::KeyEntry;
+use crate::state::{AccountEntry, KeyEntry};
 use crate::store::{SharedStore, UpdateError};
 use crate::sync::{read_prices, SyncStatus};
 
@@ -34,6 +36,10 @@ pub struct Worker {
     /// `cs.sync` as last read: by the tick, or by a request that found it stale.
     status: Option<SyncStatus>,
     keys: KeyCache,
+    /// Local spend finalised here and not yet added to the shared account entries (see
+    /// [`Self::record_debit`]).
+    unpublished: HashMap<Uuid, Decimal>,
+    pub ids: DebitIds,
 }
 
 /// What recording a debit did, for the metrics.
@@ -45,7 +51,8 @@ pub struct Recorded {
 }
 
 impl Worker {
-    pub fn new(settings: Rc<Settings>, fallback_prices: PriceTable) -> Self {
+    /// `seed`: entropy for the debit ids (see [`DebitIds`]).
+    pub fn new(settings: Rc<Settings>, fallback_prices: PriceTable, seed: [u8; 32]) -> Self {
         Self {
             debits: DebitBuffer::new(
                 duration_ms(settings.flush_period),
@@ -61,6 +68,8 @@ impl Worker {
             prices_seq: None,
             status: None,
             keys: KeyCache::default(),
+            unpublished: HashMap::new(),
+            ids: DebitIds::new(seed),
             settings,
         }
     }
@@ -139,9 +148,30 @@ impl Worker {
         Ok(true)
     }
 
-    /// A request's debit: priced locally, spent on the account for every worker at once, and
-    /// queued for the control plane. Never fails to queue: the debit is what counts.
-    pub fn record_debit<S: SharedStore + ?Sized>(&mut self, store: &S, debit: Debit) -> Recorded {
+    /// The account as this worker must judge it: the shared entry plus what this worker spent
+    /// and has not published to it yet.
+    pub fn account_view(&self, account: &Uuid, mut entry: AccountEntry) -> AccountEntry {
+        if let Some(amount) = self.unpublished.get(account) {
+            entry.add_unacked(*amount);
+        }
+        entry
+    }
+
+    /// A request's debit: priced locally, spent on the account, and queued for the control plane.
+    /// Never fails to queue: the debit is what counts.
+    ///
+    /// The spend reaches the shared entry (for every worker) at once when this worker's
+    /// unpublished spend on the account would pass `spend_publish_fraction` of `spendable` (what
+    /// the request's admission saw), else on the next tick: a busy account with credit to spare
+    /// costs a shared-data read and write per tick instead of per request, while an account near
+    /// its limit is published at every request, as if nothing were deferred. This worker counts
+    /// its unpublished spend at admission all the same ([`Self::account_view`]).
+    pub fn record_debit<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        debit: &Debit,
+        spendable: Decimal,
+    ) -> Recorded {
         let priced = metering::credits(
             &self.prices,
             &debit.usage,
@@ -154,13 +184,37 @@ impl Worker {
             // The control plane prices it exactly; locally it is only spent later, by the snapshot.
             Err(_) => (Decimal::ZERO, false),
         };
-        let spend_error = add_spend(store, &debit.account_id, local_amount, self.settings.cas_retries).err();
-        self.debits.push(PendingDebit::new(&debit, local_amount));
+        let account = debit.account_id;
+        let pending = self.unpublished.entry(account).or_insert(Decimal::ZERO);
+        *pending += local_amount.max(Decimal::ZERO);
+        let allowance = spendable
+            .checked_mul(self.settings.spend_publish_fraction)
+            .unwrap_or(Decimal::ZERO);
+        let spend_error = if *pending <= allowance {
+            None
+        } else {
+            let amount = self.unpublished.remove(&account).unwrap_or(Decimal::ZERO);
+            add_spend(store, &account, amount, self.settings.cas_retries).err()
+        };
+        self.debits.push(PendingDebit::new(debit, local_amount));
         Recorded {
             local_amount,
             served_model_unpriced,
             spend_error,
         }
+    }
+
+    /// Adds every account's unpublished spend to the shared entries: on every tick, and before a
+    /// batch is sent (its acknowledgement moves amounts out of the entries' unacknowledged spend,
+    /// so they must be in it by then). A failed write is reported and not retried, as for a spend
+    /// published at once: the next snapshot's balance includes the debit.
+    pub fn publish_spend<S: SharedStore + ?Sized>(&mut self, store: &S) -> Vec<UpdateError> {
+        let attempts = self.settings.cas_retries;
+        self.unpublished
+            .drain()
+            .filter(|(_, amount)| !amount.is_zero())
+            .filter_map(|(account, amount)| add_spend(store, &account, amount, attempts).err())
+            .collect()
     }
 
     /// Applies the control plane's answers to the shared account entries: one read-modify-write
@@ -217,7 +271,11 @@ mod tests {
 
     fn worker(json: &str) -> Worker {
         let settings = Rc::new(Settings::from_json(json.as_bytes()).unwrap());
-        Worker::new(settings, PriceTable::default_table(Decimal::new(70, 2)).unwrap())
+        Worker::new(
+            settings,
+            PriceTable::default_table(Decimal::new(70, 2)).unwrap(),
+            [5; 32],
+        )
     }
 
     fn debit(model: &str) -> Debit {
@@ -259,7 +317,7 @@ mod tests {
         seed(&s, 1_000_000);
         let mut w = worker(r#"{"internal_token":"t"}"#);
         let model = w.prices.entries()[0].model.clone();
-        let r = w.record_debit(&s, debit(&model));
+        let r = w.record_debit(&s, &debit(&model), Decimal::ZERO);
         assert!(r.local_amount > Decimal::ZERO);
         assert_eq!(r.spend_error, None);
         assert_eq!(w.debits.len(), 1);
@@ -268,11 +326,65 @@ mod tests {
     }
 
     #[test]
+    fn spend_within_the_allowance_waits_for_the_tick_and_counts_here_at_once() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let model = w.prices.entries()[0].model.clone();
+        let shared = |s: &MemoryStore| read_account(s, &account).unwrap();
+        let seen = Decimal::from(1_000_000);
+        let first = w.record_debit(&s, &debit(&model), seen).local_amount;
+        let second = w.record_debit(&s, &debit(&model), seen).local_amount;
+        assert!(first > Decimal::ZERO && (first + second) * Decimal::from(100) < seen);
+        // Other workers do not see it yet; this one does.
+        assert_eq!(shared(&s).spendable(), seen);
+        assert_eq!(
+            w.account_view(&account, shared(&s)).spendable(),
+            seen - first - second
+        );
+        assert!(w.publish_spend(&s).is_empty());
+        assert_eq!(shared(&s).spendable(), seen - first - second);
+        assert_eq!(
+            w.account_view(&account, shared(&s)).spendable(),
+            seen - first - second
+        );
+        assert!(w.publish_spend(&s).is_empty(), "nothing twice");
+        assert_eq!(shared(&s).spendable(), seen - first - second);
+    }
+
+    #[test]
+    fn spend_past_the_allowance_is_published_at_once_with_what_waited() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let model = w.prices.entries()[0].model.clone();
+        let waited = w
+            .record_debit(&s, &debit(&model), Decimal::from(1_000_000))
+            .local_amount;
+        // An account seen near its limit: 1% of it is less than this debit.
+        let r = w.record_debit(&s, &debit(&model), Decimal::from(1_000));
+        assert_eq!(r.spend_error, None);
+        let expected = Decimal::from(1_000_000) - waited - r.local_amount;
+        assert_eq!(read_account(&s, &account).unwrap().spendable(), expected);
+        assert!(w.publish_spend(&s).is_empty());
+        assert_eq!(read_account(&s, &account).unwrap().spendable(), expected);
+        // A fraction of 0 publishes every debit.
+        let mut w = worker(r#"{"internal_token":"t","spend_publish_fraction":0}"#);
+        let r = w.record_debit(&s, &debit(&model), Decimal::from(1_000_000));
+        assert_eq!(
+            read_account(&s, &account).unwrap().spendable(),
+            expected - r.local_amount
+        );
+    }
+
+    #[test]
     fn unpriceable_debit_is_still_queued() {
         let s = MemoryStore::default();
         seed(&s, 10);
         let mut w = worker(r#"{"internal_token":"t"}"#);
-        let r = w.record_debit(&s, debit("claude-imaginary"));
+        let r = w.record_debit(&s, &debit("claude-imaginary"), Decimal::ZERO);
         assert_eq!(r.local_amount, Decimal::ZERO);
         assert_eq!(w.debits.len(), 1);
     }
@@ -339,7 +451,7 @@ mod tests {
         seed(&s, 100);
         let mut w = worker(r#"{"internal_token":"t"}"#);
         let model = w.prices.entries()[0].model.clone();
-        let amount = w.record_debit(&s, debit(&model)).local_amount;
+        let amount = w.record_debit(&s, &debit(&model), Decimal::ZERO).local_amount;
         w.debits.start_batch(10, None).unwrap();
         let ack = DebitAck {
             protocol: 1,
@@ -484,7 +596,7 @@ mod tests {
         assert_eq!(w.load(), 1);
         assert!(!w.drained(), "a billed request being served will add a debit");
         let model = w.prices.entries()[0].model.clone();
-        w.record_debit(&s, debit(&model));
+        w.record_debit(&s, &debit(&model), Decimal::ZERO);
         w.in_flight = 0;
         assert_eq!(w.load(), 1);
         assert!(!w.drained());
