@@ -70,15 +70,16 @@ fn debit_json(id: &str, account: &str, key_hash: &str, at: &str) -> String {
     )
 }
 
-/// A keep-alive HTTP/1.1 connection to the control plane.
-struct Conn {
+/// A keep-alive HTTP/1.1 connection on loopback: to the control plane, or to a gateway (the
+/// token goes in `Authorization: Bearer`, where a gateway reads the caller's key too).
+pub struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 impl Conn {
-    fn open(port: u16) -> Result<Conn> {
-        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("control plane: {e}"))?;
+    pub fn open(port: u16) -> Result<Conn> {
+        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("127.0.0.1:{port}: {e}"))?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| e.to_string())?;
@@ -90,7 +91,7 @@ impl Conn {
     }
 
     /// Sends one POST and returns the status and body.
-    fn post(&mut self, path: &str, token: &str, body: &str) -> Result<(u16, String)> {
+    pub fn post(&mut self, path: &str, token: &str, body: &str) -> Result<(u16, String)> {
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()

@@ -8,6 +8,7 @@
 mod db;
 mod gateway;
 mod ingest;
+mod instructions;
 mod ledger;
 mod own_work;
 mod pin;
@@ -39,6 +40,8 @@ pub struct Plan {
     pub ingest_spread: usize,
     pub ingest_hot: usize,
     pub sync_keys: u64,
+    /// Requests counted under callgrind per configuration.
+    pub counted: instructions::Counts,
     /// Where the gateway side and the ledger run while the gateway is measured (None: one CPU).
     pub cpus: Option<pin::Split>,
 }
@@ -55,6 +58,10 @@ impl Plan {
                 ingest_spread: 2_000,
                 ingest_hot: 1_000,
                 sync_keys: 5_000,
+                counted: instructions::Counts {
+                    warmup: 50,
+                    counted: 200,
+                },
                 cpus: pin::Split::new(),
             }
         } else {
@@ -67,6 +74,10 @@ impl Plan {
                 ingest_spread: 60_000,
                 ingest_hot: 20_000,
                 sync_keys: 100_000,
+                counted: instructions::Counts {
+                    warmup: 300,
+                    counted: 1_000,
+                },
                 cpus: pin::Split::new(),
             }
         }
@@ -135,6 +146,7 @@ pub fn run(args: &[String]) -> Result {
     step("install rust targets", tools::ensure_rust_targets)?;
     let envoy_bin = step("install Envoy", tools::ensure_envoy)?;
     step("install wrk", ensure_wrk)?;
+    step("install valgrind", instructions::ensure_valgrind)?;
     step("build control plane, filter and bench tools (release)", || {
         tools::build_control_plane_release()?;
         tools::build_filters(&["filter", "noop-filter"])?;
@@ -152,7 +164,6 @@ pub fn run(args: &[String]) -> Result {
     let root = shell::root();
     let release = root.join("target/release");
     let wasm = root.join("target/wasm32-wasip1/wasm/filter.wasm");
-    let noop_wasm = root.join("target/wasm32-wasip1/wasm/noop_filter.wasm");
     let out_dir = root.join("target/bench");
     let work_dir = out_dir.join("run");
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
@@ -243,7 +254,7 @@ pub fn run(args: &[String]) -> Result {
             &envoy_bin,
             plain_upstream_port,
             (plain_port, plain_admin),
-            None,
+            EnvoyConfig::Plain,
         )
     })?;
     // The floor: any Rust wasm filter loaded the same way, doing nothing (it shares the plain
@@ -255,7 +266,7 @@ pub fn run(args: &[String]) -> Result {
             &envoy_bin,
             plain_upstream_port,
             (noop_port, noop_admin),
-            Some(&noop_wasm),
+            EnvoyConfig::Noop,
         )
     })?;
     let c = stack.config.clone();
@@ -282,6 +293,12 @@ pub fn run(args: &[String]) -> Result {
         pid: filter_pid,
     };
     let (account_id, key) = step("bench account with credits and a key", || bench_account(&c))?;
+    // `--quick` figures are not meaningful: its Envoys under callgrind start compiling now.
+    let early_callgrind = if quick {
+        Some(instructions::start(&stack, &envoy_bin, plain_upstream_port)?)
+    } else {
+        None
+    };
     let script = gateway::wrk_script(&work_dir, &key)?;
     let ledger: Vec<u32> = stack
         .proc_mut("control-plane")
@@ -346,6 +363,13 @@ pub fn run(args: &[String]) -> Result {
         )
     })?;
     drop(placed);
+    let under_callgrind = match early_callgrind {
+        Some(started) => started,
+        None => instructions::start(&stack, &envoy_bin, plain_upstream_port)?,
+    };
+    step("instructions per request (callgrind)", || {
+        instructions::measure(&mut report, &stack, under_callgrind, &key, &plan.counted)
+    })?;
     for p in [&mut plain_envoy, &mut noop_envoy] {
         if !p.is_running() {
             return Err(format!("an Envoy of the comparison stopped:\n{}", p.log_tail(20)));
@@ -459,18 +483,36 @@ pub fn run(args: &[String]) -> Result {
 
 /// Renders the template exactly as the stack did, on other ports (listener, admin), with another
 /// wasm module in the billing filter's place, or without the filter when `wasm` is `None`.
-fn start_variant_envoy(
+/// Which configuration an Envoy of the comparison runs: every one is rendered from
+/// `envoy/envoy.yaml` with the stack's plugin configuration; only the filter entry differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvoyConfig {
+    /// The billing filter's `http_filters` entry cut out.
+    Plain,
+    /// The do-nothing wasm filter in its place.
+    Noop,
+    /// The billing filter, as the stack's Envoy runs it.
+    Filter,
+}
+
+/// Writes the configuration of `config` listening on `port` (admin `admin`) in front of
+/// `upstream_port` as `<work dir>/<name>.yaml`.
+pub fn render_variant(
     stack: &Stack,
-    envoy: &Path,
+    config: EnvoyConfig,
+    name: &str,
     upstream_port: u16,
     (port, admin): (u16, u16),
-    wasm: Option<&Path>,
-) -> Result<Proc> {
+) -> Result<std::path::PathBuf> {
     let c = &stack.config;
     let template_path = shell::root().join("envoy/envoy.yaml");
     let template =
         std::fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
     let plugin = serde_json::to_string(&stack.plugin_config()).map_err(|e| e.to_string())?;
+    let wasm = match config {
+        EnvoyConfig::Noop => shell::root().join("target/wasm32-wasip1/wasm/noop_filter.wasm"),
+        EnvoyConfig::Plain | EnvoyConfig::Filter => c.wasm_path.clone(),
+    };
     let values = BTreeMap::from([
         ("GATEWAY_PORT", port.to_string()),
         ("ENVOY_ADMIN_PORT", admin.to_string()),
@@ -478,33 +520,56 @@ fn start_variant_envoy(
         ("UPSTREAM_HOST", "127.0.0.1".to_owned()),
         ("UPSTREAM_PORT", upstream_port.to_string()),
         ("UPSTREAM_TLS", "false".to_owned()),
-        ("WASM_PATH", wasm.unwrap_or(&c.wasm_path).display().to_string()),
+        ("WASM_PATH", wasm.display().to_string()),
         (
             "PLUGIN_CONFIG",
             serde_json::to_string(&plugin).map_err(|e| e.to_string())?,
         ),
     ]);
     let rendered = stack::render(&template, &values)?;
-    let (name, rendered) = match wasm {
-        Some(_) => ("envoy-noop", rendered),
-        None => ("envoy-plain", gateway::without_filter(&rendered)?),
+    let rendered = match config {
+        EnvoyConfig::Plain => gateway::without_filter(&rendered)?,
+        EnvoyConfig::Noop | EnvoyConfig::Filter => rendered,
     };
     let file = c.work_dir.join(format!("{name}.yaml"));
     std::fs::write(&file, rendered).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut cmd = Command::new(envoy);
-    // The same flags as the stack's Envoy.
-    cmd.arg("-c")
-        .arg(&file)
-        .args(["--concurrency", &c.envoy_concurrency.to_string()])
-        .args([
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-            "--component-log-level",
-            "wasm:info",
-        ]);
-    let mut p = Proc::spawn(name, &mut cmd, &c.work_dir)?;
-    stack::wait_ready(&mut p, admin, "/ready", Duration::from_secs(60))?;
+    Ok(file)
+}
+
+/// Envoy's arguments for a rendered configuration: the same flags as the stack's Envoy.
+pub fn envoy_args(stack: &Stack, file: &Path) -> Vec<String> {
+    vec![
+        "-c".into(),
+        file.display().to_string(),
+        "--concurrency".into(),
+        stack.config.envoy_concurrency.to_string(),
+        "--disable-hot-restart".into(),
+        "--log-level".into(),
+        "warn".into(),
+        "--component-log-level".into(),
+        "wasm:info".into(),
+    ]
+}
+
+fn start_variant_envoy(
+    stack: &Stack,
+    envoy: &Path,
+    upstream_port: u16,
+    ports: (u16, u16),
+    config: EnvoyConfig,
+) -> Result<Proc> {
+    let name = match config {
+        EnvoyConfig::Plain => "envoy-plain",
+        EnvoyConfig::Noop => "envoy-noop",
+        EnvoyConfig::Filter => "envoy-filter",
+    };
+    let file = render_variant(stack, config, name, upstream_port, ports)?;
+    let mut p = Proc::spawn(
+        name,
+        Command::new(envoy).args(envoy_args(stack, &file)),
+        &stack.config.work_dir,
+    )?;
+    stack::wait_ready(&mut p, ports.1, "/ready", Duration::from_secs(60))?;
     Ok(p)
 }
 
@@ -656,6 +721,17 @@ fn method(plan: &Plan) -> Vec<String> {
          `--no-liftoff` (TurboFan only, as Envoy's V8 compiles modules). Set beside the Envoy CPU per request \
          the filter adds, it separates our code from the host calls and Envoy's own work."
             .into(),
+        format!(
+            "**Instructions per request.** The three configurations again, each Envoy under `valgrind \
+             --tool=callgrind --smc-check=all-non-file` (every instruction of the process: Envoy's, V8's and the \
+             JIT-compiled wasm), in front of the same upstream; {} requests warm it up, the counters are zeroed, and \
+             {} `POST /v1/messages` are sent one after another on one keep-alive connection before the counters are \
+             dumped. The count repeats within a few tenths of a percent from run to run (timers and the filter's \
+             tick run in the window too), where CPU time on this shared VM moves by 10% and more between rounds: \
+             the figure to compare changes of the filter by. The billing filter's Envoy is drained before it stops, \
+             so its debits reach the ledger.",
+            plan.counted.warmup, plan.counted.counted
+        ),
         "**Sync at scale.** The keys are written by SQL in one transaction (one sync version, as an import would). \
          The running filter's leader pulls them as a delta of pages of 500 rows (its default page size); Envoy's VmRSS is \
          read before, and after the page count stops growing. The full snapshot is then fetched page by page (500 \
