@@ -439,7 +439,9 @@ impl HttpContext for BillingHttp {
             .or_else(|| headers.get("x-request-id"))
             .map(str::to_owned);
         exchange.on_response_headers(status, headers.get("content-type"), upstream_id);
-        host::set_response_header(REQUEST_ID_HEADER, Some(&exchange.admission.debit_id.to_string()));
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = exchange.admission.debit_id.hyphenated().encode_lower(&mut id);
+        host::set_response_header(REQUEST_ID_HEADER, Some(id));
         if end_of_stream {
             if let Some(shared) = self.shared.clone() {
                 self.finalise(&shared, false);

@@ -160,12 +160,6 @@ impl Headers {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
-    fn count(&self, name: &str) -> usize {
-        self.pairs()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .count()
-    }
-
     /// The names of the caller's `x-claudestore-*` headers (usually none: no allocation).
     pub fn own_header_names(&self) -> Vec<&str> {
         self.pairs()
@@ -179,22 +173,32 @@ impl Headers {
 /// have is not removed, a header it has once is not removed right before being set (the set
 /// replaces it), and a header that already has the value is not set again.
 pub fn fewer_edits<'a>(edits: Vec<HeaderEdit<'a>>, headers: &Headers) -> Vec<HeaderEdit<'a>> {
+    // How often the request has each edited header, and its first value: one pass over the map.
+    let mut seen: Vec<(usize, Option<&[u8]>)> = vec![(0, None); edits.len()];
+    for (name, value) in headers.pairs() {
+        for (edit, (count, first)) in edits.iter().zip(seen.iter_mut()) {
+            if name.eq_ignore_ascii_case(edit.name().as_bytes()) {
+                *count += 1;
+                first.get_or_insert(value);
+            }
+        }
+    }
     let mut out = Vec::with_capacity(edits.len());
-    for (i, edit) in edits.iter().enumerate() {
+    for (i, (edit, (count, first))) in edits.iter().zip(seen).enumerate() {
         let name = edit.name();
         let earlier = edits.get(..i).unwrap_or_default();
         let later = edits.get(i + 1..).unwrap_or_default();
         // After an earlier edit of the same header, the request's own headers are no guide.
         let needed = earlier.iter().any(|e| e.is(name))
             || match edit {
-                HeaderEdit::Remove(_) => match headers.count(name) {
+                HeaderEdit::Remove(_) => match count {
                     0 => false,
                     1 => !later
                         .iter()
                         .any(|e| matches!(e, HeaderEdit::Set(..)) && e.is(name)),
                     _ => true,
                 },
-                HeaderEdit::Set(_, value) => headers.count(name) != 1 || headers.get(name) != Some(value),
+                HeaderEdit::Set(_, value) => count != 1 || first != Some(value.as_bytes()),
             };
         if needed {
             out.push(edit.clone());
