@@ -14,7 +14,8 @@ use tests::stack::{self, free_port, Proc, Stack};
 use crate::bench::ledger::Conn;
 use crate::bench::report::Report;
 use crate::bench::{envoy_args, render_variant, EnvoyConfig};
-use crate::shell::{exec, Result};
+use crate::shell::Result;
+use crate::tools;
 
 const BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{"role":"user","content":"Hello, how are you today?"}]}"#;
 
@@ -28,7 +29,7 @@ pub fn ensure_valgrind() -> Result {
     if Command::new("valgrind").arg("--version").output().is_ok() {
         return Ok(());
     }
-    exec(Command::new("apt-get").args(["install", "-y", "valgrind"]))
+    tools::ensure_debian_packages(&["valgrind"])
 }
 
 fn send(port: u16, key: &str, n: usize) -> Result {
