@@ -6,7 +6,7 @@
 //! The bound is enforced at admission (requests being served count against it), never by
 //! dropping a debit for a request that was served.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use metering::wire::{Debit, DebitAck, DebitOutcome, DebitResult, PROTOCOL_VERSION};
 use rust_decimal::Decimal;
@@ -157,10 +157,21 @@ impl DebitBuffer {
     }
 
     /// Whether `ack` answers the batch in flight: a full answer always does (a debit it leaves out
-    /// is sent again); a compact one only when it covers exactly the debits sent, since it
-    /// vouches for every debit it does not list.
+    /// is sent again); a compact one, which vouches for every debit it does not list, only when it
+    /// names a version, the batch's size, and no debit that was not sent.
     pub fn covers(&self, ack: &DebitAck) -> bool {
-        ack.applied_at_version.is_none() || ack.batch_len == u64::try_from(self.sending.len()).ok()
+        let Some(version) = ack.applied_at_version else {
+            return true;
+        };
+        if version == 0 || ack.batch_len != u64::try_from(self.sending.len()).ok() {
+            return false;
+        }
+        // Every debit it lists must be one sent, or a sent one would be left out and read as
+        // applied.
+        ack.results.is_empty() || {
+            let sent: HashSet<Uuid> = self.sending.iter().map(|p| p.debit_id).collect();
+            ack.results.iter().all(|r| sent.contains(&r.debit_id))
+        }
     }
 
     /// Applies an acknowledgement to the batch in flight (one that [`Self::covers`] it).
@@ -632,6 +643,15 @@ mod tests {
         assert!(b.covers(&compact(Some(3))));
         assert!(!b.covers(&compact(Some(2))));
         assert!(!b.covers(&compact(None)));
+        let mut stranger = compact(Some(3));
+        stranger.results.push(result(99, DebitOutcome::Rejected, 0));
+        assert!(!b.covers(&stranger), "it names a debit that was not sent");
+        let mut known = compact(Some(3));
+        known.results.push(result(2, DebitOutcome::Rejected, 0));
+        assert!(b.covers(&known));
+        let mut no_version = compact(Some(3));
+        no_version.applied_at_version = Some(0);
+        assert!(!b.covers(&no_version));
         // A full answer always covers it: what it leaves out is sent again.
         assert!(b.covers(&DebitAck::full(vec![])));
         let decoded = decode_ack(br#"{"protocol":1,"results":[],"applied_at_version":9,"batch_len":3}"#);

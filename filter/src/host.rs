@@ -64,12 +64,13 @@ fn map_value(map: MapType, name: &str) -> Option<String> {
 #[link(wasm_import_module = "env")]
 extern "C" {
     // The SDK's own binding: its wrappers parse the map into a String and a Vec per header, and
-    // panic on an unexpected status.
+    // panic on an unexpected status. The status is a plain integer here: a host may answer codes
+    // the SDK's enum does not name.
     fn proxy_get_header_map_pairs(
         map_type: MapType,
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
-    ) -> Status;
+    ) -> u32;
 }
 
 /// A header map as the host serializes it, in one host call (empty when the host has none).
@@ -81,7 +82,8 @@ fn header_map(map: MapType) -> Headers {
     // slice of exactly `size` bytes owned by this VM, which the Vec takes over (as the SDK does).
     let raw = unsafe {
         match proxy_get_header_map_pairs(map, &mut data, &mut size) {
-            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+            // 0 is `Ok`.
+            0 if !data.is_null() => Vec::from_raw_parts(data, size, size),
             _ => Vec::new(),
         }
     };

@@ -350,8 +350,7 @@ impl BillingHttp {
                 m.count(&m.served_model_unpriced);
             }
             if let Some(e) = recorded.spend_error {
-                m.count(&m.shared_data_contention);
-                log::warn!("local spend not applied ({e}); the next snapshot includes it");
+                m.spend_not_published(&e);
             }
         }
         if self.in_flight && self.exchange.as_ref().is_none_or(|e| !e.is_metering()) {

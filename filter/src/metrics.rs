@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use crate::host;
 use crate::refusal::Refusal;
+use crate::store::UpdateError;
 
 type Id = Option<u32>;
 
@@ -119,6 +120,14 @@ impl Metrics {
         } else {
             host::increment(counter.id, i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// A local spend that did not reach the shared entry yet (every compare-and-swap attempt met
+    /// another writer, or the host refused the write): it stays counted by its worker and is
+    /// tried again on the next tick.
+    pub fn spend_not_published(&self, e: &UpdateError) {
+        self.count(&self.shared_data_contention);
+        log::warn!("local spend not published yet ({e}); tried again on the next tick");
     }
 
     pub fn refused(&self, refusal: &Refusal) {

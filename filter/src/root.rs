@@ -205,7 +205,10 @@ impl BillingRoot {
         if !worker.debits.due(now, self.draining) {
             return;
         }
-        publish_spend(shared, &mut worker);
+        // A batch's acknowledgement settles amounts that must be in the shared entries by then.
+        if !publish_spend(shared, &mut worker) {
+            return;
+        }
         let s = &shared.settings;
         let Some(body) = worker
             .debits
@@ -391,15 +394,12 @@ impl RootContext for BillingRoot {
     }
 }
 
-/// The worker's unpublished local spend, into the shared entries (see `Worker::publish_spend`).
-fn publish_spend(shared: &Shared, worker: &mut Worker) {
+/// The worker's unpublished local spend, into the shared entries (see `Worker::publish_spend`);
+/// false when some of it is still unpublished.
+fn publish_spend(shared: &Shared, worker: &mut Worker) -> bool {
     let failures = worker.publish_spend(&HostStore);
-    if !failures.is_empty() {
-        shared
-            .metrics
-            .add(&shared.metrics.shared_data_contention, failures.len() as u64);
-        for e in failures {
-            log::warn!("local spend not applied ({e}); the next snapshot includes it");
-        }
+    for e in &failures {
+        shared.metrics.spend_not_published(e);
     }
+    failures.is_empty()
 }

@@ -160,12 +160,13 @@ impl Worker {
     /// A request's debit: priced locally, spent on the account, and queued for the control plane.
     /// Never fails to queue: the debit is what counts.
     ///
-    /// The spend reaches the shared entry (for every worker) at once when this worker's
-    /// unpublished spend on the account would pass `spend_publish_fraction` of `spendable` (what
-    /// the request's admission saw), else on the next tick: a busy account with credit to spare
-    /// costs a shared-data read and write per tick instead of per request, while an account near
-    /// its limit is published at every request, as if nothing were deferred. This worker counts
-    /// its unpublished spend at admission all the same ([`Self::account_view`]).
+    /// This worker counts the spend at once for its own admissions ([`Self::account_view`]). It
+    /// adds it to the shared entry, for the other workers of the Envoy, on its next tick, unless
+    /// that would leave it unpublished past `spend_publish_fraction` of `spendable` (what the
+    /// request's admission saw), or the admission is older than a sync period (a long stream: its
+    /// view may be stale): then at once. A busy account with credit to spare costs a shared-data
+    /// read and write per tick instead of per request; one whose spendable balance is under a
+    /// hundred times a request's cost is published at every request.
     pub fn record_debit<S: SharedStore + ?Sized>(
         &mut self,
         store: &S,
@@ -186,15 +187,25 @@ impl Worker {
         };
         let account = debit.account_id;
         let pending = self.unpublished.entry(account).or_insert(Decimal::ZERO);
-        *pending += local_amount.max(Decimal::ZERO);
+        *pending = pending
+            .checked_add(local_amount.max(Decimal::ZERO))
+            .unwrap_or(Decimal::MAX);
         let allowance = spendable
             .checked_mul(self.settings.spend_publish_fraction)
             .unwrap_or(Decimal::ZERO);
-        let spend_error = if *pending <= allowance {
+        let fresh = debit.finished_at.is_some_and(|end| {
+            (end - debit.admitted_at)
+                .to_std()
+                .is_ok_and(|took| took <= self.settings.sync_period)
+        });
+        let spend_error = if pending.is_zero() {
+            // Nothing to spend (an unpriced model): nothing to publish, now or later.
+            self.unpublished.remove(&account);
+            None
+        } else if fresh && *pending <= allowance {
             None
         } else {
-            let amount = self.unpublished.remove(&account).unwrap_or(Decimal::ZERO);
-            add_spend(store, &account, amount, self.settings.cas_retries).err()
+            self.publish_account(store, account).err()
         };
         self.debits.push(PendingDebit::new(debit, local_amount));
         Recorded {
@@ -204,16 +215,35 @@ impl Worker {
         }
     }
 
+    /// Adds the account's unpublished spend to its shared entry; a failed write keeps it
+    /// unpublished (still counted here) for the next attempt.
+    fn publish_account<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        account: Uuid,
+    ) -> Result<(), UpdateError> {
+        let Some(amount) = self.unpublished.remove(&account) else {
+            return Ok(());
+        };
+        if amount.is_zero() {
+            return Ok(());
+        }
+        add_spend(store, &account, amount, self.settings.cas_retries)
+            .map(|_| ())
+            .inspect_err(|_| {
+                self.unpublished.insert(account, amount);
+            })
+    }
+
     /// Adds every account's unpublished spend to the shared entries: on every tick, and before a
     /// batch is sent (its acknowledgement moves amounts out of the entries' unacknowledged spend,
-    /// so they must be in it by then). A failed write is reported and not retried, as for a spend
-    /// published at once: the next snapshot's balance includes the debit.
+    /// so they must be in it by then: a batch waits while any write fails). What fails stays
+    /// unpublished and is tried again.
     pub fn publish_spend<S: SharedStore + ?Sized>(&mut self, store: &S) -> Vec<UpdateError> {
-        let attempts = self.settings.cas_retries;
-        self.unpublished
-            .drain()
-            .filter(|(_, amount)| !amount.is_zero())
-            .filter_map(|(account, amount)| add_spend(store, &account, amount, attempts).err())
+        let accounts: Vec<Uuid> = self.unpublished.keys().copied().collect();
+        accounts
+            .into_iter()
+            .filter_map(|account| self.publish_account(store, account).err())
             .collect()
     }
 
@@ -294,7 +324,7 @@ mod tests {
             output_estimated: false,
             input_estimated: false,
             admitted_at: Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
-            finished_at: None,
+            finished_at: Some(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()),
             upstream_request_id: None,
             upstream_message_id: None,
             upstream_status: Some(200),
@@ -380,13 +410,68 @@ mod tests {
     }
 
     #[test]
+    fn a_long_request_is_published_at_once_whatever_its_allowance() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let model = w.prices.entries()[0].model.clone();
+        let mut long = debit(&model);
+        // Admitted a minute before it ended: what its admission saw may be stale by now.
+        long.finished_at = Some(long.admitted_at + chrono::Duration::seconds(60));
+        let r = w.record_debit(&s, &long, Decimal::from(1_000_000));
+        assert_eq!(
+            read_account(&s, &account).unwrap().spendable(),
+            Decimal::from(1_000_000) - r.local_amount
+        );
+    }
+
+    #[test]
+    fn a_failed_publication_keeps_the_spend_counted_and_tries_again() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000_000);
+        let mut w = worker(r#"{"internal_token":"t","cas_retries":2}"#);
+        let model = w.prices.entries()[0].model.clone();
+        let amount = w
+            .record_debit(&s, &debit(&model), Decimal::from(1_000_000))
+            .local_amount;
+        s.interfere.set(2);
+        assert_eq!(w.publish_spend(&s).len(), 1, "every attempt met another writer");
+        assert_eq!(
+            read_account(&s, &account).unwrap().spendable(),
+            Decimal::from(1_000_000)
+        );
+        assert_eq!(
+            w.account_view(&account, read_account(&s, &account).unwrap())
+                .spendable(),
+            Decimal::from(1_000_000) - amount,
+            "still counted here"
+        );
+        assert!(w.publish_spend(&s).is_empty());
+        assert_eq!(
+            read_account(&s, &account).unwrap().spendable(),
+            Decimal::from(1_000_000) - amount
+        );
+        assert_eq!(
+            w.account_view(&account, read_account(&s, &account).unwrap())
+                .spendable(),
+            Decimal::from(1_000_000) - amount,
+            "and not twice"
+        );
+    }
+
+    #[test]
     fn unpriceable_debit_is_still_queued() {
         let s = MemoryStore::default();
         seed(&s, 10);
         let mut w = worker(r#"{"internal_token":"t"}"#);
+        let writes = s.sets.get();
         let r = w.record_debit(&s, &debit("claude-imaginary"), Decimal::ZERO);
         assert_eq!(r.local_amount, Decimal::ZERO);
         assert_eq!(w.debits.len(), 1);
+        assert!(w.publish_spend(&s).is_empty());
+        assert_eq!(s.sets.get(), writes, "nothing spent, nothing written");
     }
 
     /// A batch's settlements over two accounts, mixed versions and a dropped debit: one write per

@@ -112,22 +112,25 @@ pub async fn apply(state: &AppState, batch: DebitBatch) -> ApiResult<DebitAck> {
 }
 
 /// The answer without the debits this batch applied: they all share one version (the batch's),
-/// given once. What is left (duplicates, conflicts, rejections) keeps its full result.
+/// given once. What is left (duplicates, conflicts, rejections) keeps its full result. A batch
+/// that applied nothing, or that repeats a debit id (its results could not be told apart by id),
+/// is answered in full.
 fn compact(results: Vec<DebitResult>, batch_len: usize) -> DebitAck {
-    let mut applied_at = 0;
-    let results = results
-        .into_iter()
-        .filter(|r| {
-            let applied = r.outcome == DebitOutcome::Applied;
-            if applied {
-                applied_at = r.version;
-            }
-            !applied
-        })
-        .collect();
+    let mut ids = HashSet::with_capacity(results.len());
+    let repeated = !results.iter().all(|r| ids.insert(r.debit_id));
+    let applied_at = results
+        .iter()
+        .find(|r| r.outcome == DebitOutcome::Applied)
+        .map(|r| r.version);
+    let (false, Some(applied_at)) = (repeated, applied_at) else {
+        return DebitAck::full(results);
+    };
     DebitAck {
         protocol: PROTOCOL_VERSION,
-        results,
+        results: results
+            .into_iter()
+            .filter(|r| r.outcome != DebitOutcome::Applied)
+            .collect(),
         applied_at_version: Some(applied_at),
         batch_len: Some(u64::try_from(batch_len).unwrap_or(u64::MAX)),
     }

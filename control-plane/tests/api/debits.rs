@@ -225,6 +225,27 @@ async fn a_compact_answer_lists_only_what_the_batch_did_not_apply() {
 }
 
 #[tokio::test]
+async fn a_batch_that_repeats_an_id_or_applies_nothing_is_answered_in_full() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let (_, secret) = app.create_key(account, "k").await;
+    app.grant(account, "10", "g").await;
+    let d = debit(account, &secret, "claude-sonnet-4-5", usage(100, 1), Utc::now());
+    use DebitOutcome::*;
+    // Two results for one id could not be told apart by id: every result, in order.
+    let twice = app.debits_compact(vec![d.clone(), d.clone()]).await;
+    assert_eq!((twice.applied_at_version, twice.batch_len), (None, None));
+    let outcomes: Vec<_> = twice.results.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Applied, Duplicate]);
+    // Nothing applied: nothing to leave out.
+    let replay = app.debits_compact(vec![d.clone()]).await;
+    assert_eq!((replay.applied_at_version, replay.batch_len), (None, None));
+    assert_eq!(replay.results.len(), 1);
+    assert_eq!(replay.results[0].outcome, Duplicate);
+    audit_ledger(&app.pool).await;
+}
+
+#[tokio::test]
 async fn conflicting_and_impossible_debits_are_answered_and_not_recorded() {
     let app = spawn_app().await;
     let account = app.create_account("acme").await;

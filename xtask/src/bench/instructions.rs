@@ -2,8 +2,8 @@
 //! the billing filter) run under `valgrind --tool=callgrind`, which counts every instruction the
 //! process executes (Envoy's, V8's and the JIT-compiled wasm alike), for a fixed number of
 //! requests sent one after another on one keep-alive connection. Unlike CPU time on a shared VM,
-//! the count is the same from run to run (within a few tenths of a percent: timers and the
-//! filter's tick run during the window too), so that a change of the filter shows as a number.
+//! the count repeats from run to run within about 1.5% (timers and the filter's tick run during
+//! the window too), so that a change of the filter shows as a number.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -94,7 +94,7 @@ fn dumped_total(out: &Path) -> Result<u64> {
 }
 
 /// An Envoy started under callgrind, not counted yet.
-pub struct Started {
+struct Started {
     config: EnvoyConfig,
     name: &'static str,
     proc: Proc,
@@ -102,49 +102,47 @@ pub struct Started {
     out: PathBuf,
 }
 
-/// Starts the three configurations under callgrind, in front of the same upstream. Most of the
-/// time until they are ready goes to V8 compiling each module under valgrind, so `--quick` starts
-/// them before its other (not meaningful) measurements; a full run starts them when it counts.
-pub fn start(stack: &Stack, envoy: &Path, upstream_port: u16) -> Result<Vec<Started>> {
-    let mut started = Vec::new();
-    for (config, name) in [
-        (EnvoyConfig::Plain, "callgrind-plain"),
-        (EnvoyConfig::Noop, "callgrind-noop"),
-        (EnvoyConfig::Filter, "callgrind-filter"),
-    ] {
-        let ports = (free_port()?, free_port()?);
-        let file = render_variant(stack, config, name, upstream_port, ports)?;
-        let work = &stack.config.work_dir;
-        let out = work.join(format!("{name}.out"));
-        for entry in std::fs::read_dir(work).map_err(|e| e.to_string())?.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{name}.out"))
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
+/// Starts one configuration under callgrind, instrumentation off until the count.
+fn start(stack: &Stack, envoy: &Path, config: EnvoyConfig, upstream_port: u16) -> Result<Started> {
+    let name = match config {
+        EnvoyConfig::Plain => "callgrind-plain",
+        EnvoyConfig::Noop => "callgrind-noop",
+        EnvoyConfig::Filter => "callgrind-filter",
+    };
+    let ports = (free_port()?, free_port()?);
+    let file = render_variant(stack, config, name, upstream_port, ports)?;
+    let work = &stack.config.work_dir;
+    let out = work.join(format!("{name}.out"));
+    for entry in std::fs::read_dir(work).map_err(|e| e.to_string())?.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{name}.out"))
+        {
+            let _ = std::fs::remove_file(entry.path());
         }
-        let mut cmd = Command::new("valgrind");
-        cmd.args([
-            "--tool=callgrind",
-            // V8 writes the code it runs: the JIT-compiled wasm must be re-read when it changes.
-            "--smc-check=all-non-file",
-            "--dump-instr=no",
-        ])
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(envoy)
-        .args(envoy_args(stack, &file));
-        let proc = Proc::spawn(name, &mut cmd, work)?;
-        started.push(Started {
-            config,
-            name,
-            proc,
-            ports,
-            out,
-        });
     }
-    Ok(started)
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--tool=callgrind",
+        // V8 writes the code it runs: the JIT-compiled wasm must be re-read when it changes.
+        "--smc-check=all-non-file",
+        "--dump-instr=no",
+        // Envoy starts and V8 compiles the module several times faster uninstrumented; the count
+        // is switched on once the warm-up requests are served.
+        "--instr-atstart=no",
+    ])
+    .arg(format!("--callgrind-out-file={}", out.display()))
+    .arg(envoy)
+    .args(envoy_args(stack, &file));
+    let proc = Proc::spawn(name, &mut cmd, work)?;
+    Ok(Started {
+        config,
+        name,
+        proc,
+        ports,
+        out,
+    })
 }
 
 /// Instructions per request of one started configuration; stops it.
@@ -152,6 +150,7 @@ fn count(stack: &Stack, mut s: Started, key: &str, counts: &Counts) -> Result<f6
     stack::wait_ready(&mut s.proc, s.ports.1, "/ready", Duration::from_secs(300))?;
     let pid = s.proc.pid().to_string();
     send(s.ports.0, key, counts.warmup)?;
+    callgrind_control(&["-i", "on", &pid])?;
     callgrind_control(&["-z", &pid])?;
     send(s.ports.0, key, counts.counted)?;
     callgrind_control(&["-d", &pid])?;
@@ -167,32 +166,22 @@ fn count(stack: &Stack, mut s: Started, key: &str, counts: &Counts) -> Result<f6
     Ok(total as f64 / counts.counted as f64)
 }
 
-/// Counts the started configurations (at once: a count does not depend on what else runs) and
-/// adds the figures.
+/// Counts the three configurations, one at a time (a count includes the timer work, ticks, sync
+/// and flushes, of the time it takes: with nothing else running it repeats), in front of the same
+/// upstream, and adds the figures.
 pub fn measure(
     report: &mut Report,
     stack: &Stack,
-    started: Vec<Started>,
+    envoy: &Path,
+    upstream_port: u16,
     key: &str,
     counts: &Counts,
 ) -> Result {
-    let configs: Vec<EnvoyConfig> = started.iter().map(|s| s.config).collect();
-    let results: Vec<Result<f64>> = std::thread::scope(|scope| {
-        let running: Vec<_> = started
-            .into_iter()
-            .map(|s| scope.spawn(move || count(stack, s, key, counts)))
-            .collect();
-        running
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a callgrind count panicked".into()))
-            })
-            .collect()
-    });
+    let configs = [EnvoyConfig::Plain, EnvoyConfig::Noop, EnvoyConfig::Filter];
     let mut per_request = Vec::new();
-    for (config, result) in configs.iter().zip(results) {
-        let n = result?;
+    for config in configs {
+        let started = start(stack, envoy, config, upstream_port)?;
+        let n = count(stack, started, key, counts)?;
         println!("  {config:?}: {n:.0} instructions per request");
         per_request.push(n);
     }

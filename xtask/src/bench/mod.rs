@@ -293,12 +293,6 @@ pub fn run(args: &[String]) -> Result {
         pid: filter_pid,
     };
     let (account_id, key) = step("bench account with credits and a key", || bench_account(&c))?;
-    // `--quick` figures are not meaningful: its Envoys under callgrind start compiling now.
-    let early_callgrind = if quick {
-        Some(instructions::start(&stack, &envoy_bin, plain_upstream_port)?)
-    } else {
-        None
-    };
     let script = gateway::wrk_script(&work_dir, &key)?;
     let ledger: Vec<u32> = stack
         .proc_mut("control-plane")
@@ -363,12 +357,15 @@ pub fn run(args: &[String]) -> Result {
         )
     })?;
     drop(placed);
-    let under_callgrind = match early_callgrind {
-        Some(started) => started,
-        None => instructions::start(&stack, &envoy_bin, plain_upstream_port)?,
-    };
     step("instructions per request (callgrind)", || {
-        instructions::measure(&mut report, &stack, under_callgrind, &key, &plan.counted)
+        instructions::measure(
+            &mut report,
+            &stack,
+            &envoy_bin,
+            plain_upstream_port,
+            &key,
+            &plan.counted,
+        )
     })?;
     for p in [&mut plain_envoy, &mut noop_envoy] {
         if !p.is_running() {
@@ -724,10 +721,10 @@ fn method(plan: &Plan) -> Vec<String> {
         format!(
             "**Instructions per request.** The three configurations again, each Envoy under `valgrind \
              --tool=callgrind --smc-check=all-non-file` (every instruction of the process: Envoy's, V8's and the \
-             JIT-compiled wasm), in front of the same upstream; {} requests warm it up, the counters are zeroed, and \
+             JIT-compiled wasm), in front of the same upstream; {} requests warm it up uninstrumented (`--instr-atstart=no`), then the counting is switched on and \
              {} `POST /v1/messages` are sent one after another on one keep-alive connection before the counters are \
-             dumped. The count repeats within a few tenths of a percent from run to run (timers and the filter's \
-             tick run in the window too), where CPU time on this shared VM moves by 10% and more between rounds: \
+             dumped. The count repeats within about 1.5% from run to run (timers and the filter's tick run in the \
+             window too; one Envoy is counted at a time), where CPU time on this shared VM moves by 10% and more between rounds: \
              the figure to compare changes of the filter by. The billing filter's Envoy is drained before it stops, \
              so its debits reach the ledger.",
             plan.counted.warmup, plan.counted.counted
