@@ -122,6 +122,8 @@ pub fn run(args: &[String]) -> Result {
         return ingest::run(args);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // Only the instruction counts (full counts): the quick check of a change of the filter.
+    let only_instructions = args.iter().any(|a| a == "--instructions");
     let mut plan = Plan::new(quick);
     let started = Instant::now();
     let mut report = Report::default();
@@ -194,10 +196,12 @@ pub fn run(args: &[String]) -> Result {
         "target/wasm32-wasip1/wasm/filter.wasm",
     );
 
-    step(
-        "the filter's own work per request (native, and in V8 without Envoy)",
-        || own_work::measure(&mut report, &work_dir),
-    )?;
+    if !only_instructions {
+        step(
+            "the filter's own work per request (native, and in V8 without Envoy)",
+            || own_work::measure(&mut report, &work_dir),
+        )?;
+    }
 
     let pg = step("PostgreSQL", postgres::ensure)?;
     step("fresh benchmark database", || db::reset(&pg.server_url, DATABASE))?;
@@ -293,6 +297,18 @@ pub fn run(args: &[String]) -> Result {
         pid: filter_pid,
     };
     let (account_id, key) = step("bench account with credits and a key", || bench_account(&c))?;
+    if only_instructions {
+        return step("instructions per request (callgrind)", || {
+            instructions::measure(
+                &mut report,
+                &stack,
+                &envoy_bin,
+                plain_upstream_port,
+                &key,
+                &plan.counted,
+            )
+        });
+    }
     let script = gateway::wrk_script(&work_dir, &key)?;
     let ledger: Vec<u32> = stack
         .proc_mut("control-plane")
