@@ -5,6 +5,7 @@ use metering::wire::{AccountState, KeyState};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::accountcache::epoch_shard;
 use crate::state::{account_entry_name, key_entry_name, AccountEntry, KeyEntry};
 use crate::store::{update, Change, SharedStore, UpdateError};
 
@@ -86,7 +87,7 @@ pub fn store_account<S: SharedStore + ?Sized>(
     attempts: u32,
 ) -> Result<bool, UpdateError> {
     let version = version.max(account.version);
-    update(
+    let written = update(
         store,
         &account_entry_name(&account.account_id),
         attempts,
@@ -107,7 +108,21 @@ pub fn store_account<S: SharedStore + ?Sized>(
                 true,
             ),
         },
-    )
+    );
+    counted(store, &account.account_id, written)
+}
+
+/// Moves the account's write counter after a write (see `accountcache`): whatever wrote, every
+/// worker's copy of the entry is dropped.
+fn counted<S: SharedStore + ?Sized>(
+    store: &S,
+    account: &Uuid,
+    written: Result<bool, UpdateError>,
+) -> Result<bool, UpdateError> {
+    if written == Ok(true) {
+        store.bump_epoch(epoch_shard(account));
+    }
+    written
 }
 
 /// Modifies an existing account entry; a missing or unreadable entry is left alone (`Ok(false)`).
@@ -117,7 +132,7 @@ fn modify<S: SharedStore + ?Sized>(
     attempts: u32,
     f: impl Fn(&mut AccountEntry),
 ) -> Result<bool, UpdateError> {
-    update(
+    let written = update(
         store,
         &account_entry_name(account),
         attempts,
@@ -128,7 +143,8 @@ fn modify<S: SharedStore + ?Sized>(
             }
             None => Change::Keep(false),
         },
-    )
+    );
+    counted(store, account, written)
 }
 
 /// A finalised debit's local amount: spent for every worker at once.

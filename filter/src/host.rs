@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
+use crate::accountcache::EPOCH_SHARDS;
 use crate::refusal::Refusal;
 use crate::rewrite::Headers;
 use crate::store::{SetError, SharedStore};
@@ -51,6 +52,18 @@ impl SharedStore for HostStore {
             Err(_) => Err(SetError::Failed),
         }
     }
+
+    fn epoch(&self, shard: usize) -> Option<u64> {
+        let id = epoch_id(shard)?;
+        let mut value = 0u64;
+        // SAFETY: the host writes one u64 through the pointer, which points at a live local.
+        // 0 is `Ok`; on any other status the value is not used.
+        (unsafe { proxy_get_metric(id, &mut value) } == 0).then_some(value)
+    }
+
+    fn bump_epoch(&self, shard: usize) {
+        increment(epoch_id(shard), 1);
+    }
 }
 
 /// A header value as text. The `_bytes` host calls are used because the SDK's string variants
@@ -71,6 +84,28 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    // Also the SDK's binding, whose wrapper panics on a status it does not expect.
+    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
+}
+
+thread_local! {
+    /// The account entries' write counters of this VM (see `accountcache`), once defined.
+    static EPOCHS: std::cell::Cell<[Option<u32>; EPOCH_SHARDS]> =
+        const { std::cell::Cell::new([None; EPOCH_SHARDS]) };
+}
+
+/// Defines the account entries' write counters (`claudestore.account_writes.N`): Envoy shares a
+/// metric of one name between its workers, so every worker moves and reads the same ones.
+pub fn define_epochs() {
+    let mut ids = [None; EPOCH_SHARDS];
+    for (shard, id) in ids.iter_mut().enumerate() {
+        *id = define_counter(&format!("claudestore.account_writes.{shard}"));
+    }
+    EPOCHS.with(|e| e.set(ids));
+}
+
+fn epoch_id(shard: usize) -> Option<u32> {
+    EPOCHS.with(|e| e.get().get(shard).copied().flatten())
 }
 
 /// A header map as the host serializes it, in one host call (empty when the host has none).

@@ -119,11 +119,13 @@ impl BillingHttp {
             return self.refuse(Some(shared), r);
         }
         if let Some(entry) = known {
-            if let Some(account) = read_account(&HostStore, &entry.account_id) {
-                let account = match shared.worker.try_borrow() {
-                    Ok(w) => w.account_view(&entry.account_id, account),
-                    Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
-                };
+            let account = match shared.worker.try_borrow_mut() {
+                Ok(mut w) => w
+                    .account_entry(&HostStore, &entry.account_id)
+                    .map(|a| w.account_view(&entry.account_id, a)),
+                Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
+            };
+            if let Some(account) = account {
                 return match admit_known(route, &entry, &account) {
                     Ok(()) => {
                         let request = Request {

@@ -9,6 +9,7 @@
 //! [`host`], the only module that makes host calls.
 // Tests may unwrap: a failing unwrap is a failing test. Outside tests the workspace lints deny it.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+pub mod accountcache;
 pub mod admission;
 pub mod balances;
 pub mod config;

@@ -49,7 +49,7 @@ fn one_request(worker: &mut Worker, store: &MemoryStore, headers: &Headers, now_
     let Some(entry) = worker.key_entry(store, &key_hash) else {
         return false;
     };
-    let Some(account) = read_account(store, &entry.account_id) else {
+    let Some(account) = worker.account_entry(store, &entry.account_id) else {
         return false;
     };
     let account = worker.account_view(&entry.account_id, account);

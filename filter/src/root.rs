@@ -69,6 +69,7 @@ impl BillingRoot {
             host::random::<32>().ok_or("the host gives no randomness (WASI random_get) for debit ids")?;
         log::info!("claudestore filter configured: {}", settings.summary());
         host::set_tick_period(settings.tick_period());
+        host::define_epochs();
         self.shared = Some(Shared {
             worker: Rc::new(RefCell::new(Worker::new(Rc::clone(&settings), fallback, seed))),
             metrics: Rc::new(Metrics::define()),

@@ -18,6 +18,14 @@ pub trait SharedStore {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     /// Writes `value` if the CAS token still matches (`None`: unconditional).
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
+    /// The write counter of one shard of the account entries (see `accountcache`): every writer
+    /// of an entry of the shard moves it after the write. `None` where it cannot be read (then
+    /// no copy of an entry is kept).
+    fn epoch(&self, _shard: usize) -> Option<u64> {
+        None
+    }
+    /// Moves the write counter of `shard`: called after every write of an account entry.
+    fn bump_epoch(&self, _shard: usize) {}
 }
 
 /// What an update function decides for the value it was shown.
@@ -96,10 +104,14 @@ mod memory {
         next_cas: Cell<u32>,
         pub interfere: Cell<u32>,
         pub sets: Cell<u32>,
+        /// The account entries' write counters; `gets` counts reads of entries.
+        pub epochs: RefCell<[u64; crate::accountcache::EPOCH_SHARDS]>,
+        pub gets: Cell<u32>,
     }
 
     impl SharedStore for MemoryStore {
         fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.gets.set(self.gets.get() + 1);
             match self.entries.borrow().get(key) {
                 Some((v, cas)) => (Some(v.clone()), Some(*cas)),
                 None => (None, None),
@@ -125,6 +137,16 @@ mod memory {
             self.sets.set(self.sets.get() + 1);
             entries.insert(key.to_owned(), (value.to_vec(), self.next_cas.get()));
             Ok(())
+        }
+
+        fn epoch(&self, shard: usize) -> Option<u64> {
+            self.epochs.borrow().get(shard).copied()
+        }
+
+        fn bump_epoch(&self, shard: usize) {
+            if let Some(e) = self.epochs.borrow_mut().get_mut(shard) {
+                *e += 1;
+            }
         }
     }
 }

@@ -11,8 +11,9 @@ use metering::PriceTable;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::accountcache::{epoch_shard, AccountCache};
 use crate::admission::GatewayState;
-use crate::balances::{add_spend, read_key, settle_spends, SpendOutcome};
+use crate::balances::{add_spend, read_account, read_key, settle_spends, SpendOutcome};
 use crate::config::Settings;
 use crate::debits::{DebitBuffer, PendingDebit, Settlement};
 use crate::ids::DebitIds;
@@ -36,6 +37,7 @@ pub struct Worker {
     /// `cs.sync` as last read: by the tick, or by a request that found it stale.
     status: Option<SyncStatus>,
     keys: KeyCache,
+    accounts: AccountCache,
     /// Local spend finalised here and not yet added to the shared account entries (see
     /// [`Self::record_debit`]).
     unpublished: HashMap<Uuid, Decimal>,
@@ -68,6 +70,7 @@ impl Worker {
             prices_seq: None,
             status: None,
             keys: KeyCache::default(),
+            accounts: AccountCache::default(),
             unpublished: HashMap::new(),
             ids: DebitIds::new(seed),
             settings,
@@ -82,10 +85,12 @@ impl Worker {
         }
     }
 
-    /// The tick read `cs.sync`.
+    /// The tick read `cs.sync`. Copies of account entries are dropped on every tick besides their
+    /// write counters (a bound that does not depend on the counters).
     pub fn observe_status(&mut self, status: SyncStatus) {
         self.status = Some(status);
         self.keys.observe_version(status.version);
+        self.accounts.clear();
     }
 
     /// The sync status a request decides on, without a shared-data read per request: the one the
@@ -112,6 +117,25 @@ impl Worker {
         }
         let entry = read_key(store, key_hash)?;
         self.keys.insert(key_hash, entry);
+        Some(entry)
+    }
+
+    /// The account's entry as shared data holds it: this worker's copy while the entry's write
+    /// counter shows the value it showed before the copy was read (see [`AccountCache`]), else
+    /// read from shared data. Without this worker's unpublished spend: see [`Self::account_view`].
+    pub fn account_entry<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        account: &Uuid,
+    ) -> Option<AccountEntry> {
+        let epoch = store.epoch(epoch_shard(account));
+        if let Some(entry) = epoch.and_then(|e| self.accounts.get(account, e)) {
+            return Some(entry);
+        }
+        let entry = read_account(store, account)?;
+        if let Some(e) = epoch {
+            self.accounts.insert(*account, e, entry.clone());
+        }
         Some(entry)
     }
 
@@ -728,5 +752,112 @@ mod tests {
         page.prices = None;
         crate::sync::apply_page(&s, &page, 0, 20, 4);
         assert_eq!(w.refresh_prices(&s, &SyncStatus::read(&s)), Ok(false));
+    }
+
+    /// Shared data whose write counters cannot be read (a host without them).
+    struct NoCounters(MemoryStore);
+
+    impl SharedStore for NoCounters {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), crate::store::SetError> {
+            self.0.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn an_account_entry_is_read_again_after_any_write_of_it() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let spendable = |w: &mut Worker, s: &MemoryStore| w.account_entry(s, &account).unwrap().spendable();
+        assert_eq!(spendable(&mut w, &s), Decimal::from(1_000));
+        let reads = s.gets.get();
+        assert_eq!(spendable(&mut w, &s), Decimal::from(1_000));
+        assert_eq!(s.gets.get(), reads, "the second request used this worker's copy");
+        // Another worker publishes its spend: seen at once.
+        add_spend(&s, &account, Decimal::from(7), 4).unwrap();
+        assert_eq!(spendable(&mut w, &s), Decimal::from(993));
+        // A snapshot (a top-up, or spend through another Envoy): seen at once.
+        let top_up = AccountState {
+            account_id: account,
+            status: AccountStatus::Suspended,
+            balance: Decimal::from(5_000),
+            version: 2,
+        };
+        apply_account(&s, &top_up, 2, 4).unwrap();
+        let entry = w.account_entry(&s, &account).unwrap();
+        assert_eq!(
+            (entry.status, entry.spendable()),
+            (AccountStatus::Suspended, Decimal::from(4_993))
+        );
+        // A settlement.
+        settle_spends(
+            &s,
+            &account,
+            &[SpendOutcome::Forgotten {
+                amount: Decimal::from(7),
+            }],
+            4,
+        )
+        .unwrap();
+        assert_eq!(spendable(&mut w, &s), Decimal::from(5_000));
+        // What did not write (an older snapshot) keeps the copy.
+        let old = AccountState { version: 1, ..top_up };
+        assert_eq!(apply_account(&s, &old, 1, 4), Ok(false));
+        let reads = s.gets.get();
+        assert_eq!(spendable(&mut w, &s), Decimal::from(5_000));
+        assert_eq!(s.gets.get(), reads);
+    }
+
+    #[test]
+    fn copies_of_account_entries_last_one_tick_and_need_the_counters() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        w.account_entry(&s, &account).unwrap();
+        w.observe_status(SyncStatus {
+            version: 1,
+            last_ok_ms: 0,
+            prices_seq: 0,
+        });
+        let reads = s.gets.get();
+        w.account_entry(&s, &account).unwrap();
+        assert_eq!(s.gets.get(), reads + 1, "the tick dropped the copy");
+        // Without readable counters, every request reads the entry.
+        let plain = NoCounters(MemoryStore::default());
+        seed(&plain.0, 1_000);
+        for n in 1..=3 {
+            let reads = plain.0.gets.get();
+            assert_eq!(
+                w.account_entry(&plain, &account).unwrap().spendable(),
+                Decimal::from(1_000)
+            );
+            assert_eq!(plain.0.gets.get(), reads + 1, "request {n}");
+        }
+    }
+
+    #[test]
+    fn the_own_unpublished_spend_counts_on_top_of_a_copy() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let model = w.prices.entries()[0].model.clone();
+        let seen = w.account_entry(&s, &account).unwrap().spendable();
+        let spent = w.record_debit(&s, &debit(&model), seen).local_amount;
+        let entry = w.account_entry(&s, &account).unwrap();
+        assert_eq!(w.account_view(&account, entry).spendable(), seen - spent);
+        assert!(w.publish_spend(&s).is_empty());
+        let entry = w.account_entry(&s, &account).unwrap();
+        assert_eq!(entry.spendable(), seen - spent, "published: in the shared entry");
+        assert_eq!(
+            w.account_view(&account, entry).spendable(),
+            seen - spent,
+            "and counted once"
+        );
     }
 }

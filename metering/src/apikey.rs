@@ -56,7 +56,21 @@ pub fn has_key_format(key: &str) -> bool {
 
 /// The hash stored and looked up: lowercase hex SHA-256 of the whole key.
 pub fn hash(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    hex_lower(&Sha256::digest(key.as_bytes()))
+}
+
+/// Lowercase hex, as `hex::encode` writes it, without going through `char`s (the gateway hashes
+/// a key per request).
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        for nibble in [b >> 4, b & 0xf] {
+            out.push(DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'));
+        }
+    }
+    // Only ASCII digits were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The part of a key shown in listings and logs.

@@ -22,6 +22,15 @@ fn generated_keys_are_well_formed_and_hash_to_64_hex_digits() {
 }
 
 #[test]
+fn the_key_hash_is_the_lowercase_hex_sha256_of_the_key() {
+    // printf %s csk_abc | sha256sum
+    assert_eq!(
+        apikey::hash("csk_abc"),
+        "c773b81ef04a4af745e3bcc4e88a484981b120598ebef14c6e5553e6f3b74b17"
+    );
+}
+
+#[test]
 fn a_mistyped_or_made_up_key_fails_the_checksum() {
     let key = apikey::generate(&[1u8; apikey::RANDOM_BYTES]);
     let mut chars: Vec<char> = key.chars().collect();
