@@ -13,14 +13,17 @@
 //!   as if it had read shared data a moment earlier, before the write.
 //!
 //! So a request decides on what shared data held at some moment during its own admission, as with
-//! a read per request. Copies live at most one tick besides (the tick clears them), and none is
-//! kept where the host cannot read the counters.
+//! a read per request. Copies live at most one tick besides (the tick clears them), a worker drops
+//! its copy of an entry it writes itself (whatever the counters do), and none is kept unless the
+//! counters are seen to move at configure ([`counters_move`]): Envoy hands out counters that read
+//! 0 and never move when its `stats_matcher` rejects them.
 
 use std::collections::HashMap;
 
 use uuid::Uuid;
 
 use crate::state::AccountEntry;
+use crate::store::SharedStore;
 
 /// How many write counters account entries are spread over: a write invalidates the copies of
 /// about one account in this many, not every worker's every copy.
@@ -30,6 +33,16 @@ pub const EPOCH_SHARDS: usize = 16;
 pub fn epoch_shard(account: &Uuid) -> usize {
     // The last byte of a UUIDv7 (and of every random UUID) is random.
     usize::from(account.as_bytes()[15]) % EPOCH_SHARDS
+}
+
+/// Whether the write counters can be read and move when moved: a counter read, moved by one and
+/// read again (by the worker's configure; moving a counter only drops copies).
+pub fn counters_move<S: SharedStore + ?Sized>(store: &S) -> bool {
+    let Some(before) = store.epoch(0) else {
+        return false;
+    };
+    store.bump_epoch(0);
+    store.epoch(0).is_some_and(|after| after > before)
 }
 
 /// Copies kept at most; past it the cache starts again empty (rare, and only costs reads).
@@ -55,6 +68,11 @@ impl AccountCache {
             self.entries.clear();
         }
         self.entries.insert(account, (epoch, entry));
+    }
+
+    /// Drops the copy of an entry this worker is writing.
+    pub fn forget(&mut self, account: &Uuid) {
+        self.entries.remove(account);
     }
 
     pub fn clear(&mut self) {
@@ -104,9 +122,55 @@ mod tests {
     #[test]
     fn shards_spread_random_ids() {
         let mut seen = [0u32; EPOCH_SHARDS];
-        for i in 0..1600u128 {
-            seen[epoch_shard(&Uuid::from_u128(i * 0x9e37_79b9_7f4a_7c15))] += 1;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..1600 {
+            // xorshift64: ids as random as UUIDv7's random bits.
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let id = Uuid::from_u64_pair(next(), next());
+            seen[epoch_shard(&id)] += 1;
         }
-        assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+        // 100 expected in each: far from empty or crowded.
+        assert!(seen.iter().all(|&n| (50..200).contains(&n)), "{seen:?}");
+    }
+
+    /// Counters that read but never move (Envoy's null counters).
+    struct Stuck;
+
+    impl SharedStore for Stuck {
+        fn get(&self, _key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            (None, None)
+        }
+        fn set(&self, _key: &str, _value: &[u8], _cas: Option<u32>) -> Result<(), crate::store::SetError> {
+            Ok(())
+        }
+        fn epoch(&self, _shard: usize) -> Option<u64> {
+            Some(0)
+        }
+    }
+
+    #[test]
+    fn counters_are_trusted_only_when_seen_to_move() {
+        assert!(counters_move(&crate::store::MemoryStore::default()));
+        assert!(!counters_move(&Stuck));
+        struct Unreadable;
+        impl SharedStore for Unreadable {
+            fn get(&self, _key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                (None, None)
+            }
+            fn set(
+                &self,
+                _key: &str,
+                _value: &[u8],
+                _cas: Option<u32>,
+            ) -> Result<(), crate::store::SetError> {
+                Ok(())
+            }
+        }
+        assert!(!counters_move(&Unreadable));
     }
 }

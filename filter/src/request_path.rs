@@ -123,6 +123,7 @@ fn request_path() {
     let prices = PriceTable::default_table(settings.price_factor).unwrap();
     let mut worker = Worker::new(std::rc::Rc::new(settings), prices, [9; 32]);
     let store = MemoryStore::default();
+    assert!(worker.check_counters(&store));
     let key = apikey::generate(&[7; apikey::RANDOM_BYTES]);
     let account_id = Uuid::from_u128(2);
     apply_key(

@@ -70,8 +70,15 @@ impl BillingRoot {
         log::info!("claudestore filter configured: {}", settings.summary());
         host::set_tick_period(settings.tick_period());
         host::define_epochs();
+        let mut worker = Worker::new(Rc::clone(&settings), fallback, seed);
+        if !worker.check_counters(&HostStore) {
+            log::warn!(
+                "the claudestore.account_writes counters do not move (a stats_matcher rejecting \
+                 wasmcustom.*?): account entries are read from shared data on every request"
+            );
+        }
         self.shared = Some(Shared {
-            worker: Rc::new(RefCell::new(Worker::new(Rc::clone(&settings), fallback, seed))),
+            worker: Rc::new(RefCell::new(worker)),
             metrics: Rc::new(Metrics::define()),
             settings,
         });

@@ -11,7 +11,7 @@ use metering::PriceTable;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::accountcache::{epoch_shard, AccountCache};
+use crate::accountcache::{counters_move, epoch_shard, AccountCache};
 use crate::admission::GatewayState;
 use crate::balances::{add_spend, read_account, read_key, settle_spends, SpendOutcome};
 use crate::config::Settings;
@@ -38,6 +38,8 @@ pub struct Worker {
     status: Option<SyncStatus>,
     keys: KeyCache,
     accounts: AccountCache,
+    /// The write counters were seen to move ([`Self::check_counters`]): copies may be kept.
+    copies: bool,
     /// Local spend finalised here and not yet added to the shared account entries (see
     /// [`Self::record_debit`]).
     unpublished: HashMap<Uuid, Decimal>,
@@ -71,6 +73,7 @@ impl Worker {
             status: None,
             keys: KeyCache::default(),
             accounts: AccountCache::default(),
+            copies: false,
             unpublished: HashMap::new(),
             ids: DebitIds::new(seed),
             settings,
@@ -128,7 +131,11 @@ impl Worker {
         store: &S,
         account: &Uuid,
     ) -> Option<AccountEntry> {
-        let epoch = store.epoch(epoch_shard(account));
+        let epoch = if self.copies {
+            store.epoch(epoch_shard(account))
+        } else {
+            None
+        };
         if let Some(entry) = epoch.and_then(|e| self.accounts.get(account, e)) {
             return Some(entry);
         }
@@ -137,6 +144,14 @@ impl Worker {
             self.accounts.insert(*account, e, entry.clone());
         }
         Some(entry)
+    }
+
+    /// Keeps copies of account entries only if the write counters move (see [`AccountCache`]);
+    /// called at configure. Whether they do.
+    pub fn check_counters<S: SharedStore + ?Sized>(&mut self, store: &S) -> bool {
+        self.copies = counters_move(store);
+        self.accounts.clear();
+        self.copies
     }
 
     /// Debits this worker still owes the control plane: the buffered ones plus the billed requests
@@ -252,6 +267,7 @@ impl Worker {
         if amount.is_zero() {
             return Ok(());
         }
+        self.accounts.forget(&account);
         add_spend(store, &account, amount, self.settings.cas_retries)
             .map(|_| ())
             .inspect_err(|_| {
@@ -274,7 +290,11 @@ impl Worker {
     /// Applies the control plane's answers to the shared account entries: one read-modify-write
     /// per account of the batch (its settlements in order), not one per debit, so that a batch
     /// costs shared-data calls per account served rather than per request.
-    pub fn settle<S: SharedStore + ?Sized>(&self, store: &S, settlements: &[Settlement]) -> Vec<UpdateError> {
+    pub fn settle<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        settlements: &[Settlement],
+    ) -> Vec<UpdateError> {
         let mut by_account: Vec<(Uuid, SpendOutcome)> = settlements
             .iter()
             .map(|s| match s {
@@ -296,6 +316,9 @@ impl Worker {
             .collect();
         // Stable: each account's settlements stay in the order they came.
         by_account.sort_by_key(|(account, _)| *account);
+        for (account, _) in &by_account {
+            self.accounts.forget(account);
+        }
         by_account
             .chunk_by(|a, b| a.0 == b.0)
             .filter_map(|group| {
@@ -539,7 +562,7 @@ mod tests {
                 }
             })
             .collect();
-        let w = worker(r#"{"internal_token":"t"}"#);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
         let batched = seeded();
         let before = batched.sets.get();
         assert!(w.settle(&batched, &settlements).is_empty());
@@ -772,6 +795,7 @@ mod tests {
         let account = Uuid::from_u128(2);
         seed(&s, 1_000);
         let mut w = worker(r#"{"internal_token":"t"}"#);
+        assert!(w.check_counters(&s));
         let spendable = |w: &mut Worker, s: &MemoryStore| w.account_entry(s, &account).unwrap().spendable();
         assert_eq!(spendable(&mut w, &s), Decimal::from(1_000));
         let reads = s.gets.get();
@@ -818,6 +842,7 @@ mod tests {
         let account = Uuid::from_u128(2);
         seed(&s, 1_000);
         let mut w = worker(r#"{"internal_token":"t"}"#);
+        assert!(w.check_counters(&s));
         w.account_entry(&s, &account).unwrap();
         w.observe_status(SyncStatus {
             version: 1,
@@ -841,15 +866,106 @@ mod tests {
     }
 
     #[test]
-    fn the_own_unpublished_spend_counts_on_top_of_a_copy() {
+    fn without_moving_counters_no_copy_is_kept() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        // Not checked yet, then checked against counters that read but never move.
+        w.account_entry(&s, &account).unwrap();
+        let reads = s.gets.get();
+        w.account_entry(&s, &account).unwrap();
+        assert_eq!(s.gets.get(), reads + 1, "no copy before the check");
+        assert!(!w.check_counters(&Frozen(MemoryStore::default())));
+        let reads = s.gets.get();
+        w.account_entry(&s, &account).unwrap();
+        w.account_entry(&s, &account).unwrap();
+        assert_eq!(s.gets.get(), reads + 2);
+    }
+
+    /// Shared data whose write counters read but never move after the worker's check.
+    struct Frozen(MemoryStore);
+
+    impl SharedStore for Frozen {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), crate::store::SetError> {
+            self.0.set(key, value, cas)
+        }
+        fn epoch(&self, shard: usize) -> Option<u64> {
+            self.0.epoch(shard)
+        }
+    }
+
+    /// Another worker writes the account's entry right after this one read it (once).
+    struct WriteAfterRead {
+        store: MemoryStore,
+        account: Uuid,
+        armed: std::cell::Cell<bool>,
+    }
+
+    impl SharedStore for WriteAfterRead {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            let read = self.store.get(key);
+            if key == crate::state::account_entry_name(&self.account) && self.armed.replace(false) {
+                add_spend(&self.store, &self.account, Decimal::from(7), 4).unwrap();
+            }
+            read
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), crate::store::SetError> {
+            self.store.set(key, value, cas)
+        }
+        fn epoch(&self, shard: usize) -> Option<u64> {
+            self.store.epoch(shard)
+        }
+        fn bump_epoch(&self, shard: usize) {
+            self.store.bump_epoch(shard);
+        }
+    }
+
+    #[test]
+    fn a_write_right_after_the_copy_was_read_is_seen_by_the_next_request() {
+        let account = Uuid::from_u128(2);
+        let s = WriteAfterRead {
+            store: MemoryStore::default(),
+            account,
+            armed: std::cell::Cell::new(false),
+        };
+        seed(&s.store, 1_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        assert!(w.check_counters(&s));
+        s.armed.set(true);
+        // This request saw the entry before the write: what shared data held during it.
+        assert_eq!(
+            w.account_entry(&s, &account).unwrap().spendable(),
+            Decimal::from(1_000)
+        );
+        // The copy was taken at the counter's value before the read: the write moved it since.
+        assert_eq!(
+            w.account_entry(&s, &account).unwrap().spendable(),
+            Decimal::from(993)
+        );
+    }
+
+    #[test]
+    fn the_own_spend_is_counted_once_with_or_without_a_copy() {
         let s = MemoryStore::default();
         let account = Uuid::from_u128(2);
         seed(&s, 1_000_000);
         let mut w = worker(r#"{"internal_token":"t"}"#);
+        assert!(w.check_counters(&s));
         let model = w.prices.entries()[0].model.clone();
         let seen = w.account_entry(&s, &account).unwrap().spendable();
         let spent = w.record_debit(&s, &debit(&model), seen).local_amount;
+        assert!(spent > Decimal::ZERO);
+        let reads = s.gets.get();
         let entry = w.account_entry(&s, &account).unwrap();
+        assert_eq!(
+            s.gets.get(),
+            reads,
+            "deferred spend wrote nothing: the copy holds"
+        );
         assert_eq!(w.account_view(&account, entry).spendable(), seen - spent);
         assert!(w.publish_spend(&s).is_empty());
         let entry = w.account_entry(&s, &account).unwrap();
@@ -859,5 +975,30 @@ mod tests {
             seen - spent,
             "and counted once"
         );
+    }
+
+    #[test]
+    fn a_worker_drops_its_copy_of_an_entry_it_writes_whatever_the_counters_do() {
+        let s = Frozen(MemoryStore::default());
+        let account = Uuid::from_u128(2);
+        seed(&s.0, 1_000_000);
+        // Published at every request, and the counters checked on a store where they move.
+        let mut w = worker(r#"{"internal_token":"t","spend_publish_fraction":0}"#);
+        assert!(w.check_counters(&MemoryStore::default()));
+        let model = w.prices.entries()[0].model.clone();
+        let seen = w.account_entry(&s, &account).unwrap().spendable();
+        let spent = w.record_debit(&s, &debit(&model), seen).local_amount;
+        assert!(spent > Decimal::ZERO);
+        let entry = w.account_entry(&s, &account).unwrap();
+        assert_eq!(w.account_view(&account, entry).spendable(), seen - spent);
+        // A settlement written by this worker: its copy goes too.
+        let forgotten = [Settlement::Dropped {
+            debit_id: Uuid::from_u128(1),
+            account,
+            amount: spent,
+            reason: "test".into(),
+        }];
+        assert!(w.settle(&s, &forgotten).is_empty());
+        assert_eq!(w.account_entry(&s, &account).unwrap().spendable(), seen);
     }
 }
