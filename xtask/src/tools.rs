@@ -69,6 +69,8 @@ fn ensure_cargo_tool(krate: &str, version: &str, probe: &str) -> Result<PathBuf>
         c.args([
             "install",
             "--quiet",
+            // Build tools, not measured: a debug build takes half the time of a release one.
+            "--debug",
             krate,
             "--version",
             &format!("={version}"),

@@ -3,7 +3,8 @@
 //! processes on loopback (a fresh database `claudestore_bench`), prints `BENCH <name> <value>
 //! <unit>` per figure and `BENCH done`, and writes `target/bench/report.md` and `report.json`.
 //!
-//! `--quick` runs every measurement briefly and only checks that every figure is produced.
+//! `--quick` runs every measurement briefly, on debug builds (the ones the test command has just
+//! built), and only checks that every figure is produced.
 
 mod db;
 mod gateway;
@@ -130,7 +131,7 @@ pub fn run(args: &[String]) -> Result {
     report.note(
         "mode",
         if quick {
-            "--quick (smoke test: figures are produced, not meaningful)"
+            "--quick (smoke test on debug builds: figures are produced, not meaningful)"
         } else {
             "full"
         },
@@ -149,22 +150,38 @@ pub fn run(args: &[String]) -> Result {
     let envoy_bin = step("install Envoy", tools::ensure_envoy)?;
     step("install wrk", ensure_wrk)?;
     step("install valgrind", instructions::ensure_valgrind)?;
-    step("build control plane, filter and bench tools (release)", || {
-        tools::build_control_plane_release()?;
-        tools::build_filters(&["filter", "noop-filter"])?;
-        exec(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "xtask",
-            "--bin",
-            "bench-upstream",
-            "--bin",
-            "bench-stream",
-        ]))
-    })?;
+    // The filter is always built as it ships (profile `wasm`); the rest in release, or in debug
+    // for the smoke test (the builds the test command made: a release build of the control plane
+    // and its dependencies would be most of the smoke test's time).
+    let profile = if quick { "dev" } else { "release" };
+    step(
+        &format!("build control plane, filter and bench tools ({profile})"),
+        || {
+            exec(cargo().args([
+                "build",
+                "--profile",
+                profile,
+                "-p",
+                "control-plane",
+                "--bin",
+                "control-plane",
+            ]))?;
+            tools::build_filters(&["filter", "noop-filter"])?;
+            exec(cargo().args([
+                "build",
+                "--profile",
+                profile,
+                "-p",
+                "xtask",
+                "--bin",
+                "bench-upstream",
+                "--bin",
+                "bench-stream",
+            ]))
+        },
+    )?;
     let root = shell::root();
-    let release = root.join("target/release");
+    let release = root.join(if quick { "target/debug" } else { "target/release" });
     let wasm = root.join("target/wasm32-wasip1/wasm/filter.wasm");
     let out_dir = root.join("target/bench");
     let work_dir = out_dir.join("run");
@@ -199,7 +216,7 @@ pub fn run(args: &[String]) -> Result {
     if !only_instructions {
         step(
             "the filter's own work per request (native, and in V8 without Envoy)",
-            || own_work::measure(&mut report, &work_dir),
+            || own_work::measure(&mut report, &work_dir, profile),
         )?;
     }
 

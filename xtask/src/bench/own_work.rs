@@ -53,14 +53,15 @@ fn run(cmd: &mut Command, what: &str) -> Result<(f64, f64)> {
     parse(&text).ok_or_else(|| format!("{what}: no request_path figure in its output:\n{text}"))
 }
 
-/// The wasm32-wasip1 test binary of the filter's library, built in release.
-fn wasm_test_binary() -> Result<PathBuf> {
+/// The wasm32-wasip1 test binary of the filter's library, built in `profile`.
+fn wasm_test_binary(profile: &str) -> Result<PathBuf> {
     let json = output(cargo().args([
         "test",
         "-p",
         "filter",
         "--lib",
-        "--release",
+        "--profile",
+        profile,
         "--target",
         "wasm32-wasip1",
         "--no-run",
@@ -80,14 +81,16 @@ fn ensure_node() -> Result {
     tools::ensure_debian_packages(&["nodejs"])
 }
 
-pub fn measure(report: &mut Report, work_dir: &Path) -> Result {
+/// `profile`: `release` for the figures, `dev` for the smoke test.
+pub fn measure(report: &mut Report, work_dir: &Path, profile: &str) -> Result {
     let (native, native_batch) = run(
         cargo().args([
             "test",
             "-p",
             "filter",
             "--lib",
-            "--release",
+            "--profile",
+            profile,
             "request_path",
             "--",
             "--ignored",
@@ -96,7 +99,7 @@ pub fn measure(report: &mut Report, work_dir: &Path) -> Result {
         "the native request_path measurement",
     )?;
     ensure_node()?;
-    let wasm = wasm_test_binary()?;
+    let wasm = wasm_test_binary(profile)?;
     let shim = work_dir.join("run-wasi.mjs");
     std::fs::write(&shim, WASI_SHIM).map_err(|e| format!("{}: {e}", shim.display()))?;
     let (in_v8, in_v8_batch) = run(
@@ -113,13 +116,13 @@ pub fn measure(report: &mut Report, work_dir: &Path) -> Result {
         "filter_own_work_native",
         us(native),
         "us",
-        "the filter's own work per billed request, native release build (request_path, 20,000 requests)",
+        "the filter's own work per billed request, native build (request_path, 20,000 requests)",
     );
     report.add(
         "filter_own_work_v8",
         us(in_v8),
         "us",
-        "the same, compiled to wasm32-wasip1 (release) and run in Node's V8 with TurboFan only",
+        "the same, compiled to wasm32-wasip1 and run in Node's V8 with TurboFan only",
     );
     report.add(
         "filter_batch_share_v8",
