@@ -756,7 +756,7 @@ fn method(plan: &Plan) -> Vec<String> {
              --tool=callgrind --smc-check=all-non-file` (every instruction of the process: Envoy's, V8's and the \
              JIT-compiled wasm), in front of the same upstream; {} requests warm it up uninstrumented (`--instr-atstart=no`), then the counting is switched on and \
              {} `POST /v1/messages` are sent one after another on one keep-alive connection before the counters are \
-             dumped. The count repeats within about 1.5% from run to run (timers and the filter's tick run in the \
+             dumped. The count repeats within about 2% from run to run (timers and the filter's tick run in the \
              window too; one Envoy is counted at a time), where CPU time on this shared VM moves by 10% and more between rounds: \
              the figure to compare changes of the filter by. The billing filter's Envoy is drained before it stops, \
              so its debits reach the ledger.",
