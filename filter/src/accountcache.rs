@@ -123,14 +123,14 @@ mod tests {
     fn shards_spread_random_ids() {
         let mut seen = [0u32; EPOCH_SHARDS];
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        // xorshift64: ids as random as UUIDv7's random bits.
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
         for _ in 0..1600 {
-            // xorshift64: ids as random as UUIDv7's random bits.
-            let mut next = || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x
-            };
             let id = Uuid::from_u64_pair(next(), next());
             seen[epoch_shard(&id)] += 1;
         }
@@ -138,39 +138,16 @@ mod tests {
         assert!(seen.iter().all(|&n| (50..200).contains(&n)), "{seen:?}");
     }
 
-    /// Counters that read but never move (Envoy's null counters).
-    struct Stuck;
-
-    impl SharedStore for Stuck {
-        fn get(&self, _key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            (None, None)
-        }
-        fn set(&self, _key: &str, _value: &[u8], _cas: Option<u32>) -> Result<(), crate::store::SetError> {
-            Ok(())
-        }
-        fn epoch(&self, _shard: usize) -> Option<u64> {
-            Some(0)
-        }
-    }
-
     #[test]
     fn counters_are_trusted_only_when_seen_to_move() {
-        assert!(counters_move(&crate::store::MemoryStore::default()));
-        assert!(!counters_move(&Stuck));
-        struct Unreadable;
-        impl SharedStore for Unreadable {
-            fn get(&self, _key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-                (None, None)
-            }
-            fn set(
-                &self,
-                _key: &str,
-                _value: &[u8],
-                _cas: Option<u32>,
-            ) -> Result<(), crate::store::SetError> {
-                Ok(())
-            }
-        }
-        assert!(!counters_move(&Unreadable));
+        use crate::store::{Counters, MemoryStore};
+        let store = |counters| {
+            let s = MemoryStore::default();
+            s.counters.set(counters);
+            s
+        };
+        assert!(counters_move(&store(Counters::Move)));
+        assert!(!counters_move(&store(Counters::Frozen)));
+        assert!(!counters_move(&store(Counters::Unreadable)));
     }
 }

@@ -88,7 +88,7 @@ pub fn update<S: SharedStore + ?Sized, T>(
 }
 
 #[cfg(test)]
-pub use memory::MemoryStore;
+pub use memory::{Counters, MemoryStore};
 
 #[cfg(test)]
 mod memory {
@@ -96,26 +96,48 @@ mod memory {
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
 
+    /// How the account entries' write counters behave.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub enum Counters {
+        /// As in Envoy: readable, moved by every bump.
+        #[default]
+        Move,
+        /// Readable but never moving (Envoy's null counters, under a rejecting `stats_matcher`).
+        Frozen,
+        /// Not readable (a host without them).
+        Unreadable,
+    }
+
+    /// Something another worker does right after this one reads a key (once).
+    type AfterRead = (String, Box<dyn FnOnce(&MemoryStore)>);
+
     /// Shared data as Envoy keeps it: a CAS counter per entry, never deleted. `interfere` makes
-    /// the next N writes fail as if another worker had written first (and bumps the CAS).
+    /// the next N writes fail as if another worker had written first (and bumps the CAS);
+    /// `after_read` makes another worker act right after a read of one key; `gets` counts reads.
     #[derive(Default)]
     pub struct MemoryStore {
         entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         next_cas: Cell<u32>,
         pub interfere: Cell<u32>,
         pub sets: Cell<u32>,
-        /// The account entries' write counters; `gets` counts reads of entries.
-        pub epochs: RefCell<[u64; crate::accountcache::EPOCH_SHARDS]>,
         pub gets: Cell<u32>,
+        epochs: RefCell<[u64; crate::accountcache::EPOCH_SHARDS]>,
+        pub counters: Cell<Counters>,
+        pub after_read: RefCell<Option<AfterRead>>,
     }
 
     impl SharedStore for MemoryStore {
         fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
             self.gets.set(self.gets.get() + 1);
-            match self.entries.borrow().get(key) {
+            let read = match self.entries.borrow().get(key) {
                 Some((v, cas)) => (Some(v.clone()), Some(*cas)),
                 None => (None, None),
+            };
+            let due = self.after_read.borrow().as_ref().is_some_and(|(k, _)| k == key);
+            if let Some((_, act)) = due.then(|| self.after_read.take()).flatten() {
+                act(self);
             }
+            read
         }
 
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
@@ -140,10 +162,16 @@ mod memory {
         }
 
         fn epoch(&self, shard: usize) -> Option<u64> {
-            self.epochs.borrow().get(shard).copied()
+            match self.counters.get() {
+                Counters::Unreadable => None,
+                Counters::Move | Counters::Frozen => self.epochs.borrow().get(shard).copied(),
+            }
         }
 
         fn bump_epoch(&self, shard: usize) {
+            if self.counters.get() != Counters::Move {
+                return;
+            }
             if let Some(e) = self.epochs.borrow_mut().get_mut(shard) {
                 *e += 1;
             }

@@ -338,7 +338,7 @@ pub fn duration_ms(d: std::time::Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::balances::{apply_account, read_account};
-    use crate::store::MemoryStore;
+    use crate::store::{Counters, MemoryStore};
     use chrono::{TimeZone, Utc};
     use metering::wire::{
         AccountState, AccountStatus, DebitAck, DebitOutcome, DebitResult, KeyStatus, Route,
@@ -777,18 +777,6 @@ mod tests {
         assert_eq!(w.refresh_prices(&s, &SyncStatus::read(&s)), Ok(false));
     }
 
-    /// Shared data whose write counters cannot be read (a host without them).
-    struct NoCounters(MemoryStore);
-
-    impl SharedStore for NoCounters {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            self.0.get(key)
-        }
-        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), crate::store::SetError> {
-            self.0.set(key, value, cas)
-        }
-    }
-
     #[test]
     fn an_account_entry_is_read_again_after_any_write_of_it() {
         let s = MemoryStore::default();
@@ -853,15 +841,16 @@ mod tests {
         w.account_entry(&s, &account).unwrap();
         assert_eq!(s.gets.get(), reads + 1, "the tick dropped the copy");
         // Without readable counters, every request reads the entry.
-        let plain = NoCounters(MemoryStore::default());
-        seed(&plain.0, 1_000);
+        let plain = MemoryStore::default();
+        plain.counters.set(Counters::Unreadable);
+        seed(&plain, 1_000);
         for n in 1..=3 {
-            let reads = plain.0.gets.get();
+            let reads = plain.gets.get();
             assert_eq!(
                 w.account_entry(&plain, &account).unwrap().spendable(),
                 Decimal::from(1_000)
             );
-            assert_eq!(plain.0.gets.get(), reads + 1, "request {n}");
+            assert_eq!(plain.gets.get(), reads + 1, "request {n}");
         }
     }
 
@@ -876,66 +865,29 @@ mod tests {
         let reads = s.gets.get();
         w.account_entry(&s, &account).unwrap();
         assert_eq!(s.gets.get(), reads + 1, "no copy before the check");
-        assert!(!w.check_counters(&Frozen(MemoryStore::default())));
+        let frozen = MemoryStore::default();
+        frozen.counters.set(Counters::Frozen);
+        assert!(!w.check_counters(&frozen));
         let reads = s.gets.get();
         w.account_entry(&s, &account).unwrap();
         w.account_entry(&s, &account).unwrap();
         assert_eq!(s.gets.get(), reads + 2);
     }
 
-    /// Shared data whose write counters read but never move after the worker's check.
-    struct Frozen(MemoryStore);
-
-    impl SharedStore for Frozen {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            self.0.get(key)
-        }
-        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), crate::store::SetError> {
-            self.0.set(key, value, cas)
-        }
-        fn epoch(&self, shard: usize) -> Option<u64> {
-            self.0.epoch(shard)
-        }
-    }
-
-    /// Another worker writes the account's entry right after this one read it (once).
-    struct WriteAfterRead {
-        store: MemoryStore,
-        account: Uuid,
-        armed: std::cell::Cell<bool>,
-    }
-
-    impl SharedStore for WriteAfterRead {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            let read = self.store.get(key);
-            if key == crate::state::account_entry_name(&self.account) && self.armed.replace(false) {
-                add_spend(&self.store, &self.account, Decimal::from(7), 4).unwrap();
-            }
-            read
-        }
-        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), crate::store::SetError> {
-            self.store.set(key, value, cas)
-        }
-        fn epoch(&self, shard: usize) -> Option<u64> {
-            self.store.epoch(shard)
-        }
-        fn bump_epoch(&self, shard: usize) {
-            self.store.bump_epoch(shard);
-        }
-    }
-
     #[test]
     fn a_write_right_after_the_copy_was_read_is_seen_by_the_next_request() {
         let account = Uuid::from_u128(2);
-        let s = WriteAfterRead {
-            store: MemoryStore::default(),
-            account,
-            armed: std::cell::Cell::new(false),
-        };
-        seed(&s.store, 1_000);
+        let s = MemoryStore::default();
+        seed(&s, 1_000);
         let mut w = worker(r#"{"internal_token":"t"}"#);
         assert!(w.check_counters(&s));
-        s.armed.set(true);
+        // Another worker writes the entry right after this one read it.
+        *s.after_read.borrow_mut() = Some((
+            crate::state::account_entry_name(&account),
+            Box::new(move |s: &MemoryStore| {
+                add_spend(s, &account, Decimal::from(7), 4).unwrap();
+            }),
+        ));
         // This request saw the entry before the write: what shared data held during it.
         assert_eq!(
             w.account_entry(&s, &account).unwrap().spendable(),
@@ -979,12 +931,13 @@ mod tests {
 
     #[test]
     fn a_worker_drops_its_copy_of_an_entry_it_writes_whatever_the_counters_do() {
-        let s = Frozen(MemoryStore::default());
+        let s = MemoryStore::default();
         let account = Uuid::from_u128(2);
-        seed(&s.0, 1_000_000);
-        // Published at every request, and the counters checked on a store where they move.
+        seed(&s, 1_000_000);
+        // Published at every request; the counters move at the check, then no more.
         let mut w = worker(r#"{"internal_token":"t","spend_publish_fraction":0}"#);
-        assert!(w.check_counters(&MemoryStore::default()));
+        assert!(w.check_counters(&s));
+        s.counters.set(Counters::Frozen);
         let model = w.prices.entries()[0].model.clone();
         let seen = w.account_entry(&s, &account).unwrap().spendable();
         let spent = w.record_debit(&s, &debit(&model), seen).local_amount;

@@ -314,17 +314,20 @@ pub fn run(args: &[String]) -> Result {
         pid: filter_pid,
     };
     let (account_id, key) = step("bench account with credits and a key", || bench_account(&c))?;
-    if only_instructions {
-        return step("instructions per request (callgrind)", || {
+    let count_instructions = |report: &mut Report, stack: &Stack| {
+        step("instructions per request (callgrind)", || {
             instructions::measure(
-                &mut report,
-                &stack,
+                report,
+                stack,
                 &envoy_bin,
                 plain_upstream_port,
                 &key,
                 &plan.counted,
             )
-        });
+        })
+    };
+    if only_instructions {
+        return count_instructions(&mut report, &stack);
     }
     let script = gateway::wrk_script(&work_dir, &key)?;
     let ledger: Vec<u32> = stack
@@ -390,16 +393,7 @@ pub fn run(args: &[String]) -> Result {
         )
     })?;
     drop(placed);
-    step("instructions per request (callgrind)", || {
-        instructions::measure(
-            &mut report,
-            &stack,
-            &envoy_bin,
-            plain_upstream_port,
-            &key,
-            &plan.counted,
-        )
-    })?;
+    count_instructions(&mut report, &stack)?;
     for p in [&mut plain_envoy, &mut noop_envoy] {
         if !p.is_running() {
             return Err(format!("an Envoy of the comparison stopped:\n{}", p.log_tail(20)));
