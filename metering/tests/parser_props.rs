@@ -226,7 +226,12 @@ proptest! {
         let body = tokens.concat();
         let mut scanner = JsonScanner::default();
         let ours = scanner.feed(body.as_bytes(), &mut Nothing).and_then(|()| scanner.finish(&mut Nothing));
-        let theirs = serde_json::from_str::<serde_json::Value>(&body);
-        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}: ours {:?}, serde_json {:?}", body, ours, theirs);
+        // serde_json also refuses a number too big for an f64 ("1e5" followed by "01" is 1e501);
+        // RFC 8259 leaves magnitude to implementations and the scanner checks only the grammar
+        // (it classifies numbers, it never converts them). A negative exponent has the same
+        // grammar and serde_json never refuses it (it rounds to zero), so the oracle reads that.
+        let oracle = body.replace("1e5", "1e-5");
+        let theirs = serde_json::from_str::<serde_json::Value>(&oracle);
+        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}: ours {:?}, serde_json on {:?}: {:?}", body, ours, oracle, theirs);
     }
 }

@@ -109,6 +109,24 @@ fn json_scanner_number_at_the_root_is_reported_at_finish() {
 }
 
 #[test]
+fn json_scanner_checks_a_number_s_grammar_not_its_magnitude() {
+    // RFC 8259 grammar, whatever an f64 could hold: such a number is never a token count.
+    for body in ["1e501", "-1e999", "1e-99999", "[1E+400, 0.5e0001]"] {
+        let (events, result) = scan(body.as_bytes());
+        assert_eq!(result, Ok(()), "{body}");
+        assert!(
+            events.iter().all(|e| !e.contains("Integer(")),
+            "{body}: {events:?}"
+        );
+    }
+    assert_eq!(scan(b"1e501").0, [" = Number(NotInteger)"]);
+    assert_eq!(
+        Value::Number(Number::NotInteger).count(),
+        Some(Err("not an integer"))
+    );
+}
+
+#[test]
 fn json_scanner_rejects_invalid_strings_with_the_offset() {
     let cases: [(&[u8], u64, &str); 12] = [
         (b"\"a\x01\"", 2, "control character in string"),
