@@ -11,7 +11,7 @@ mod up;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask <up | test [--skip-install] | bench [--quick | --instructions | --ledger [--reps N] [--bin PATH]...]>";
+    "usage: cargo xtask <up | test [--skip-install] | bench [--quick | --instructions | --gateway-only [--filter-set NAME=JSON]... | --ledger [--reps N] [--bin PATH]...]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

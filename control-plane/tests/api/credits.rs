@@ -210,6 +210,60 @@ async fn the_database_refuses_ledger_edits_and_unbalanced_entries() {
     audit_ledger(&app.pool).await;
 }
 
+/// The balance check of new entries reads their transfers by id (migration 0006): on a connection
+/// whose trigger plan was made while the ledger was small, a later batch must not read every
+/// transfer written since (it did: one full scan of `transfers` per debit batch).
+#[tokio::test]
+async fn the_balance_check_probes_transfers_by_id_however_the_ledger_grew() {
+    let app = spawn_app().await;
+    let house = "'00000000-0000-0000-0000-000000000001'::uuid";
+    let revenue = "'00000000-0000-0000-0000-000000000002'::uuid";
+    let transfers = |ids: &str| {
+        format!(
+            "INSERT INTO transfers (id, scope, idempotency_key, kind, from_account, to_account, amount, actor, fingerprint)
+             SELECT md5('plan' || i)::uuid, 'admin', 'plan-' || i, 'grant', {house}, {revenue}, 1, 'test', 'x'
+             FROM generate_series({ids}) AS i"
+        )
+    };
+    let entries = |ids: &str| {
+        format!(
+            "INSERT INTO entries (transfer_id, ledger_account_id, amount, balance_after)
+             SELECT md5('plan' || i)::uuid, a, m, 0 FROM generate_series({ids}) AS i,
+                 (VALUES ({house}, -1), ({revenue}, 1)) AS v(a, m)"
+        )
+    };
+    let transfers_read =
+        "SELECT seq_tup_read, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'transfers'";
+    // One connection, one transaction (rolled back: the ledger's balances are not touched).
+    let mut tx = app.pool.begin().await.unwrap();
+    for sql in [
+        transfers("1, 1"),
+        entries("1, 1"),
+        transfers("2, 20001"),
+        entries("2, 20001"),
+    ] {
+        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
+    }
+    let (seq_before, idx_before): (i64, i64) =
+        sqlx::query_as(transfers_read).fetch_one(&mut *tx).await.unwrap();
+    for sql in [transfers("20002, 20003"), entries("20002, 20003")] {
+        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
+    }
+    let (seq_after, idx_after): (i64, i64) =
+        sqlx::query_as(transfers_read).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(
+        seq_after - seq_before,
+        0,
+        "transfers read by a sequential scan for 2 new ones"
+    );
+    assert!(
+        idx_after - idx_before >= 2,
+        "{idx_before} -> {idx_after} index scans"
+    );
+    drop(tx);
+    audit_ledger(&app.pool).await;
+}
+
 /// The ledger's references are checked per statement (migration 0005), not by foreign keys: each
 /// dangling reference is still refused with the foreign-key SQLSTATE, and what the ledger names can
 /// be neither deleted nor renumbered.

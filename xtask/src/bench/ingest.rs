@@ -1,5 +1,6 @@
-//! `cargo xtask bench --ledger [--reps N] [--spread N] [--hot N] [--bin PATH]... [--db-set name=value]...`: only the ledger
-//! ingest part of the benchmark, for profiling it. Each control-plane binary (by default the release
+//! `cargo xtask bench --ledger [--reps N] [--spread N] [--hot N] [--scale N] [--batch N] [--bin PATH]... [--db-set name=value]...`:
+//! only the ledger ingest part of the benchmark, for profiling it. `--scale N` first adds N accounts
+//! with a key each (the full benchmark's sync step leaves 100,000). Each control-plane binary (by default the release
 //! build of the working tree) gets its own fresh database and process; the repetitions alternate
 //! between the binaries (spread run, then hot run, each checked exactly-once), so an old and a new
 //! build are measured side by side under the same machine drift. Prints the median of each.
@@ -50,6 +51,8 @@ pub fn run(args: &[String]) -> Result {
     let reps: usize = value(args, "--reps", 5)?;
     let spread_n: usize = value(args, "--spread", 20_000)?;
     let hot_n: usize = value(args, "--hot", 10_000)?;
+    let scale: u64 = value(args, "--scale", 0)?;
+    let batch: usize = value(args, "--batch", 1_000)?;
     let mut bins: Vec<String> = args
         .windows(2)
         .filter(|w| w.first().is_some_and(|a| a == "--bin"))
@@ -112,6 +115,9 @@ pub fn run(args: &[String]) -> Result {
             &dir,
         )?;
         stack::wait_ready(&mut proc, port, "/readyz", Duration::from_secs(90))?;
+        if scale > 0 {
+            db::bulk_accounts(&database_url, "scale", scale)?;
+        }
         db::bulk_accounts(&database_url, "ingest", 1_000)?;
         db::bulk_accounts(&database_url, "hot", 1)?;
         let spread = db::fixture(&database_url, "ingest")?;
@@ -136,7 +142,7 @@ pub fn run(args: &[String]) -> Result {
                 control_port: t.port,
                 internal_token: &token,
                 database_url: &t.database_url,
-                batch: 1_000,
+                batch,
                 senders: 4,
                 run_id: random_u64(),
                 control_plane_pid: Some(t.proc.pid()),

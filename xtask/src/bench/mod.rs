@@ -125,6 +125,19 @@ pub fn run(args: &[String]) -> Result {
     let quick = args.iter().any(|a| a == "--quick");
     // Only the instruction counts (full counts): the quick check of a change of the filter.
     let only_instructions = args.iter().any(|a| a == "--instructions");
+    // Only the wrk rounds (16 connections, then 1), for profiling the gateway's figures; with
+    // `--filter-set name=json` (repeatable) overriding the filter's plugin configuration.
+    let only_gateway = args.iter().any(|a| a == "--gateway-only");
+    let filter_settings = args
+        .windows(2)
+        .filter(|w| w.first().is_some_and(|a| a == "--filter-set"))
+        .filter_map(|w| w.get(1).and_then(|s| s.split_once('=')))
+        .map(|(k, v)| {
+            serde_json::from_str::<Value>(v)
+                .map(|v| (k.to_owned(), v))
+                .map_err(|e| format!("--filter-set {k}: the value must be JSON: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut plan = Plan::new(quick);
     let started = Instant::now();
     let mut report = Report::default();
@@ -265,6 +278,10 @@ pub fn run(args: &[String]) -> Result {
     // filter admitting; every debit is still flushed, before the next run starts, and checked.
     let mut plugin_extra = serde_json::Map::new();
     plugin_extra.insert("debit_buffer_max".into(), json!(1_000_000));
+    for (k, v) in filter_settings {
+        report.note(&format!("filter setting {k}"), v.to_string());
+        plugin_extra.insert(k, v);
+    }
     let mut stack = step("start control plane and Envoy with the filter", || {
         Stack::start_with(config, plugin_extra)
     })?;
@@ -371,6 +388,10 @@ pub fn run(args: &[String]) -> Result {
     step("gateway overhead (wrk, variants rotating)", || {
         gateway::overhead(&mut report, &plan, &[&plain, &noop, &filter], &script)
     })?;
+    if only_gateway {
+        drop(placed);
+        return Ok(());
+    }
     step("streaming (200 events, 5 ms apart, variants rotating)", || {
         gateway::streaming(
             &mut report,
