@@ -36,6 +36,10 @@ struct UsageRow<'a> {
     fingerprint: String,
 }
 
+/// The keys of a batch's distinct hashes: (hash, key id, account id); see `apply_in`.
+pub const KEYS_BY_HASH: &str = "SELECT h.key_hash, k.id, k.account_id FROM UNNEST($1::text[]) AS h(key_hash)
+     CROSS JOIN LATERAL (SELECT k.id, k.account_id FROM api_keys k WHERE k.key_hash = h.key_hash OFFSET 0) k";
+
 fn result(
     debit_id: Uuid,
     outcome: DebitOutcome,
@@ -150,18 +154,18 @@ async fn apply_in(
     let mut hashes: Vec<&str> = debits.iter().map(|d| d.key_hash.as_str()).collect();
     hashes.sort_unstable();
     hashes.dedup();
-    // A join on the unnested hashes (a hash join or index probes), not `= ANY($1)`: as a prepared
-    // statement's generic plan that compares every key with every hash of the batch.
-    let keys: HashMap<String, (Uuid, Uuid)> = sqlx::query_as::<_, (String, Uuid, Uuid)>(
-        "SELECT k.key_hash, k.id, k.account_id FROM UNNEST($1::text[]) AS h(key_hash)
-         JOIN api_keys k ON k.key_hash = h.key_hash",
-    )
-    .bind(&hashes)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(h, id, a)| (h, (id, a)))
-    .collect();
+    // One index probe per distinct hash of the batch, whatever the plan cache holds: not
+    // `= ANY($1)` (as a prepared statement's generic plan that compares every key with every hash
+    // of the batch), and not a plain join either (a plan made while `api_keys` was small hashes the
+    // batch and reads every key, per batch, for as long as the connection lives: a cost that grows
+    // with the number of keys). `OFFSET 0` keeps the lateral subquery a parameterised probe.
+    let keys: HashMap<String, (Uuid, Uuid)> = sqlx::query_as::<_, (String, Uuid, Uuid)>(KEYS_BY_HASH)
+        .bind(&hashes)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(h, id, a)| (h, (id, a)))
+        .collect();
     let (_, prices_version) = sync::current(conn).await?;
     let table = state.prices.at(conn, prices_version).await?;
     // Per debit: whether it passed `check`, and its key and cost or why it cannot be recorded.

@@ -8,6 +8,8 @@
 
 mod debits;
 
+pub use debits::KEYS_BY_HASH;
+
 use axum::extract::{DefaultBodyLimit, State};
 use axum::Json;
 use metering::wire::{

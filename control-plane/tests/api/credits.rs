@@ -264,6 +264,54 @@ async fn the_balance_check_probes_transfers_by_id_however_the_ledger_grew() {
     audit_ledger(&app.pool).await;
 }
 
+/// The control plane's connections plan each statement for the ledger as it is: a balance update
+/// prepared while the ledger held a few accounts must not read every account once it holds many.
+#[tokio::test]
+async fn statements_are_planned_for_the_ledger_as_it_is_not_as_it_was() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_custom_plan");
+    let balances: std::collections::HashMap<uuid::Uuid, rust_decimal::Decimal> =
+        [(account, rust_decimal::Decimal::ZERO)].into();
+    // A batch's worth of ids (none of them an account: nothing is changed) for the runs on the
+    // small ledger: for those the cheapest plan hashes the ids and reads the whole table.
+    let mut batch = balances.clone();
+    batch.extend((0..1000).map(|_| (uuid::Uuid::new_v4(), rust_decimal::Decimal::ZERO)));
+    let accounts_read =
+        "SELECT seq_tup_read, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'ledger_accounts'";
+    // One connection, one transaction (rolled back).
+    let mut tx = app.pool.begin().await.unwrap();
+    for _ in 0..8 {
+        control_plane::ledger::store_balances(&mut tx, &batch, 1)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "WITH n AS (SELECT gen_random_uuid() AS id, i FROM generate_series(1, 20000) AS i),
+              a AS (INSERT INTO accounts (id, name, email) SELECT id, 'bulk', 'bulk' || i || '@example.com' FROM n)
+         INSERT INTO ledger_accounts (id, account_id) SELECT id, id FROM n",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let (seq_before, idx_before): (i64, i64) =
+        sqlx::query_as(accounts_read).fetch_one(&mut *tx).await.unwrap();
+    control_plane::ledger::store_balances(&mut tx, &balances, 1)
+        .await
+        .unwrap();
+    let (seq_after, idx_after): (i64, i64) = sqlx::query_as(accounts_read).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(
+        seq_after - seq_before,
+        0,
+        "ledger accounts read by a sequential scan to update one"
+    );
+    assert!(idx_after > idx_before, "{idx_before} -> {idx_after} index scans");
+}
+
 /// The ledger's references are checked per statement (migration 0005), not by foreign keys: each
 /// dangling reference is still refused with the foreign-key SQLSTATE, and what the ledger names can
 /// be neither deleted nor renumbered.

@@ -413,3 +413,50 @@ async fn debit_route_needs_the_internal_token_and_bounds_the_batch() {
         .unwrap();
     assert_eq!(recorded, 0);
 }
+
+/// A batch's key lookup probes `api_keys` by hash: a plan made while the table was small must not
+/// read every key once it holds many (a plain join did, per batch, for the connection's life).
+#[tokio::test]
+async fn the_key_lookup_of_a_batch_probes_by_hash_however_many_keys_there_are() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    app.create_key(account, "k").await;
+    let hashes: Vec<String> = vec!["0".repeat(64), "f".repeat(64)];
+    let keys_read = "SELECT seq_tup_read, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'api_keys'";
+    // One connection, one transaction (rolled back). Run often enough for the server to settle
+    // on a generic plan while the table holds one key.
+    let mut tx = app.pool.begin().await.unwrap();
+    for _ in 0..8 {
+        sqlx::query(control_plane::internal::KEYS_BY_HASH)
+            .bind(&hashes)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, name, key_hash, prefix, sync_version)
+         SELECT gen_random_uuid(), $1, 'bulk', encode(sha256(convert_to('bulk-' || i, 'UTF8')), 'hex'), 'csk_bulk', 1
+         FROM generate_series(1, 20000) AS i",
+    )
+    .bind(account)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let (seq_before, idx_before): (i64, i64) = sqlx::query_as(keys_read).fetch_one(&mut *tx).await.unwrap();
+    let found = sqlx::query(control_plane::internal::KEYS_BY_HASH)
+        .bind(&hashes)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+    let (seq_after, idx_after): (i64, i64) = sqlx::query_as(keys_read).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(
+        seq_after - seq_before,
+        0,
+        "api_keys read by a sequential scan for 2 hashes"
+    );
+    assert!(
+        idx_after - idx_before >= 2,
+        "{idx_before} -> {idx_after} index scans"
+    );
+}
