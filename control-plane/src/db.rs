@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 
 use crate::error::ApiError;
 
@@ -49,7 +49,15 @@ pub async fn connect(url: &str) -> Result<PgPool, ApiError> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options(url)?.options([("plan_cache_mode", "force_custom_plan")]))
+        // A statement after connecting rather than a startup option: connection poolers in
+        // front of PostgreSQL refuse or drop startup options.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET plan_cache_mode = force_custom_plan").await?;
+                Ok(())
+            })
+        })
+        .connect_with(options(url)?)
         .await?;
     Ok(pool)
 }
