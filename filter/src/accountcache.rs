@@ -122,17 +122,10 @@ mod tests {
     #[test]
     fn shards_spread_random_ids() {
         let mut seen = [0u32; EPOCH_SHARDS];
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        // xorshift64: ids as random as UUIDv7's random bits.
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..1600 {
-            let id = Uuid::from_u64_pair(next(), next());
-            seen[epoch_shard(&id)] += 1;
+        // UUIDv7 ids as the project makes them (the shard byte is one of their random bits).
+        let mut ids = crate::ids::DebitIds::new([7; 32]);
+        for ms in 0..1600 {
+            seen[epoch_shard(&ids.next(1_800_000_000_000 + ms))] += 1;
         }
         // 100 expected in each: far from empty or crowded.
         assert!(seen.iter().all(|&n| (50..200).contains(&n)), "{seen:?}");

@@ -91,7 +91,6 @@ thread_local! {
 
 /// Sends the buffered debits as one batch and applies the control plane's acknowledgement, as
 /// `root` does: the batch body, the answer's decoding, the settlement in shared data.
-#[inline(never)]
 fn batch_path(worker: &mut Worker, store: &MemoryStore) {
     let started = Instant::now();
     assert!(worker.publish_spend(store).is_empty());

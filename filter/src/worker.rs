@@ -316,13 +316,11 @@ impl Worker {
             .collect();
         // Stable: each account's settlements stay in the order they came.
         by_account.sort_by_key(|(account, _)| *account);
-        for (account, _) in &by_account {
-            self.accounts.forget(account);
-        }
         by_account
             .chunk_by(|a, b| a.0 == b.0)
             .filter_map(|group| {
                 let account = group.first()?.0;
+                self.accounts.forget(&account);
                 let outcomes: Vec<SpendOutcome> = group.iter().map(|(_, o)| *o).collect();
                 settle_spends(store, &account, &outcomes, self.settings.cas_retries).err()
             })

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tests::stack::{self, free_port, Proc};
 
-use crate::bench::{db, ledger, loadavg, random_u64};
+use crate::bench::{db, ledger, loadavg, random_u64, repeated, settings};
 use crate::shell::{self, step, Result};
 use crate::{postgres, tools};
 
@@ -53,17 +53,8 @@ pub fn run(args: &[String]) -> Result {
     let hot_n: usize = value(args, "--hot", 10_000)?;
     let scale: u64 = value(args, "--scale", 0)?;
     let batch: usize = value(args, "--batch", 1_000)?;
-    let mut bins: Vec<String> = args
-        .windows(2)
-        .filter(|w| w.first().is_some_and(|a| a == "--bin"))
-        .filter_map(|w| w.get(1).cloned())
-        .collect();
-    let settings: Vec<(String, String)> = args
-        .windows(2)
-        .filter(|w| w.first().is_some_and(|a| a == "--db-set"))
-        .filter_map(|w| w.get(1).and_then(|s| s.split_once('=')))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let mut bins: Vec<String> = repeated(args, "--bin").into_iter().map(str::to_owned).collect();
+    let db_settings = settings(args, "--db-set");
     if bins.is_empty() {
         step(
             "build control plane (release)",
@@ -84,11 +75,11 @@ pub fn run(args: &[String]) -> Result {
     for (i, bin) in bins.iter().enumerate() {
         let name = format!("claudestore_bench_ingest_{i}");
         db::reset(&pg.server_url, &name)?;
-        if !settings.is_empty() {
+        if !db_settings.is_empty() {
             // Profiling settings (e.g. auto_explain) for this database's sessions only.
             let admin = format!("{}/postgres", pg.server_url);
             db::psql(&admin, &format!("CREATE DATABASE \"{name}\""))?;
-            for (k, v) in &settings {
+            for (k, v) in &db_settings {
                 db::psql(&admin, &format!("ALTER DATABASE \"{name}\" SET {k} = '{v}'"))?;
             }
         }

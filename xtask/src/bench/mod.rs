@@ -111,6 +111,22 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Every value given after `flag` (a flag that may repeat: `--bin A --bin B`).
+fn repeated<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w.first().is_some_and(|a| a == flag))
+        .filter_map(|w| w.get(1).map(String::as_str))
+        .collect()
+}
+
+/// The `name=value` pairs given after a repeatable `flag`.
+fn settings<'a>(args: &'a [String], flag: &str) -> Vec<(&'a str, &'a str)> {
+    repeated(args, flag)
+        .into_iter()
+        .filter_map(|s| s.split_once('='))
+        .collect()
+}
+
 fn random_u64() -> u64 {
     use std::io::Read;
     let mut b = [0u8; 8];
@@ -128,10 +144,8 @@ pub fn run(args: &[String]) -> Result {
     // Only the wrk rounds (16 connections, then 1), for profiling the gateway's figures; with
     // `--filter-set name=json` (repeatable) overriding the filter's plugin configuration.
     let only_gateway = args.iter().any(|a| a == "--gateway-only");
-    let filter_settings = args
-        .windows(2)
-        .filter(|w| w.first().is_some_and(|a| a == "--filter-set"))
-        .filter_map(|w| w.get(1).and_then(|s| s.split_once('=')))
+    let filter_settings = settings(args, "--filter-set")
+        .into_iter()
         .map(|(k, v)| {
             serde_json::from_str::<Value>(v)
                 .map(|v| (k.to_owned(), v))
