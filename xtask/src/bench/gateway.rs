@@ -324,16 +324,23 @@ pub fn overhead(report: &mut Report, plan: &Plan, variants: &[&Variant], script:
             ),
         );
     }
-    if let (Some(noop), Some(filter)) = (
-        variants.iter().position(|v| v.name == "noop"),
-        variants.iter().position(|v| v.name == "filter"),
-    ) {
+    let position = |name: &str| variants.iter().position(|v| v.name == name);
+    if let (Some(noop), Some(filter)) = (position("noop"), position("filter")) {
         report.add(
             "filter_cpu_above_noop",
             median(&paired(filter, noop, &|b, a| cpu(b) - cpu(a))),
             "us",
             "Envoy CPU per request of the billing filter above the do-nothing wasm filter: the \
              filter's own work and host calls (median of per-round differences)",
+        );
+    }
+    if let (Some(floor), Some(filter)) = (position("hostcalls"), position("filter")) {
+        report.add(
+            "filter_cpu_above_hostcalls",
+            median(&paired(filter, floor, &|b, a| cpu(b) - cpu(a))),
+            "us",
+            "Envoy CPU per request of the billing filter above the host-call floor: its own code \
+             and the host calls beyond those billing needs (median of per-round differences)",
         );
     }
 
@@ -415,6 +422,7 @@ fn describe(v: &Variant) -> &'static str {
     match v.name {
         "filter" => "billing",
         "noop" => "do-nothing wasm",
+        "hostcalls" => "host-call floor",
         _ => "other",
     }
 }

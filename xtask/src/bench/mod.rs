@@ -321,6 +321,17 @@ pub fn run(args: &[String]) -> Result {
             EnvoyConfig::Noop,
         )
     })?;
+    // The floor of any billing filter: the same module making only the host calls billing needs.
+    let (hostcalls_port, hostcalls_admin) = (free_port()?, free_port()?);
+    let mut hostcalls_envoy = step("start the same Envoy with the host-call floor filter", || {
+        start_variant_envoy(
+            &stack,
+            &envoy_bin,
+            plain_upstream_port,
+            (hostcalls_port, hostcalls_admin),
+            EnvoyConfig::HostCalls,
+        )
+    })?;
     let c = stack.config.clone();
     let filter_pid = stack
         .proc_mut("envoy")
@@ -337,6 +348,12 @@ pub fn run(args: &[String]) -> Result {
         port: noop_port,
         admin_port: noop_admin,
         pid: noop_envoy.pid(),
+    };
+    let hostcalls = Variant {
+        name: "hostcalls",
+        port: hostcalls_port,
+        admin_port: hostcalls_admin,
+        pid: hostcalls_envoy.pid(),
     };
     let filter = Variant {
         name: "filter",
@@ -369,6 +386,7 @@ pub fn run(args: &[String]) -> Result {
     let gateway = [
         plain.pid,
         noop.pid,
+        hostcalls.pid,
         filter.pid,
         upstream.pid(),
         plain_upstream.pid(),
@@ -400,7 +418,7 @@ pub fn run(args: &[String]) -> Result {
     };
 
     step("gateway overhead (wrk, variants rotating)", || {
-        gateway::overhead(&mut report, &plan, &[&plain, &noop, &filter], &script)
+        gateway::overhead(&mut report, &plan, &[&plain, &noop, &hostcalls, &filter], &script)
     })?;
     if only_gateway {
         drop(placed);
@@ -410,7 +428,7 @@ pub fn run(args: &[String]) -> Result {
         gateway::streaming(
             &mut report,
             &plan,
-            &[&plain, &noop, &filter],
+            &[&plain, &noop, &hostcalls, &filter],
             &release.join("bench-stream"),
             &key,
         )
@@ -429,13 +447,14 @@ pub fn run(args: &[String]) -> Result {
     })?;
     drop(placed);
     count_instructions(&mut report, &stack)?;
-    for p in [&mut plain_envoy, &mut noop_envoy] {
+    for p in [&mut plain_envoy, &mut noop_envoy, &mut hostcalls_envoy] {
         if !p.is_running() {
             return Err(format!("an Envoy of the comparison stopped:\n{}", p.log_tail(20)));
         }
     }
     drop(plain_envoy);
     drop(noop_envoy);
+    drop(hostcalls_envoy);
 
     // Sync at scale first: the ingest below then runs on a database that holds 100,000 accounts
     // and keys besides the gateway run's debits, as a real ledger does.
@@ -550,6 +569,9 @@ pub enum EnvoyConfig {
     Plain,
     /// The do-nothing wasm filter in its place.
     Noop,
+    /// The same module in its place, configured to make only the host calls billing needs
+    /// (`xtask/noop-filter`): the floor of any billing filter.
+    HostCalls,
     /// The billing filter, as the stack's Envoy runs it.
     Filter,
 }
@@ -567,9 +589,14 @@ pub fn render_variant(
     let template_path = shell::root().join("envoy/envoy.yaml");
     let template =
         std::fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
-    let plugin = serde_json::to_string(&stack.plugin_config()).map_err(|e| e.to_string())?;
+    let plugin = match config {
+        EnvoyConfig::HostCalls => "host-calls".to_owned(),
+        _ => serde_json::to_string(&stack.plugin_config()).map_err(|e| e.to_string())?,
+    };
     let wasm = match config {
-        EnvoyConfig::Noop => shell::root().join("target/wasm32-wasip1/wasm/noop_filter.wasm"),
+        EnvoyConfig::Noop | EnvoyConfig::HostCalls => {
+            shell::root().join("target/wasm32-wasip1/wasm/noop_filter.wasm")
+        }
         EnvoyConfig::Plain | EnvoyConfig::Filter => c.wasm_path.clone(),
     };
     let values = BTreeMap::from([
@@ -588,7 +615,7 @@ pub fn render_variant(
     let rendered = stack::render(&template, &values)?;
     let rendered = match config {
         EnvoyConfig::Plain => gateway::without_filter(&rendered)?,
-        EnvoyConfig::Noop | EnvoyConfig::Filter => rendered,
+        EnvoyConfig::Noop | EnvoyConfig::HostCalls | EnvoyConfig::Filter => rendered,
     };
     let file = c.work_dir.join(format!("{name}.yaml"));
     std::fs::write(&file, rendered).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -620,6 +647,7 @@ fn start_variant_envoy(
     let name = match config {
         EnvoyConfig::Plain => "envoy-plain",
         EnvoyConfig::Noop => "envoy-noop",
+        EnvoyConfig::HostCalls => "envoy-hostcalls",
         EnvoyConfig::Filter => "envoy-filter",
     };
     let file = render_variant(stack, config, name, upstream_port, ports)?;
@@ -745,9 +773,13 @@ fn method(plan: &Plan) -> Vec<String> {
              database afterwards). The filter runs with `debit_buffer_max` 1,000,000 so a whole run fits in its \
              buffer (the ledger sharing these two cores ingests fewer debits per second than one worker serves \
              80 us requests), and each run starts only after the previous run's debits are flushed: the flush \
-             that overlaps a filtered run counts against it, the rest against neither variant. Three variants of the same configuration: no filter, a do-nothing Rust wasm filter \
-             (xtask/noop-filter, loaded like the billing filter: the floor of any Proxy-Wasm filter) and the billing \
-             filter. {} rounds of {} s per variant and per concurrency (16, then 1), the order rotated by one each \
+             that overlaps a filtered run counts against it, the rest against neither variant. Four variants of the same configuration: no filter, a do-nothing Rust wasm filter \
+             (xtask/noop-filter, loaded like the billing filter: the floor of any Proxy-Wasm filter), the same module \
+             configured `host-calls` (the host-call floor: only the host calls any filter billing by the contract \
+             makes per request, the request's and the response's header maps, the request body held to its end \
+             and read, each response body chunk read, the key and accept-encoding edits, the \
+             `x-claudestore-request-id` header, two clock reads; nothing parsed, nothing debited: the floor of any \
+             billing filter) and the billing filter. {} rounds of {} s per variant and per concurrency (16, then 1), the order rotated by one each \
              round; each figure is the median over rounds, the ratios and the added latencies are medians of \
              per-round pairs. Envoy CPU per request is the Envoy process's user + system time from \
              /proc over the run divided by the requests served. CPUs (on a machine with two or more): while the \
@@ -761,7 +793,7 @@ fn method(plan: &Plan) -> Vec<String> {
         format!(
             "**Streaming.** `bench-stream` (xtask/src/bin) sends a streaming request; the upstream sends 200 SSE events \
              5 ms apart, each text delta stamped with its send time (wall clock, ns); the client subtracts the stamp \
-             from its receive time. {} rounds x {} streams per variant (the three variants above), rotating; figures are medians over rounds of \
+             from its receive time. {} rounds x {} streams per variant (the four variants above), rotating; figures are medians over rounds of \
              per-round percentiles.",
             plan.stream_rounds, plan.streams_per_round
         ),
@@ -781,7 +813,7 @@ fn method(plan: &Plan) -> Vec<String> {
          the filter adds, it separates our code from the host calls and Envoy's own work."
             .into(),
         format!(
-            "**Instructions per request.** The three configurations again, each Envoy under `valgrind \
+            "**Instructions per request.** The four configurations again, each Envoy under `valgrind \
              --tool=callgrind --smc-check=all-non-file` (every instruction of the process: Envoy's, V8's and the \
              JIT-compiled wasm), in front of the same upstream; {} requests warm it up uninstrumented (`--instr-atstart=no`), then the counting is switched on and \
              {} `POST /v1/messages` are sent one after another on one keep-alive connection before the counters are \
