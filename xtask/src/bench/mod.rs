@@ -52,7 +52,7 @@ impl Plan {
         if quick {
             Plan {
                 rounds: 1,
-                seconds: 2,
+                seconds: 1,
                 warmup_seconds: 1,
                 stream_rounds: 1,
                 streams_per_round: 1,
@@ -60,8 +60,8 @@ impl Plan {
                 ingest_hot: 1_000,
                 sync_keys: 5_000,
                 counted: instructions::Counts {
-                    warmup: 50,
-                    counted: 200,
+                    warmup: 20,
+                    counted: 100,
                 },
                 cpus: pin::Split::new(),
             }
