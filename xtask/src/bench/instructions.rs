@@ -1,9 +1,9 @@
 //! Instructions per request: each Envoy of the comparison (no filter, the do-nothing wasm filter,
 //! the host-call floor, the billing filter) run under `valgrind --tool=callgrind`, which counts
 //! every instruction the process executes (Envoy's, V8's and the JIT-compiled wasm alike), for a
-//! fixed number of requests sent one after another on one keep-alive connection. Unlike CPU time on a shared VM,
-//! the count repeats from run to run within about 2% (timers and the filter's tick run during
-//! the window too), so that a change of the filter shows as a number.
+//! fixed number of requests sent one after another on one keep-alive connection. Unlike CPU time
+//! on a shared VM, the count repeats from run to run within about 2% (timers and the filter's tick
+//! run during the window too), so that a change of the filter shows as a number.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
