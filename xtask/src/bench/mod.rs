@@ -299,64 +299,26 @@ pub fn run(args: &[String]) -> Result {
     let mut stack = step("start control plane and Envoy with the filter", || {
         Stack::start_with(config, plugin_extra)
     })?;
-    let (plain_port, plain_admin) = (free_port()?, free_port()?);
-    let mut plain_envoy = step("start the same Envoy without the filter", || {
-        start_variant_envoy(
-            &stack,
-            &envoy_bin,
-            plain_upstream_port,
-            (plain_port, plain_admin),
-            EnvoyConfig::Plain,
-        )
+    let start = |config: EnvoyConfig| start_variant_envoy(&stack, &envoy_bin, plain_upstream_port, config);
+    // The do-nothing filter is the floor of any wasm filter, the host-call floor that of any
+    // billing filter. All three share the plain upstream (their runs never overlap).
+    let (mut plain_envoy, plain) = step("start the same Envoy without the filter", || {
+        start(EnvoyConfig::Plain)
     })?;
-    // The floor: any Rust wasm filter loaded the same way, doing nothing (it shares the plain
-    // upstream; runs never overlap).
-    let (noop_port, noop_admin) = (free_port()?, free_port()?);
-    let mut noop_envoy = step("start the same Envoy with a do-nothing wasm filter", || {
-        start_variant_envoy(
-            &stack,
-            &envoy_bin,
-            plain_upstream_port,
-            (noop_port, noop_admin),
-            EnvoyConfig::Noop,
-        )
+    let (mut noop_envoy, noop) = step("start the same Envoy with a do-nothing wasm filter", || {
+        start(EnvoyConfig::Noop)
     })?;
-    // The floor of any billing filter: the same module making only the host calls billing needs.
-    let (hostcalls_port, hostcalls_admin) = (free_port()?, free_port()?);
-    let mut hostcalls_envoy = step("start the same Envoy with the host-call floor filter", || {
-        start_variant_envoy(
-            &stack,
-            &envoy_bin,
-            plain_upstream_port,
-            (hostcalls_port, hostcalls_admin),
-            EnvoyConfig::HostCalls,
-        )
-    })?;
+    let (mut hostcalls_envoy, hostcalls) =
+        step("start the same Envoy with the host-call floor filter", || {
+            start(EnvoyConfig::HostCalls)
+        })?;
     let c = stack.config.clone();
     let filter_pid = stack
         .proc_mut("envoy")
         .map(|p| p.pid())
         .ok_or("no envoy process")?;
-    let plain = Variant {
-        name: "plain",
-        port: plain_port,
-        admin_port: plain_admin,
-        pid: plain_envoy.pid(),
-    };
-    let noop = Variant {
-        name: "noop",
-        port: noop_port,
-        admin_port: noop_admin,
-        pid: noop_envoy.pid(),
-    };
-    let hostcalls = Variant {
-        name: "hostcalls",
-        port: hostcalls_port,
-        admin_port: hostcalls_admin,
-        pid: hostcalls_envoy.pid(),
-    };
     let filter = Variant {
-        name: "filter",
+        name: EnvoyConfig::Filter.name(),
         port: c.gateway_port,
         admin_port: c.envoy_admin_port,
         pid: filter_pid,
@@ -576,6 +538,18 @@ pub enum EnvoyConfig {
     Filter,
 }
 
+impl EnvoyConfig {
+    /// The variant's name in figure names.
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvoyConfig::Plain => "plain",
+            EnvoyConfig::Noop => "noop",
+            EnvoyConfig::HostCalls => "hostcalls",
+            EnvoyConfig::Filter => "filter",
+        }
+    }
+}
+
 /// Writes the configuration of `config` listening on `port` (admin `admin`) in front of
 /// `upstream_port` as `<work dir>/<name>.yaml`.
 pub fn render_variant(
@@ -637,27 +611,36 @@ pub fn envoy_args(stack: &Stack, file: &Path) -> Vec<String> {
     ]
 }
 
+/// Starts an Envoy of the comparison on ports of its own; the process and how the gateway runs
+/// reach it.
 fn start_variant_envoy(
     stack: &Stack,
     envoy: &Path,
     upstream_port: u16,
-    ports: (u16, u16),
     config: EnvoyConfig,
-) -> Result<Proc> {
+) -> Result<(Proc, Variant)> {
+    let (port, admin_port) = (free_port()?, free_port()?);
+    // Process names are static (`Proc`); also the names of the rendered file and the log.
     let name = match config {
         EnvoyConfig::Plain => "envoy-plain",
         EnvoyConfig::Noop => "envoy-noop",
         EnvoyConfig::HostCalls => "envoy-hostcalls",
         EnvoyConfig::Filter => "envoy-filter",
     };
-    let file = render_variant(stack, config, name, upstream_port, ports)?;
+    let file = render_variant(stack, config, name, upstream_port, (port, admin_port))?;
     let mut p = Proc::spawn(
         name,
         Command::new(envoy).args(envoy_args(stack, &file)),
         &stack.config.work_dir,
     )?;
-    stack::wait_ready(&mut p, ports.1, "/ready", Duration::from_secs(60))?;
-    Ok(p)
+    stack::wait_ready(&mut p, admin_port, "/ready", Duration::from_secs(60))?;
+    let variant = Variant {
+        name: config.name(),
+        port,
+        admin_port,
+        pid: p.pid(),
+    };
+    Ok((p, variant))
 }
 
 /// An account with plenty of credits and a key, made through the admin API; returns the account
