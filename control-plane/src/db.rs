@@ -70,8 +70,8 @@ pub async fn prepare(url: &str) -> Result<PgPool, ApiError> {
         .run(&pool)
         .await
         .map_err(|e| ApiError::Internal(format!("migrations failed: {e}")))?;
-    if crate::prices::seed_defaults(&pool).await? {
-        tracing::info!("seeded the default price table");
+    for source in crate::prices::seed_defaults(&pool).await? {
+        tracing::info!(source, "added the versions of a shipped price table");
     }
     Ok(pool)
 }

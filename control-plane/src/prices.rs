@@ -3,15 +3,16 @@
 //! changes effective from a time (earlier versions kept). The in-memory [`PriceCache`] follows the
 //! database's price version, so every instance prices debits with the committed table.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
-use metering::{PriceEntry, PriceTable, Rates, Tier};
+use metering::{Modifier, PriceEntry, PriceTable, Rates, Tier};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::RwLock;
 use utoipa::ToSchema;
@@ -87,34 +88,62 @@ impl PriceCache {
     }
 }
 
-/// Loads metering's default table into an empty database (once; later changes go through the API).
-pub async fn seed_defaults(pool: &PgPool) -> ApiResult<bool> {
-    let table = PriceTable::default_table(metering::price::default_price_factor())
-        .map_err(|e| ApiError::Internal(format!("the default price table is invalid: {e}")))?;
+/// Applies each shipped price table the database has not had yet ([`metering::price::DEFAULT_TABLES`],
+/// oldest first): its versions are added, and a version the database already has (same model and
+/// effective instant: an admin's, or an earlier seed's) is kept as it is. Answers the sources
+/// applied. Earlier versions stay, so usage already recorded keeps its price; a table's versions
+/// take effect from their own `effective_from`.
+pub async fn seed_defaults(pool: &PgPool) -> ApiResult<Vec<&'static str>> {
+    let mut applied = Vec::new();
     let mut tx = pool.begin().await?;
+    // Two control planes starting together apply each table once.
     sqlx::query("SELECT pg_advisory_xact_lock(7242651)")
         .execute(&mut *tx)
         .await?;
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM price_versions")
-        .fetch_one(&mut *tx)
+    let seeded: Vec<String> = sqlx::query_scalar("SELECT source FROM price_seeds")
+        .fetch_all(&mut *tx)
         .await?;
-    if count > 0 {
-        return Ok(false);
+    for (source, json) in metering::price::DEFAULT_TABLES {
+        if seeded.iter().any(|s| s == source) {
+            continue;
+        }
+        let entries = metering::price::entries_of(json)
+            .map_err(|e| ApiError::Internal(format!("the shipped price table {source} is invalid: {e}")))?;
+        let existing: Vec<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT model, effective_from FROM price_versions")
+                .fetch_all(&mut *tx)
+                .await?;
+        let new: Vec<&PriceEntry> = entries
+            .iter()
+            .filter(|e| {
+                !existing
+                    .iter()
+                    .any(|(m, t)| *m == e.model && *t == e.effective_from)
+            })
+            .collect();
+        let audit = Audit {
+            actor: "system",
+            action: "price.seed",
+            target: "prices".into(),
+            reason: Some("shipped price table"),
+            details: serde_json::json!({ "source": source, "entries": new.len() }),
+        };
+        audit::record(&mut tx, audit).await?;
+        let version = sync::bump_prices(&mut tx).await?;
+        for e in new {
+            insert_version(&mut tx, e, "system", Some(source), version).await?;
+        }
+        sqlx::query("INSERT INTO price_seeds (source) VALUES ($1)")
+            .bind(source)
+            .execute(&mut *tx)
+            .await?;
+        applied.push(source);
     }
-    let audit = Audit {
-        actor: "system",
-        action: "price.seed",
-        target: "prices".into(),
-        reason: Some("default table at first start"),
-        details: serde_json::json!({ "entries": table.entries().len() }),
-    };
-    audit::record(&mut tx, audit).await?;
-    let version = sync::bump_prices(&mut tx).await?;
-    for e in table.entries() {
-        insert_version(&mut tx, e, "system", Some("default table"), version).await?;
-    }
+    // The table as a whole must stay valid (aliases naming one family, no duplicate version).
+    let factor = metering::price::default_price_factor();
+    read_table(&mut tx, factor).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(applied)
 }
 
 async fn insert_version(
@@ -175,6 +204,18 @@ pub struct TierView {
     pub credits_per_token: RatesView,
 }
 
+/// One value of a modifier a model supports.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModifierView {
+    /// The value, as the request (`speed`, `inference_geo`) and the answer's `usage` name it.
+    pub value: String,
+    /// Every rate of a request with this value is multiplied by this (modifiers stack).
+    pub multiplier: String,
+    /// The base rates with this value alone, in credits per token (with the other modifier too,
+    /// multiply by its multiplier as well).
+    pub credits_per_token: RatesView,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PriceView {
     pub model: String,
@@ -191,6 +232,15 @@ pub struct PriceView {
     pub credits_per_token: RatesView,
     pub web_search_usd_per_request: String,
     pub web_search_credits_per_request: String,
+    /// The `speed` values the model supports (a request asking another is refused with 400).
+    pub speed: Vec<ModifierView>,
+    /// The `inference_geo` values the model supports.
+    pub inference_geo: Vec<ModifierView>,
+    /// The fee of a request that declares the code execution tool (container time is not
+    /// reported); null: such requests are refused unless a web_search_20260209 or
+    /// web_fetch_20260209 tool makes the container free.
+    pub code_execution_usd_per_request: Option<String>,
+    pub code_execution_credits_per_request: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -198,6 +248,17 @@ pub struct PriceList {
     pub data: Vec<PriceView>,
     /// The public price as a fraction of the official price.
     pub factor: String,
+}
+
+fn modifier_views(table: &PriceTable, e: &PriceEntry, modifier: Modifier) -> Vec<ModifierView> {
+    e.multipliers(modifier)
+        .iter()
+        .map(|(value, m)| ModifierView {
+            value: value.clone(),
+            multiplier: money::plain(*m),
+            credits_per_token: RatesView::new(&e.usd_per_mtok, |d| table.credits_per_token(d * *m)),
+        })
+        .collect()
 }
 
 fn view(table: &PriceTable, e: &PriceEntry, now: DateTime<Utc>) -> PriceView {
@@ -228,6 +289,12 @@ fn view(table: &PriceTable, e: &PriceEntry, now: DateTime<Utc>) -> PriceView {
                 .credits_for_usd(e.web_search_usd_per_request)
                 .unwrap_or_default(),
         ),
+        speed: modifier_views(table, e, Modifier::Speed),
+        inference_geo: modifier_views(table, e, Modifier::InferenceGeo),
+        code_execution_usd_per_request: e.code_execution_usd_per_request.map(money::plain),
+        code_execution_credits_per_request: e
+            .code_execution_usd_per_request
+            .map(|fee| money::plain(table.credits_for_usd(fee).unwrap_or_default())),
     }
 }
 
@@ -299,8 +366,38 @@ pub struct PriceChange {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub web_search_usd_per_request: Option<Amount>,
+    /// The `speed` values the model supports, each with the multiplier of every rate (1 to 100),
+    /// e.g. `{"standard": "1", "fast": "2"}`. A request asking for a value not listed is refused
+    /// with 400. Default: the latest version's; `{}`: none.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub speed: Option<BTreeMap<String, Amount>>,
+    /// The same for `inference_geo`, e.g. `{"global": "1", "us": "1.1"}`.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub inference_geo: Option<BTreeMap<String, Amount>>,
+    /// USD billed per request that declares the code execution tool (its container time is not
+    /// reported). Default: the latest version's; `null`: none (such requests are refused).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub code_execution_usd_per_request: Option<Option<Amount>>,
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// A member given (`Some`, with `null` as `Some(None)`) rather than absent (`None`, by default).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn multipliers(
+    given: Option<BTreeMap<String, Amount>>,
+    previous: Option<&BTreeMap<String, Decimal>>,
+) -> BTreeMap<String, Decimal> {
+    match given {
+        Some(map) => map.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        None => previous.cloned().unwrap_or_default(),
+    }
 }
 
 fn check_model_id(model: &str) -> ApiResult<()> {
@@ -371,6 +468,12 @@ async fn put_price(
             .map(|a| a.0)
             .or_else(|| previous.map(|p| p.web_search_usd_per_request))
             .unwrap_or_default(),
+        speed: multipliers(body.speed, previous.map(|p| &p.speed)),
+        inference_geo: multipliers(body.inference_geo, previous.map(|p| &p.inference_geo)),
+        code_execution_usd_per_request: match body.code_execution_usd_per_request {
+            Some(fee) => fee.map(|a| a.0),
+            None => previous.and_then(|p| p.code_execution_usd_per_request),
+        },
     };
     entry.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
     if table

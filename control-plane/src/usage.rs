@@ -47,6 +47,17 @@ pub struct UsageView {
     pub cache_read_tokens: i64,
     pub thinking_tokens: i64,
     pub web_search_requests: i64,
+    /// The `speed` billed: the answer's report where the price has it, else the request's; null:
+    /// none (x1).
+    pub speed: Option<String>,
+    /// The `inference_geo` billed, chosen the same way.
+    pub inference_geo: Option<String>,
+    /// `usage.service_tier` as the upstream reported it.
+    pub service_tier: Option<String>,
+    /// The upstream's per-iteration usage (compaction, fallback attempts, advisor calls, the
+    /// message itself), each step as reported; empty when the answer listed none.
+    #[sqlx(json)]
+    pub iterations: Vec<IterationView>,
     /// Credits charged, exact.
     #[serde(serialize_with = "money::ser")]
     #[schema(value_type = String, example = "6.489")]
@@ -66,6 +77,23 @@ pub struct UsageView {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub list_usd_raw: Decimal,
+}
+
+/// One step of `usage.iterations`. Compaction and advisor steps are billed on top of the top-level
+/// usage, fallback attempts at their own model (free when they produced no output); the
+/// `message` step is the top-level usage itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct IterationView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The step's model (null for compaction: the request's).
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_write_5m_tokens: u64,
+    pub cache_write_1h_tokens: u64,
+    pub cache_read_tokens: u64,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -131,7 +159,8 @@ pub async fn list(
     let rows: Vec<UsageView> = sqlx::query_as(
         "SELECT debit_id AS request_id, key_id, coalesce(model_served, model_requested) AS model, model_requested,
             input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
-            thinking_tokens, web_search_requests, cost, list_usd AS list_usd_raw, price_version, partial,
+            thinking_tokens, web_search_requests, speed, inference_geo, service_tier,
+            coalesce(iterations, '[]'::jsonb) AS iterations, cost, list_usd AS list_usd_raw, price_version, partial,
             input_estimated, admitted_at AS created_at, finished_at
          FROM usage_records
          WHERE account_id = $1
@@ -195,10 +224,19 @@ fn cell(s: &str) -> String {
     }
 }
 
+/// The steps as compact JSON in one cell (empty without steps).
+fn iterations_cell(steps: &[IterationView]) -> String {
+    if steps.is_empty() {
+        return String::new();
+    }
+    cell(&serde_json::to_string(steps).unwrap_or_default())
+}
+
 fn to_csv(rows: &[UsageView], show_list_usd: bool) -> String {
     let mut out = String::from(
         "request_id,created_at,key_id,model,model_requested,input_tokens,output_tokens,cache_write_5m_tokens,\
-         cache_write_1h_tokens,cache_read_tokens,thinking_tokens,web_search_requests,cost,partial,price_version",
+         cache_write_1h_tokens,cache_read_tokens,thinking_tokens,web_search_requests,cost,partial,price_version,\
+         speed,inference_geo,service_tier,iterations",
     );
     if show_list_usd {
         out.push_str(",list_usd");
@@ -221,6 +259,10 @@ fn to_csv(rows: &[UsageView], show_list_usd: bool) -> String {
             money::plain(r.cost),
             r.partial.to_string(),
             cell(&r.price_version),
+            cell(r.speed.as_deref().unwrap_or_default()),
+            cell(r.inference_geo.as_deref().unwrap_or_default()),
+            cell(r.service_tier.as_deref().unwrap_or_default()),
+            iterations_cell(&r.iterations),
         ];
         if show_list_usd {
             fields.push(money::plain(r.list_usd_raw));

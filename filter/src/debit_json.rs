@@ -18,6 +18,8 @@ pub fn encode(d: &Debit) -> Vec<u8> {
         Some(&d.model_requested),
         d.model_served.as_ref(),
         d.usage.service_tier.as_ref(),
+        d.usage.speed.as_ref(),
+        d.usage.inference_geo.as_ref(),
         d.upstream_request_id.as_ref(),
         d.upstream_message_id.as_ref(),
     ]
@@ -60,11 +62,26 @@ pub fn encode(d: &Debit) -> Vec<u8> {
             number(&mut out, n);
         }
     }
-    if let Some(tier) = &u.service_tier {
-        member(&mut out, &mut first, "service_tier");
-        string(&mut out, tier);
+    for (name, text) in [
+        ("service_tier", &u.service_tier),
+        ("speed", &u.speed),
+        ("inference_geo", &u.inference_geo),
+    ] {
+        if let Some(text) = text {
+            member(&mut out, &mut first, name);
+            string(&mut out, text);
+        }
+    }
+    if !u.iterations.is_empty() {
+        // Only answers that list their steps have them: serde's writer is fine for those.
+        member(&mut out, &mut first, "iterations");
+        let _ = serde_json::to_writer(&mut out, &u.iterations);
     }
     out.push(b'}');
+    if !d.requested.is_empty() {
+        out.extend_from_slice(b",\"requested\":");
+        let _ = serde_json::to_writer(&mut out, &d.requested);
+    }
     for (name, set) in [
         ("partial", d.partial),
         ("output_estimated", d.output_estimated),
@@ -230,7 +247,7 @@ fn timestamp(out: &mut Vec<u8>, t: &DateTime<Utc>) {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use metering::Usage;
+    use metering::{Iteration, RequestedOptions, Usage};
 
     /// The reference: the same fields through serde, each left out at its default.
     #[derive(serde::Serialize)]
@@ -244,6 +261,8 @@ mod tests {
         #[serde(skip_serializing_if = "Option::is_none")]
         model_served: Option<&'a str>,
         usage: CompactUsage<'a>,
+        #[serde(skip_serializing_if = "RequestedOptions::is_empty")]
+        requested: &'a RequestedOptions,
         #[serde(skip_serializing_if = "is_false")]
         partial: bool,
         #[serde(skip_serializing_if = "is_false")]
@@ -281,6 +300,12 @@ mod tests {
         web_fetch_requests: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         service_tier: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        speed: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        inference_geo: Option<&'a str>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        iterations: &'a [metering::Iteration],
     }
 
     fn is_default_route(r: &Route) -> bool {
@@ -314,7 +339,11 @@ mod tests {
                 web_search_requests: u.web_search_requests,
                 web_fetch_requests: u.web_fetch_requests,
                 service_tier: u.service_tier.as_deref(),
+                speed: u.speed.as_deref(),
+                inference_geo: u.inference_geo.as_deref(),
+                iterations: &u.iterations,
             },
+            requested: &d.requested,
             partial: d.partial,
             output_estimated: d.output_estimated,
             input_estimated: d.input_estimated,
@@ -336,6 +365,7 @@ mod tests {
             model_requested: "claude-sonnet-4-5".into(),
             model_served: None,
             usage: Usage::default(),
+            requested: RequestedOptions::default(),
             partial: false,
             output_estimated: false,
             input_estimated: false,
@@ -385,8 +415,30 @@ mod tests {
                     web_search_requests: 7,
                     web_fetch_requests: u64::MAX,
                     service_tier: Some(String::new()),
+                    speed: Some("fast".into()),
+                    inference_geo: Some(odd_text.into()),
+                    iterations: vec![
+                        Iteration {
+                            kind: "compaction".into(),
+                            input_tokens: 5,
+                            output_tokens: 6,
+                            ..Iteration::default()
+                        },
+                        Iteration {
+                            kind: "advisor_message".into(),
+                            model: Some(odd_text.into()),
+                            cache_write_1h_tokens: 7,
+                            cache_read_tokens: u64::MAX,
+                            ..Iteration::default()
+                        },
+                    ],
                 }
             }),
+            with(&|d| d.usage.speed = Some("standard".into())),
+            with(&|d| d.usage.inference_geo = Some("us".into())),
+            with(&|d| d.requested.speed = Some("fast".into())),
+            with(&|d| d.requested.inference_geo = Some(odd_text.into())),
+            with(&|d| d.requested.code_execution = true),
             with(&|d| d.usage.cache_read_tokens = 10),
         ];
         // Each usage count alone, so that the commas between members are checked everywhere.

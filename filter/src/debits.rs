@@ -316,6 +316,7 @@ mod tests {
             model_requested: "claude-x".into(),
             model_served: None,
             usage: Usage::default(),
+            requested: Default::default(),
             partial: false,
             output_estimated: false,
             input_estimated: false,
@@ -490,6 +491,20 @@ mod tests {
                 web_search_requests: 7,
                 web_fetch_requests: u64::MAX,
                 service_tier: None,
+                speed: Some("fast".into()),
+                inference_geo: Some("us".into()),
+                iterations: vec![metering::Iteration {
+                    kind: "compaction".into(),
+                    input_tokens: 8,
+                    ..Default::default()
+                }],
+            }
+        }));
+        all.push(with(&|d| {
+            d.requested = metering::RequestedOptions {
+                speed: Some("fast".into()),
+                inference_geo: None,
+                code_execution: true,
             }
         }));
         all

@@ -19,7 +19,7 @@
 
 use chrono::{DateTime, Utc};
 use metering::wire::{Debit, Route};
-use metering::Metered;
+use metering::{Metered, RequestedOptions};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -54,6 +54,8 @@ pub struct Exchange {
     pub admission: Admission,
     /// Set once the request body was read and the model found priced.
     pub model_requested: Option<String>,
+    /// What the request asked for that changes its price, read with the model.
+    pub requested: RequestedOptions,
     /// The request body's length as the caller sent it, for the input estimate of a cut response.
     pub request_body_bytes: u64,
     response: Response,
@@ -64,6 +66,7 @@ impl Exchange {
         Self {
             admission,
             model_requested: None,
+            requested: RequestedOptions::default(),
             request_body_bytes: 0,
             response: Response::Awaiting,
         }
@@ -160,6 +163,7 @@ impl Exchange {
             model_requested: self.model_requested.clone().unwrap_or_default(),
             model_served: metered.model,
             usage,
+            requested: self.requested.clone(),
             partial: metered.partial,
             output_estimated: metered.output_estimated,
             input_estimated,
@@ -215,6 +219,24 @@ mod tests {
         assert_eq!(d.model_requested, "claude-sonnet-4-5");
         assert!(e.cut(now()).is_none());
         assert!(e.finish(now()).is_none());
+    }
+
+    #[test]
+    fn the_debit_carries_what_the_request_asked_and_what_the_answer_reported() {
+        let mut e = exchange();
+        e.requested = metering::RequestedOptions {
+            speed: Some("fast".into()),
+            inference_geo: Some("us".into()),
+            code_execution: false,
+        };
+        e.on_response_headers(200, Some("application/json"), None);
+        e.feed(br#"{"id":"m","model":"claude-opus-5-5","usage":{"input_tokens":3,"output_tokens":2,"speed":"standard","inference_geo":"us","iterations":[{"type":"compaction","input_tokens":50,"output_tokens":5}]}}"#);
+        let d = e.finish(now()).unwrap();
+        assert_eq!(d.requested, e.requested);
+        assert_eq!(d.usage.speed.as_deref(), Some("standard"));
+        assert_eq!(d.usage.inference_geo.as_deref(), Some("us"));
+        assert_eq!(d.usage.iterations.len(), 1);
+        assert_eq!(d.usage.iterations[0].input_tokens, 50);
     }
 
     #[test]

@@ -315,6 +315,7 @@ impl BillingHttp {
         ) {
             Ok(plan) => {
                 exchange.model_requested = Some(plan.model);
+                exchange.requested = plan.requested;
                 if let Some(new_body) = plan.new_body {
                     if !host::replace_request_body(body_size, &new_body) {
                         log::warn!("could not inject stream_options.include_usage; usage may be partial");

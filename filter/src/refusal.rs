@@ -1,6 +1,7 @@
 //! Every reason the gateway answers a request itself, with the HTTP status, Anthropic's error type
 //! and the body `{"type":"error","error":{"type":...,"message":...}}` the contract fixes.
 
+use metering::billable::Unbillable;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -37,6 +38,9 @@ pub enum Refusal {
     ModelNotPriced(String),
     /// 400: the body's model cannot be read.
     UnreadableBody(String),
+    /// 400: the request asks for something without a price (a modifier value, a fallback or
+    /// advisor model) or that cannot be metered (code execution without a fee).
+    NotBillable(Unbillable),
     /// 503: `fail_mode` closed and the control plane unreachable.
     ControlPlaneUnavailable,
     /// 503: the key is unknown and the control plane could not be asked.
@@ -58,7 +62,7 @@ impl Refusal {
             | Refusal::RevokedKey
             | Refusal::SuspendedAccount => 401,
             Refusal::NoCredit => 402,
-            Refusal::ModelNotPriced(_) | Refusal::UnreadableBody(_) => 400,
+            Refusal::ModelNotPriced(_) | Refusal::UnreadableBody(_) | Refusal::NotBillable(_) => 400,
             Refusal::ControlPlaneUnavailable
             | Refusal::LookupFailed
             | Refusal::DebitBufferFull
@@ -90,6 +94,7 @@ impl Refusal {
             Refusal::NoCredit => "no_credit",
             Refusal::ModelNotPriced(_) => "model_not_priced",
             Refusal::UnreadableBody(_) => "unreadable_body",
+            Refusal::NotBillable(u) => u.reason(),
             Refusal::ControlPlaneUnavailable => "control_plane_unavailable",
             Refusal::LookupFailed => "lookup_failed",
             Refusal::DebitBufferFull => "debit_buffer_full",
@@ -98,7 +103,7 @@ impl Refusal {
     }
 
     /// Every reason label, for defining the metrics up front.
-    pub const REASONS: [&'static str; 14] = [
+    pub const REASONS: [&'static str; 18] = [
         "route_not_offered",
         "missing_key",
         "conflicting_keys",
@@ -109,6 +114,10 @@ impl Refusal {
         "no_credit",
         "model_not_priced",
         "unreadable_body",
+        "modifier_not_priced",
+        "fallback_not_priced",
+        "advisor_not_priced",
+        "tool_not_metered",
         "control_plane_unavailable",
         "lookup_failed",
         "debit_buffer_full",
@@ -129,6 +138,7 @@ impl Refusal {
             Refusal::NoCredit => "your credit balance is too low; buy credits to continue".into(),
             Refusal::ModelNotPriced(m) => format!("model {m} is not available on this gateway"),
             Refusal::UnreadableBody(why) => format!("the request body could not be read: {why}"),
+            Refusal::NotBillable(why) => why.to_string(),
             Refusal::ControlPlaneUnavailable => "billing is temporarily unavailable; retry shortly".into(),
             Refusal::LookupFailed => "the API key could not be verified right now; retry shortly".into(),
             Refusal::DebitBufferFull => "the gateway is temporarily overloaded; retry shortly".into(),
@@ -202,13 +212,50 @@ mod tests {
             Refusal::NoCredit,
             Refusal::ModelNotPriced(String::new()),
             Refusal::UnreadableBody(String::new()),
+            Refusal::NotBillable(Unbillable::Modifier {
+                field: "speed",
+                value: String::new(),
+                model: String::new(),
+                family: String::new(),
+            }),
+            Refusal::NotBillable(Unbillable::Fallback(String::new())),
+            Refusal::NotBillable(Unbillable::Advisor(String::new())),
+            Refusal::NotBillable(Unbillable::CodeExecution {
+                tool: String::new(),
+                model: String::new(),
+                family: String::new(),
+            }),
             Refusal::ControlPlaneUnavailable,
             Refusal::LookupFailed,
             Refusal::DebitBufferFull,
             Refusal::LookupRateLimited,
         ];
-        for r in all {
+        for r in &all {
             assert!(Refusal::REASONS.contains(&r.reason()), "{r:?}");
+        }
+        // Every listed reason is some refusal's (no dead metric).
+        for reason in Refusal::REASONS {
+            assert!(all.iter().any(|r| r.reason() == reason), "{reason}");
+        }
+    }
+
+    #[test]
+    fn an_unbillable_request_is_a_400_naming_the_field_the_value_and_the_remedy() {
+        let r = Refusal::NotBillable(Unbillable::Modifier {
+            field: "speed",
+            value: "fast".into(),
+            model: "claude-sonnet-4-6-20260101".into(),
+            family: "claude-sonnet-4-6".into(),
+        });
+        assert_eq!((r.status(), r.error_type()), (400, "invalid_request_error"));
+        let m = r.message();
+        for part in [
+            "speed",
+            "\"fast\"",
+            "claude-sonnet-4-6-20260101",
+            "PUT /v1/prices/claude-sonnet-4-6",
+        ] {
+            assert!(m.contains(part), "{part} not in {m}");
         }
     }
 

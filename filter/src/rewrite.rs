@@ -6,9 +6,10 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
+use metering::billable::{self, Unbillable};
 use metering::request::{RequestFields, RequestMeter};
 use metering::wire::Route;
-use metering::PriceTable;
+use metering::{PriceTable, RequestedOptions};
 
 use crate::config::UpstreamKey;
 use crate::refusal::Refusal;
@@ -225,12 +226,15 @@ impl HeaderEdit<'_> {
 pub struct RequestPlan {
     pub model: String,
     pub stream: bool,
+    /// What the request asked for that changes its price: its debit carries it.
+    pub requested: RequestedOptions,
     pub new_body: Option<Vec<u8>>,
 }
 
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true}"#;
 
-/// Reads the whole request body: the model must be readable and priced at `at`.
+/// Reads the whole request body: the model must be readable and priced at `at`, and so must
+/// everything else that changes the price (modifiers, fallbacks, advisor and code execution tools).
 pub fn plan_request_body(
     route: Route,
     body: &[u8],
@@ -245,9 +249,11 @@ pub fn plan_request_body(
     let Some(model) = fields.model.clone() else {
         return Err(Refusal::UnreadableBody("it has no model".into()));
     };
-    if prices.resolve(&model, at).is_err() {
-        return Err(Refusal::ModelNotPriced(model));
-    }
+    let requested = match billable::check(prices, &model, &fields, at) {
+        Ok(requested) => requested,
+        Err(Unbillable::Model(model)) => return Err(Refusal::ModelNotPriced(model)),
+        Err(why) => return Err(Refusal::NotBillable(why)),
+    };
     let stream = fields.stream == Some(true);
     let new_body = match route {
         Route::OpenaiChatCompletions if stream => inject_include_usage(body, &fields),
@@ -256,6 +262,7 @@ pub fn plan_request_body(
     Ok(RequestPlan {
         model,
         stream,
+        requested,
         new_body,
     })
 }
@@ -469,6 +476,48 @@ mod tests {
             plan_request_body(Route::AnthropicMessages, body, &table(), now()),
             Err(Refusal::ModelNotPriced("claude-imaginary-9".into()))
         );
+    }
+
+    #[test]
+    fn what_changes_the_price_is_checked_on_both_routes_and_carried_to_the_debit() {
+        for route in [Route::AnthropicMessages, Route::OpenaiChatCompletions] {
+            let body = br#"{"model":"claude-opus-5-5","speed":"fast","inference_geo":"us","messages":[]}"#;
+            let plan = plan_request_body(route, body, &table(), now()).unwrap();
+            assert_eq!(plan.requested.speed.as_deref(), Some("fast"));
+            assert_eq!(plan.requested.inference_geo.as_deref(), Some("us"));
+            let refused = [
+                (&br#"{"model":"claude-sonnet-4-6","speed":"fast"}"#[..], "modifier_not_priced"),
+                (br#"{"model":"claude-opus-4-5","inference_geo":"us"}"#, "modifier_not_priced"),
+                (br#"{"model":"claude-opus-5-5","fallbacks":["claude-nope"]}"#, "fallback_not_priced"),
+                (
+                    br#"{"model":"claude-opus-5-5","tools":[{"type":"advisor_20260301","model":"claude-nope"}]}"#,
+                    "advisor_not_priced",
+                ),
+                (
+                    br#"{"model":"claude-opus-5-5","tools":[{"type":"code_execution_20250825","name":"x"}]}"#,
+                    "tool_not_metered",
+                ),
+            ];
+            for (body, reason) in refused {
+                let r = plan_request_body(route, body, &table(), now()).unwrap_err();
+                assert_eq!(
+                    (r.status(), r.reason()),
+                    (400, reason),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            // A value that cannot be read for certain is an unreadable body, also a 400.
+            for body in [
+                &br#"{"model":"claude-opus-5-5","speed":2}"#[..],
+                br#"{"model":"claude-opus-5-5","fallbacks":[{}]}"#,
+            ] {
+                assert!(matches!(
+                    plan_request_body(route, body, &table(), now()),
+                    Err(Refusal::UnreadableBody(_))
+                ));
+            }
+        }
     }
 
     #[test]

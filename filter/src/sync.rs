@@ -18,7 +18,7 @@
 //! reused numbers, revocations included, until it caught up. So such a snapshot is a reset: its
 //! rows replace the entries whatever their versions, and the sync version becomes its version.
 
-use metering::wire::{Prices, Snapshot};
+use metering::wire::{Prices, Snapshot, PROTOCOL_VERSION};
 
 use crate::balances::{store_account, store_key, Apply};
 use crate::store::{update, Change, SharedStore, UpdateError};
@@ -140,7 +140,7 @@ impl SyncStatus {
 
 /// `GET /internal/v1/snapshot?...` for the next page: no `since` on the first sync (a full one).
 pub fn snapshot_path(since: u64, cursor: Option<&str>, limit: u32) -> String {
-    let mut path = format!("/internal/v1/snapshot?limit={limit}");
+    let mut path = format!("/internal/v1/snapshot?protocol={PROTOCOL_VERSION}&limit={limit}");
     if since > 0 {
         path.push_str(&format!("&since={since}"));
     }
@@ -299,10 +299,13 @@ mod tests {
 
     #[test]
     fn first_sync_asks_for_a_full_snapshot_and_cursor_is_encoded() {
-        assert_eq!(snapshot_path(0, None, 500), "/internal/v1/snapshot?limit=500");
+        assert_eq!(
+            snapshot_path(0, None, 500),
+            "/internal/v1/snapshot?protocol=2&limit=500"
+        );
         assert_eq!(
             snapshot_path(42, Some("a b&c=d"), 10),
-            "/internal/v1/snapshot?limit=10&since=42&cursor=a%20b%26c%3Dd"
+            "/internal/v1/snapshot?protocol=2&limit=10&since=42&cursor=a%20b%26c%3Dd"
         );
     }
 

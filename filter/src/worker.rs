@@ -212,13 +212,7 @@ impl Worker {
         debit: &Debit,
         spendable: Decimal,
     ) -> Recorded {
-        let priced = metering::credits(
-            &self.prices,
-            &debit.usage,
-            &debit.model_requested,
-            debit.model_served.as_deref(),
-            debit.admitted_at,
-        );
+        let priced = metering::credits(&self.prices, &debit.served_request());
         let (local_amount, served_model_unpriced) = match priced {
             Ok(c) => c,
             // The control plane prices it exactly; locally it is only spent later, by the snapshot.
@@ -365,6 +359,7 @@ mod tests {
                 input_tokens: 1_000_000,
                 ..Usage::default()
             },
+            requested: Default::default(),
             partial: false,
             output_estimated: false,
             input_estimated: false,
@@ -398,6 +393,23 @@ mod tests {
         assert_eq!(w.debits.len(), 1);
         let spendable = read_account(&s, &Uuid::from_u128(2)).unwrap().spendable();
         assert_eq!(spendable, Decimal::from(1_000_000) - r.local_amount);
+    }
+
+    #[test]
+    fn local_spend_prices_the_modifiers_as_the_control_plane_does() {
+        let s = MemoryStore::default();
+        seed(&s, 1_000_000);
+        let mut w = worker(r#"{"internal_token":"t"}"#);
+        let standard = w
+            .record_debit(&s, &debit("claude-opus-5-5"), Decimal::ZERO)
+            .local_amount;
+        let mut fast = debit("claude-opus-5-5");
+        fast.requested.speed = Some("fast".into());
+        fast.usage.inference_geo = Some("us".into());
+        let local = w.record_debit(&s, &fast, Decimal::ZERO).local_amount;
+        assert_eq!(local, standard * Decimal::new(22, 1));
+        let authoritative = metering::cost(&w.prices, &fast.served_request()).unwrap();
+        assert_eq!(local, authoritative.credits);
     }
 
     #[test]

@@ -12,12 +12,22 @@
 //! was metered so far, marked partial, for callers that must bill even then (a cut body, a
 //! caller gone, an invalid count).
 //!
-//! A `model`, `id` or `service_tier` longer than 256 bytes is no real one and reads as absent.
+//! A `model`, `id`, `service_tier`, `speed` or `inference_geo` longer than 256 bytes is no real
+//! one and reads as absent.
 //!
-//! Memory bound: the JSON scanner (under 5 KiB), the meter itself (about 1.5 KiB), at most nine
-//! captured strings of 256 bytes (`model`, `id`, tiers, event `type`: in the event being read
-//! and in the stream so far) and the SSE framer's 256 bytes: under 9 KiB per meter, whatever
-//! the body's size. `finish` and `best_effort` clone the stream state for a moment.
+//! `usage.iterations` (compaction, fallback and advisor steps) is read step by step: each step's
+//! `type`, `model` and counts with their cache split, kept one by one up to
+//! [`MAX_ITERATIONS`](crate::usage::MAX_ITERATIONS), then added to a kept step of the same type
+//! and model; more than [`MAX_ITERATION_GROUPS`](crate::usage::MAX_ITERATION_GROUPS) distinct ones
+//! make the usage invalid. In a stream, `message_delta`'s `iterations` replaces
+//! `message_start`'s when present.
+//!
+//! Memory bound: the JSON scanner (under 5 KiB), the meter itself (about 1.75 KiB), at most
+//! fifteen captured strings of 256 bytes (`model`, `id`, tier, speed, inference geo, event `type`:
+//! in the event being read and in the stream so far) and the SSE framer's 256 bytes: under 11 KiB
+//! per meter, whatever the body's size; plus, only for answers that list iterations, about 600
+//! bytes per step kept (64 at most, in each of the stream's two usages). `finish` and
+//! `best_effort` clone the stream state for a moment.
 
 mod message;
 mod stream;

@@ -1,12 +1,43 @@
 //! Exact cost of a request: credits at the public price, the upstream's list price in USD, and the
-//! price version used. No rounding anywhere: a request costs fractions of a credit.
+//! price version used. No rounding anywhere: a request costs fractions of a credit. One function
+//! ([`cost`], and [`credits`] without the labels) prices every request, in the filter's local spend
+//! and in the control plane's authoritative debit.
+//!
+//! What the upstream bills, as `prices-2026-12.md` states it:
+//! * the top-level usage at the served model's version in force at admission (the requested
+//!   model's when the served one has no price), its prompt-size tier chosen by every input-side
+//!   token;
+//! * every rate of the request multiplied by its modifiers (`speed`, `inference_geo`): the value the
+//!   answer reports when the model's version prices it, else the value the request asked for, else
+//!   none (x1). A reported value the version does not price is billed as unreported, and flagged;
+//! * `usage.iterations` on top: compaction steps at the request's model, advisor steps at the
+//!   advisor's model, fallback attempts at their own model (free when they declined before any
+//!   output), steps of unknown types at their model rather than dropped; the serving step
+//!   (`message`) is the top-level usage already. A step's model without a price is billed at the
+//!   served model's rates, and flagged. Each step takes the modifiers of the request, at its own
+//!   model's multipliers where that model prices the value, else the served model's;
+//! * web searches at the version's fee, and the code execution fee when the request declared it.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::price::{PriceEntry, PriceError, PriceTable, Rates};
-use crate::usage::Usage;
+use crate::price::{Modifier, PriceEntry, PriceError, PriceTable, Rates};
+use crate::request::RequestedOptions;
+use crate::usage::{Iteration, IterationKind, Usage};
+
+/// What a served request's price depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedRequest<'a> {
+    pub usage: &'a Usage,
+    pub model_requested: &'a str,
+    /// The model the answer named, when it named one.
+    pub model_served: Option<&'a str>,
+    /// What the request asked for that changes its price.
+    pub requested: &'a RequestedOptions,
+    /// When the gateway admitted it: selects the price versions.
+    pub admitted_at: DateTime<Utc>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {
@@ -22,18 +53,25 @@ pub struct Cost {
     pub tier_above_prompt_tokens: Option<u64>,
     /// True when the served model had no price and the requested model's price was used.
     pub served_model_unpriced: bool,
+    /// The `speed` billed: the priced value the answer reported, else the one requested, else
+    /// the value reported without a price (billed x1), else none.
+    pub speed: Option<String>,
+    /// The `inference_geo` billed, chosen the same way.
+    pub inference_geo: Option<String>,
+    /// The product of the modifiers' multipliers on the top-level usage (1 without modifiers).
+    pub multiplier: Decimal,
+    /// The answer reported a modifier value the served model's version has no multiplier for
+    /// (billed as if unreported): the price table needs that value.
+    pub reported_modifier_unpriced: bool,
+    /// A step of `usage.iterations` named a model without a price (billed at the served model's
+    /// rates).
+    pub iteration_model_unpriced: bool,
 }
 
-/// Prices `usage` with the version in force at `admitted_at` of the model served, falling back to
-/// the model requested when the served one has no price (or the response named none).
-pub fn cost(
-    table: &PriceTable,
-    usage: &Usage,
-    model_requested: &str,
-    model_served: Option<&str>,
-    admitted_at: DateTime<Utc>,
-) -> Result<Cost, PriceError> {
-    let p = price(table, usage, model_requested, model_served, admitted_at)?;
+/// Prices a served request. See the module documentation.
+pub fn cost(table: &PriceTable, request: &ServedRequest<'_>) -> Result<Cost, PriceError> {
+    let p = price(table, request)?;
+    let label = |m: &Modifier| p.modifiers.label(*m, request).map(str::to_owned);
     Ok(Cost {
         credits: p.credits,
         list_usd: p.list_usd,
@@ -41,19 +79,18 @@ pub fn cost(
         price_version: p.entry.version(),
         tier_above_prompt_tokens: p.tier,
         served_model_unpriced: p.served_model_unpriced,
+        speed: label(&Modifier::Speed),
+        inference_geo: label(&Modifier::InferenceGeo),
+        multiplier: p.modifiers.multiplier,
+        reported_modifier_unpriced: p.modifiers.reported_unpriced,
+        iteration_model_unpriced: p.iteration_model_unpriced,
     })
 }
 
 /// The credits [`cost`] answers, and whether the served model had no price: all a gateway needs
 /// for its local spend, without the labels a usage record keeps (no allocation).
-pub fn credits(
-    table: &PriceTable,
-    usage: &Usage,
-    model_requested: &str,
-    model_served: Option<&str>,
-    admitted_at: DateTime<Utc>,
-) -> Result<(Decimal, bool), PriceError> {
-    let p = price(table, usage, model_requested, model_served, admitted_at)?;
+pub fn credits(table: &PriceTable, request: &ServedRequest<'_>) -> Result<(Decimal, bool), PriceError> {
+    let p = price(table, request)?;
     Ok((p.credits, p.served_model_unpriced))
 }
 
@@ -63,28 +100,169 @@ struct Priced<'a> {
     list_usd: Decimal,
     tier: Option<u64>,
     served_model_unpriced: bool,
+    modifiers: Modifiers,
+    iteration_model_unpriced: bool,
 }
 
-fn price<'a>(
-    table: &'a PriceTable,
-    usage: &Usage,
-    model_requested: &str,
-    model_served: Option<&str>,
-    admitted_at: DateTime<Utc>,
-) -> Result<Priced<'a>, PriceError> {
-    let served = model_served.filter(|m| !m.is_empty());
-    let (entry, served_model_unpriced) = match served.map(|m| table.resolve(m, admitted_at)) {
+/// Where each modifier's billed value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Reported,
+    Requested,
+    /// Reported, without a multiplier in the version: billed x1.
+    ReportedUnpriced,
+    None,
+}
+
+/// The modifiers of the top-level usage.
+struct Modifiers {
+    speed: Source,
+    inference_geo: Source,
+    multiplier: Decimal,
+    reported_unpriced: bool,
+}
+
+impl Modifiers {
+    fn label<'r>(&self, modifier: Modifier, request: &ServedRequest<'r>) -> Option<&'r str> {
+        let (source, reported, requested) = match modifier {
+            Modifier::Speed => (self.speed, &request.usage.speed, &request.requested.speed),
+            Modifier::InferenceGeo => (
+                self.inference_geo,
+                &request.usage.inference_geo,
+                &request.requested.inference_geo,
+            ),
+        };
+        match source {
+            Source::Reported | Source::ReportedUnpriced => reported.as_deref(),
+            Source::Requested => requested.as_deref(),
+            Source::None => None,
+        }
+    }
+}
+
+/// The multiplier of one modifier on `entry`, and where its value came from: the reported value
+/// when `entry` (or `fallback`, the served model's version for a step of another model) prices
+/// it, else the requested value's (the admission checked that the requested model prices it),
+/// else 1.
+fn modifier(
+    modifier: Modifier,
+    entry: &PriceEntry,
+    fallback: Option<&PriceEntry>,
+    reported: Option<&str>,
+    requested: Option<&str>,
+) -> (Decimal, Source) {
+    let of = |value: &str| {
+        entry
+            .multiplier(modifier, value)
+            .or_else(|| fallback.and_then(|f| f.multiplier(modifier, value)))
+    };
+    if let Some(m) = reported.and_then(of) {
+        return (m, Source::Reported);
+    }
+    if let Some(value) = requested {
+        return (of(value).unwrap_or(Decimal::ONE), Source::Requested);
+    }
+    match reported {
+        Some(_) => (Decimal::ONE, Source::ReportedUnpriced),
+        None => (Decimal::ONE, Source::None),
+    }
+}
+
+/// Both modifiers' multiplier on `entry` (see [`modifier`]).
+fn modifiers(entry: &PriceEntry, fallback: Option<&PriceEntry>, request: &ServedRequest<'_>) -> Modifiers {
+    let (usage, asked) = (request.usage, request.requested);
+    // Most requests ask for no modifier and the answer reports none: nothing to look up.
+    if usage.speed.is_none()
+        && usage.inference_geo.is_none()
+        && asked.speed.is_none()
+        && asked.inference_geo.is_none()
+    {
+        return Modifiers {
+            speed: Source::None,
+            inference_geo: Source::None,
+            multiplier: Decimal::ONE,
+            reported_unpriced: false,
+        };
+    }
+    let (m_speed, speed) = modifier(
+        Modifier::Speed,
+        entry,
+        fallback,
+        usage.speed.as_deref(),
+        asked.speed.as_deref(),
+    );
+    let (m_geo, inference_geo) = modifier(
+        Modifier::InferenceGeo,
+        entry,
+        fallback,
+        usage.inference_geo.as_deref(),
+        asked.inference_geo.as_deref(),
+    );
+    // A reported value without a price is news only where the version prices that modifier at
+    // all (an older model reporting `not_available` is no news).
+    let unpriced = |m: Modifier, reported: &Option<String>| {
+        reported.as_deref().is_some_and(|v| {
+            entry.multiplier(m, v).is_none()
+                && fallback.is_none_or(|f| f.multiplier(m, v).is_none())
+                && !entry.multipliers(m).is_empty()
+        })
+    };
+    Modifiers {
+        speed,
+        inference_geo,
+        multiplier: m_speed * m_geo,
+        reported_unpriced: unpriced(Modifier::Speed, &usage.speed)
+            || unpriced(Modifier::InferenceGeo, &usage.inference_geo),
+    }
+}
+
+fn price<'a>(table: &'a PriceTable, request: &ServedRequest<'_>) -> Result<Priced<'a>, PriceError> {
+    let at = request.admitted_at;
+    let usage = request.usage;
+    let served = request.model_served.filter(|m| !m.is_empty());
+    let (entry, served_model_unpriced) = match served.map(|m| table.resolve(m, at)) {
         Some(Ok(entry)) => (entry, false),
-        Some(Err(_)) => (table.resolve(model_requested, admitted_at)?, true),
-        None => (table.resolve(model_requested, admitted_at)?, false),
+        Some(Err(_)) => (table.resolve(request.model_requested, at)?, true),
+        None => (table.resolve(request.model_requested, at)?, false),
+    };
+    // The requested model's version prices what the request asked for when the served one does
+    // not (a fallback served it): looked up only then.
+    let requested_entry = || match served {
+        Some(m) if m != request.model_requested && !served_model_unpriced => {
+            table.resolve(request.model_requested, at).ok()
+        }
+        _ => None,
+    };
+    let modifiers = if request.requested.speed.is_some() || request.requested.inference_geo.is_some() {
+        modifiers(entry, requested_entry(), request)
+    } else {
+        modifiers(entry, None, request)
     };
     let (rates, tier) = entry.rates_for(usage.prompt_tokens());
-    let per_token_usd = list_usd_micro(usage, rates).ok_or(PriceError::Overflow)?;
-    let searches = Decimal::from(usage.web_search_requests)
+    let mut usd_micro =
+        tokens_usd_micro(&Counts::of(usage), rates, modifiers.multiplier).ok_or(PriceError::Overflow)?;
+    let mut iteration_model_unpriced = false;
+    for step in &usage.iterations {
+        let Some(step_usd_micro) = step_usd_micro(table, entry, request, step, &mut iteration_model_unpriced)
+        else {
+            continue;
+        };
+        usd_micro = usd_micro
+            .checked_add(step_usd_micro?)
+            .ok_or(PriceError::Overflow)?;
+    }
+    let mut fees = Decimal::from(usage.web_search_requests)
         .checked_mul(entry.web_search_usd_per_request)
         .ok_or(PriceError::Overflow)?;
-    let list_usd = (per_token_usd / Decimal::from(1_000_000))
-        .checked_add(searches)
+    if request.requested.code_execution {
+        let fee = entry
+            .code_execution_usd_per_request
+            .or_else(|| requested_entry().and_then(|e| e.code_execution_usd_per_request))
+            .unwrap_or_default();
+        fees = fees.checked_add(fee).ok_or(PriceError::Overflow)?;
+    }
+    let list_usd = (usd_micro / Decimal::from(1_000_000))
+        .checked_add(fees)
         .ok_or(PriceError::Overflow)?
         .normalize();
     let credits = table
@@ -97,23 +275,94 @@ fn price<'a>(
         list_usd,
         tier,
         served_model_unpriced,
+        modifiers,
+        iteration_model_unpriced,
     })
 }
 
-/// Sum of count x USD-per-million-tokens over the token categories (so: USD x 1e6).
-fn list_usd_micro(u: &Usage, r: &Rates) -> Option<Decimal> {
-    let thinking = u.thinking_tokens.min(u.output_tokens);
-    let plain_output = u.output_tokens - thinking;
-    [
-        (u.input_tokens, r.input),
-        (u.cache_write_5m_tokens, r.cache_write_5m),
-        (u.cache_write_1h_tokens, r.cache_write_1h),
-        (u.cache_read_tokens, r.cache_read),
-        (plain_output, r.output),
-        (thinking, r.thinking_rate()),
+/// One step of `usage.iterations` in USD x 1e6, or `None` when the step is not billed on top of
+/// the top-level usage.
+fn step_usd_micro(
+    table: &PriceTable,
+    served: &PriceEntry,
+    request: &ServedRequest<'_>,
+    step: &Iteration,
+    model_unpriced: &mut bool,
+) -> Option<Result<Decimal, PriceError>> {
+    match step.kind() {
+        IterationKind::Message => return None,
+        IterationKind::FallbackMessage if step.output_tokens == 0 => return None,
+        IterationKind::Compaction
+        | IterationKind::FallbackMessage
+        | IterationKind::AdvisorMessage
+        | IterationKind::Other => {}
+    }
+    let entry = match step.model.as_deref().filter(|m| !m.is_empty()) {
+        None => served,
+        Some(model) => table.resolve(model, request.admitted_at).unwrap_or_else(|_| {
+            *model_unpriced = true;
+            served
+        }),
+    };
+    let fallback = (!std::ptr::eq(entry, served)).then_some(served);
+    let multiplier = modifiers(entry, fallback, request).multiplier;
+    let (rates, _) = entry.rates_for(step.prompt_tokens());
+    Some(tokens_usd_micro(&Counts::step(step), rates, multiplier).ok_or(PriceError::Overflow))
+}
+
+/// Token counts by rate.
+struct Counts {
+    input: u64,
+    cache_write_5m: u64,
+    cache_write_1h: u64,
+    cache_read: u64,
+    plain_output: u64,
+    thinking: u64,
+}
+
+impl Counts {
+    fn of(u: &Usage) -> Self {
+        let thinking = u.thinking_tokens.min(u.output_tokens);
+        Counts {
+            input: u.input_tokens,
+            cache_write_5m: u.cache_write_5m_tokens,
+            cache_write_1h: u.cache_write_1h_tokens,
+            cache_read: u.cache_read_tokens,
+            plain_output: u.output_tokens - thinking,
+            thinking,
+        }
+    }
+
+    fn step(s: &Iteration) -> Self {
+        Counts {
+            input: s.input_tokens,
+            cache_write_5m: s.cache_write_5m_tokens,
+            cache_write_1h: s.cache_write_1h_tokens,
+            cache_read: s.cache_read_tokens,
+            plain_output: s.output_tokens,
+            thinking: 0,
+        }
+    }
+}
+
+/// Sum of count x USD-per-million-tokens over the token categories, times the modifiers'
+/// multiplier (so: USD x 1e6).
+fn tokens_usd_micro(c: &Counts, r: &Rates, multiplier: Decimal) -> Option<Decimal> {
+    let sum = [
+        (c.input, r.input),
+        (c.cache_write_5m, r.cache_write_5m),
+        (c.cache_write_1h, r.cache_write_1h),
+        (c.cache_read, r.cache_read),
+        (c.plain_output, r.output),
+        (c.thinking, r.thinking_rate()),
     ]
     .into_iter()
     .try_fold(Decimal::ZERO, |acc, (count, rate)| {
         acc.checked_add(Decimal::from(count).checked_mul(rate)?)
-    })
+    })?;
+    if multiplier == Decimal::ONE {
+        Some(sum)
+    } else {
+        sum.checked_mul(multiplier)
+    }
 }

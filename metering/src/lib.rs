@@ -5,14 +5,17 @@
 //! * [`json`]: a bounded-memory incremental JSON scanner the response and request parsers use.
 //! * [`sse`]: an incremental Server-Sent-Events framer.
 //! * [`anthropic`], [`openai`]: response meters for JSON and SSE bodies.
-//! * [`request`]: the request-side fields (`model`, `stream`, `max_tokens`).
-//! * [`price`], [`cost`]: the effective-dated price table and exact cost in credits.
+//! * [`request`]: the request-side fields (`model`, `stream`, `max_tokens`, what changes the price).
+//! * [`price`], [`cost`]: the effective-dated price table (rates, tiers, modifiers, fees) and the
+//!   one function that prices a served request, exactly, in credits.
+//! * [`billable`]: whether a request can be billed, decided before it is served.
 //! * [`wire`]: the internal API between filter and control plane.
 //! * [`apikey`]: the API key format, hashing and display prefix.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod anthropic;
 pub mod apikey;
+pub mod billable;
 pub mod cost;
 pub mod json;
 pub mod openai;
@@ -22,6 +25,7 @@ pub mod sse;
 pub mod usage;
 pub mod wire;
 
-pub use cost::{cost, credits, Cost};
-pub use price::{PriceEntry, PriceError, PriceTable, Rates, Tier};
-pub use usage::{MeterError, Metered, Usage};
+pub use cost::{cost, credits, Cost, ServedRequest};
+pub use price::{Modifier, PriceEntry, PriceError, PriceTable, Rates, Tier};
+pub use request::RequestedOptions;
+pub use usage::{Iteration, IterationKind, MeterError, Metered, Usage};

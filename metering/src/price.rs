@@ -1,7 +1,7 @@
 //! The effective-dated price table: official USD rates per million tokens for each model family,
 //! prompt-size tiers, and the lookup from a model id (alias or dated id) to the entry in force.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -64,7 +64,43 @@ pub struct PriceEntry {
     /// Web search fee per `server_tool_use.web_search_requests` (web fetch has no fee).
     #[serde(default)]
     pub web_search_usd_per_request: Decimal,
+    /// The request's `speed` values this model supports, each with the multiplier it applies to
+    /// every rate of the request (`{"standard": "1", "fast": "2"}`). A value not listed is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub speed: BTreeMap<String, Decimal>,
+    /// The same for `inference_geo` (`{"global": "1", "us": "1.1"}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inference_geo: BTreeMap<String, Decimal>,
+    /// A fee per request that declares the code execution tool, whose container time no answer
+    /// reports. Absent: such requests are refused (unless a web tool makes the container free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_execution_usd_per_request: Option<Decimal>,
 }
+
+/// A request option that multiplies every rate of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modifier {
+    /// `speed`: `standard` or `fast`.
+    Speed,
+    /// `inference_geo`: `global` or `us`.
+    InferenceGeo,
+}
+
+impl Modifier {
+    pub const ALL: [Modifier; 2] = [Modifier::Speed, Modifier::InferenceGeo];
+
+    /// The field's name, in the request, in `usage` and in a price entry.
+    pub fn field(self) -> &'static str {
+        match self {
+            Modifier::Speed => "speed",
+            Modifier::InferenceGeo => "inference_geo",
+        }
+    }
+}
+
+/// The most values one modifier may list for a model, and the longest value.
+const MAX_MODIFIER_VALUES: usize = 16;
+const MAX_MODIFIER_VALUE_BYTES: usize = 64;
 
 impl PriceEntry {
     /// The version label a usage record keeps: family and effective instant, unique in a table.
@@ -105,7 +141,21 @@ impl PriceEntry {
             })
     }
 
-    /// Rejects negative rates, empty ids and duplicate tier thresholds.
+    /// The values of `modifier` this model supports, with their multipliers.
+    pub fn multipliers(&self, modifier: Modifier) -> &BTreeMap<String, Decimal> {
+        match modifier {
+            Modifier::Speed => &self.speed,
+            Modifier::InferenceGeo => &self.inference_geo,
+        }
+    }
+
+    /// The multiplier of `value` of `modifier`, when the model supports that value.
+    pub fn multiplier(&self, modifier: Modifier, value: &str) -> Option<Decimal> {
+        self.multipliers(modifier).get(value).copied()
+    }
+
+    /// Rejects negative rates and fees, empty ids, duplicate tier thresholds and multipliers below
+    /// 1 (nothing a caller asks for may make a request cheaper).
     pub fn validate(&self) -> Result<(), PriceError> {
         let bad = |reason: String| PriceError::Invalid {
             model: self.model.clone(),
@@ -135,6 +185,33 @@ impl PriceEntry {
         if self.web_search_usd_per_request.is_sign_negative() {
             return Err(bad("web_search_usd_per_request is negative".into()));
         }
+        if self
+            .code_execution_usd_per_request
+            .is_some_and(|fee| fee.is_sign_negative())
+        {
+            return Err(bad("code_execution_usd_per_request is negative".into()));
+        }
+        for modifier in Modifier::ALL {
+            let field = modifier.field();
+            let values = self.multipliers(modifier);
+            if values.len() > MAX_MODIFIER_VALUES {
+                return Err(bad(format!(
+                    "{field} lists more than {MAX_MODIFIER_VALUES} values"
+                )));
+            }
+            for (value, multiplier) in values {
+                if value.is_empty() || value.len() > MAX_MODIFIER_VALUE_BYTES {
+                    return Err(bad(format!(
+                        "{field} values must be 1 to {MAX_MODIFIER_VALUE_BYTES} characters"
+                    )));
+                }
+                if *multiplier < Decimal::ONE || *multiplier > Decimal::from(100) {
+                    return Err(bad(format!(
+                        "{field} {value:?} has the multiplier {multiplier}; multipliers are 1 to 100 (a request option never makes a request cheaper)"
+                    )));
+                }
+            }
+        }
         let mut thresholds: Vec<u64> = self.tiers.iter().map(|t| t.above_prompt_tokens).collect();
         thresholds.sort_unstable();
         if thresholds.windows(2).any(|w| w.first() == w.get(1)) {
@@ -158,8 +235,13 @@ pub enum PriceError {
     Overflow,
 }
 
-/// The default table's file: the official prices of `prices-2026-11.md` as data.
-pub const DEFAULT_TABLE_JSON: &str = include_str!("../data/prices-2026-11.json");
+/// The shipped price tables, oldest first, each named by its source: the default table is all of
+/// their versions. A control plane applies each once (a new one adds its versions to a database
+/// seeded from the earlier ones; older versions stay, so old usage keeps its price).
+pub const DEFAULT_TABLES: [(&str, &str); 2] = [
+    ("prices-2026-11", include_str!("../data/prices-2026-11.json")),
+    ("prices-2026-12", include_str!("../data/prices-2026-12.json")),
+];
 
 /// The public price as a fraction of the official price, unless configured otherwise.
 pub fn default_price_factor() -> Decimal {
@@ -172,6 +254,15 @@ struct TableFile {
     #[allow(dead_code)]
     source: String,
     entries: Vec<PriceEntry>,
+}
+
+/// The entries of a table file (`{"source": ..., "entries": [...]}`), each validated.
+pub fn entries_of(json: &str) -> Result<Vec<PriceEntry>, PriceError> {
+    let file: TableFile = serde_json::from_str(json).map_err(|e| PriceError::Table(e.to_string()))?;
+    for e in &file.entries {
+        e.validate()?;
+    }
+    Ok(file.entries)
 }
 
 /// Every price version of every model family, with the factor that turns official USD into
@@ -226,13 +317,16 @@ impl PriceTable {
 
     /// Parses a table file (`{"source": ..., "entries": [...]}`).
     pub fn from_json(json: &str, factor: Decimal) -> Result<Self, PriceError> {
-        let file: TableFile = serde_json::from_str(json).map_err(|e| PriceError::Table(e.to_string()))?;
-        Self::new(file.entries, factor)
+        Self::new(entries_of(json)?, factor)
     }
 
-    /// The shipped default table at the given factor.
+    /// The shipped default table at the given factor: every version of every shipped file.
     pub fn default_table(factor: Decimal) -> Result<Self, PriceError> {
-        Self::from_json(DEFAULT_TABLE_JSON, factor)
+        let mut entries = Vec::new();
+        for (_, json) in DEFAULT_TABLES {
+            entries.extend(entries_of(json)?);
+        }
+        Self::new(entries, factor)
     }
 
     pub fn factor(&self) -> Decimal {

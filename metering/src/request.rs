@@ -5,21 +5,35 @@
 //! model): `model`, `stream`, `max_tokens`, `max_completion_tokens`, and for the injection of
 //! `"stream_options":{"include_usage":true}` into OpenAI streaming requests: `stream_options`
 //! and its `include_usage`, the number of members of the root object and the offset of its
-//! closing brace. A repeated key's last value wins, as in the upstreams' parsers.
+//! closing brace. What changes the price: `speed`, `inference_geo`, the models of `fallbacks`,
+//! and of `tools` the code execution tools, the web tools that make their container free and the
+//! advisor tools' models. A repeated key's last value wins, as in the upstreams' parsers.
 //!
 //! A `model` that is not a string (null included) or longer than [`MAX_MODEL_BYTES`], a body
 //! that is not a JSON object and invalid JSON are errors: the filter answers 400 and the upstream
-//! never gets such a body. `stream`, `max_tokens` and friends of the wrong type read as absent
-//! (the upstream answers those with its own 400, which is not billed).
+//! never gets such a body. So is anything of what changes the price that cannot be read for
+//! certain (a `speed` that is not a string, a `fallbacks` entry without a model, more than
+//! [`MAX_LISTED`] fallbacks or advisors): never serve what cannot be billed. `stream`,
+//! `max_tokens` and friends of the wrong type read as absent (the upstream answers those with its
+//! own 400, which is not billed).
 //!
-//! Memory bound: the JSON scanner (under 5 KiB), the meter's fields (about 100 bytes) and the
-//! model (at most 256 bytes): under 6 KiB.
+//! Memory bound: the JSON scanner (under 5 KiB), the meter's fields (about 300 bytes), the model,
+//! speed, inference geo and the tool being read (at most 256 bytes each), and at most
+//! [`MAX_LISTED`] fallback and advisor models of 256 bytes: under 16 KiB, whatever the body.
 
-use crate::json::{Container, JsonScanner, JsonSink, Limits, Path, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::json::{Container, Frame, JsonScanner, JsonSink, Limits, Path, Value};
 use crate::usage::MeterError;
 
 /// The longest model id accepted; no real one comes close.
 pub const MAX_MODEL_BYTES: usize = 256;
+
+/// The most `fallbacks` entries, and advisor tools, a request may list.
+pub const MAX_LISTED: usize = 16;
+
+/// The tool types that make a code execution container free when declared beside it.
+const FREE_CONTAINER_TOOLS: [&str; 2] = ["web_search_20260209", "web_fetch_20260209"];
 
 /// Why a request body cannot be admitted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +46,54 @@ pub enum RequestError {
     ModelNotString,
     #[error("request field model is longer than {limit} bytes")]
     ModelTooLong { limit: usize },
+    #[error("request field {field} {reason}")]
+    BadField {
+        field: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// What a request asks for that changes its price, read at admission and carried by its debit:
+/// where the answer does not report a modifier, the request's value is billed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RequestedOptions {
+    /// The request's `speed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<String>,
+    /// The request's `inference_geo`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_geo: Option<String>,
+    /// The request declared a code execution tool and no web tool that makes its container free:
+    /// it is billed the model's per-request code execution fee.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub code_execution: bool,
+}
+
+impl RequestedOptions {
+    /// Nothing asked for: the debit leaves the member out (and is fingerprinted as before).
+    pub fn is_empty(&self) -> bool {
+        self.speed.is_none() && self.inference_geo.is_none() && !self.code_execution
+    }
+}
+
+/// The server tools of `tools` that change what a request may cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeclaredTools {
+    /// The type of the first code execution tool (`code_execution_*`): billed by container time,
+    /// which no answer reports.
+    pub code_execution: Option<String>,
+    /// A `web_search_20260209` or `web_fetch_20260209` tool: code execution's container is free.
+    pub free_container: bool,
+    /// The `model` of each advisor tool (`advisor_*`) that names one.
+    pub advisor_models: Vec<String>,
+}
+
+impl DeclaredTools {
+    /// Whether the request must pay for code execution it cannot be metered for.
+    pub fn code_execution_billed(&self) -> bool {
+        self.code_execution.is_some() && !self.free_container
+    }
 }
 
 /// The root object's `stream_options` member.
@@ -56,6 +118,22 @@ pub struct RequestFields {
     pub members: u64,
     /// Offset in the body of the root object's closing `}`, once read.
     pub closing_brace: Option<u64>,
+    pub speed: Option<String>,
+    pub inference_geo: Option<String>,
+    /// The models of `fallbacks`, in order.
+    pub fallbacks: Vec<String>,
+    pub tools: DeclaredTools,
+}
+
+impl RequestFields {
+    /// The options its debit carries.
+    pub fn requested_options(&self) -> RequestedOptions {
+        RequestedOptions {
+            speed: self.speed.clone(),
+            inference_geo: self.inference_geo.clone(),
+            code_execution: self.tools.code_execution_billed(),
+        }
+    }
 }
 
 /// Reads a request body. See the module documentation.
@@ -64,10 +142,25 @@ pub struct RequestMeter {
     sink: RequestSink,
 }
 
+/// The tool of `tools` being read: decided when its object closes (members come in any order).
+#[derive(Default)]
+struct ToolBeingRead {
+    kind: Option<String>,
+    model: Option<String>,
+}
+
+/// The `fallbacks` entry being read, when it is an object: it must name a model.
+#[derive(Default)]
+struct FallbackBeingRead {
+    model: Option<String>,
+}
+
 #[derive(Default)]
 struct RequestSink {
     fields: RequestFields,
     error: Option<RequestError>,
+    tool: Option<ToolBeingRead>,
+    fallback: Option<FallbackBeingRead>,
 }
 
 const MODEL: &[&str] = &["model"];
@@ -76,10 +169,137 @@ const MAX_TOKENS: &[&str] = &["max_tokens"];
 const MAX_COMPLETION_TOKENS: &[&str] = &["max_completion_tokens"];
 const STREAM_OPTIONS: &[&str] = &["stream_options"];
 const INCLUDE_USAGE: &[&str] = &["stream_options", "include_usage"];
+const SPEED: &[&str] = &["speed"];
+const INFERENCE_GEO: &[&str] = &["inference_geo"];
+const FALLBACKS: &str = "fallbacks";
+const TOOLS: &str = "tools";
+
+/// Where a value sits under `fallbacks` or `tools`: the key, and the path below the element.
+fn in_list<'a>(path: Path<'a>, list: &str) -> Option<Path<'a>> {
+    match path.frames() {
+        [Frame::Object(key), Frame::Array(_), ..] if key.is(list) => {
+            path.strip_prefix(&[list])?.strip_index()
+        }
+        _ => None,
+    }
+}
+
+/// A string the price depends on: the text, or an error naming the field.
+fn priced_text(value: &Value<'_>, field: &'static str) -> Result<Option<String>, RequestError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(_) => match value.text() {
+            Some(text) => Ok(Some(text.to_owned())),
+            None => Err(RequestError::BadField {
+                field,
+                reason: "is longer than 256 bytes",
+            }),
+        },
+        _ => Err(RequestError::BadField {
+            field,
+            reason: "must be a string",
+        }),
+    }
+}
+
+impl RequestSink {
+    fn fail(&mut self, e: RequestError) {
+        self.error.get_or_insert(e);
+    }
+
+    /// A value at `rel` below an element of `fallbacks`.
+    fn fallback_value(&mut self, rel: Path<'_>, value: &Value<'_>) {
+        if rel.depth() == 0 {
+            self.fallback = None;
+            match value {
+                Value::Object => self.fallback = Some(FallbackBeingRead::default()),
+                Value::String(_) => match priced_text(value, "fallbacks") {
+                    Ok(Some(model)) => self.add_fallback(model),
+                    Ok(None) => {}
+                    Err(e) => self.fail(e),
+                },
+                _ => self.fail(RequestError::BadField {
+                    field: "fallbacks",
+                    reason: "entries must be model ids or objects with a model",
+                }),
+            }
+        } else if rel.is(MODEL) {
+            match priced_text(value, "fallbacks.model") {
+                Ok(model) => {
+                    if let Some(f) = &mut self.fallback {
+                        f.model = model;
+                    }
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+
+    fn add_fallback(&mut self, model: String) {
+        if self.fields.fallbacks.len() >= MAX_LISTED {
+            self.fail(RequestError::BadField {
+                field: "fallbacks",
+                reason: "lists more models than this gateway accepts (16)",
+            });
+        } else {
+            self.fields.fallbacks.push(model);
+        }
+    }
+
+    /// A value at `rel` below an element of `tools`.
+    fn tool_value(&mut self, rel: Path<'_>, value: &Value<'_>) {
+        if rel.depth() == 0 {
+            self.tool = (*value == Value::Object).then(ToolBeingRead::default);
+            return;
+        }
+        let Some(tool) = &mut self.tool else {
+            return;
+        };
+        if rel.is(&["type"]) {
+            tool.kind = value.text().map(str::to_owned);
+        } else if rel.is(MODEL) {
+            tool.model = value.text().map(str::to_owned);
+        }
+    }
+
+    /// A tool's object closed: what it declares.
+    fn end_tool(&mut self) {
+        let Some(tool) = self.tool.take() else {
+            return;
+        };
+        let Some(kind) = tool.kind else {
+            return;
+        };
+        let declared = &mut self.fields.tools;
+        if kind.starts_with("code_execution") {
+            declared.code_execution.get_or_insert(kind);
+        } else if FREE_CONTAINER_TOOLS.contains(&kind.as_str()) {
+            declared.free_container = true;
+        } else if kind.starts_with("advisor") {
+            if let Some(model) = tool.model {
+                if declared.advisor_models.len() >= MAX_LISTED {
+                    self.fail(RequestError::BadField {
+                        field: "tools",
+                        reason: "declares more advisor tools than this gateway accepts (16)",
+                    });
+                } else {
+                    declared.advisor_models.push(model);
+                }
+            }
+        }
+    }
+}
 
 impl JsonSink for RequestSink {
     fn capture_string(&mut self, path: Path<'_>) -> bool {
-        path.is(MODEL)
+        match path.depth() {
+            1 => path.is(MODEL) || path.is(SPEED) || path.is(INFERENCE_GEO),
+            2 => in_list(path, FALLBACKS).is_some(),
+            3 => in_list(path, FALLBACKS)
+                .or_else(|| in_list(path, TOOLS))
+                .is_some_and(|rel| rel.is(MODEL) || rel.is(&["type"])),
+            _ => false,
+        }
     }
 
     fn value(&mut self, path: Path<'_>, value: Value<'_>) {
@@ -87,14 +307,57 @@ impl JsonSink for RequestSink {
         if self.error.is_some() {
             return;
         }
-        let fields = &mut self.fields;
         match path.depth() {
             0 if value != Value::Object => {
                 self.error.get_or_insert(RequestError::NotAnObject);
             }
-            1 => fields.members = fields.members.saturating_add(1),
-            _ => {}
+            1 => self.fields.members = self.fields.members.saturating_add(1),
+            2 | 3 => {
+                if let Some(rel) = in_list(path, FALLBACKS) {
+                    self.fallback_value(rel, &value);
+                } else if let Some(rel) = in_list(path, TOOLS) {
+                    self.tool_value(rel, &value);
+                }
+                if path.depth() == 3 {
+                    return;
+                }
+            }
+            // Nothing read lies deeper.
+            _ => return,
         }
+        let modifier = if path.is(SPEED) {
+            Some(("speed", &mut self.fields.speed))
+        } else if path.is(INFERENCE_GEO) {
+            Some(("inference_geo", &mut self.fields.inference_geo))
+        } else {
+            None
+        };
+        if let Some((field, slot)) = modifier {
+            match priced_text(&value, field) {
+                Ok(text) => *slot = text,
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+            return;
+        }
+        if path.depth() == 1 && path.is(&[FALLBACKS]) {
+            self.fields.fallbacks.clear();
+            self.fallback = None;
+            if !matches!(value, Value::Array | Value::Null) {
+                self.fail(RequestError::BadField {
+                    field: "fallbacks",
+                    reason: "must be an array",
+                });
+            }
+            return;
+        }
+        if path.depth() == 1 && path.is(&[TOOLS]) {
+            self.fields.tools = DeclaredTools::default();
+            self.tool = None;
+            return;
+        }
+        let fields = &mut self.fields;
         let bool_value = match value {
             Value::Bool(b) => Some(b),
             _ => None,
@@ -132,8 +395,20 @@ impl JsonSink for RequestSink {
     }
 
     fn close(&mut self, path: Path<'_>, container: Container, offset: u64) {
-        if self.error.is_none() && path.depth() == 0 && container == Container::Object {
-            self.fields.closing_brace = Some(offset);
+        if self.error.is_some() || container != Container::Object {
+            return;
+        }
+        match path.depth() {
+            0 => self.fields.closing_brace = Some(offset),
+            2 if in_list(path, TOOLS).is_some() => self.end_tool(),
+            2 if in_list(path, FALLBACKS).is_some() => match self.fallback.take() {
+                Some(FallbackBeingRead { model: Some(model) }) => self.add_fallback(model),
+                _ => self.fail(RequestError::BadField {
+                    field: "fallbacks",
+                    reason: "entries must be model ids or objects with a model",
+                }),
+            },
+            _ => {}
         }
     }
 }

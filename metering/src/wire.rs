@@ -10,10 +10,14 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::cost::ServedRequest;
 use crate::price::PriceEntry;
+use crate::request::RequestedOptions;
 use crate::usage::Usage;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: price entries may carry modifiers and a code execution fee, which version 1 readers refuse
+/// (their entries deny unknown fields): a snapshot for a version 1 reader leaves them out.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 fn protocol_version() -> u32 {
     PROTOCOL_VERSION
@@ -85,6 +89,22 @@ pub struct Prices {
     pub entries: Vec<PriceEntry>,
 }
 
+impl Prices {
+    /// The table as a reader of `protocol` can parse it: a version 1 reader gets the entries
+    /// without modifiers and code execution fee (it does not read requests' modifiers either; the
+    /// control plane prices its debits as it sends them).
+    pub fn for_protocol(mut self, protocol: u32) -> Self {
+        if protocol < 2 {
+            for e in &mut self.entries {
+                e.speed.clear();
+                e.inference_geo.clear();
+                e.code_execution_usd_per_request = None;
+            }
+        }
+        self
+    }
+}
+
 /// `POST /internal/v1/keys/lookup`: a key hash the gateway's cache has not seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyLookup {
@@ -128,6 +148,10 @@ pub struct Debit {
     #[serde(default)]
     pub model_served: Option<String>,
     pub usage: Usage,
+    /// What the request asked for that changes its price (billed where the answer does not
+    /// report it). Left out when empty, so that a debit without it is fingerprinted as before.
+    #[serde(default, skip_serializing_if = "RequestedOptions::is_empty")]
+    pub requested: RequestedOptions,
     /// The body did not carry a complete final usage (cut stream, error event, no final usage).
     #[serde(default)]
     pub partial: bool,
@@ -152,6 +176,19 @@ pub struct Debit {
     /// The HTTP status the upstream answered.
     #[serde(default)]
     pub upstream_status: Option<u16>,
+}
+
+impl Debit {
+    /// What its price depends on.
+    pub fn served_request(&self) -> ServedRequest<'_> {
+        ServedRequest {
+            usage: &self.usage,
+            model_requested: &self.model_requested,
+            model_served: self.model_served.as_deref(),
+            requested: &self.requested,
+            admitted_at: self.admitted_at,
+        }
+    }
 }
 
 /// `POST /internal/v1/debits`.

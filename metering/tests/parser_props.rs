@@ -203,6 +203,44 @@ proptest! {
     }
 
     #[test]
+    fn request_price_fields_agree_with_serde_json(body in request_body(), style in style(JSON_SPACE)) {
+        let text = render(&body, &style);
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (_, fields) = whole::<RequestMeter>(text.as_bytes());
+        let fields = fields.unwrap();
+        let text_at = |key: &str| doc.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        prop_assert_eq!(&fields.speed, &text_at("speed"));
+        prop_assert_eq!(&fields.inference_geo, &text_at("inference_geo"));
+        let fallbacks: Vec<String> = doc
+            .get("fallbacks")
+            .and_then(|f| f.as_array())
+            .map(|f| {
+                f.iter()
+                    .filter_map(|e| e.as_str().or_else(|| e.get("model")?.as_str()))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        prop_assert_eq!(&fields.fallbacks, &fallbacks);
+        let tools = doc.get("tools").and_then(|t| t.as_array()).cloned().unwrap_or_default();
+        let kind = |t: &serde_json::Value| t.get("type").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        prop_assert_eq!(
+            &fields.tools.code_execution,
+            &tools.iter().map(kind).find(|k| k.starts_with("code_execution"))
+        );
+        prop_assert_eq!(
+            fields.tools.free_container,
+            tools.iter().map(kind).any(|k| k == "web_search_20260209" || k == "web_fetch_20260209")
+        );
+        let advisors: Vec<String> = tools
+            .iter()
+            .filter(|t| kind(t).starts_with("advisor"))
+            .filter_map(|t| t.get("model")?.as_str().map(str::to_owned))
+            .collect();
+        prop_assert_eq!(&fields.tools.advisor_models, &advisors);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_and_splits_agree(bytes in prop::collection::vec(any::<u8>(), 0..512), cuts in cuts(), cut in any::<Index>()) {
         check_splits::<AnthropicJsonMeter>(&bytes, &cuts, cut)?;
         check_splits::<AnthropicSseMeter>(&bytes, &cuts, cut)?;

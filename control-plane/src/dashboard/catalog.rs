@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use chrono::{NaiveDate, Utc};
 use maud::html;
+use metering::Modifier;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,6 +19,19 @@ use super::html::{credits, csrf_field, usd, when};
 use super::session::{AdminSession, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::{money, AppState};
+
+/// `fast ×2, standard ×1`, or a dash when the model accepts no value.
+fn modifier_list(e: &metering::PriceEntry, modifier: Modifier) -> String {
+    let values = e.multipliers(modifier);
+    if values.is_empty() {
+        return "—".into();
+    }
+    values
+        .iter()
+        .map(|(v, m)| format!("{v} ×{}", money::plain(*m)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 async fn prices(session: AdminSession, State(state): State<AppState>) -> PageResult<Html<String>> {
     let mut conn = state.pool.acquire().await?;
@@ -37,11 +51,14 @@ async fn prices(session: AdminSession, State(state): State<AppState>) -> PageRes
     };
     let rate = |d: Decimal| money::plain(d);
     let body = html! {
-        p.muted { "Official USD per million tokens; customers pay " (money::plain(table.factor())) " of it, in credits of $0.005." }
+        p.muted { "Official USD per million tokens; customers pay " (money::plain(table.factor())) " of it, in credits of $0.005. "
+            "Speed and inference geo: the values each model accepts and the multiplier of every rate (they stack); "
+            "a request asking for a value not listed is refused. New versions keep them; change them with PUT /v1/prices/{model}." }
         table #prices {
             thead { tr {
                 th { "Model" } th { "Effective from" } th { "State" } th.num { "Input" } th.num { "Output" }
                 th.num { "Cache write 5m" } th.num { "Cache write 1h" } th.num { "Cache read" } th.num { "Thinking" } th { "Tiers" }
+                th { "Speed" } th { "Inference geo" } th.num { "Code execution (USD / request)" }
             } }
             tbody {
                 @for e in &entries {
@@ -53,6 +70,9 @@ async fn prices(session: AdminSession, State(state): State<AppState>) -> PageRes
                         td.num { (rate(e.usd_per_mtok.cache_write_5m)) } td.num { (rate(e.usd_per_mtok.cache_write_1h)) }
                         td.num { (rate(e.usd_per_mtok.cache_read)) } td.num { (rate(e.usd_per_mtok.thinking_rate())) }
                         td { (e.tiers.len()) }
+                        td { (modifier_list(e, Modifier::Speed)) }
+                        td { (modifier_list(e, Modifier::InferenceGeo)) }
+                        td.num { @match e.code_execution_usd_per_request { Some(fee) => (rate(fee)), None => span.muted { "refused" } } }
                     }
                 }
             }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::html::{credits, csrf_field, page, when, Nav};
+use super::html::{credits, csrf_field, page, request_options, when, Nav};
 use super::session::{token_hash, CustomerSession, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::{money, AppState};
@@ -46,6 +46,8 @@ async fn balance_of(state: &AppState, account_id: Uuid) -> PageResult<Decimal> {
 struct RecentRequest {
     created_at: DateTime<Utc>,
     model: String,
+    speed: Option<String>,
+    inference_geo: Option<String>,
     input_tokens: i64,
     output_tokens: i64,
     cost: Decimal,
@@ -56,7 +58,7 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
     let balance = balance_of(&state, session.account_id).await?;
     let recent: Vec<RecentRequest> = sqlx::query_as(
         "SELECT admitted_at AS created_at, coalesce(model_served, model_requested) AS model,
-            input_tokens, output_tokens, cost, partial
+            speed, inference_geo, input_tokens, output_tokens, cost, partial
          FROM usage_records WHERE account_id = $1 ORDER BY admitted_at DESC, debit_id DESC LIMIT 10",
     )
     .bind(session.account_id)
@@ -82,12 +84,13 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
             p.muted { "No requests yet." }
         } @else {
             table #recent {
-                thead { tr { th { "Time" } th { "Model" } th.num { "Input" } th.num { "Output" } th.num { "Credits" } } }
+                thead { tr { th { "Time" } th { "Model" } th { "Speed, region" } th.num { "Input" } th.num { "Output" } th.num { "Credits" } } }
                 tbody {
                     @for r in &recent {
                         tr {
                             td { (when(r.created_at)) }
                             td.mono { (r.model) @if r.partial { " (partial)" } }
+                            td { (request_options(r.speed.as_deref(), r.inference_geo.as_deref())) }
                             td.num { (r.input_tokens) }
                             td.num { (r.output_tokens) }
                             td.num { (credits(r.cost)) }

@@ -15,7 +15,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::html::{credits, page, Nav};
+use super::html::{credits, page, request_options as options, Nav};
 use super::session::CustomerSession;
 use super::PageResult;
 use crate::usage::{self, UsageQuery, UsageScope};
@@ -40,6 +40,9 @@ impl RangeParams {
 struct DayModel {
     date: NaiveDate,
     model: String,
+    /// The speed and inference geo billed (rows are split by them: they multiply the price).
+    speed: Option<String>,
+    inference_geo: Option<String>,
     requests: i64,
     input_tokens: i64,
     output_tokens: i64,
@@ -52,11 +55,12 @@ async fn daily(state: &AppState, account: uuid::Uuid, days: i64) -> PageResult<(
     let first = Utc::now().date_naive() - Duration::days(days - 1);
     let rows = sqlx::query_as(
         "SELECT (admitted_at AT TIME ZONE 'UTC')::date AS date, coalesce(model_served, model_requested) AS model,
+            speed, inference_geo,
             count(*) AS requests, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
             sum(cache_write_5m_tokens + cache_write_1h_tokens)::bigint AS cache_write_tokens,
             sum(cache_read_tokens)::bigint AS cache_read_tokens, sum(cost) AS cost
          FROM usage_records WHERE account_id = $1 AND admitted_at >= $2::date
-         GROUP BY 1, 2 ORDER BY 1 DESC, 2",
+         GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 2, 3 NULLS FIRST, 4 NULLS FIRST",
     )
     .bind(account)
     .bind(first)
@@ -170,13 +174,14 @@ async fn usage_page(
         } @else {
             table #usage-table {
                 thead { tr {
-                    th { "Day (UTC)" } th { "Model" } th.num { "Requests" } th.num { "Input" } th.num { "Output" }
+                    th { "Day (UTC)" } th { "Model" } th { "Speed, region" } th.num { "Requests" } th.num { "Input" } th.num { "Output" }
                     th.num { "Cache writes" } th.num { "Cache reads" } th.num { "Credits" }
                 } }
                 tbody {
                     @for r in &rows {
                         tr {
-                            td { (r.date) } td.mono { (r.model) } td.num { (r.requests) } td.num { (r.input_tokens) }
+                            td { (r.date) } td.mono { (r.model) } td { (options(r.speed.as_deref(), r.inference_geo.as_deref())) }
+                            td.num { (r.requests) } td.num { (r.input_tokens) }
                             td.num { (r.output_tokens) } td.num { (r.cache_write_tokens) } td.num { (r.cache_read_tokens) }
                             td.num { (credits(r.cost)) }
                         }
@@ -224,13 +229,15 @@ async fn usage_csv(
 ) -> PageResult<Response> {
     let (_, rows) = daily(&state, session.account_id, q.days()).await?;
     let mut out = String::from(
-        "date,model,requests,input_tokens,output_tokens,cache_write_tokens,cache_read_tokens,credits\n",
+        "date,model,speed,inference_geo,requests,input_tokens,output_tokens,cache_write_tokens,cache_read_tokens,credits\n",
     );
     for r in &rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             r.date,
             cell(&r.model),
+            cell(r.speed.as_deref().unwrap_or_default()),
+            cell(r.inference_geo.as_deref().unwrap_or_default()),
             r.requests,
             r.input_tokens,
             r.output_tokens,
@@ -275,6 +282,8 @@ mod tests {
         let rows = vec![DayModel {
             date: today,
             model: "<script>x</script>".into(),
+            speed: Some("fast".into()),
+            inference_geo: None,
             requests: 2,
             input_tokens: 10,
             output_tokens: 20,

@@ -33,6 +33,10 @@ struct UsageRow<'a> {
     cost: Decimal,
     list_usd: Decimal,
     served_model_unpriced: bool,
+    speed: Option<String>,
+    inference_geo: Option<String>,
+    multiplier: Decimal,
+    unpriced_report: bool,
     fingerprint: String,
 }
 
@@ -79,6 +83,8 @@ fn check(d: &Debit) -> Result<(), String> {
         &d.upstream_request_id,
         &d.upstream_message_id,
         &d.usage.service_tier,
+        &d.requested.speed,
+        &d.requested.inference_geo,
     ];
     if texts
         .iter()
@@ -258,6 +264,19 @@ async fn apply_in(
                 }
                 pending_version.push(results.len());
                 results.push(result(d.debit_id, DebitOutcome::Applied, 0, Some(credits), None));
+                let unpriced_report = cost.reported_modifier_unpriced || cost.iteration_model_unpriced;
+                if unpriced_report {
+                    // The answer billed something the table cannot price exactly: the operator
+                    // adds the value or model (no content or key in this line).
+                    tracing::warn!(
+                        debit_id = %d.debit_id,
+                        model = %cost.model,
+                        speed = ?d.usage.speed,
+                        inference_geo = ?d.usage.inference_geo,
+                        iteration_models = ?d.usage.iterations.iter().filter_map(|i| i.model.as_deref()).collect::<Vec<_>>(),
+                        "a debit's answer names a modifier value or an iteration model without a price"
+                    );
+                }
                 rows.push(UsageRow {
                     debit: d,
                     key_id,
@@ -267,6 +286,10 @@ async fn apply_in(
                     cost: credits,
                     list_usd: cost.list_usd,
                     served_model_unpriced: cost.served_model_unpriced,
+                    speed: cost.speed,
+                    inference_geo: cost.inference_geo,
+                    multiplier: cost.multiplier,
+                    unpriced_report,
                     fingerprint: fp,
                 });
             }
@@ -298,14 +321,7 @@ fn price(d: &Debit, keys: &HashMap<String, (Uuid, Uuid)>, table: &metering::Pric
         Some(_) => return Err("the key belongs to another account".into()),
         None => return Err("no key has this hash".into()),
     };
-    let cost = metering::cost(
-        table,
-        &d.usage,
-        &d.model_requested,
-        d.model_served.as_deref(),
-        d.admitted_at,
-    )
-    .map_err(|e| e.to_string())?;
+    let cost = metering::cost(table, &d.served_request()).map_err(|e| e.to_string())?;
     Ok((key_id, cost))
 }
 
@@ -330,13 +346,14 @@ async fn insert_usage(
             model_billed, price_version, input_tokens, output_tokens, thinking_tokens, cache_write_5m_tokens,
             cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests, service_tier, cost,
             list_usd, partial, output_estimated, served_model_unpriced, admitted_at, finished_at,
-            upstream_request_id, upstream_message_id, upstream_status, fingerprint, input_estimated, gateway_id,
-            sync_version)
-         SELECT *, $31::text, $32::bigint FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+            upstream_request_id, upstream_message_id, upstream_status, fingerprint, input_estimated, speed,
+            inference_geo, multiplier, requested, iterations, unpriced_report, gateway_id, sync_version)
+         SELECT *, $37::text, $38::bigint FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
             $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[],
             $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[],
             $19::numeric[], $20::numeric[], $21::bool[], $22::bool[], $23::bool[], $24::timestamptz[],
-            $25::timestamptz[], $26::text[], $27::text[], $28::int[], $29::text[], $30::bool[])",
+            $25::timestamptz[], $26::text[], $27::text[], $28::int[], $29::text[], $30::bool[], $31::text[],
+            $32::text[], $33::numeric[], $34::jsonb[], $35::jsonb[], $36::bool[])",
     )
     .bind(rows.iter().map(|r| r.debit.debit_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.debit.account_id).collect::<Vec<_>>())
@@ -368,6 +385,20 @@ async fn insert_usage(
     .bind(rows.iter().map(|r| r.debit.upstream_status.map(i32::from)).collect::<Vec<_>>())
     .bind(texts(|r| Some(r.fingerprint.clone())))
     .bind(rows.iter().map(|r| r.debit.input_estimated).collect::<Vec<_>>())
+    .bind(texts(|r| r.speed.clone()))
+    .bind(texts(|r| r.inference_geo.clone()))
+    .bind(rows.iter().map(|r| r.multiplier).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| (!r.debit.requested.is_empty()).then(|| serde_json::to_value(&r.debit.requested).ok()).flatten())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| (!r.debit.usage.iterations.is_empty()).then(|| serde_json::to_value(&r.debit.usage.iterations).ok()).flatten())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.unpriced_report).collect::<Vec<_>>())
     .bind(gateway)
     .bind(version)
     .execute(conn)

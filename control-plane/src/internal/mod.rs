@@ -45,6 +45,9 @@ pub struct SnapshotQuery {
     pub cursor: Option<String>,
     /// Rows per page (accounts and keys together): 1 to 5000, default 1000.
     pub limit: Option<i64>,
+    /// The reader's protocol version (absent: 1). A version 1 reader gets price entries without
+    /// the fields it cannot parse (modifiers, the code execution fee).
+    pub protocol: Option<u32>,
 }
 
 /// Where a paged snapshot continues.
@@ -118,10 +121,12 @@ async fn snapshot(
             )))
         }
     };
+    // A snapshot is written in the reader's protocol version (absent: 1), up to this one's.
+    let reader = q.protocol.unwrap_or(1).clamp(1, PROTOCOL_VERSION);
     let mut conn = state.pool.acquire().await?;
     let (cursor, prices) = match q.cursor.as_deref() {
         Some(c) => (page::decode::<SnapshotCursor>(c)?, None),
-        None => first_page(&mut conn, &state, q.since).await?,
+        None => first_page(&mut conn, &state, q.since, reader).await?,
     };
     let mut accounts = Vec::new();
     let mut keys = Vec::new();
@@ -140,7 +145,7 @@ async fn snapshot(
         if accounts.len() as i64 > room {
             accounts.truncate(room as usize);
             let last = accounts.last().map(|a| (a.version as i64, a.account_id));
-            return Ok(Json(page_of(&cursor, 0, last, accounts, keys, prices)));
+            return Ok(Json(page_of(&cursor, 0, last, accounts, keys, prices, reader)));
         }
         room -= accounts.len() as i64;
         phase = 1;
@@ -158,9 +163,9 @@ async fn snapshot(
         if keys.len() as i64 > room {
             keys.truncate(room as usize);
             let last = keys.last().map(|k| (k.version as i64, k.key_id));
-            return Ok(Json(page_of(&cursor, 1, last, accounts, keys, prices)));
+            return Ok(Json(page_of(&cursor, 1, last, accounts, keys, prices, reader)));
         }
-        return Ok(Json(page_of(&cursor, 1, None, accounts, keys, prices)));
+        return Ok(Json(page_of(&cursor, 1, None, accounts, keys, prices, reader)));
     }
     // The page filled up with accounts exactly; the keys follow on the next page.
     Ok(Json(page_of(
@@ -170,6 +175,7 @@ async fn snapshot(
         accounts,
         keys,
         prices,
+        reader,
     )))
 }
 
@@ -177,6 +183,7 @@ async fn first_page(
     conn: &mut PgConnection,
     state: &AppState,
     since: Option<u64>,
+    protocol: u32,
 ) -> ApiResult<(SnapshotCursor, Option<Prices>)> {
     let (version, prices_version) = sync::current(conn).await?;
     let since = since.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
@@ -184,10 +191,13 @@ async fn first_page(
     let lower = if full { 0 } else { since.unwrap_or(0) };
     let prices = if full || prices_version > lower {
         let table = state.prices.at(conn, prices_version).await?;
-        Some(Prices {
-            factor: table.factor(),
-            entries: table.entries().to_vec(),
-        })
+        Some(
+            Prices {
+                factor: table.factor(),
+                entries: table.entries().to_vec(),
+            }
+            .for_protocol(protocol),
+        )
     } else {
         None
     };
@@ -208,6 +218,7 @@ fn page_of(
     accounts: Vec<AccountState>,
     keys: Vec<KeyState>,
     prices: Option<Prices>,
+    protocol: u32,
 ) -> Snapshot {
     let next_cursor = next_after.map(|after| {
         page::encode(&SnapshotCursor {
@@ -219,7 +230,7 @@ fn page_of(
         })
     });
     Snapshot {
-        protocol: PROTOCOL_VERSION,
+        protocol,
         version: sync::to_wire(cursor.v),
         full: cursor.full,
         keys,

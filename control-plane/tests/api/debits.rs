@@ -52,7 +52,7 @@ async fn worked_example_costs_6_489_credits_through_a_real_debit() {
     assert_eq!(row["web_search_requests"], 0);
     assert_eq!(row["partial"], false);
     assert_eq!(row["list_usd"], "0.04635");
-    assert_eq!(row["price_version"], "claude-sonnet-4-5@2024-01-01T00:00:00Z");
+    assert_eq!(row["price_version"], "claude-sonnet-4-5@2026-12-01T00:00:00Z");
     let stored: (String, Option<String>, Option<String>, String) = sqlx::query_as(
         "SELECT model_requested, upstream_request_id, upstream_message_id, model_billed FROM usage_records",
     )

@@ -266,6 +266,7 @@ pub fn debit(account: Uuid, secret: &str, model: &str, usage: Usage, admitted_at
         model_requested: model.into(),
         model_served: Some(format!("{model}-20250929")),
         usage,
+        requested: Default::default(),
         partial: false,
         output_estimated: false,
         input_estimated: false,

@@ -19,9 +19,12 @@ async fn prices_are_public_with_credits_per_token_at_the_factor() {
     let (s, list) = send(app.req(Method::GET, "/v1/prices")).await;
     assert_eq!(s, StatusCode::OK, "{list}");
     assert_eq!(list["factor"], "0.7");
+    // The November version (with the long-context tier that ended in April) and December's.
     let sonnet = entry(&list, "claude-sonnet-4-5");
-    assert_eq!(sonnet.len(), 1);
-    let e = sonnet[0];
+    assert_eq!(sonnet.len(), 2);
+    let (november, e) = (sonnet[0], sonnet[1]);
+    assert_eq!(november["tiers"][0]["above_prompt_tokens"], 200000);
+    assert_eq!(november["in_force"], false);
     for field in [
         "model",
         "aliases",
@@ -37,12 +40,12 @@ async fn prices_are_public_with_credits_per_token_at_the_factor() {
     assert_eq!(e["credits_per_token"]["input"], "0.00042");
     assert_eq!(e["credits_per_token"]["output"], "0.0021");
     assert_eq!(e["credits_per_token"]["cache_read"], "0.000042");
-    assert_eq!(e["tiers"][0]["above_prompt_tokens"], 200000);
+    assert_eq!(e["tiers"], json!([]));
     assert_eq!(e["in_force"], true);
     let half = spawn_app_with_factor(d("0.5")).await;
     let (_, list) = send(half.req(Method::GET, "/v1/prices")).await;
     assert_eq!(
-        entry(&list, "claude-sonnet-4-5")[0]["credits_per_token"]["input"],
+        entry(&list, "claude-sonnet-4-5")[1]["credits_per_token"]["input"],
         "0.0003"
     );
 }
@@ -68,8 +71,8 @@ async fn a_price_change_adds_a_version_that_applies_from_its_time_and_keeps_hist
     let (_, list) = send(app.req(Method::GET, "/v1/prices")).await;
     assert_eq!(
         entry(&list, "claude-sonnet-4-5").len(),
-        2,
-        "the earlier version is kept"
+        3,
+        "the earlier versions are kept"
     );
 
     let (s, b) = app
@@ -96,7 +99,7 @@ async fn a_price_change_adds_a_version_that_applies_from_its_time_and_keeps_hist
     assert_eq!(
         versions,
         [
-            "claude-sonnet-4-5@2024-01-01T00:00:00Z".to_owned(),
+            "claude-sonnet-4-5@2026-12-01T00:00:00Z".to_owned(),
             format!("claude-sonnet-4-5@{from}")
         ]
     );
@@ -109,7 +112,7 @@ async fn a_price_change_adds_a_version_that_applies_from_its_time_and_keeps_hist
             .iter()
             .filter(|e| e.model == "claude-sonnet-4-5")
             .count(),
-        2
+        3
     );
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_log WHERE action = 'price.set' AND reason = 'upstream raised prices'",

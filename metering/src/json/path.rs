@@ -160,6 +160,14 @@ impl<'a> Path<'a> {
         self.frames.get(keys.len()..).map(Path::new)
     }
 
+    /// The rest of the path below an array element, when it starts with one.
+    pub fn strip_index(&self) -> Option<Path<'a>> {
+        match self.frames.split_first() {
+            Some((Frame::Array(_), rest)) => Some(Path::new(rest)),
+            _ => None,
+        }
+    }
+
     /// Whether the path matches the pattern step for step (same length).
     pub fn matches(&self, pattern: &[Step<'_>]) -> bool {
         self.frames.len() == pattern.len() && pattern.iter().zip(self.frames).all(|(s, f)| s.matches(f))

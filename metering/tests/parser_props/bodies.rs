@@ -3,7 +3,7 @@
 
 use super::render::{render, Node, Style};
 use metering::usage::MAX_COUNT;
-use metering::Usage;
+use metering::{Iteration, Usage};
 use proptest::prelude::*;
 
 pub(crate) fn count() -> BoxedStrategy<u64> {
@@ -58,17 +58,74 @@ pub(crate) fn anthropic_usage() -> BoxedStrategy<Node> {
             prop::option::of(tools),
         ),
         (prop::option::of(details), prop::option::of("[a-z]{1,10}")),
+        (
+            prop::option::of(modifier(&["standard", "fast"])),
+            prop::option::of(modifier(&["global", "us", "not_available"])),
+            prop::option::of(prop::collection::vec(iteration(), 0..4)),
+        ),
     )
-        .prop_flat_map(|((i, o, cc), (cr, split, tools), (details, tier))| {
+        .prop_flat_map(
+            |((i, o, cc), (cr, split, tools), (details, tier), (speed, geo, steps))| {
+                object(vec![
+                    i,
+                    o,
+                    cc,
+                    cr,
+                    split.map(|s| ("cache_creation", s)),
+                    tools.map(|t| ("server_tool_use", t)),
+                    details.map(|d| ("output_tokens_details", d)),
+                    tier.map(|t| ("service_tier", Node::Str(t))),
+                    speed.map(|s| ("speed", s)),
+                    geo.map(|g| ("inference_geo", g)),
+                    steps.map(|s| ("iterations", Node::Arr(s))),
+                ])
+            },
+        )
+        .boxed()
+}
+
+/// A modifier's value: a known one, another string, or (rarely) null.
+fn modifier(known: &'static [&'static str]) -> BoxedStrategy<Node> {
+    prop_oneof![
+        6 => prop::sample::select(known).prop_map(|v| Node::Str(v.to_owned())),
+        1 => "[a-z_]{1,12}".prop_map(Node::Str),
+        1 => Just(Node::Raw("null")),
+    ]
+    .boxed()
+}
+
+/// One step of `usage.iterations`: a known or other type, a model or none, counts and a split.
+fn iteration() -> BoxedStrategy<Node> {
+    let kind = prop_oneof![
+        prop::sample::select(&["compaction", "message", "advisor_message", "fallback_message"][..])
+            .prop_map(|k| Some(("type", Node::Str(k.to_owned())))),
+        "[a-z_]{1,12}".prop_map(|k| Some(("type", Node::Str(k)))),
+        Just(None),
+    ];
+    let split = (
+        field("ephemeral_5m_input_tokens"),
+        field("ephemeral_1h_input_tokens"),
+    )
+        .prop_flat_map(|(a, b)| object(vec![a, b]));
+    (
+        kind,
+        prop::option::of("claude-[a-z0-9-]{1,16}"),
+        (field("input_tokens"), field("output_tokens")),
+        (
+            field("cache_creation_input_tokens"),
+            field("cache_read_input_tokens"),
+            prop::option::of(split),
+        ),
+    )
+        .prop_flat_map(|(kind, model, (i, o), (cc, cr, split))| {
             object(vec![
+                kind,
+                model.map(|m| ("model", Node::Str(m))),
                 i,
                 o,
                 cc,
                 cr,
                 split.map(|s| ("cache_creation", s)),
-                tools.map(|t| ("server_tool_use", t)),
-                details.map(|d| ("output_tokens_details", d)),
-                tier.map(|t| ("service_tier", Node::Str(t))),
             ])
         })
         .boxed()
@@ -136,6 +193,18 @@ pub(crate) fn expected_usage(body: &str) -> Option<Usage> {
             (m5 + total.saturating_sub(m5 + h1), h1)
         }
     };
+    let text = |pointer: &str| doc.pointer(pointer).and_then(|t| t.as_str()).map(str::to_owned);
+    let iterations = doc
+        .pointer("/usage/iterations")
+        .and_then(|steps| steps.as_array())
+        .map(|steps| {
+            steps
+                .iter()
+                .filter(|s| s.is_object())
+                .map(expected_step)
+                .collect()
+        })
+        .unwrap_or_default();
     Some(Usage {
         input_tokens: get("/usage/input_tokens"),
         output_tokens: get("/usage/output_tokens"),
@@ -145,11 +214,45 @@ pub(crate) fn expected_usage(body: &str) -> Option<Usage> {
         cache_read_tokens: get("/usage/cache_read_input_tokens"),
         web_search_requests: get("/usage/server_tool_use/web_search_requests"),
         web_fetch_requests: get("/usage/server_tool_use/web_fetch_requests"),
-        service_tier: doc
-            .pointer("/usage/service_tier")
-            .and_then(|t| t.as_str())
-            .map(str::to_owned),
+        service_tier: text("/usage/service_tier"),
+        speed: text("/usage/speed"),
+        inference_geo: text("/usage/inference_geo"),
+        iterations,
     })
+}
+
+/// One step of `usage.iterations`, read with serde_json and the same cache split rule.
+fn expected_step(step: &serde_json::Value) -> Iteration {
+    let count = |pointer: &str| {
+        step.pointer(pointer)
+            .and_then(serde_json::Value::as_u64)
+            .filter(|n| *n <= MAX_COUNT)
+    };
+    let get = |pointer: &str| count(pointer).unwrap_or(0);
+    let total = get("/cache_creation_input_tokens");
+    let (write_5m, write_1h) = match (
+        count("/cache_creation/ephemeral_5m_input_tokens"),
+        count("/cache_creation/ephemeral_1h_input_tokens"),
+    ) {
+        (None, None) => (total, 0),
+        (m5, h1) => {
+            let (m5, h1) = (m5.unwrap_or(0), h1.unwrap_or(0));
+            (m5 + total.saturating_sub(m5 + h1), h1)
+        }
+    };
+    Iteration {
+        kind: step
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        model: step.get("model").and_then(|m| m.as_str()).map(str::to_owned),
+        input_tokens: get("/input_tokens"),
+        output_tokens: get("/output_tokens"),
+        cache_write_5m_tokens: write_5m,
+        cache_write_1h_tokens: write_1h,
+        cache_read_tokens: get("/cache_read_input_tokens"),
+    }
 }
 
 /// One SSE event: its `event:` name and its data rendered as JSON (or a raw line).
@@ -348,26 +451,69 @@ pub(crate) fn request_body() -> BoxedStrategy<Node> {
                 .collect(),
         )
     });
-    (
-        messages,
-        prop::option::of("[a-z0-9-]{1,40}"),
-        prop::option::of(any::<bool>()),
-        prop::option::of(count()),
-        any::<bool>(),
+    let fallback = prop_oneof![
+        "claude-[a-z0-9-]{1,12}".prop_map(Node::Str),
+        "claude-[a-z0-9-]{1,12}".prop_map(|m| Node::Obj(vec![("model", Node::Str(m))])),
+    ];
+    let tool = (
+        prop::sample::select(
+            &[
+                "code_execution_20250825",
+                "web_search_20260209",
+                "web_fetch_20260209",
+                "advisor_20260301",
+                "custom",
+            ][..],
+        ),
+        prop::option::of("claude-[a-z0-9-]{1,12}"),
     )
-        .prop_flat_map(|(messages, model, stream, max_tokens, options)| {
+        .prop_flat_map(|(kind, model)| {
             object(vec![
-                Some(("messages", messages)),
+                Some(("type", Node::Str(kind.to_owned()))),
                 model.map(|m| ("model", Node::Str(m))),
-                stream.map(|s| ("stream", Node::Raw(if s { "true" } else { "false" }))),
-                max_tokens.map(|n| ("max_tokens", Node::Int(n))),
-                options.then(|| {
-                    (
-                        "stream_options",
-                        Node::Obj(vec![("include_usage", Node::Raw("true"))]),
-                    )
-                }),
+                Some((
+                    "input_schema",
+                    Node::Obj(vec![
+                        ("type", Node::Str("object".into())),
+                        ("model", Node::Int(3)),
+                    ]),
+                )),
             ])
-        })
+        });
+    (
+        (
+            messages,
+            prop::option::of("[a-z0-9-]{1,40}"),
+            prop::option::of(any::<bool>()),
+            prop::option::of(count()),
+            any::<bool>(),
+        ),
+        (
+            prop::option::of(modifier(&["standard", "fast"])),
+            prop::option::of(modifier(&["global", "us"])),
+            prop::option::of(prop::collection::vec(fallback, 0..3)),
+            prop::option::of(prop::collection::vec(tool, 0..4)),
+        ),
+    )
+        .prop_flat_map(
+            |((messages, model, stream, max_tokens, options), (speed, geo, fallbacks, tools))| {
+                object(vec![
+                    Some(("messages", messages)),
+                    model.map(|m| ("model", Node::Str(m))),
+                    stream.map(|s| ("stream", Node::Raw(if s { "true" } else { "false" }))),
+                    max_tokens.map(|n| ("max_tokens", Node::Int(n))),
+                    options.then(|| {
+                        (
+                            "stream_options",
+                            Node::Obj(vec![("include_usage", Node::Raw("true"))]),
+                        )
+                    }),
+                    speed.map(|s| ("speed", s)),
+                    geo.map(|g| ("inference_geo", g)),
+                    fallbacks.map(|f| ("fallbacks", Node::Arr(f))),
+                    tools.map(|t| ("tools", Node::Arr(t))),
+                ])
+            },
+        )
         .boxed()
 }

@@ -45,6 +45,7 @@ fn anthropic_message_usage() -> Usage {
         web_search_requests: 2,
         web_fetch_requests: 1,
         service_tier: Some("standard".to_owned()),
+        ..Usage::default()
     }
 }
 

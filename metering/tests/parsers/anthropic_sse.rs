@@ -159,6 +159,7 @@ fn anthropic_sse_message_delta_overrides_start_usage_field_by_field() {
             web_search_requests: 3,
             web_fetch_requests: 0,
             service_tier: Some("standard".to_owned()),
+            ..Usage::default()
         }
     );
     assert!(!metered.partial && !metered.output_estimated);
