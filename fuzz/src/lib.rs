@@ -7,8 +7,9 @@
 
 use metering::anthropic::{AnthropicJsonMeter, AnthropicSseMeter};
 use metering::openai::{OpenAiJsonMeter, OpenAiSseMeter};
+use metering::price::{default_price_factor, PriceTable};
 use metering::request::{RequestError, RequestFields, RequestMeter};
-use metering::{MeterError, Metered};
+use metering::{MeterError, Metered, RequestedOptions, ServedRequest};
 
 /// A parser fed in chunks.
 pub trait Meter {
@@ -87,4 +88,55 @@ pub fn check<M: Meter>(data: &[u8]) {
         "chunks {:?}",
         chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
     );
+}
+
+/// Prices what an Anthropic JSON answer reports. Byte 0 picks the model and what the request
+/// asked (speed, inference geo, code execution); the rest is the answer.
+pub fn price(data: &[u8]) {
+    const MODELS: [&str; 5] = [
+        "claude-opus-5-5",
+        "claude-haiku-5-5",
+        "claude-opus-4-6",
+        "claude-sonnet-4-5",
+        "claude-fable-5-2",
+    ];
+    static TABLE: std::sync::OnceLock<Option<PriceTable>> = std::sync::OnceLock::new();
+    let Some(table) = TABLE
+        .get_or_init(|| PriceTable::default_table(default_price_factor()).ok())
+        .as_ref()
+    else {
+        return;
+    };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let mut meter = AnthropicJsonMeter::new();
+    meter.feed(body);
+    let metered = meter.best_effort();
+    let model = MODELS[usize::from(pick) % MODELS.len()];
+    let asked = RequestedOptions {
+        speed: (pick & 0x20 != 0).then(|| "fast".to_owned()),
+        inference_geo: (pick & 0x40 != 0).then(|| "us".to_owned()),
+        code_execution: pick & 0x80 != 0,
+    };
+    let Some(at) = chrono::DateTime::from_timestamp(1_796_000_000, 0) else {
+        return;
+    };
+    let request = |requested| ServedRequest {
+        usage: &metered.usage,
+        model_requested: model,
+        model_served: metered.model.as_deref(),
+        requested,
+        admitted_at: at,
+    };
+    let plain = RequestedOptions::default();
+    let (Ok(with), Ok(without)) = (
+        metering::cost(table, &request(&asked)),
+        metering::cost(table, &request(&plain)),
+    ) else {
+        return;
+    };
+    let local = metering::credits(table, &request(&asked)).map(|(c, _)| c);
+    assert_eq!(local, Ok(with.credits));
+    assert!(with.credits >= without.credits && with.credits >= rust_decimal::Decimal::ZERO);
 }

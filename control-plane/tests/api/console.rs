@@ -163,6 +163,12 @@ async fn console_adds_a_price_version_and_a_plan() {
     assert!(prices.to_string().contains("claude-test-1"));
     let page = web.get("/admin/prices").await;
     assert!(page.body.contains("claude-test-1") && page.body.contains("scheduled"));
+    // The modifiers each model supports, and code execution refused where nothing prices it.
+    assert!(
+        page.body.contains("fast ×2") && page.body.contains("us ×1.1"),
+        "modifiers shown"
+    );
+    assert!(page.body.contains("refused"));
     let p = web
         .post(
             "/admin/plans",

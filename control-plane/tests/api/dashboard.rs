@@ -365,3 +365,41 @@ async fn the_balance_stream_sends_the_balance_and_then_each_change() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A customer sees the speed and region each request was billed at: on the overview, in the
+/// daily table (split by them: they multiply the price) and in both CSVs.
+#[tokio::test]
+async fn the_customer_sees_the_speed_and_region_billed() {
+    let app = spawn_app().await;
+    let (account, mut web) = signed_in_customer(&app, "fastlane").await;
+    let (_, secret) = app.create_key(account, "k").await;
+    let mut fast = debit(account, &secret, "claude-opus-5-5", usage(1000, 100), Utc::now());
+    fast.requested.speed = Some("fast".into());
+    fast.usage.inference_geo = Some("us".into());
+    let plain = debit(account, &secret, "claude-opus-5-5", usage(1000, 100), Utc::now());
+    app.debits(vec![fast, plain]).await;
+    let overview = web.get("/dashboard").await;
+    assert!(
+        overview.body.contains("fast · us") && overview.body.contains("standard"),
+        "{}",
+        overview.body
+    );
+    let table = web.get("/dashboard/usage").await;
+    assert!(table.body.contains("fast · us"), "{}", table.body);
+    let daily = web.get("/dashboard/usage.csv?days=7").await.body;
+    assert!(
+        daily.starts_with("date,model,speed,inference_geo,requests"),
+        "{daily}"
+    );
+    assert!(daily.lines().any(|l| l.contains(",fast,us,1,")), "{daily}");
+    let requests = web.get("/dashboard/usage/requests.csv").await.body;
+    assert!(
+        requests
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",speed,inference_geo,service_tier,iterations"),
+        "{requests}"
+    );
+    assert!(!requests.contains("list_usd"), "no operator cost for customers");
+}

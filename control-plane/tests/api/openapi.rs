@@ -122,3 +122,41 @@ async fn openapi_document_is_valid_openapi_3_and_lists_every_route() {
         assert!(schemes.contains_key(s), "{s}");
     }
 }
+
+/// The December 2026 fields are documented: the modifiers and the code execution fee of a price
+/// (read and written), and what a usage row adds.
+#[tokio::test]
+async fn openapi_documents_modifiers_fees_and_the_usage_fields() {
+    let app = spawn_app().await;
+    let (_, doc) = send(app.req(Method::GET, "/openapi.json")).await;
+    let schema = |name: &str| {
+        doc["components"]["schemas"][name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {name} missing"))
+            .clone()
+    };
+    for (name, fields) in [
+        (
+            "PriceView",
+            &["speed", "inference_geo", "code_execution_usd_per_request"][..],
+        ),
+        (
+            "PriceChange",
+            &["speed", "inference_geo", "code_execution_usd_per_request"],
+        ),
+        ("ModifierView", &["value", "multiplier", "credits_per_token"]),
+        (
+            "UsageView",
+            &["speed", "inference_geo", "service_tier", "iterations"],
+        ),
+        (
+            "IterationView",
+            &["type", "model", "input_tokens", "cache_write_1h_tokens"],
+        ),
+    ] {
+        let props = schema(name);
+        for f in fields {
+            assert!(props.contains_key(*f), "{name}.{f} not documented");
+        }
+    }
+}

@@ -6,18 +6,35 @@ use serde_json::{json, Value};
 use super::script::{estimate_input, requested_model, Script};
 use super::stream::{json_response, sse_event, sse_response};
 
-/// The final usage of the answer: scripted, or derived from the request and the text length.
+/// The final usage of the answer: scripted, or derived from the request and the text length,
+/// reporting the speed and inference geo it ran at as the December 2026 API does (the request's,
+/// else `standard` and `global`).
 fn final_usage(script: &Script, request: &Value, output_text: &str) -> Value {
     script.usage.clone().unwrap_or_else(|| {
+        let asked = |field: &str, default: &str| {
+            request
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or(default)
+                .to_owned()
+        };
         json!({
             "input_tokens": estimate_input(request),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
             "output_tokens": (output_text.len() as u64).div_ceil(4).max(1),
-            "service_tier": "standard"
+            "service_tier": "standard",
+            "speed": asked("speed", "standard"),
+            "inference_geo": asked("inference_geo", "global")
         })
     })
 }
+
+/// What `message_delta` leaves out of the final usage: the December 2026 API reports the tier,
+/// speed, inference geo and TTL split in `message_start` only; the delta has cumulative counts
+/// (and `iterations`).
+const START_ONLY: [&str; 4] = ["service_tier", "speed", "inference_geo", "cache_creation"];
 
 pub fn messages(script: &Script, request: &Value) -> Response {
     let model = script.model.clone().unwrap_or_else(|| requested_model(request));
@@ -42,6 +59,7 @@ fn stream(script: &Script, id: &str, model: &str, usage: Value) -> Response {
         let mut u = usage.clone();
         if let Some(o) = u.as_object_mut() {
             o.insert("output_tokens".into(), json!(1));
+            o.remove("iterations");
         }
         u
     });
@@ -99,9 +117,14 @@ fn stream(script: &Script, id: &str, model: &str, usage: Value) -> Response {
                            "delta": {"stop_reason": "end_turn", "stop_sequence": null}});
     if script.omit_final_usage != Some(true) {
         let mut final_usage = usage;
-        // The real API's message_delta usage carries output and, when present, the input side too.
-        if let Some(o) = final_usage.as_object_mut() {
-            o.remove("service_tier");
+        // The real API's message_delta usage carries output and, when present, the input side
+        // too; unless the script keeps them, what message_start alone reports is left out.
+        if script.full_delta_usage != Some(true) {
+            if let Some(o) = final_usage.as_object_mut() {
+                for field in START_ONLY {
+                    o.remove(field);
+                }
+            }
         }
         delta["usage"] = final_usage;
     }

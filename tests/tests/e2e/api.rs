@@ -66,6 +66,12 @@ pub struct UsageRow {
     /// Input estimated from the request's size (a response cut before its usage).
     #[serde(default)]
     pub input_estimated: bool,
+    /// The speed and inference geo billed, and the tier the upstream reported.
+    pub speed: Option<String>,
+    pub inference_geo: Option<String>,
+    pub service_tier: Option<String>,
+    /// `usage.iterations` as reported.
+    pub iterations: Vec<Value>,
 }
 
 impl UsageRow {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::api::Api;
 use crate::call::Call;
 use crate::harness;
-use crate::pricing::{dec, haiku_4_5, sonnet_4_5, sonnet_4_5_long_context, Tokens};
+use crate::pricing::{dec, haiku_4_5, haiku_5_5, haiku_5_5_long_prompt, sonnet_4_5, Tokens};
 
 const SONNET: &str = "claude-sonnet-4-5";
 
@@ -148,37 +148,36 @@ async fn cache_writes_without_ttl_split_are_billed_as_5m_writes() {
     assert_eq!(rows[0].cost(), dec("1.0647"));
 }
 
-/// Prompt-size tiers count every input-side token; strictly above 200,000 the long-context rates
-/// apply to the whole request, output included.
+/// Prompt-size tiers count every input-side token; strictly above 100,000 Haiku 5.5's upper tier
+/// applies to the whole request, output included. (Sonnet 4.5's long-context tier ended on
+/// 2026-04-30: its December version is flat.)
 #[tokio::test]
 async fn prompt_above_the_tier_threshold_bills_the_whole_request_at_the_tier() {
     let api = Api::new(harness::shared());
     let tenant = api.tenant("1000").await;
+    let model = "claude-haiku-5-5";
     let at = Tokens {
-        input: 100_000,
-        read: 100_000,
+        input: 50_000,
+        read: 50_000,
         output: 1000,
         ..Tokens::default()
     };
-    let above = Tokens { read: 100_001, ..at };
+    let above = Tokens { read: 50_001, ..at };
     let mut ids = Vec::new();
     for (tokens, stream) in [(at, false), (above, false), (above, true)] {
-        let script = json!({"usage": tokens.anthropic_usage()});
+        let script = json!({"usage": tokens.anthropic_usage(), "chunk_bytes": 9});
         let reply = api
-            .send(Call::messages(&tenant.key, SONNET, stream).script(&script))
+            .send(Call::messages(&tenant.key, model, stream).script(&script))
             .await;
         reply.assert_ok();
         ids.push(reply.request_id());
     }
     let rows = api.usage_settled(tenant.account, 3).await;
-    assert_eq!(Api::row(&rows, ids[0]).cost(), at.cost(&sonnet_4_5()));
-    assert_eq!(Api::row(&rows, ids[0]).cost(), dec("48.3"));
+    assert_eq!(Api::row(&rows, ids[0]).cost(), at.cost(&haiku_5_5()));
+    assert_eq!(Api::row(&rows, ids[0]).cost(), dec("0.84"));
     for id in &ids[1..] {
-        assert_eq!(
-            Api::row(&rows, *id).cost(),
-            above.cost(&sonnet_4_5_long_context())
-        );
-        assert_eq!(Api::row(&rows, *id).cost(), dec("95.550084"));
+        assert_eq!(Api::row(&rows, *id).cost(), above.cost(&haiku_5_5_long_prompt()));
+        assert_eq!(Api::row(&rows, *id).cost(), dec("4.200007"));
     }
     api.assert_balance(&tenant, tenant.granted, &rows).await;
 }

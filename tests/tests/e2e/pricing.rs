@@ -1,5 +1,5 @@
-//! Expected charges, computed here from the published official prices (`../shared/prices-2026-11.md`)
-//! and the contract's formula, independently of the code under test.
+//! Expected charges, computed here from the published official prices (`../shared/prices-2026-11.md`,
+//! `../shared/prices-2026-12.md`) and the contract's formula, independently of the code under test.
 
 use std::str::FromStr;
 
@@ -41,13 +41,43 @@ pub fn sonnet_4_5() -> Rates {
     Rates::official(["3", "3.75", "6", "0.30", "15"])
 }
 
-/// Above 200,000 prompt tokens (input + cache writes + cache reads).
-pub fn sonnet_4_5_long_context() -> Rates {
-    Rates::official(["6", "7.50", "12", "0.60", "22.50"])
-}
-
 pub fn haiku_4_5() -> Rates {
     Rates::official(["1", "1.25", "2", "0.10", "5"])
+}
+
+pub fn haiku_5_5() -> Rates {
+    Rates::official(["0.10", "0.125", "0.20", "0.01", "0.50"])
+}
+
+/// Above 100,000 prompt tokens every rate switches, output included.
+pub fn haiku_5_5_long_prompt() -> Rates {
+    Rates::official(["0.50", "0.625", "1.00", "0.05", "2.50"])
+}
+
+pub fn opus_5_5() -> Rates {
+    Rates::official(["4", "5", "8", "0.20", "20"])
+}
+
+pub fn opus_4_8() -> Rates {
+    Rates::official(["5", "6.25", "10", "0.50", "25"])
+}
+
+pub fn fable_5_2() -> Rates {
+    Rates::official(["8", "10", "16", "0.20", "40"])
+}
+
+impl Rates {
+    /// Every rate times `factor` (fast mode 2, US-only inference 1.1; they stack).
+    pub fn times(&self, factor: &str) -> Rates {
+        let f = dec(factor);
+        Rates {
+            input: self.input * f,
+            write_5m: self.write_5m * f,
+            write_1h: self.write_1h * f,
+            read: self.read * f,
+            output: self.output * f,
+        }
+    }
 }
 
 /// $10 per 1,000 searches, at 70%, in credits of $0.005.

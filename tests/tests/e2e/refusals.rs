@@ -157,7 +157,7 @@ async fn unpriced_model_and_unreadable_body_get_400_before_the_upstream() {
         (
             "unpriced dated model",
             messages(
-                message_body("claude-fable-5-2-20261101", false)
+                message_body("claude-fable-5-3-20270101", false)
                     .to_string()
                     .into(),
             ),
