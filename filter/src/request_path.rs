@@ -76,6 +76,7 @@ fn one_request(worker: &mut Worker, store: &MemoryStore, headers: &Headers, now_
         return false;
     };
     exchange.model_requested = Some(plan.model);
+    exchange.requested = plan.requested;
     exchange.on_response_headers(200, Some("application/json"), Some("req_bench".into()));
     exchange.feed(MESSAGE.as_bytes());
     let Some(debit) = exchange.finish(at) else {

@@ -141,9 +141,9 @@ impl Modifiers {
 }
 
 /// The multiplier of one modifier on `entry`, and where its value came from: the reported value
-/// when `entry` (or `fallback`, the served model's version for a step of another model) prices
-/// it, else the requested value's (the admission checked that the requested model prices it),
-/// else 1.
+/// when `entry` prices it (or `fallback`: for the top-level usage of a request another model
+/// served, the requested model's version; for a step of another model, the served model's),
+/// else the requested value's (the admission checked that the requested model prices it), else 1.
 fn modifier(
     modifier: Modifier,
     entry: &PriceEntry,

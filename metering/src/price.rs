@@ -272,8 +272,15 @@ pub struct PriceTable {
     factor: Decimal,
     /// Versions sorted by family then effective instant.
     entries: Vec<PriceEntry>,
-    /// Family id or alias -> the family id.
-    families: HashMap<String, String>,
+    /// Family id or alias -> the family and where its versions lie in `entries`: a lookup costs
+    /// one hash of the id, however many models and versions the table holds.
+    families: HashMap<String, Family>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Family {
+    id: String,
+    versions: std::ops::Range<usize>,
 }
 
 impl PriceTable {
@@ -283,20 +290,18 @@ impl PriceTable {
                 "price factor {factor} must be above 0 and at most 10"
             )));
         }
-        let mut families: HashMap<String, String> = HashMap::new();
+        let mut named: HashMap<&str, &str> = HashMap::new();
         for e in &entries {
             e.validate()?;
             for id in std::iter::once(&e.model).chain(&e.aliases) {
-                match families.get(id) {
-                    Some(family) if *family != e.model => {
+                match named.insert(id, &e.model) {
+                    Some(family) if family != e.model => {
                         return Err(PriceError::Table(format!(
                             "id {id} names both {family} and {}",
                             e.model
                         )));
                     }
-                    _ => {
-                        families.insert(id.clone(), e.model.clone());
-                    }
+                    _ => {}
                 }
             }
         }
@@ -307,6 +312,29 @@ impl PriceTable {
         {
             let v = w.first().map(PriceEntry::version).unwrap_or_default();
             return Err(PriceError::Table(format!("two entries for the version {v}")));
+        }
+        let mut families: HashMap<String, Family> = HashMap::new();
+        let mut start = 0;
+        while let Some(first) = entries.get(start) {
+            let len = entries
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|e| e.model == first.model)
+                .count();
+            let family = Family {
+                id: first.model.clone(),
+                versions: start..start + len,
+            };
+            let ids = entries
+                .get(family.versions.clone())
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|e| std::iter::once(&e.model).chain(&e.aliases));
+            for id in ids {
+                families.insert(id.clone(), family.clone());
+            }
+            start += len.max(1);
         }
         Ok(Self {
             factor,
@@ -340,24 +368,30 @@ impl PriceTable {
     /// The family a model id bills as: the id itself or an alias, else the id without a
     /// `-YYYYMMDD` date suffix. Nothing looser: `claude-fable-5-2` is not `claude-fable-5`.
     pub fn family_of(&self, model: &str) -> Option<&str> {
+        self.family(model).map(|f| f.id.as_str())
+    }
+
+    fn family(&self, model: &str) -> Option<&Family> {
         if let Some(f) = self.families.get(model) {
             return Some(f);
         }
         let (base, suffix) = model.rsplit_once('-')?;
         if suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_digit()) {
-            return self.families.get(base).map(String::as_str);
+            return self.families.get(base);
         }
         None
     }
 
     /// The version of `model`'s price in force at `at` (the time the request was admitted).
     pub fn resolve(&self, model: &str, at: DateTime<Utc>) -> Result<&PriceEntry, PriceError> {
-        let family = self.family_of(model).ok_or_else(|| PriceError::UnknownModel {
+        let family = self.family(model).ok_or_else(|| PriceError::UnknownModel {
             model: model.to_owned(),
         })?;
         self.entries
+            .get(family.versions.clone())
+            .unwrap_or_default()
             .iter()
-            .rfind(|e| e.model == family && e.effective_from <= at)
+            .rfind(|e| e.effective_from <= at)
             .ok_or_else(|| PriceError::NotYetPriced {
                 model: model.to_owned(),
                 at,

@@ -11,7 +11,23 @@ use metering::{Cost, PriceError, RequestedOptions, ServedRequest, Usage};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
-/// A request that asked for no modifier, priced by the one pricing function.
+/// A request that asked for no modifier, as the one pricing function takes it.
+fn plain<'a>(
+    usage: &'a Usage,
+    requested: &'a str,
+    served: Option<&'a str>,
+    at: DateTime<Utc>,
+    options: &'a RequestedOptions,
+) -> ServedRequest<'a> {
+    ServedRequest {
+        usage,
+        model_requested: requested,
+        model_served: served,
+        requested: options,
+        admitted_at: at,
+    }
+}
+
 fn cost(
     t: &PriceTable,
     usage: &Usage,
@@ -19,16 +35,9 @@ fn cost(
     served: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<Cost, PriceError> {
-    let options = RequestedOptions::default();
     metering::cost(
         t,
-        &ServedRequest {
-            usage,
-            model_requested: requested,
-            model_served: served,
-            requested: &options,
-            admitted_at: at,
-        },
+        &plain(usage, requested, served, at, &RequestedOptions::default()),
     )
 }
 
@@ -39,16 +48,9 @@ fn credits(
     served: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<(Decimal, bool), PriceError> {
-    let options = RequestedOptions::default();
     metering::credits(
         t,
-        &ServedRequest {
-            usage,
-            model_requested: requested,
-            model_served: served,
-            requested: &options,
-            admitted_at: at,
-        },
+        &plain(usage, requested, served, at, &RequestedOptions::default()),
     )
 }
 

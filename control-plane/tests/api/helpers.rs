@@ -249,6 +249,16 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, kind
     );
 }
 
+/// The versions of one model in a `GET /v1/prices` answer, oldest first.
+pub fn price_versions<'a>(list: &'a Value, model: &str) -> Vec<&'a Value> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["model"] == model)
+        .collect()
+}
+
 pub fn usage(input: u64, output: u64) -> Usage {
     Usage {
         input_tokens: input,

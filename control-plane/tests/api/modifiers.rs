@@ -10,21 +10,12 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn versions<'a>(list: &'a Value, model: &str) -> Vec<&'a Value> {
-    list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["model"] == model)
-        .collect()
-}
-
 #[tokio::test]
 async fn the_december_lineup_is_listed_with_its_modifiers_and_their_credits() {
     let app = spawn_app().await;
     let (s, list) = send(app.req(Method::GET, "/v1/prices")).await;
     assert_eq!(s, StatusCode::OK, "{list}");
-    let fable = versions(&list, "claude-fable-5-2");
+    let fable = price_versions(&list, "claude-fable-5-2");
     assert_eq!(fable.len(), 1);
     let f = fable[0];
     assert_eq!(f["effective_from"], "2026-12-01T00:00:00Z");
@@ -50,7 +41,7 @@ async fn the_december_lineup_is_listed_with_its_modifiers_and_their_credits() {
     assert_eq!(us["credits_per_token"]["output"], "0.00616");
     assert_eq!(f["code_execution_usd_per_request"], Value::Null);
     // An older model: standard speed only, no inference geo.
-    let opus45 = versions(&list, "claude-opus-4-5");
+    let opus45 = price_versions(&list, "claude-opus-4-5");
     let dec = opus45.last().unwrap();
     assert_eq!(dec["inference_geo"], json!([]));
     assert_eq!(dec["speed"][0]["value"], "standard");

@@ -1,17 +1,8 @@
 use chrono::{Duration, SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::*;
-
-fn entry<'a>(list: &'a Value, model: &str) -> Vec<&'a Value> {
-    list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["model"] == model)
-        .collect()
-}
 
 #[tokio::test]
 async fn prices_are_public_with_credits_per_token_at_the_factor() {
@@ -20,7 +11,7 @@ async fn prices_are_public_with_credits_per_token_at_the_factor() {
     assert_eq!(s, StatusCode::OK, "{list}");
     assert_eq!(list["factor"], "0.7");
     // The November version (with the long-context tier that ended in April) and December's.
-    let sonnet = entry(&list, "claude-sonnet-4-5");
+    let sonnet = price_versions(&list, "claude-sonnet-4-5");
     assert_eq!(sonnet.len(), 2);
     let (november, e) = (sonnet[0], sonnet[1]);
     assert_eq!(november["tiers"][0]["above_prompt_tokens"], 200000);
@@ -45,7 +36,7 @@ async fn prices_are_public_with_credits_per_token_at_the_factor() {
     let half = spawn_app_with_factor(d("0.5")).await;
     let (_, list) = send(half.req(Method::GET, "/v1/prices")).await;
     assert_eq!(
-        entry(&list, "claude-sonnet-4-5")[1]["credits_per_token"]["input"],
+        price_versions(&list, "claude-sonnet-4-5")[1]["credits_per_token"]["input"],
         "0.0003"
     );
 }
@@ -70,7 +61,7 @@ async fn a_price_change_adds_a_version_that_applies_from_its_time_and_keeps_hist
     assert_eq!(created["in_force"], false);
     let (_, list) = send(app.req(Method::GET, "/v1/prices")).await;
     assert_eq!(
-        entry(&list, "claude-sonnet-4-5").len(),
+        price_versions(&list, "claude-sonnet-4-5").len(),
         3,
         "the earlier versions are kept"
     );

@@ -17,7 +17,7 @@ const WEB_SEARCH: usize = 7;
 const WEB_FETCH: usize = 8;
 
 /// Paths inside `usage`, indexed by the constants above.
-static USAGE_PATHS: [&[&str]; 9] = [
+const USAGE_PATHS: [&[&str]; 9] = [
     &["input_tokens"],
     &["output_tokens"],
     &["cache_creation_input_tokens"],
@@ -36,14 +36,15 @@ const ITERATIONS: &[&str] = &["iterations"];
 const TYPE: &[&str] = &["type"];
 const MODEL_KEY: &[&str] = &["model"];
 
-/// Paths inside one step of `iterations`, indexed like [`USAGE_PATHS`]' first six.
+/// Paths inside one step of `iterations`: the token counts and cache split of a usage, indexed
+/// alike.
 static ITERATION_PATHS: [&[&str]; 6] = [
-    &["input_tokens"],
-    &["output_tokens"],
-    &["cache_creation_input_tokens"],
-    &["cache_creation", "ephemeral_5m_input_tokens"],
-    &["cache_creation", "ephemeral_1h_input_tokens"],
-    &["cache_read_input_tokens"],
+    USAGE_PATHS[INPUT],
+    USAGE_PATHS[OUTPUT],
+    USAGE_PATHS[CACHE_CREATION],
+    USAGE_PATHS[CACHE_5M],
+    USAGE_PATHS[CACHE_1H],
+    USAGE_PATHS[CACHE_READ],
 ];
 
 /// One step of `usage.iterations` as reported.
