@@ -48,6 +48,9 @@ struct RecentRequest {
     model: String,
     speed: Option<String>,
     inference_geo: Option<String>,
+    service_tier: Option<String>,
+    /// The types of the answer's steps billed on top (compaction, advisor, fallback attempts).
+    steps: Option<String>,
     input_tokens: i64,
     output_tokens: i64,
     cost: Decimal,
@@ -58,7 +61,10 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
     let balance = balance_of(&state, session.account_id).await?;
     let recent: Vec<RecentRequest> = sqlx::query_as(
         "SELECT admitted_at AS created_at, coalesce(model_served, model_requested) AS model,
-            speed, inference_geo, input_tokens, output_tokens, cost, partial
+            speed, inference_geo, service_tier,
+            (SELECT string_agg(s->>'type', ', ') FROM jsonb_array_elements(iterations) s
+              WHERE s->>'type' <> 'message') AS steps,
+            input_tokens, output_tokens, cost, partial
          FROM usage_records WHERE account_id = $1 ORDER BY admitted_at DESC, debit_id DESC LIMIT 10",
     )
     .bind(session.account_id)
@@ -84,13 +90,14 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
             p.muted { "No requests yet." }
         } @else {
             table #recent {
-                thead { tr { th { "Time" } th { "Model" } th { "Speed, region" } th.num { "Input" } th.num { "Output" } th.num { "Credits" } } }
+                thead { tr { th { "Time" } th { "Model" } th { "Ran as" } th { "Extra steps" } th.num { "Input" } th.num { "Output" } th.num { "Credits" } } }
                 tbody {
                     @for r in &recent {
                         tr {
                             td { (when(r.created_at)) }
                             td.mono { (r.model) @if r.partial { " (partial)" } }
-                            td { (request_options(r.speed.as_deref(), r.inference_geo.as_deref())) }
+                            td { (request_options(r.speed.as_deref(), r.inference_geo.as_deref(), r.service_tier.as_deref())) }
+                            td { (r.steps.as_deref().unwrap_or("—")) }
                             td.num { (r.input_tokens) }
                             td.num { (r.output_tokens) }
                             td.num { (credits(r.cost)) }

@@ -133,10 +133,17 @@ pub fn asset(body: &'static str, content_type: &'static str) -> Response {
     resp
 }
 
-/// What a request's speed and inference geo were, for a table cell: `fast · us`, or `standard`
-/// when it asked for and reported neither.
-pub fn request_options(speed: Option<&str>, inference_geo: Option<&str>) -> String {
-    let parts: Vec<&str> = [speed, inference_geo].into_iter().flatten().collect();
+/// What a request ran as, for a table cell: its speed, inference geo and service tier as billed
+/// and reported (`fast · us · priority`), `standard` when none was.
+pub fn request_options(
+    speed: Option<&str>,
+    inference_geo: Option<&str>,
+    service_tier: Option<&str>,
+) -> String {
+    let parts: Vec<&str> = [speed, inference_geo, service_tier]
+        .into_iter()
+        .flatten()
+        .collect();
     if parts.is_empty() {
         "standard".into()
     } else {

@@ -43,7 +43,10 @@ struct DayModel {
     /// The speed and inference geo billed (rows are split by them: they multiply the price).
     speed: Option<String>,
     inference_geo: Option<String>,
+    service_tier: Option<String>,
     requests: i64,
+    /// Steps of the answers billed on top of their top-level usage (compaction, advisor, fallback).
+    steps: i64,
     input_tokens: i64,
     output_tokens: i64,
     cache_write_tokens: i64,
@@ -55,12 +58,13 @@ async fn daily(state: &AppState, account: uuid::Uuid, days: i64) -> PageResult<(
     let first = Utc::now().date_naive() - Duration::days(days - 1);
     let rows = sqlx::query_as(
         "SELECT (admitted_at AT TIME ZONE 'UTC')::date AS date, coalesce(model_served, model_requested) AS model,
-            speed, inference_geo,
-            count(*) AS requests, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
+            speed, inference_geo, service_tier, count(*) AS requests,
+            coalesce(sum((SELECT count(*) FROM jsonb_array_elements(iterations) s WHERE s->>'type' <> 'message')), 0)::bigint
+                AS steps, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
             sum(cache_write_5m_tokens + cache_write_1h_tokens)::bigint AS cache_write_tokens,
             sum(cache_read_tokens)::bigint AS cache_read_tokens, sum(cost) AS cost
          FROM usage_records WHERE account_id = $1 AND admitted_at >= $2::date
-         GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 2, 3 NULLS FIRST, 4 NULLS FIRST",
+         GROUP BY 1, 2, 3, 4, 5 ORDER BY 1 DESC, 2, 3 NULLS FIRST, 4 NULLS FIRST, 5 NULLS FIRST",
     )
     .bind(account)
     .bind(first)
@@ -174,14 +178,14 @@ async fn usage_page(
         } @else {
             table #usage-table {
                 thead { tr {
-                    th { "Day (UTC)" } th { "Model" } th { "Speed, region" } th.num { "Requests" } th.num { "Input" } th.num { "Output" }
+                    th { "Day (UTC)" } th { "Model" } th { "Ran as" } th.num { "Requests" } th.num { "Extra steps" } th.num { "Input" } th.num { "Output" }
                     th.num { "Cache writes" } th.num { "Cache reads" } th.num { "Credits" }
                 } }
                 tbody {
                     @for r in &rows {
                         tr {
-                            td { (r.date) } td.mono { (r.model) } td { (options(r.speed.as_deref(), r.inference_geo.as_deref())) }
-                            td.num { (r.requests) } td.num { (r.input_tokens) }
+                            td { (r.date) } td.mono { (r.model) } td { (options(r.speed.as_deref(), r.inference_geo.as_deref(), r.service_tier.as_deref())) }
+                            td.num { (r.requests) } td.num { (r.steps) } td.num { (r.input_tokens) }
                             td.num { (r.output_tokens) } td.num { (r.cache_write_tokens) } td.num { (r.cache_read_tokens) }
                             td.num { (credits(r.cost)) }
                         }
@@ -229,16 +233,19 @@ async fn usage_csv(
 ) -> PageResult<Response> {
     let (_, rows) = daily(&state, session.account_id, q.days()).await?;
     let mut out = String::from(
-        "date,model,speed,inference_geo,requests,input_tokens,output_tokens,cache_write_tokens,cache_read_tokens,credits\n",
+        "date,model,speed,inference_geo,service_tier,requests,steps,input_tokens,output_tokens,cache_write_tokens,\
+         cache_read_tokens,credits\n",
     );
     for r in &rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.date,
             cell(&r.model),
             cell(r.speed.as_deref().unwrap_or_default()),
             cell(r.inference_geo.as_deref().unwrap_or_default()),
+            cell(r.service_tier.as_deref().unwrap_or_default()),
             r.requests,
+            r.steps,
             r.input_tokens,
             r.output_tokens,
             r.cache_write_tokens,
@@ -284,7 +291,9 @@ mod tests {
             model: "<script>x</script>".into(),
             speed: Some("fast".into()),
             inference_geo: None,
+            service_tier: None,
             requests: 2,
+            steps: 0,
             input_tokens: 10,
             output_tokens: 20,
             cache_write_tokens: 0,

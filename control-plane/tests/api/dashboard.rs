@@ -366,8 +366,8 @@ async fn the_balance_stream_sends_the_balance_and_then_each_change() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
-/// A customer sees the speed and region each request was billed at: on the overview, in the
-/// daily table (split by them: they multiply the price) and in both CSVs.
+/// A customer sees the speed, region and tier each request ran as, and the steps billed on top:
+/// on the overview, in the daily table (split by them: they multiply the price) and in both CSVs.
 #[tokio::test]
 async fn the_customer_sees_the_speed_and_region_billed() {
     let app = spawn_app().await;
@@ -376,22 +376,36 @@ async fn the_customer_sees_the_speed_and_region_billed() {
     let mut fast = debit(account, &secret, "claude-opus-5-5", usage(1000, 100), Utc::now());
     fast.requested.speed = Some("fast".into());
     fast.usage.inference_geo = Some("us".into());
+    fast.usage.service_tier = Some("priority".into());
+    fast.usage.iterations = ["compaction", "message"]
+        .map(|kind| metering::Iteration {
+            kind: kind.into(),
+            input_tokens: 10,
+            ..Default::default()
+        })
+        .to_vec();
     let plain = debit(account, &secret, "claude-opus-5-5", usage(1000, 100), Utc::now());
     app.debits(vec![fast, plain]).await;
-    let overview = web.get("/dashboard").await;
+    let overview = web.get("/dashboard").await.body;
     assert!(
-        overview.body.contains("fast · us") && overview.body.contains("standard"),
-        "{}",
-        overview.body
+        overview.contains("fast · us · priority") && overview.contains("standard"),
+        "{overview}"
     );
-    let table = web.get("/dashboard/usage").await;
-    assert!(table.body.contains("fast · us"), "{}", table.body);
+    assert!(
+        overview.contains("<td>compaction</td>"),
+        "the steps billed on top, not the message: {overview}"
+    );
+    let table = web.get("/dashboard/usage").await.body;
+    assert!(table.contains("fast · us · priority"), "{table}");
     let daily = web.get("/dashboard/usage.csv?days=7").await.body;
     assert!(
-        daily.starts_with("date,model,speed,inference_geo,requests"),
+        daily.starts_with("date,model,speed,inference_geo,service_tier,requests,steps,"),
         "{daily}"
     );
-    assert!(daily.lines().any(|l| l.contains(",fast,us,1,")), "{daily}");
+    assert!(
+        daily.lines().any(|l| l.contains(",fast,us,priority,1,1,")),
+        "{daily}"
+    );
     let requests = web.get("/dashboard/usage/requests.csv").await.body;
     assert!(
         requests
