@@ -19,6 +19,7 @@ pub const KEYS: &[&str] = &[
     "INTERNAL_TOKEN",
     "DATABASE_URL",
     "PRICE_FACTOR",
+    "UPSTREAM_INFERENCE_GEO",
     "PUBLIC_URL",
     "DATA_DIR",
     "STRIPE_SECRET_KEY",
@@ -111,6 +112,9 @@ pub struct Config {
     pub internal_token: String,
     pub database_url: String,
     pub price_factor: Decimal,
+    /// The upstream workspace's default `inference_geo`, billed where neither a request nor its
+    /// answer names one; `None`: `global`.
+    pub upstream_inference_geo: Option<String>,
     pub public_url: String,
     pub data_dir: PathBuf,
     pub payments: PaymentConfig,
@@ -123,6 +127,7 @@ impl fmt::Debug for Config {
             .field("control_port", &self.control_port)
             .field("bind_addr", &self.bind_addr)
             .field("price_factor", &self.price_factor)
+            .field("upstream_inference_geo", &self.upstream_inference_geo)
             .field("public_url", &self.public_url)
             .field("data_dir", &self.data_dir)
             .field("card_payments", &self.payments.stripe_secret_key.is_some())
@@ -204,6 +209,18 @@ impl Settings {
             None => metering::price::default_price_factor(),
             Some(v) => parse_factor(v)?,
         };
+        let upstream_inference_geo = match self.get("UPSTREAM_INFERENCE_GEO").map(str::trim) {
+            None | Some("") | Some("global") => None,
+            Some(v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
+                Some(v.to_owned())
+            }
+            Some(v) => {
+                return Err(invalid(
+                    "UPSTREAM_INFERENCE_GEO",
+                    format!("{v:?} is not an inference_geo value such as us or global"),
+                ))
+            }
+        };
         let database_url = self
             .get("DATABASE_URL")
             .unwrap_or(DEFAULT_DATABASE_URL)
@@ -243,6 +260,7 @@ impl Settings {
             internal_token,
             database_url,
             price_factor,
+            upstream_inference_geo,
             public_url,
             data_dir,
             payments,

@@ -64,7 +64,8 @@ pub struct AppState {
 impl AppState {
     /// Loads the price table from the (migrated, seeded) database.
     pub async fn new(pool: PgPool, config: Config) -> Result<Self, ApiError> {
-        let prices = PriceCache::load(&pool, config.price_factor).await?;
+        let prices =
+            PriceCache::load(&pool, config.price_factor, config.upstream_inference_geo.clone()).await?;
         let payments = payments::Payments::new(&config.payments)?;
         Ok(Self {
             payments: Arc::new(payments),

@@ -34,6 +34,8 @@ const PAST_TOLERANCE_SECONDS: i64 = 60;
 /// The price table in force in this process, with the database price version it was read at.
 pub struct PriceCache {
     factor: Decimal,
+    /// The upstream workspace's default `inference_geo` (`UPSTREAM_INFERENCE_GEO`).
+    default_inference_geo: Option<String>,
     current: RwLock<(i64, Arc<PriceTable>)>,
 }
 
@@ -51,12 +53,19 @@ async fn read_table(conn: &mut PgConnection, factor: Decimal) -> ApiResult<Price
 }
 
 impl PriceCache {
-    pub async fn load(pool: &PgPool, factor: Decimal) -> ApiResult<Self> {
+    pub async fn load(
+        pool: &PgPool,
+        factor: Decimal,
+        default_inference_geo: Option<String>,
+    ) -> ApiResult<Self> {
         let mut conn = pool.acquire().await?;
         let (_, prices_version) = sync::current(&mut conn).await?;
-        let table = read_table(&mut conn, factor).await?;
+        let table = read_table(&mut conn, factor)
+            .await?
+            .with_default_inference_geo(default_inference_geo.clone());
         Ok(Self {
             factor,
+            default_inference_geo,
             current: RwLock::new((prices_version, Arc::new(table))),
         })
     }
@@ -74,7 +83,11 @@ impl PriceCache {
                 return Ok(cur.1.clone());
             }
         }
-        let table = Arc::new(read_table(conn, self.factor).await?);
+        let table = Arc::new(
+            read_table(conn, self.factor)
+                .await?
+                .with_default_inference_geo(self.default_inference_geo.clone()),
+        );
         let mut cur = self.current.write().await;
         if cur.0 < prices_version {
             *cur = (prices_version, table.clone());
@@ -89,10 +102,15 @@ impl PriceCache {
 }
 
 /// Applies each shipped price table the database has not had yet ([`metering::price::DEFAULT_TABLES`],
-/// oldest first): its versions are added, and a version the database already has (same model and
-/// effective instant: an admin's, or an earlier seed's) is kept as it is. Answers the sources
-/// applied. Earlier versions stay, so usage already recorded keeps its price; a table's versions
-/// take effect from their own `effective_from`.
+/// oldest first): its versions are added, and earlier versions stay, so usage already recorded
+/// keeps its price; a table's versions take effect from their own `effective_from`. Answers the
+/// sources applied.
+///
+/// An operator's prices win over shipped ones: a shipped version is left out when the database has
+/// a version of that model at the same instant, when an admin has priced that model (the admin's
+/// price would otherwise be replaced from the shipped version's date, perhaps by a lower one), and
+/// when it would make the table invalid (say an admin's alias names the model): each left out is
+/// logged and listed in the audit entry, and the admin adds it with `PUT /v1/prices` if wanted.
 pub async fn seed_defaults(pool: &PgPool) -> ApiResult<Vec<&'static str>> {
     let mut applied = Vec::new();
     let mut tx = pool.begin().await?;
@@ -103,34 +121,59 @@ pub async fn seed_defaults(pool: &PgPool) -> ApiResult<Vec<&'static str>> {
     let seeded: Vec<String> = sqlx::query_scalar("SELECT source FROM price_seeds")
         .fetch_all(&mut *tx)
         .await?;
+    let factor = metering::price::default_price_factor();
     for (source, json) in metering::price::DEFAULT_TABLES {
         if seeded.iter().any(|s| s == source) {
             continue;
         }
-        let entries = metering::price::entries_of(json)
+        let shipped = metering::price::entries_of(json)
             .map_err(|e| ApiError::Internal(format!("the shipped price table {source} is invalid: {e}")))?;
-        let existing: Vec<(String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT model, effective_from FROM price_versions")
+        let existing: Vec<(String, DateTime<Utc>, String)> =
+            sqlx::query_as("SELECT model, effective_from, actor FROM price_versions")
                 .fetch_all(&mut *tx)
                 .await?;
-        let new: Vec<&PriceEntry> = entries
-            .iter()
-            .filter(|e| {
-                !existing
-                    .iter()
-                    .any(|(m, t)| *m == e.model && *t == e.effective_from)
-            })
-            .collect();
+        let mut table = read_table(&mut tx, factor).await?.entries().to_vec();
+        let mut added = Vec::new();
+        let mut left_out: Vec<String> = Vec::new();
+        for e in shipped {
+            let why = if existing
+                .iter()
+                .any(|(m, t, _)| *m == e.model && *t == e.effective_from)
+            {
+                Some("a version at that instant exists")
+            } else if existing
+                .iter()
+                .any(|(m, _, actor)| *m == e.model && actor != "system")
+            {
+                Some("an admin has priced this model")
+            } else {
+                let mut trial = table.clone();
+                trial.push(e.clone());
+                PriceTable::new(trial, factor)
+                    .err()
+                    .map(|_| "it would make the table invalid (an alias names the model?)")
+            };
+            match why {
+                Some(why) => {
+                    tracing::warn!(source, model = %e.model, why, "a shipped price version was left out");
+                    left_out.push(format!("{}: {why}", e.version()));
+                }
+                None => {
+                    table.push(e.clone());
+                    added.push(e);
+                }
+            }
+        }
         let audit = Audit {
             actor: "system",
             action: "price.seed",
             target: "prices".into(),
             reason: Some("shipped price table"),
-            details: serde_json::json!({ "source": source, "entries": new.len() }),
+            details: serde_json::json!({ "source": source, "entries": added.len(), "left_out": left_out }),
         };
         audit::record(&mut tx, audit).await?;
         let version = sync::bump_prices(&mut tx).await?;
-        for e in new {
+        for e in &added {
             insert_version(&mut tx, e, "system", Some(source), version).await?;
         }
         sqlx::query("INSERT INTO price_seeds (source) VALUES ($1)")
@@ -139,9 +182,6 @@ pub async fn seed_defaults(pool: &PgPool) -> ApiResult<Vec<&'static str>> {
             .await?;
         applied.push(source);
     }
-    // The table as a whole must stay valid (aliases naming one family, no duplicate version).
-    let factor = metering::price::default_price_factor();
-    read_table(&mut tx, factor).await?;
     tx.commit().await?;
     Ok(applied)
 }
@@ -248,6 +288,9 @@ pub struct PriceList {
     pub data: Vec<PriceView>,
     /// The public price as a fraction of the official price.
     pub factor: String,
+    /// The `inference_geo` billed where neither a request nor its answer names one (the
+    /// upstream workspace's default, `UPSTREAM_INFERENCE_GEO`).
+    pub default_inference_geo: String,
 }
 
 fn modifier_views(table: &PriceTable, e: &PriceEntry, modifier: Modifier) -> Vec<ModifierView> {
@@ -307,6 +350,10 @@ async fn list_prices(State(state): State<AppState>) -> ApiResult<Json<PriceList>
     Ok(Json(PriceList {
         data: table.entries().iter().map(|e| view(&table, e, now)).collect(),
         factor: money::plain(table.factor()),
+        default_inference_geo: table
+            .default_value(Modifier::InferenceGeo)
+            .unwrap_or("global")
+            .to_owned(),
     }))
 }
 
@@ -488,8 +535,9 @@ async fn put_price(
     }
     let mut entries = table.entries().to_vec();
     entries.push(entry.clone());
-    let new_table =
-        PriceTable::new(entries, table.factor()).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let new_table = PriceTable::new(entries, table.factor())
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?
+        .with_default_inference_geo(table.default_value(Modifier::InferenceGeo).map(str::to_owned));
     let audit = Audit {
         actor: &admin.actor,
         action: "price.set",

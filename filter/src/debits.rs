@@ -14,6 +14,10 @@ use uuid::Uuid;
 
 use crate::debit_json;
 
+/// The most bytes of debits one batch carries: half the control plane's body limit (16 MiB), so
+/// that a batch is never refused for its size (which would stall the queue behind it).
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
 /// A finalised debit waiting for the control plane: its ids, the amount it added to the account's
 /// local spend (priced locally), and the debit as the batch sends it ([`debit_json::encode`]),
 /// encoded once when the request finished, so that starting a batch copies bytes instead of
@@ -119,7 +123,20 @@ impl DebitBuffer {
         if self.is_sending() || self.queue.is_empty() {
             return None;
         }
-        let n = max.min(self.queue.len());
+        // At most `max` debits, and no more bytes than the control plane takes in one body (a
+        // debit whose answer listed many iterations is larger than most).
+        let mut bytes = 0usize;
+        let n = self
+            .queue
+            .iter()
+            .take(max)
+            .take_while(|p| {
+                bytes = bytes.saturating_add(p.json.len() + 1);
+                bytes <= MAX_BATCH_BYTES
+            })
+            .count()
+            .max(1)
+            .min(self.queue.len());
         self.sending = self.queue.drain(..n).collect();
         let size: usize = self.sending.iter().map(|p| p.json.len() + 1).sum();
         let mut body = Vec::with_capacity(size + 64 + gateway_id.map_or(0, str::len));
@@ -359,6 +376,37 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_stays_under_the_byte_bound_whatever_its_debits_carry() {
+        // Debits whose answers listed the most iterations a usage holds, with long names.
+        let mut big = debit(0);
+        big.usage.iterations = (0..metering::usage::MAX_ITERATION_GROUPS)
+            .map(|i| metering::Iteration {
+                kind: format!("{i:0>200}"),
+                model: Some("m".repeat(256)),
+                input_tokens: 1,
+                ..Default::default()
+            })
+            .collect();
+        let mut b = DebitBuffer::new(10_000, 1000);
+        for n in 1..=1000u128 {
+            big.debit_id = Uuid::from_u128(n);
+            b.push(PendingDebit::new(&big, Decimal::ONE));
+        }
+        let body = b.start_batch(1000, None).unwrap();
+        assert!(body.len() <= MAX_BATCH_BYTES + 128, "{}", body.len());
+        let sent: DebitBatch = serde_json::from_slice(&body).unwrap();
+        assert!(
+            sent.debits.len() > 100 && sent.debits.len() < 1000,
+            "{}",
+            sent.debits.len()
+        );
+        // One debit is always sent, however large.
+        let mut one = DebitBuffer::new(10, 1000);
+        one.push(PendingDebit::new(&big, Decimal::ONE));
+        assert!(one.start_batch(1000, None).is_some());
+    }
+
+    #[test]
     fn failed_batch_returns_to_the_front_with_growing_backoff() {
         let mut b = DebitBuffer::new(100, 250);
         (1..=3).for_each(|n| b.push(pending(n)));
@@ -414,8 +462,9 @@ mod tests {
 
     #[test]
     fn large_ack_is_matched_by_id_not_by_scanning() {
-        // 40,000 debits: a scan per debit is 1.6e9 comparisons (many seconds), an index is instant.
-        let n = 40_000u128;
+        // 30,000 debits (as many as one batch's bytes hold): a scan per debit is 9e8 comparisons
+        // (seconds), an index is instant.
+        let n = 30_000u128;
         let mut b = DebitBuffer::new(100, 1000);
         (1..=n).for_each(|i| b.push(pending(i)));
         b.start_batch(n as usize, None).unwrap();

@@ -444,6 +444,7 @@ mod tests {
         p.prices = Some(Prices {
             factor: Decimal::new(70, 2),
             entries: vec![],
+            inference_geo_default: None,
         });
         assert!(apply_page(&s, &p, 0, 1, 4).prices_changed);
         assert!(!apply_page(&s, &p, 0, 2, 4).prices_changed);

@@ -181,7 +181,9 @@ impl Worker {
         let Some(prices) = read_prices(store) else {
             return Err("the synced price table cannot be read".into());
         };
-        let table = PriceTable::new(prices.entries, prices.factor).map_err(|e| e.to_string())?;
+        let table = PriceTable::new(prices.entries, prices.factor)
+            .map_err(|e| e.to_string())?
+            .with_default_inference_geo(prices.inference_geo_default);
         self.prices = Rc::new(table);
         self.prices_seq = Some(status.prices_seq);
         Ok(true)
@@ -717,6 +719,7 @@ mod tests {
         let prices = metering::wire::Prices {
             factor: Decimal::new(50, 2),
             entries: w.prices.entries().iter().take(1).cloned().collect(),
+            inference_geo_default: Some("us".into()),
         };
         s.set(
             crate::sync::PRICES_KEY,
@@ -726,6 +729,11 @@ mod tests {
         .unwrap();
         assert_eq!(w.refresh_prices(&s, &status), Ok(true));
         assert_eq!(w.prices.factor(), Decimal::new(50, 2));
+        assert_eq!(
+            w.prices.default_value(metering::Modifier::InferenceGeo),
+            Some("us"),
+            "the upstream's default inference geo comes with the table"
+        );
     }
 
     #[test]
@@ -773,6 +781,7 @@ mod tests {
             prices: Some(metering::wire::Prices {
                 factor: Decimal::new(50, 2),
                 entries,
+                inference_geo_default: Some("us".into()),
             }),
             next_cursor: None,
         };

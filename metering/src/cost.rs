@@ -9,13 +9,18 @@
 //!   token;
 //! * every rate of the request multiplied by its modifiers (`speed`, `inference_geo`): the value the
 //!   answer reports when the model's version prices it, else the value the request asked for, else
-//!   none (x1). A reported value the version does not price is billed as unreported, and flagged;
-//! * `usage.iterations` on top: compaction steps at the request's model, advisor steps at the
+//!   the upstream's default (the table's `inference_geo` default, the operator's workspace
+//!   setting), else none (x1). A reported value the version does not price is billed as
+//!   unreported, and flagged (`not_available`, which older models report, is no news);
+//! * `usage.iterations` on top: compaction steps at the served model, advisor steps at the
 //!   advisor's model, fallback attempts at their own model (free when they declined before any
 //!   output), steps of unknown types at their model rather than dropped; the serving step
-//!   (`message`) is the top-level usage already. A step's model without a price is billed at the
-//!   served model's rates, and flagged. Each step takes the modifiers of the request, at its own
-//!   model's multipliers where that model prices the value, else the served model's;
+//!   (`message`) is the top-level usage already, and `fallback_credit` is already in the reported
+//!   counts. A step's model without a price is billed at the served model's rates, and flagged.
+//!   A step on the served model takes the top-level modifiers; a step of another model (a
+//!   fallback attempt, an advisor) the request's values, since the answer's report describes the
+//!   serving attempt only: at the step model's multiplier where it prices the value, else the
+//!   served model's (never less);
 //! * web searches at the version's fee, and the code execution fee when the request declared it.
 
 use chrono::{DateTime, Utc};
@@ -71,7 +76,7 @@ pub struct Cost {
 /// Prices a served request. See the module documentation.
 pub fn cost(table: &PriceTable, request: &ServedRequest<'_>) -> Result<Cost, PriceError> {
     let p = price(table, request)?;
-    let label = |m: &Modifier| p.modifiers.label(*m, request).map(str::to_owned);
+    let label = |m: &Modifier| p.modifiers.label(*m, request, table).map(str::to_owned);
     Ok(Cost {
         credits: p.credits,
         list_usd: p.list_usd,
@@ -109,6 +114,8 @@ struct Priced<'a> {
 enum Source {
     Reported,
     Requested,
+    /// The upstream's default, neither asked for nor reported.
+    Default,
     /// Reported, without a multiplier in the version: billed x1.
     ReportedUnpriced,
     None,
@@ -123,7 +130,12 @@ struct Modifiers {
 }
 
 impl Modifiers {
-    fn label<'r>(&self, modifier: Modifier, request: &ServedRequest<'r>) -> Option<&'r str> {
+    fn label<'r>(
+        &self,
+        modifier: Modifier,
+        request: &ServedRequest<'r>,
+        table: &'r PriceTable,
+    ) -> Option<&'r str> {
         let (source, reported, requested) = match modifier {
             Modifier::Speed => (self.speed, &request.usage.speed, &request.requested.speed),
             Modifier::InferenceGeo => (
@@ -135,6 +147,7 @@ impl Modifiers {
         match source {
             Source::Reported | Source::ReportedUnpriced => reported.as_deref(),
             Source::Requested => requested.as_deref(),
+            Source::Default => table.default_value(modifier),
             Source::None => None,
         }
     }
@@ -150,6 +163,7 @@ fn modifier(
     fallback: Option<&PriceEntry>,
     reported: Option<&str>,
     requested: Option<&str>,
+    default: Option<&str>,
 ) -> (Decimal, Source) {
     let of = |value: &str| {
         entry
@@ -162,20 +176,37 @@ fn modifier(
     if let Some(value) = requested {
         return (of(value).unwrap_or(Decimal::ONE), Source::Requested);
     }
+    if reported.is_none() {
+        if let Some(m) = default.and_then(of) {
+            return (m, Source::Default);
+        }
+    }
     match reported {
         Some(_) => (Decimal::ONE, Source::ReportedUnpriced),
         None => (Decimal::ONE, Source::None),
     }
 }
 
-/// Both modifiers' multiplier on `entry` (see [`modifier`]).
-fn modifiers(entry: &PriceEntry, fallback: Option<&PriceEntry>, request: &ServedRequest<'_>) -> Modifiers {
+/// Both modifiers' multiplier on `entry` (see [`modifier`]). `with_report`: whether the answer's
+/// top-level report applies (it describes the serving attempt, not a step of another model).
+fn modifiers(
+    table: &PriceTable,
+    entry: &PriceEntry,
+    fallback: Option<&PriceEntry>,
+    request: &ServedRequest<'_>,
+    with_report: bool,
+) -> Modifiers {
     let (usage, asked) = (request.usage, request.requested);
+    fn report(value: &Option<String>, with_report: bool) -> Option<&str> {
+        value.as_deref().filter(|_| with_report)
+    }
+    let default_geo = table.default_value(Modifier::InferenceGeo);
     // Most requests ask for no modifier and the answer reports none: nothing to look up.
-    if usage.speed.is_none()
-        && usage.inference_geo.is_none()
+    if report(&usage.speed, with_report).is_none()
+        && report(&usage.inference_geo, with_report).is_none()
         && asked.speed.is_none()
         && asked.inference_geo.is_none()
+        && default_geo.is_none()
     {
         return Modifiers {
             speed: Source::None,
@@ -188,21 +219,24 @@ fn modifiers(entry: &PriceEntry, fallback: Option<&PriceEntry>, request: &Served
         Modifier::Speed,
         entry,
         fallback,
-        usage.speed.as_deref(),
+        report(&usage.speed, with_report),
         asked.speed.as_deref(),
+        table.default_value(Modifier::Speed),
     );
     let (m_geo, inference_geo) = modifier(
         Modifier::InferenceGeo,
         entry,
         fallback,
-        usage.inference_geo.as_deref(),
+        report(&usage.inference_geo, with_report),
         asked.inference_geo.as_deref(),
+        default_geo,
     );
     // A reported value without a price is news only where the version prices that modifier at
-    // all (an older model reporting `not_available` is no news).
-    let unpriced = |m: Modifier, reported: &Option<String>| {
-        reported.as_deref().is_some_and(|v| {
-            entry.multiplier(m, v).is_none()
+    // all, and other than `not_available` (which older models and regions report).
+    let unpriced = |m: Modifier, reported: Option<&str>| {
+        reported.is_some_and(|v| {
+            v != "not_available"
+                && entry.multiplier(m, v).is_none()
                 && fallback.is_none_or(|f| f.multiplier(m, v).is_none())
                 && !entry.multipliers(m).is_empty()
         })
@@ -211,8 +245,8 @@ fn modifiers(entry: &PriceEntry, fallback: Option<&PriceEntry>, request: &Served
         speed,
         inference_geo,
         multiplier: m_speed * m_geo,
-        reported_unpriced: unpriced(Modifier::Speed, &usage.speed)
-            || unpriced(Modifier::InferenceGeo, &usage.inference_geo),
+        reported_unpriced: unpriced(Modifier::Speed, report(&usage.speed, with_report))
+            || unpriced(Modifier::InferenceGeo, report(&usage.inference_geo, with_report)),
     }
 }
 
@@ -234,9 +268,9 @@ fn price<'a>(table: &'a PriceTable, request: &ServedRequest<'_>) -> Result<Price
         _ => None,
     };
     let modifiers = if request.requested.speed.is_some() || request.requested.inference_geo.is_some() {
-        modifiers(entry, requested_entry(), request)
+        modifiers(table, entry, requested_entry(), request, true)
     } else {
-        modifiers(entry, None, request)
+        modifiers(table, entry, None, request, true)
     };
     let (rates, tier) = entry.rates_for(usage.prompt_tokens());
     let mut usd_micro =
@@ -290,7 +324,7 @@ fn step_usd_micro(
     model_unpriced: &mut bool,
 ) -> Option<Result<Decimal, PriceError>> {
     match step.kind() {
-        IterationKind::Message => return None,
+        IterationKind::Message | IterationKind::FallbackCredit => return None,
         IterationKind::FallbackMessage if step.output_tokens == 0 => return None,
         IterationKind::Compaction
         | IterationKind::FallbackMessage
@@ -304,8 +338,11 @@ fn step_usd_micro(
             served
         }),
     };
-    let fallback = (!std::ptr::eq(entry, served)).then_some(served);
-    let multiplier = modifiers(entry, fallback, request).multiplier;
+    // A step on the served model takes the top-level report; a step of another model only what
+    // the request asked (the report describes the serving attempt).
+    let other_model = !std::ptr::eq(entry, served);
+    let fallback = other_model.then_some(served);
+    let multiplier = modifiers(table, entry, fallback, request, !other_model).multiplier;
     let (rates, _) = entry.rates_for(step.prompt_tokens());
     Some(tokens_usd_micro(&Counts::step(step), rates, multiplier).ok_or(PriceError::Overflow))
 }

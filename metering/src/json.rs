@@ -124,14 +124,16 @@ impl Value<'_> {
     }
 
     /// The captured text of a complete string value; `None` for anything else, including a
-    /// string cut at the capture limit (no real model id or tier is that long).
+    /// string cut at the capture limit (no real model id or tier is that long) and one with a
+    /// control character (no real one has any, and PostgreSQL refuses NUL in text and JSON: a
+    /// debit carrying one would stop the batches behind it).
     pub fn text(&self) -> Option<&str> {
         match self {
             Value::String(Text {
                 captured: Some(s),
                 truncated: false,
                 ..
-            }) => Some(s),
+            }) if !s.bytes().any(|b| b < 0x20 || b == 0x7f) => Some(s),
             _ => None,
         }
     }

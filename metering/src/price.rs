@@ -275,6 +275,9 @@ pub struct PriceTable {
     /// Family id or alias -> the family and where its versions lie in `entries`: a lookup costs
     /// one hash of the id, however many models and versions the table holds.
     families: HashMap<String, Family>,
+    /// The `inference_geo` the upstream bills when neither the request nor the answer names one
+    /// (the operator's upstream workspace default); none: `global`, x1.
+    default_inference_geo: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -340,7 +343,24 @@ impl PriceTable {
             factor,
             entries,
             families,
+            default_inference_geo: None,
         })
+    }
+
+    /// The same table billing `inference_geo` as `value` where neither the request nor the answer
+    /// names one (the upstream workspace's default); `None` for `global`.
+    pub fn with_default_inference_geo(mut self, value: Option<String>) -> Self {
+        self.default_inference_geo = value.filter(|v| v != "global");
+        self
+    }
+
+    /// The value of `modifier` the upstream bills when neither the request nor the answer names
+    /// one.
+    pub fn default_value(&self, modifier: Modifier) -> Option<&str> {
+        match modifier {
+            Modifier::Speed => None,
+            Modifier::InferenceGeo => self.default_inference_geo.as_deref(),
+        }
     }
 
     /// Parses a table file (`{"source": ..., "entries": [...]}`).

@@ -7,7 +7,9 @@
 //! and its `include_usage`, the number of members of the root object and the offset of its
 //! closing brace. What changes the price: `speed`, `inference_geo`, the models of `fallbacks`,
 //! and of `tools` the code execution tools, the web tools that make their container free and the
-//! advisor tools' models. A repeated key's last value wins, as in the upstreams' parsers.
+//! advisor tools' models. A repeated key's last value wins, as in the upstreams' parsers, except
+//! for the members the price depends on (`model`, `speed`, `inference_geo`, `fallbacks`,
+//! `tools`): given twice, they are an error (which one the upstream takes is not ours to guess).
 //!
 //! A `model` that is not a string (null included) or longer than [`MAX_MODEL_BYTES`], a body
 //! that is not a JSON object and invalid JSON are errors: the filter answers 400 and the upstream
@@ -161,7 +163,14 @@ struct RequestSink {
     error: Option<RequestError>,
     tool: Option<ToolBeingRead>,
     fallback: Option<FallbackBeingRead>,
+    /// Which of [`PRICED_KEYS`] the root object has given so far.
+    given: u8,
 }
+
+/// The root members the price depends on: each may be given once. Parsers differ on which of two
+/// values wins (the last here, perhaps the first upstream), so a repeated one is refused rather
+/// than guessed.
+const PRICED_KEYS: [&str; 5] = ["model", "speed", "inference_geo", "fallbacks", "tools"];
 
 const MODEL: &[&str] = &["model"];
 const STREAM: &[&str] = &["stream"];
@@ -192,7 +201,7 @@ fn priced_text(value: &Value<'_>, field: &'static str) -> Result<Option<String>,
             Some(text) => Ok(Some(text.to_owned())),
             None => Err(RequestError::BadField {
                 field,
-                reason: "is longer than 256 bytes",
+                reason: "is longer than 256 bytes or has control characters",
             }),
         },
         _ => Err(RequestError::BadField {
@@ -311,7 +320,20 @@ impl JsonSink for RequestSink {
             0 if value != Value::Object => {
                 self.error.get_or_insert(RequestError::NotAnObject);
             }
-            1 => self.fields.members = self.fields.members.saturating_add(1),
+            1 => {
+                self.fields.members = self.fields.members.saturating_add(1);
+                if let Some(i) = PRICED_KEYS.iter().position(|k| path.is(&[k])) {
+                    let bit = 1u8 << i;
+                    if self.given & bit != 0 {
+                        self.fail(RequestError::BadField {
+                            field: PRICED_KEYS.get(i).copied().unwrap_or("model"),
+                            reason: "is given twice",
+                        });
+                        return;
+                    }
+                    self.given |= bit;
+                }
+            }
             2 | 3 => {
                 if let Some(rel) = in_list(path, FALLBACKS) {
                     self.fallback_value(rel, &value);
@@ -370,7 +392,16 @@ impl JsonSink for RequestSink {
                     });
                     None
                 }
-                Value::String(_) => value.text().map(str::to_owned),
+                Value::String(_) => match value.text() {
+                    Some(text) => Some(text.to_owned()),
+                    None => {
+                        self.error.get_or_insert(RequestError::BadField {
+                            field: "model",
+                            reason: "has control characters",
+                        });
+                        None
+                    }
+                },
                 _ => {
                     self.error.get_or_insert(RequestError::ModelNotString);
                     None

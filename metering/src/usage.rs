@@ -76,13 +76,15 @@ pub struct Iteration {
 pub enum IterationKind {
     /// The serving step: the top-level usage already covers it.
     Message,
-    /// Compaction: billed on top of the top-level usage, at the request's model.
+    /// Compaction: billed on top of the top-level usage, at the served model.
     Compaction,
     /// An attempt of the request's `fallbacks` that did not serve: at its own model, free when it
     /// declined before producing any output.
     FallbackMessage,
     /// The advisor tool: at the advisor model, on top of the top-level usage.
     AdvisorMessage,
+    /// A fallback credit (`redeemed`, `not_applied`): already reflected in the reported counts.
+    FallbackCredit,
     /// A type this gateway does not know: billed on top, at its model, rather than dropped.
     Other,
 }
@@ -94,6 +96,7 @@ impl Iteration {
             "compaction" => IterationKind::Compaction,
             "fallback_message" => IterationKind::FallbackMessage,
             "advisor_message" => IterationKind::AdvisorMessage,
+            "fallback_credit" => IterationKind::FallbackCredit,
             _ => IterationKind::Other,
         }
     }
@@ -131,16 +134,19 @@ impl Iteration {
 }
 
 /// Adds `step` to `steps`: kept on its own while fewer than [`MAX_ITERATIONS`] are, else into a
-/// kept step of the same type and model; a step of a new type and model beyond
-/// [`MAX_ITERATION_GROUPS`] is refused (`false`).
+/// kept step of the same type and model (and, for a fallback attempt, as free or not); a step of
+/// a new kind beyond [`MAX_ITERATION_GROUPS`] is refused (`false`). Steps added together are
+/// priced together: past [`MAX_ITERATIONS`], a prompt-size tier sees their sum (never less).
 pub fn push_iteration(steps: &mut Vec<Iteration>, step: Iteration) -> bool {
     if steps.len() < MAX_ITERATIONS {
         steps.push(step);
         return true;
     }
+    // A fallback attempt that declined before any output is free: it never joins one that did not.
+    let declined = |s: &Iteration| s.output_tokens == 0;
     if let Some(same) = steps
         .iter_mut()
-        .find(|s| s.kind == step.kind && s.model == step.model)
+        .find(|s| s.kind == step.kind && s.model == step.model && declined(s) == declined(&step))
     {
         same.absorb(&step);
         return true;

@@ -87,14 +87,19 @@ pub struct Snapshot {
 pub struct Prices {
     pub factor: Decimal,
     pub entries: Vec<PriceEntry>,
+    /// The upstream's default `inference_geo` (the operator's workspace setting), billed where
+    /// neither the request nor the answer names one; absent: `global`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_geo_default: Option<String>,
 }
 
 impl Prices {
     /// The table as a reader of `protocol` can parse it: a version 1 reader gets the entries
-    /// without modifiers and code execution fee (it does not read requests' modifiers either; the
+    /// without modifiers, code execution fee and default inference geo (it does not read requests' modifiers either; the
     /// control plane prices its debits as it sends them).
     pub fn for_protocol(mut self, protocol: u32) -> Self {
         if protocol < 2 {
+            self.inference_geo_default = None;
             for e in &mut self.entries {
                 e.speed.clear();
                 e.inference_geo.clear();

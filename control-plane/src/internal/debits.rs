@@ -200,7 +200,10 @@ async fn apply_in(
     .map(|(id, fp, v, c)| (id, (fp, v, c)))
     .collect();
 
-    let actor = format!("gateway:{}", batch.gateway_id.as_deref().unwrap_or("unnamed"));
+    let actor = format!(
+        "gateway:{}",
+        without_nul(batch.gateway_id.as_deref().unwrap_or("unnamed"))
+    );
     let mut results: Vec<DebitResult> = Vec::with_capacity(debits.len());
     // Results still waiting for this batch's version: (index in results).
     let mut pending_version: Vec<usize> = Vec::new();
@@ -325,6 +328,26 @@ fn price(d: &Debit, keys: &HashMap<String, (Uuid, Uuid)>, table: &metering::Pric
     Ok((key_id, cost))
 }
 
+/// `text` with every NUL replaced by U+FFFD.
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+/// `value` with every NUL in its strings replaced by U+FFFD.
+fn json_without_nul(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(without_nul(s)),
+        Value::Array(items) => Value::Array(items.iter().map(json_without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (without_nul(k), json_without_nul(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 fn count(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -340,7 +363,15 @@ async fn insert_usage(
             .map(|r| count(f(&r.debit.usage)))
             .collect::<Vec<i64>>()
     };
-    let texts = |f: fn(&UsageRow) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
+    // Text from a gateway is the upstream's and the caller's: a NUL, which PostgreSQL refuses in
+    // text and JSON, would fail the whole batch again at every retry. Its meters drop such text;
+    // this keeps one that slipped through from stopping the batches behind it.
+    let texts = |f: fn(&UsageRow) -> Option<String>| {
+        rows.iter()
+            .map(|r| f(r).map(|t| without_nul(&t)))
+            .collect::<Vec<Option<String>>>()
+    };
+    let json = |value: Option<serde_json::Value>| value.map(|v| json_without_nul(&v));
     sqlx::query(
         "INSERT INTO usage_records (debit_id, account_id, key_id, transfer_id, route, model_requested, model_served,
             model_billed, price_version, input_tokens, output_tokens, thinking_tokens, cache_write_5m_tokens,
@@ -390,16 +421,16 @@ async fn insert_usage(
     .bind(rows.iter().map(|r| r.multiplier).collect::<Vec<_>>())
     .bind(
         rows.iter()
-            .map(|r| (!r.debit.requested.is_empty()).then(|| serde_json::to_value(&r.debit.requested).ok()).flatten())
+            .map(|r| json((!r.debit.requested.is_empty()).then(|| serde_json::to_value(&r.debit.requested).ok()).flatten()))
             .collect::<Vec<_>>(),
     )
     .bind(
         rows.iter()
-            .map(|r| (!r.debit.usage.iterations.is_empty()).then(|| serde_json::to_value(&r.debit.usage.iterations).ok()).flatten())
+            .map(|r| json((!r.debit.usage.iterations.is_empty()).then(|| serde_json::to_value(&r.debit.usage.iterations).ok()).flatten()))
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|r| r.unpriced_report).collect::<Vec<_>>())
-    .bind(gateway)
+    .bind(gateway.map(without_nul))
     .bind(version)
     .execute(conn)
     .await?;

@@ -195,6 +195,9 @@ async fn first_page(
             Prices {
                 factor: table.factor(),
                 entries: table.entries().to_vec(),
+                inference_geo_default: table
+                    .default_value(metering::Modifier::InferenceGeo)
+                    .map(str::to_owned),
             }
             .for_protocol(protocol),
         )

@@ -58,6 +58,26 @@ pub async fn spawn_app_custom(
     payments: PaymentConfig,
     wrap: impl FnOnce(axum::Router) -> axum::Router,
 ) -> TestApp {
+    spawn_app_configured(price_factor, payments, None, wrap).await
+}
+
+/// The app whose upstream workspace bills `inference_geo` as `upstream_inference_geo` by default.
+pub async fn spawn_app_with_upstream_geo(upstream_inference_geo: &str) -> TestApp {
+    spawn_app_configured(
+        Decimal::from_str("0.70").unwrap(),
+        PaymentConfig::default(),
+        Some(upstream_inference_geo.to_owned()),
+        |router| router,
+    )
+    .await
+}
+
+async fn spawn_app_configured(
+    price_factor: Decimal,
+    payments: PaymentConfig,
+    upstream_inference_geo: Option<String>,
+    wrap: impl FnOnce(axum::Router) -> axum::Router,
+) -> TestApp {
     let base = base_url();
     let db_name = format!("cs_test_{}", Uuid::new_v4().simple());
     let url = with_database(&base, &db_name);
@@ -71,6 +91,7 @@ pub async fn spawn_app_custom(
         internal_token: INTERNAL.into(),
         database_url: url,
         price_factor,
+        upstream_inference_geo,
         public_url: "http://127.0.0.1".into(),
         data_dir: std::env::temp_dir(),
         payments,

@@ -68,18 +68,33 @@ async fn a_database_seeded_before_december_gains_the_new_versions_once_keeping_a
             .unwrap()
     };
     assert_eq!(count().await, 23);
-    // An admin's own version at the same instant stays as the admin set it.
-    let entry = json!({"model": "claude-opus-5-5", "aliases": [], "effective_from": "2026-12-01T00:00:00Z",
-        "usd_per_mtok": {"input": "4.5", "cache_write_5m": "5", "cache_write_1h": "8", "cache_read": "0.2", "output": "20"},
-        "tiers": [], "web_search_usd_per_request": "0.01"});
-    sqlx::query(
-        "INSERT INTO price_versions (id, model, effective_from, entry, actor, sync_version)
-         VALUES (gen_random_uuid(), 'claude-opus-5-5', '2026-12-01T00:00:00Z', $1, 'admin', 0)",
-    )
-    .bind(&entry)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    // An admin's own prices win: a version at the same instant, a model the admin priced earlier
+    // (a shipped version would replace that price from December on), an alias naming a model.
+    let admin = |model: &str, at: &str, aliases: Value| {
+        json!({"model": model, "aliases": aliases, "effective_from": at,
+            "usd_per_mtok": {"input": "4.5", "cache_write_5m": "5", "cache_write_1h": "8", "cache_read": "0.2", "output": "20"},
+            "tiers": [], "web_search_usd_per_request": "0.01"})
+    };
+    for entry in [
+        admin("claude-opus-5-5", "2026-12-01T00:00:00Z", json!([])),
+        admin("claude-sonnet-5", "2026-11-20T00:00:00Z", json!([])),
+        admin(
+            "claude-fable-5-1",
+            "2026-11-21T00:00:00Z",
+            json!(["claude-fable-5-2"]),
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO price_versions (id, model, effective_from, entry, actor, sync_version)
+             VALUES (gen_random_uuid(), $1, $2::timestamptz, $3, 'admin', 0)",
+        )
+        .bind(entry["model"].as_str())
+        .bind(entry["effective_from"].as_str())
+        .bind(&entry)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
     // Two control planes starting together: the table is applied once.
     let (a, b) = tokio::join!(
         control_plane::prices::seed_defaults(&app.pool),
@@ -87,7 +102,27 @@ async fn a_database_seeded_before_december_gains_the_new_versions_once_keeping_a
     );
     let applied: Vec<&str> = a.unwrap().into_iter().chain(b.unwrap()).collect();
     assert_eq!(applied, ["prices-2026-12"]);
-    assert_eq!(count().await, 23 + 18);
+    // 23 November versions and the admin's 3; of December's 18, the admin's three models
+    // (opus-5-5, sonnet-5, fable-5-1) and the one an admin alias names (fable-5-2) are left out.
+    assert_eq!(count().await, 23 + 3 + 14);
+    let left_out: Value = sqlx::query_scalar(
+        "SELECT details->'left_out' FROM audit_log WHERE action = 'price.seed' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(left_out.as_array().unwrap().len(), 4, "{left_out}");
+    let sonnet5: Vec<String> = sqlx::query_scalar(
+        "SELECT actor FROM price_versions WHERE model = 'claude-sonnet-5' ORDER BY effective_from",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        sonnet5,
+        ["system", "admin"],
+        "the admin's price is not replaced from December on"
+    );
     assert!(control_plane::prices::seed_defaults(&app.pool)
         .await
         .unwrap()
@@ -391,4 +426,87 @@ async fn usage_without_modifiers_reads_as_before() {
         (Value::Null, Value::Null)
     );
     assert_eq!(row["iterations"], json!([]));
+}
+
+/// Text a gateway forwards is the upstream's and the caller's: a NUL in it (which PostgreSQL
+/// refuses) is replaced, never allowed to fail the batch and every retry of it.
+#[tokio::test]
+async fn a_nul_in_forwarded_text_does_not_stop_the_batch() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let (_, secret) = app.create_key(account, "k").await;
+    let mut odd = debit(account, &secret, "claude-opus-5-5", usage(1000, 0), Utc::now());
+    odd.model_served = Some("claude-opus-5-5\u{0}".into());
+    odd.usage.service_tier = Some("std\u{0}".into());
+    odd.usage.speed = Some("fa\u{0}st".into());
+    odd.upstream_message_id = Some("msg_\u{0}".into());
+    odd.usage.iterations = vec![Iteration {
+        kind: "compaction\u{0}".into(),
+        model: Some("m\u{0}".into()),
+        input_tokens: 1,
+        ..Iteration::default()
+    }];
+    let plain = debit(account, &secret, "claude-opus-5-5", usage(1000, 0), Utc::now());
+    let batch = metering::wire::DebitBatch {
+        protocol: 2,
+        gateway_id: Some("gw\u{0}1".into()),
+        debits: vec![odd.clone(), plain],
+        compact_ack: false,
+    };
+    let (s, ack) = send(app.internal(Method::POST, "/internal/v1/debits").json(&batch)).await;
+    assert_eq!(s, StatusCode::OK, "{ack}");
+    let ack: metering::wire::DebitAck = serde_json::from_value(ack).unwrap();
+    assert!(
+        ack.results.iter().all(|r| r.outcome == DebitOutcome::Applied),
+        "{ack:?}"
+    );
+    let stored: (String, Value) =
+        sqlx::query_as("SELECT service_tier, iterations FROM usage_records WHERE debit_id = $1")
+            .bind(odd.debit_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.0, "std\u{fffd}");
+    assert_eq!(stored.1[0]["type"], "compaction\u{fffd}");
+    audit_ledger(&app.pool).await;
+}
+
+/// An operator whose upstream workspace runs in the US by default says so
+/// (`UPSTREAM_INFERENCE_GEO=us`): requests that name no region, with answers that name none
+/// either (the OpenAI-compatible route's never do), are billed at the US multiplier.
+#[tokio::test]
+async fn the_upstream_default_inference_geo_is_billed_and_synced() {
+    let app = spawn_app_with_upstream_geo("us").await;
+    let (_, list) = send(app.req(Method::GET, "/v1/prices")).await;
+    assert_eq!(list["default_inference_geo"], "us");
+    let snap = app.snapshot("?protocol=2").await;
+    assert_eq!(snap["prices"]["inference_geo_default"], "us");
+    assert!(
+        app.snapshot("").await["prices"]
+            .get("inference_geo_default")
+            .is_none(),
+        "protocol 1"
+    );
+    let account = app.create_account("acme").await;
+    let (_, secret) = app.create_key(account, "k").await;
+    let mut silent = debit(
+        account,
+        &secret,
+        "claude-opus-5-5",
+        usage(1_000_000, 0),
+        Utc::now(),
+    );
+    silent.model_served = None;
+    let mut global = debit(
+        account,
+        &secret,
+        "claude-opus-5-5",
+        usage(1_000_000, 0),
+        Utc::now(),
+    );
+    global.model_served = None;
+    global.usage.inference_geo = Some("global".into());
+    let ack = app.debits(vec![silent, global]).await;
+    assert_eq!(ack.results[0].credits, Some(d("616")), "4 x 1.1 USD at 70%");
+    assert_eq!(ack.results[1].credits, Some(d("560")), "the answer said global");
 }
