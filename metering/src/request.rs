@@ -8,8 +8,9 @@
 //! closing brace. What changes the price: `speed`, `inference_geo`, the models of `fallbacks`,
 //! and of `tools` the code execution tools, the web tools that make their container free and the
 //! advisor tools' models. A repeated key's last value wins, as in the upstreams' parsers, except
-//! for the members the price depends on (`model`, `speed`, `inference_geo`, `fallbacks`,
-//! `tools`): given twice, they are an error (which one the upstream takes is not ours to guess).
+//! for the members the price depends on that an answer may not report (`speed`, `inference_geo`,
+//! `fallbacks`, `tools`): given twice, they are an error (which one the upstream takes is not
+//! ours to guess).
 //!
 //! A `model` that is not a string (null included) or longer than [`MAX_MODEL_BYTES`], a body
 //! that is not a JSON object and invalid JSON are errors: the filter answers 400 and the upstream
@@ -167,10 +168,11 @@ struct RequestSink {
     given: u8,
 }
 
-/// The root members the price depends on: each may be given once. Parsers differ on which of two
-/// values wins (the last here, perhaps the first upstream), so a repeated one is refused rather
-/// than guessed.
-const PRICED_KEYS: [&str; 5] = ["model", "speed", "inference_geo", "fallbacks", "tools"];
+/// The root members the price depends on that an answer may not report: each may be given once.
+/// Parsers differ on which of two values wins (the last here, perhaps the first upstream), so a
+/// repeated one is refused rather than guessed. (`model` may repeat: the answer names the model it
+/// served, and that is what is billed.)
+const PRICED_KEYS: [&str; 4] = ["speed", "inference_geo", "fallbacks", "tools"];
 
 const MODEL: &[&str] = &["model"];
 const STREAM: &[&str] = &["stream"];
@@ -326,7 +328,7 @@ impl JsonSink for RequestSink {
                     let bit = 1u8 << i;
                     if self.given & bit != 0 {
                         self.fail(RequestError::BadField {
-                            field: PRICED_KEYS.get(i).copied().unwrap_or("model"),
+                            field: PRICED_KEYS.get(i).copied().unwrap_or("speed"),
                             reason: "is given twice",
                         });
                         return;

@@ -712,10 +712,13 @@ fn past_the_kept_steps_a_declined_fallback_never_joins_one_that_produced_output(
 
 #[test]
 fn price_fields_given_twice_are_refused_rather_than_guessed() {
+    // `model` may repeat: the answer names the model it served, and that is billed.
+    let mut meter = RequestMeter::new();
+    meter.feed(br#"{"model":"claude-opus-5-5","model":"claude-haiku-4-5"}"#);
+    assert_eq!(meter.finish().unwrap().model.as_deref(), Some("claude-haiku-4-5"));
     for body in [
         r#"{"model":"claude-opus-5-5","speed":"fast","speed":"standard"}"#,
         r#"{"model":"claude-opus-5-5","inference_geo":"us","inference_geo":"global"}"#,
-        r#"{"model":"claude-opus-5-5","model":"claude-haiku-4-5"}"#,
         r#"{"model":"claude-opus-5-5","tools":[],"tools":[]}"#,
         r#"{"model":"claude-opus-5-5","fallbacks":[],"fallbacks":["x"]}"#,
     ] {
