@@ -105,6 +105,8 @@ pub struct Text<'a> {
     pub captured: Option<&'a str>,
     /// Whether the text was longer than what was captured.
     pub truncated: bool,
+    /// Whether what was captured has a C0 control character (no real id or name does).
+    pub control: bool,
     /// The decoded length in UTF-8 bytes (escapes resolved).
     pub len: u64,
 }
@@ -125,15 +127,16 @@ impl Value<'_> {
 
     /// The captured text of a complete string value; `None` for anything else, including a
     /// string cut at the capture limit (no real model id or tier is that long) and one with a
-    /// control character (no real one has any, and PostgreSQL refuses NUL in text and JSON: a
+    /// C0 control character (no real one has any, and PostgreSQL refuses NUL in text and JSON: a
     /// debit carrying one would stop the batches behind it).
     pub fn text(&self) -> Option<&str> {
         match self {
             Value::String(Text {
                 captured: Some(s),
                 truncated: false,
+                control: false,
                 ..
-            }) if !s.bytes().any(|b| b < 0x20 || b == 0x7f) => Some(s),
+            }) => Some(s),
             _ => None,
         }
     }

@@ -174,6 +174,22 @@ struct RequestSink {
 /// served, and that is what is billed.)
 const PRICED_KEYS: [&str; 4] = ["speed", "inference_geo", "fallbacks", "tools"];
 
+/// Marks `field` (one of [`PRICED_KEYS`]) given, or the error when it was given before.
+fn given_once(given: &mut u8, field: &'static str) -> Result<(), RequestError> {
+    let bit = PRICED_KEYS
+        .iter()
+        .position(|k| *k == field)
+        .map_or(0, |i| 1u8 << i);
+    if *given & bit != 0 {
+        return Err(RequestError::BadField {
+            field,
+            reason: "is given twice",
+        });
+    }
+    *given |= bit;
+    Ok(())
+}
+
 const MODEL: &[&str] = &["model"];
 const STREAM: &[&str] = &["stream"];
 const MAX_TOKENS: &[&str] = &["max_tokens"];
@@ -322,20 +338,7 @@ impl JsonSink for RequestSink {
             0 if value != Value::Object => {
                 self.error.get_or_insert(RequestError::NotAnObject);
             }
-            1 => {
-                self.fields.members = self.fields.members.saturating_add(1);
-                if let Some(i) = PRICED_KEYS.iter().position(|k| path.is(&[k])) {
-                    let bit = 1u8 << i;
-                    if self.given & bit != 0 {
-                        self.fail(RequestError::BadField {
-                            field: PRICED_KEYS.get(i).copied().unwrap_or("speed"),
-                            reason: "is given twice",
-                        });
-                        return;
-                    }
-                    self.given |= bit;
-                }
-            }
+            1 => self.fields.members = self.fields.members.saturating_add(1),
             2 | 3 => {
                 if let Some(rel) = in_list(path, FALLBACKS) {
                     self.fallback_value(rel, &value);
@@ -357,6 +360,10 @@ impl JsonSink for RequestSink {
             None
         };
         if let Some((field, slot)) = modifier {
+            if let Err(e) = given_once(&mut self.given, field) {
+                self.error.get_or_insert(e);
+                return;
+            }
             match priced_text(&value, field) {
                 Ok(text) => *slot = text,
                 Err(e) => {
@@ -366,6 +373,10 @@ impl JsonSink for RequestSink {
             return;
         }
         if path.depth() == 1 && path.is(&[FALLBACKS]) {
+            if let Err(e) = given_once(&mut self.given, FALLBACKS) {
+                self.fail(e);
+                return;
+            }
             self.fields.fallbacks.clear();
             self.fallback = None;
             if !matches!(value, Value::Array | Value::Null) {
@@ -377,6 +388,10 @@ impl JsonSink for RequestSink {
             return;
         }
         if path.depth() == 1 && path.is(&[TOOLS]) {
+            if let Err(e) = given_once(&mut self.given, TOOLS) {
+                self.fail(e);
+                return;
+            }
             self.fields.tools = DeclaredTools::default();
             self.tool = None;
             return;

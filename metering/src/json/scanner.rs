@@ -448,10 +448,11 @@ impl JsonScanner {
         match self.string.byte(b, &mut self.capture) {
             Ok(Progress::More) => {}
             Ok(Progress::Closed) => {
-                let (captured, truncated) = self.capture.text();
+                let (captured, truncated, control) = self.capture.text();
                 let text = Text {
                     captured,
                     truncated,
+                    control,
                     len: self.string.len,
                 };
                 sink.value(Path::new(&self.frames), Value::String(text));

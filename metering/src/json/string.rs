@@ -33,6 +33,9 @@ pub(super) struct Capture {
     limit: usize,
     wanted: bool,
     truncated: bool,
+    /// A C0 control character was captured. Only an escape can bring one (raw control bytes are
+    /// not JSON), and escapes are decoded byte by byte, never in plain runs.
+    control: bool,
 }
 
 impl Capture {
@@ -43,6 +46,7 @@ impl Capture {
             limit,
             wanted: false,
             truncated: false,
+            control: false,
         }
     }
 
@@ -50,15 +54,17 @@ impl Capture {
         self.buf.clear();
         self.wanted = wanted;
         self.truncated = false;
+        self.control = false;
     }
 
-    /// The captured text (when it was wanted) and whether it was cut at the limit.
-    pub(super) fn text(&self) -> (Option<&str>, bool) {
+    /// The captured text (when it was wanted), whether it was cut at the limit, and whether it has
+    /// a C0 control character.
+    pub(super) fn text(&self) -> (Option<&str>, bool, bool) {
         if !self.wanted {
-            return (None, false);
+            return (None, false, false);
         }
         // Only whole, validated characters are ever pushed, so this cannot fail.
-        (core::str::from_utf8(&self.buf).ok(), self.truncated)
+        (core::str::from_utf8(&self.buf).ok(), self.truncated, self.control)
     }
 }
 
@@ -71,6 +77,7 @@ impl CharSink for Capture {
 
     fn byte(&mut self, b: u8) {
         if self.wanted && !self.truncated {
+            self.control |= b < 0x20;
             self.buf.push(b);
         }
     }

@@ -81,7 +81,7 @@ fn json_scanner_reports_every_value_with_its_path() {
             ".a[4] = Bool(true)",
             ".a[5] = Bool(false)",
             ".a[6] = Null",
-            ".a[7] = String(Text { captured: Some(\"sé🌍\\n\"), truncated: false, len: 8 })",
+            ".a[7] = String(Text { captured: Some(\"sé🌍\\n\"), truncated: false, control: true, len: 8 })",
             close_a.as_str(),
             ".b = Object",
             ".b. = Number(Integer(0))",
@@ -202,6 +202,7 @@ fn json_scanner_capture_stops_at_a_character_boundary_and_still_counts_the_lengt
     let expected = Value::String(metering::json::Text {
         captured: Some(&text[..255]),
         truncated: true,
+        control: false,
         len: 257,
     });
     assert_eq!(events, [format!(" = {expected:?}")]);
