@@ -47,6 +47,23 @@ pub struct Account {
     #[schema(value_type = String, example = "1000")]
     pub balance: Decimal,
     pub created_at: DateTime<Utc>,
+    /// `balance.low` is sent when the balance goes below this many credits; null: no alert.
+    #[serde(serialize_with = "money::ser_opt")]
+    #[schema(value_type = Option<String>)]
+    pub low_balance_threshold: Option<Decimal>,
+    /// Where the account's events are POSTed; null: none.
+    pub webhook_url: Option<String>,
+}
+
+/// An account after a change; `webhook_secret` only in the answer that set a webhook URL.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatchedAccount {
+    #[serde(flatten)]
+    pub account: Account,
+    /// The secret that signs the account's events (`x-claudestore-signature`), shown only here:
+    /// keep it. Setting the URL again gives a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,13 +73,32 @@ pub struct NewAccount {
     pub email: String,
 }
 
+/// What to change; absent fields stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountPatch {
-    pub status: AccountStatus,
+    #[serde(default)]
+    pub status: Option<AccountStatus>,
+    /// Credits; `null` removes the alert.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub low_balance_threshold: Option<Option<money::Amount>>,
+    /// An http(s) URL for the account's events (no loopback, link-local or private address unless
+    /// the operator allows them); `null` removes it. The answer that sets it carries the signing
+    /// secret, once.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub webhook_url: Option<Option<String>>,
     /// Why (kept in the audit log).
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// A member given (`Some`, with `null` as `Some(None)`) rather than absent (`None`, by default).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
@@ -100,7 +136,7 @@ fn check_email(email: &str) -> Result<String, ApiError> {
 
 pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> ApiResult<Account> {
     sqlx::query_as(
-        "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at
+        "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at, a.low_balance_threshold, a.webhook_url
          FROM accounts a JOIN ledger_accounts l ON l.id = a.id WHERE a.id = $1",
     )
     .bind(id)
@@ -159,7 +195,7 @@ async fn list_accounts(
     let limit = page.limit()?;
     let after: Option<(DateTime<Utc>, Uuid)> = page.after()?;
     let rows: Vec<Account> = sqlx::query_as(
-        "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at
+        "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at, a.low_balance_threshold, a.webhook_url
          FROM accounts a JOIN ledger_accounts l ON l.id = a.id
          WHERE ($1::timestamptz IS NULL OR (a.created_at, a.id) < ($1, $2))
          ORDER BY a.created_at DESC, a.id DESC LIMIT $3",
@@ -186,22 +222,42 @@ async fn get_account(
     Ok(Json(fetch(&mut conn, id).await?))
 }
 
-/// Suspends or reactivates an account; gateways see the change in their next snapshot.
+/// Suspends or reactivates an account (gateways see it in their next snapshot), and sets its
+/// low-balance alert and webhook.
 #[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", request_body = AccountPatch,
     params(("id" = Uuid, Path, description = "account id")),
     security(("admin_token" = [])),
-    responses((status = 200, body = Account), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PatchedAccount), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn patch_account(
     admin: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<AccountPatch>,
-) -> ApiResult<Json<Account>> {
+) -> ApiResult<Json<PatchedAccount>> {
     let reason = body
         .reason
         .as_deref()
         .map(|r| check_text("reason", r, 1000))
         .transpose()?;
+    if body.status.is_none() && body.low_balance_threshold.is_none() && body.webhook_url.is_none() {
+        return Err(ApiError::invalid(
+            "nothing to change: give status, low_balance_threshold or webhook_url",
+        ));
+    }
+    let threshold = match body.low_balance_threshold {
+        Some(Some(t)) if t.0.is_sign_negative() => {
+            return Err(ApiError::invalid(
+                "low_balance_threshold must be 0 or more credits",
+            ))
+        }
+        other => other.map(|t| t.map(|t| t.0)),
+    };
+    let url = match body.webhook_url {
+        Some(Some(u)) => Some(Some(
+            crate::webhooks::target::check_url(u.trim(), state.config.webhooks.allow_private)?.to_string(),
+        )),
+        other => other,
+    };
     let mut tx = state.pool.begin().await?;
     // Ledger row first: transfers lock it before the sync row too.
     let locked: Option<Uuid> =
@@ -214,10 +270,10 @@ async fn patch_account(
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-    if previous != body.status.as_str() {
+    if let Some(status) = body.status.filter(|s| previous != s.as_str()) {
         sqlx::query("UPDATE accounts SET status = $2 WHERE id = $1")
             .bind(id)
-            .bind(body.status.as_str())
+            .bind(status.as_str())
             .execute(&mut *tx)
             .await?;
         let audit = Audit {
@@ -225,7 +281,7 @@ async fn patch_account(
             action: "account.status",
             target: format!("account:{id}"),
             reason: reason.as_deref(),
-            details: serde_json::json!({ "from": previous, "to": body.status.as_str() }),
+            details: serde_json::json!({ "from": previous, "to": status.as_str() }),
         };
         audit::record(&mut tx, audit).await?;
         let version = sync::bump(&mut tx).await?;
@@ -235,9 +291,50 @@ async fn patch_account(
             .execute(&mut *tx)
             .await?;
     }
+    let mut webhook_secret = None;
+    if threshold.is_some() || url.is_some() {
+        let version: i32 = sqlx::query_scalar(
+            "UPDATE accounts SET
+                low_balance_threshold = CASE WHEN $2 THEN $3 ELSE low_balance_threshold END,
+                low_balance_alerted = CASE WHEN $2 THEN false ELSE low_balance_alerted END,
+                webhook_url = CASE WHEN $4 THEN $5 ELSE webhook_url END,
+                webhook_secret_version = webhook_secret_version + CASE WHEN $5 IS NOT NULL THEN 1 ELSE 0 END
+             WHERE id = $1 RETURNING webhook_secret_version",
+        )
+        .bind(id)
+        .bind(threshold.is_some())
+        .bind(threshold.flatten())
+        .bind(url.is_some())
+        .bind(url.clone().flatten())
+        .fetch_one(&mut *tx)
+        .await?;
+        if url.as_ref().is_some_and(Option::is_some) {
+            webhook_secret = Some(crate::webhooks::target::secret_for(
+                &state.config.webhooks.signing_key,
+                id,
+                version,
+            ));
+        }
+        let audit = Audit {
+            actor: &admin.actor,
+            action: "account.alerts",
+            target: format!("account:{id}"),
+            reason: reason.as_deref(),
+            details: serde_json::json!({
+                "low_balance_threshold": threshold.map(|t| t.map(money::plain)),
+                "webhook_url": url,
+            }),
+        };
+        audit::record(&mut tx, audit).await?;
+        // A threshold set above the balance is a crossing too.
+        crate::webhooks::events::balances_changed(&mut tx, &[id], chrono::Utc::now()).await?;
+    }
     let account = fetch(&mut tx, id).await?;
     tx.commit().await?;
-    Ok(Json(account))
+    Ok(Json(PatchedAccount {
+        account,
+        webhook_secret,
+    }))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

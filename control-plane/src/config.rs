@@ -34,6 +34,8 @@ pub const KEYS: &[&str] = &[
     "PURCHASE_EXPIRY_SECONDS",
     "CRYPTO_UNDERPAY_POLICY",
     "INVOICE_TAX_RATE",
+    "WEBHOOK_SIGNING_KEY",
+    "WEBHOOK_ALLOW_PRIVATE",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/claudestore";
@@ -104,6 +106,18 @@ impl Default for PaymentConfig {
     }
 }
 
+/// Account webhooks (see `webhooks`).
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// Each account's signing secret is derived from this and the account (nothing is stored):
+    /// replicas of the control plane must share it.
+    pub signing_key: String,
+    /// Whether webhook URLs may name loopback, link-local or private addresses
+    /// (`WEBHOOK_ALLOW_PRIVATE=true`; off by default, so that a customer cannot aim the control
+    /// plane at the operator's own network).
+    pub allow_private: bool,
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub control_port: u16,
@@ -118,6 +132,7 @@ pub struct Config {
     pub public_url: String,
     pub data_dir: PathBuf,
     pub payments: PaymentConfig,
+    pub webhooks: WebhookConfig,
 }
 
 /// Never prints a secret.
@@ -132,6 +147,7 @@ impl fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("card_payments", &self.payments.stripe_secret_key.is_some())
             .field("crypto_payments", &self.payments.nowpayments_api_key.is_some())
+            .field("webhook_allow_private", &self.webhooks.allow_private)
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +261,19 @@ impl Settings {
             return Err(invalid("INTERNAL_TOKEN", "must differ from ADMIN_TOKEN"));
         }
         let payments = self.payment_config()?;
+        let webhooks = WebhookConfig {
+            signing_key: resolve_token("WEBHOOK_SIGNING_KEY", self.get("WEBHOOK_SIGNING_KEY"), &data_dir)?,
+            allow_private: match self.get("WEBHOOK_ALLOW_PRIVATE").map(str::trim) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => {
+                    return Err(invalid(
+                        "WEBHOOK_ALLOW_PRIVATE",
+                        format!("{v:?} must be true or false"),
+                    ))
+                }
+            },
+        };
         for (key, base) in [
             ("STRIPE_API_BASE", &payments.stripe_api_base),
             ("NOWPAYMENTS_API_BASE", &payments.nowpayments_api_base),
@@ -264,6 +293,7 @@ impl Settings {
             public_url,
             data_dir,
             payments,
+            webhooks,
         })
     }
 }

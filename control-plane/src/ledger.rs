@@ -223,6 +223,7 @@ pub async fn post(
     audit::record(conn, audit_record).await?;
     let version = sync::bump(conn).await?;
     store_balances(conn, &balances, version).await?;
+    crate::webhooks::events::balances_changed(conn, &[t.from, t.to], chrono::Utc::now()).await?;
     Ok(Posted::Created(t.id))
 }
 

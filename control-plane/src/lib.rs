@@ -25,6 +25,7 @@ pub mod plans;
 pub mod prices;
 pub mod sync;
 pub mod usage;
+pub mod webhooks;
 
 mod db;
 mod telemetry;
@@ -92,6 +93,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(payments::router())
         .merge(invoices::router())
         .merge(internal::router())
+        .merge(webhooks::router())
         .merge(dashboard::api_router())
 }
 

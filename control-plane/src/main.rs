@@ -40,6 +40,10 @@ async fn run(config: control_plane::Config) -> Result<(), String> {
         pool.clone(),
         state.config.payments.clone(),
     ));
+    tokio::spawn(control_plane::webhooks::delivery::run(
+        pool.clone(),
+        state.config.webhooks.clone(),
+    ));
     tracing::info!(%addr, "listening");
     serve(listener, state, shutdown_signal())
         .await

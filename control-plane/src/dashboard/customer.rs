@@ -59,6 +59,12 @@ struct RecentRequest {
 
 async fn overview(session: CustomerSession, State(state): State<AppState>) -> PageResult<Html<String>> {
     let balance = balance_of(&state, session.account_id).await?;
+    let threshold: Option<Decimal> =
+        sqlx::query_scalar("SELECT low_balance_threshold FROM accounts WHERE id = $1")
+            .bind(session.account_id)
+            .fetch_one(&state.pool)
+            .await?;
+    let low = threshold.filter(|t| balance < *t);
     let recent: Vec<RecentRequest> = sqlx::query_as(
         "SELECT admitted_at AS created_at, coalesce(model_served, model_requested) AS model,
             speed, inference_geo, service_tier,
@@ -71,6 +77,12 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
     .fetch_all(&state.pool)
     .await?;
     let body = html! {
+        @if let Some(t) = low {
+            p.notice.error #low-balance role="status" {
+                "Your balance is below the alert threshold of " (credits(t)) " credits. "
+                a href="/dashboard/buy" { "Buy credits" } " to keep your requests served."
+            }
+        }
         div.cards {
             div.card {
                 div.muted { "Balance (credits)" }

@@ -307,6 +307,8 @@ async fn apply_in(
     balances.retain(|id, _| touched.contains(id));
     let version = sync::bump(conn).await?;
     ledger::store_balances(conn, &balances, version).await?;
+    let accounts: Vec<Uuid> = balances.keys().copied().collect();
+    crate::webhooks::events::balances_changed(conn, &accounts, chrono::Utc::now()).await?;
     insert_usage(conn, &rows, batch.gateway_id.as_deref(), version).await?;
     for i in pending_version {
         if let Some(r) = results.get_mut(i) {

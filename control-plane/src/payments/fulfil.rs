@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::invoices;
 use crate::ledger::{self, NewTransfer, Posted};
 use crate::money;
+use crate::webhooks::events;
 
 /// How a purchase is settled: what to credit and invoice, who says so, on what evidence.
 #[derive(Debug, Clone)]
@@ -110,7 +111,21 @@ pub async fn pay(
     .bind(s.credits)
     .bind(&number)
     .bind(&s.note)
-    .execute(conn)
+    .execute(&mut *conn)
+    .await?;
+    let data = json!({
+        "purchase_id": p.id, "account_id": p.account_id, "plan_id": p.plan_id, "method": p.method,
+        "credits": money::plain(s.credits), "amount_usd": money::plain(s.amount_usd), "invoice_number": number,
+    });
+    let key = format!("{}:{}", events::PURCHASE_PAID, p.id);
+    events::emit(
+        conn,
+        p.account_id,
+        events::PURCHASE_PAID,
+        &key,
+        data,
+        chrono::Utc::now(),
+    )
     .await?;
     Ok(number)
 }
@@ -273,6 +288,20 @@ pub async fn reverse(
     .execute(&mut *conn)
     .await?;
     flag(conn, p.account_id, Some(p.id), &format!("{action}: {reason}")).await?;
+    let data = json!({
+        "purchase_id": p.id, "account_id": p.account_id, "credits": money::plain(credited),
+        "chargeback": matches!(kind, Reversal::Chargeback), "reason": reason, "credit_note_number": number,
+    });
+    let key = format!("{}:{}", events::PURCHASE_REFUNDED, p.id);
+    events::emit(
+        conn,
+        p.account_id,
+        events::PURCHASE_REFUNDED,
+        &key,
+        data,
+        chrono::Utc::now(),
+    )
+    .await?;
     Ok(number)
 }
 

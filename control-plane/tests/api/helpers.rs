@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use control_plane::config::PaymentConfig;
+use control_plane::config::{PaymentConfig, WebhookConfig};
 use control_plane::{AppState, Config};
 use metering::wire::{Debit, DebitAck, DebitBatch, Route};
 use metering::Usage;
@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const INTERNAL: &str = "test-internal-token-0123456789";
+pub const WEBHOOK_SIGNING_KEY: &str = "test-webhook-signing-key-0123456789";
 
 pub struct TestApp {
     pub url: String,
@@ -58,15 +59,15 @@ pub async fn spawn_app_custom(
     payments: PaymentConfig,
     wrap: impl FnOnce(axum::Router) -> axum::Router,
 ) -> TestApp {
-    spawn_app_configured(price_factor, payments, None, wrap).await
+    spawn_app_configured(price_factor, payments, |_| {}, wrap).await
 }
 
-/// The app whose upstream workspace bills `inference_geo` as `upstream_inference_geo` by default.
-pub async fn spawn_app_with_upstream_geo(upstream_inference_geo: &str) -> TestApp {
+/// The app with its configuration changed by `tweak` (after the test defaults are set).
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_configured(
         Decimal::from_str("0.70").unwrap(),
         PaymentConfig::default(),
-        Some(upstream_inference_geo.to_owned()),
+        tweak,
         |router| router,
     )
     .await
@@ -75,7 +76,7 @@ pub async fn spawn_app_with_upstream_geo(upstream_inference_geo: &str) -> TestAp
 async fn spawn_app_configured(
     price_factor: Decimal,
     payments: PaymentConfig,
-    upstream_inference_geo: Option<String>,
+    tweak: impl FnOnce(&mut Config),
     wrap: impl FnOnce(axum::Router) -> axum::Router,
 ) -> TestApp {
     let base = base_url();
@@ -84,18 +85,23 @@ async fn spawn_app_configured(
     let pool = control_plane::prepare(&url)
         .await
         .expect("prepare the test database");
-    let config = Config {
+    let mut config = Config {
         control_port: 0,
         bind_addr: [127, 0, 0, 1].into(),
         admin_token: ADMIN.into(),
         internal_token: INTERNAL.into(),
         database_url: url,
         price_factor,
-        upstream_inference_geo,
+        upstream_inference_geo: None,
         public_url: "http://127.0.0.1".into(),
         data_dir: std::env::temp_dir(),
         payments,
+        webhooks: WebhookConfig {
+            signing_key: WEBHOOK_SIGNING_KEY.into(),
+            allow_private: false,
+        },
     };
+    tweak(&mut config);
     let state = AppState::new(pool.clone(), config).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

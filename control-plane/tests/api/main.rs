@@ -22,3 +22,4 @@ mod prices_plans;
 mod snapshot;
 mod usage;
 mod web;
+mod webhooks;

@@ -476,7 +476,7 @@ async fn a_nul_in_forwarded_text_does_not_stop_the_batch() {
 /// either (the OpenAI-compatible route's never do), are billed at the US multiplier.
 #[tokio::test]
 async fn the_upstream_default_inference_geo_is_billed_and_synced() {
-    let app = spawn_app_with_upstream_geo("us").await;
+    let app = spawn_app_with(|c| c.upstream_inference_geo = Some("us".into())).await;
     let (_, list) = send(app.req(Method::GET, "/v1/prices")).await;
     assert_eq!(list["default_inference_geo"], "us");
     let snap = app.snapshot("?protocol=2").await;

@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/accounts/{id}/password-link"),
     ("get", "/v1/accounts/{id}/usage"),
     ("get", "/v1/accounts/{id}/usage/daily"),
+    ("get", "/v1/accounts/{id}/webhook-events"),
     ("get", "/v1/reports/margin"),
     ("get", "/v1/me"),
     ("get", "/v1/me/usage"),
