@@ -9,6 +9,9 @@ ALTER TABLE accounts
     -- The signing secret is derived from the control plane's WEBHOOK_SIGNING_KEY and this number
     -- (bumped each time the URL is set): no secret is stored.
     ADD COLUMN webhook_secret_version integer NOT NULL DEFAULT 0;
+-- Every debit batch looks for the accounts it touched that have a threshold: a probe of this
+-- index, as small as the number of accounts with alerts, instead of one per account touched.
+CREATE INDEX accounts_with_alerts ON accounts (id) WHERE low_balance_threshold IS NOT NULL;
 
 -- One event for one account's webhook, with its delivery state. `body` is the JSON exactly as
 -- signed and sent; `dedupe_key` makes an event that a retried transaction emits again the same one.

@@ -370,7 +370,7 @@ async fn insert_usage(
     // this keeps one that slipped through from stopping the batches behind it.
     let texts = |f: fn(&UsageRow) -> Option<String>| {
         rows.iter()
-            .map(|r| f(r).map(|t| without_nul(&t)))
+            .map(|r| f(r).map(|t| if t.contains('\0') { without_nul(&t) } else { t }))
             .collect::<Vec<Option<String>>>()
     };
     let json = |value: Option<serde_json::Value>| value.map(|v| json_without_nul(&v));
