@@ -80,25 +80,18 @@ pub struct AccountPatch {
     #[serde(default)]
     pub status: Option<AccountStatus>,
     /// Credits; `null` removes the alert.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, nullable)]
     pub low_balance_threshold: Option<Option<money::Amount>>,
     /// An http(s) URL for the account's events (no loopback, link-local or private address unless
     /// the operator allows them); `null` removes it. The answer that sets it carries the signing
     /// secret, once.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, nullable)]
     pub webhook_url: Option<Option<String>>,
     /// Why (kept in the audit log).
     #[serde(default)]
     pub reason: Option<String>,
-}
-
-/// A member given (`Some`, with `null` as `Some(None)`) rather than absent (`None`, by default).
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {

@@ -538,10 +538,14 @@ mod tests {
             ("CRYPTO_UNDERPAY_POLICY", "credit"),
             ("INVOICE_TAX_RATE", "20"),
             ("STRIPE_API_BASE", "api.stripe.com"),
+            ("UPSTREAM_INFERENCE_GEO", "US East"),
+            ("WEBHOOK_ALLOW_PRIVATE", "yes"),
+            ("WEBHOOK_SIGNING_KEY", "short"),
         ] {
             let mut s = Settings::default();
             s.set("ADMIN_TOKEN", "admin-token-0123456789");
             s.set("INTERNAL_TOKEN", "internal-token-0123456789");
+            s.set("WEBHOOK_SIGNING_KEY", "webhook-signing-key-0123456789");
             s.set(key, value);
             let err = s.into_config().unwrap_err().to_string();
             assert!(err.starts_with(key), "{key}={value}: {err}");
@@ -555,7 +559,7 @@ mod tests {
         let dir = temp_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("cp.toml");
-        std::fs::write(&file, "ADMIN_TOKEN = \"file-admin-token-0123\"\nINTERNAL_TOKEN = \"file-internal-token-0123\"\nCONTROL_PORT = 9001\n").unwrap();
+        std::fs::write(&file, "ADMIN_TOKEN = \"file-admin-token-0123\"\nINTERNAL_TOKEN = \"file-internal-token-0123\"\nWEBHOOK_SIGNING_KEY = \"file-webhook-key-0123\"\nCONTROL_PORT = 9001\n").unwrap();
         let path = file.display().to_string();
         let by_flag = load(&["--config".into(), path.clone()], |_| None).unwrap();
         assert_eq!(
@@ -582,6 +586,7 @@ mod tests {
         let mut s = Settings::default();
         s.set("ADMIN_TOKEN", "admin-token-0123456789");
         s.set("INTERNAL_TOKEN", "internal-token-0123456789");
+        s.set("WEBHOOK_SIGNING_KEY", "webhook-signing-key-0123456789");
         let defaults = s.clone().into_config().unwrap().payments;
         assert_eq!(defaults.purchase_expiry, chrono::Duration::hours(24));
         assert_eq!(defaults.underpay_policy, UnderpayPolicy::Hold);
@@ -603,9 +608,12 @@ mod tests {
         let mut s = Settings::default();
         s.set("ADMIN_TOKEN", "admin-token-0123456789");
         s.set("INTERNAL_TOKEN", "internal-token-0123456789");
+        s.set("WEBHOOK_SIGNING_KEY", "webhook-signing-key-0123456789");
         let text = format!("{:?}", s.into_config().unwrap());
         assert!(
-            !text.contains("admin-token") && !text.contains("internal-token"),
+            !text.contains("admin-token")
+                && !text.contains("internal-token")
+                && !text.contains("signing-key"),
             "{text}"
         );
     }

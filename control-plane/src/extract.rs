@@ -40,6 +40,14 @@ where
 }
 
 /// Parses JSON, reporting the path of the offending field.
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>`: a member given
+/// is `Some` (with `null` as `Some(None)`, "remove"), a member absent stays `None` ("keep").
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {

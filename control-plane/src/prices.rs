@@ -12,7 +12,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use metering::{Modifier, PriceEntry, PriceTable, Rates, Tier};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::RwLock;
 use utoipa::ToSchema;
@@ -425,16 +425,11 @@ pub struct PriceChange {
     pub inference_geo: Option<BTreeMap<String, Amount>>,
     /// USD billed per request that declares the code execution tool (its container time is not
     /// reported). Default: the latest version's; `null`: none (such requests are refused).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, nullable)]
     pub code_execution_usd_per_request: Option<Option<Amount>>,
     #[serde(default)]
     pub reason: Option<String>,
-}
-
-/// A member given (`Some`, with `null` as `Some(None)`) rather than absent (`None`, by default).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 fn multipliers(

@@ -82,7 +82,6 @@ fn check(d: &Debit) -> Result<(), String> {
         &d.model_served,
         &d.upstream_request_id,
         &d.upstream_message_id,
-        &d.usage.service_tier,
         &d.requested.speed,
         &d.requested.inference_geo,
     ];

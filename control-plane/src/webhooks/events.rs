@@ -32,9 +32,22 @@ pub async fn emit(
         .fetch_optional(&mut *conn)
         .await?
         .flatten();
-    let Some(url) = url else {
-        return Ok(None);
-    };
+    match url {
+        Some(url) => write(conn, account, &url, kind, dedupe_key, data, now).await,
+        None => Ok(None),
+    }
+}
+
+/// Writes an event for `account`, whose webhook URL is `url`.
+async fn write(
+    conn: &mut PgConnection,
+    account: Uuid,
+    url: &str,
+    kind: &'static str,
+    dedupe_key: &str,
+    data: Value,
+    now: DateTime<Utc>,
+) -> Result<Option<Uuid>, sqlx::Error> {
     let id = Uuid::now_v7();
     let body = json!({
         "id": id,
@@ -51,7 +64,7 @@ pub async fn emit(
     .bind(account)
     .bind(kind)
     .bind(&body)
-    .bind(&url)
+    .bind(url)
     .bind(dedupe_key)
     .bind(now)
     .fetch_optional(&mut *conn)
@@ -68,27 +81,27 @@ pub async fn balances_changed(
     accounts: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let crossed: Vec<(Uuid, Decimal, Decimal)> = sqlx::query_as(
+    let crossed: Vec<(Uuid, String, Decimal, Decimal)> = sqlx::query_as(
         "WITH changed AS (
              UPDATE accounts a SET low_balance_alerted = (l.balance < a.low_balance_threshold)
              FROM ledger_accounts l
              WHERE a.id = ANY($1) AND l.id = a.id AND a.low_balance_threshold IS NOT NULL
                AND a.low_balance_alerted IS DISTINCT FROM (l.balance < a.low_balance_threshold)
              RETURNING a.id, a.webhook_url, a.low_balance_alerted, l.balance, a.low_balance_threshold)
-         SELECT id, balance, low_balance_threshold FROM changed
+         SELECT id, webhook_url, balance, low_balance_threshold FROM changed
          WHERE low_balance_alerted AND webhook_url IS NOT NULL",
     )
     .bind(accounts)
     .fetch_all(&mut *conn)
     .await?;
-    for (account, balance, threshold) in crossed {
+    for (account, url, balance, threshold) in crossed {
         let data = json!({
             "account_id": account,
             "balance": money::plain(balance),
             "low_balance_threshold": money::plain(threshold),
         });
         let key = format!("{BALANCE_LOW}:{account}:{}", Uuid::now_v7());
-        emit(conn, account, BALANCE_LOW, &key, data, now).await?;
+        write(conn, account, &url, BALANCE_LOW, &key, data, now).await?;
     }
     Ok(())
 }

@@ -118,12 +118,10 @@ fn stream(script: &Script, id: &str, model: &str, usage: Value) -> Response {
     if script.omit_final_usage != Some(true) {
         let mut final_usage = usage;
         // The real API's message_delta usage carries output and, when present, the input side
-        // too; unless the script keeps them, what message_start alone reports is left out.
-        if script.full_delta_usage != Some(true) {
-            if let Some(o) = final_usage.as_object_mut() {
-                for field in START_ONLY {
-                    o.remove(field);
-                }
+        // too; what message_start alone reports is left out.
+        if let Some(o) = final_usage.as_object_mut() {
+            for field in START_ONLY {
+                o.remove(field);
             }
         }
         delta["usage"] = final_usage;

@@ -41,9 +41,6 @@ pub struct Script {
     pub error_event_after: Option<usize>,
     /// Leave the usage out of `message_delta` (or the final OpenAI chunk).
     pub omit_final_usage: Option<bool>,
-    /// Keep `usage` whole in `message_delta` (tier, speed, inference geo and TTL split too), as
-    /// the real API does not.
-    pub full_delta_usage: Option<bool>,
     /// Leave out `message_stop` (or `[DONE]`).
     pub omit_stop: Option<bool>,
     /// Line ending for SSE: "lf" (default), "crlf" or "cr".
