@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::shell::{self, cargo, exec, step, Result};
 use crate::{postgres, tools};
 
-/// Seconds each fuzz target runs in the test command (a longer run is in the README).
+/// Seconds each fuzz target runs in the test command (a longer run: docs/operations.md).
 const FUZZ_SECONDS: u32 = 12;
 
 pub fn run(args: &[String]) -> Result {
