@@ -53,6 +53,11 @@ pub struct Account {
     pub low_balance_threshold: Option<Decimal>,
     /// Where the account's events are POSTed; null: none.
     pub webhook_url: Option<String>,
+    /// `reserve`: a billed request is admitted only if the most it may cost (its ceiling) fits the
+    /// spendable balance, and holds it while it runs; `balance`: admitted while the balance is
+    /// above zero.
+    #[schema(example = "reserve")]
+    pub spend_control: String,
 }
 
 /// An account after a change; `webhook_secret` only in the answer that set a webhook URL.
@@ -89,9 +94,29 @@ pub struct AccountPatch {
     #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, nullable)]
     pub webhook_url: Option<Option<String>>,
+    /// `reserve` or `balance` (see [`Account::spend_control`]).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "balance")]
+    pub spend_control: Option<SpendControlField>,
     /// Why (kept in the audit log).
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SpendControlField {
+    Reserve,
+    Balance,
+}
+
+impl SpendControlField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::Balance => "balance",
+        }
+    }
 }
 
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
@@ -129,7 +154,7 @@ fn check_email(email: &str) -> Result<String, ApiError> {
 
 pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> ApiResult<Account> {
     sqlx::query_as(
-        "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at, a.low_balance_threshold, a.webhook_url
+        "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at, a.low_balance_threshold, a.webhook_url, a.spend_control
          FROM accounts a JOIN ledger_accounts l ON l.id = a.id WHERE a.id = $1",
     )
     .bind(id)
@@ -151,10 +176,11 @@ async fn create_account(
     let email = check_email(&body.email)?;
     let id = Uuid::new_v4();
     let mut tx = state.pool.begin().await?;
-    sqlx::query("INSERT INTO accounts (id, name, email) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO accounts (id, name, email, spend_control) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(&name)
         .bind(&email)
+        .bind(state.config.spend_control.as_str())
         .execute(&mut *tx)
         .await?;
     let audit = Audit {
@@ -188,7 +214,7 @@ async fn list_accounts(
     let limit = page.limit()?;
     let after: Option<(DateTime<Utc>, Uuid)> = page.after()?;
     let rows: Vec<Account> = sqlx::query_as(
-        "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at, a.low_balance_threshold, a.webhook_url
+        "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at, a.low_balance_threshold, a.webhook_url, a.spend_control
          FROM accounts a JOIN ledger_accounts l ON l.id = a.id
          WHERE ($1::timestamptz IS NULL OR (a.created_at, a.id) < ($1, $2))
          ORDER BY a.created_at DESC, a.id DESC LIMIT $3",
@@ -215,8 +241,8 @@ async fn get_account(
     Ok(Json(fetch(&mut conn, id).await?))
 }
 
-/// Suspends or reactivates an account (gateways see it in their next snapshot), and sets its
-/// low-balance alert and webhook.
+/// Suspends or reactivates an account and sets its spend control (gateways see both in their
+/// next snapshot), and sets its low-balance alert and webhook.
 #[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", request_body = AccountPatch,
     params(("id" = Uuid, Path, description = "account id")),
     security(("admin_token" = [])),
@@ -232,9 +258,13 @@ async fn patch_account(
         .as_deref()
         .map(|r| check_text("reason", r, 1000))
         .transpose()?;
-    if body.status.is_none() && body.low_balance_threshold.is_none() && body.webhook_url.is_none() {
+    if body.status.is_none()
+        && body.low_balance_threshold.is_none()
+        && body.webhook_url.is_none()
+        && body.spend_control.is_none()
+    {
         return Err(ApiError::invalid(
-            "nothing to change: give status, low_balance_threshold or webhook_url",
+            "nothing to change: give status, spend_control, low_balance_threshold or webhook_url",
         ));
     }
     let threshold = match body.low_balance_threshold {
@@ -259,24 +289,43 @@ async fn patch_account(
             .fetch_optional(&mut *tx)
             .await?;
     locked.ok_or_else(|| ApiError::not_found(format!("account {id} not found")))?;
-    let previous: String = sqlx::query_scalar("SELECT status FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if let Some(status) = body.status.filter(|s| previous != s.as_str()) {
-        sqlx::query("UPDATE accounts SET status = $2 WHERE id = $1")
+    let (previous, previous_control): (String, String) =
+        sqlx::query_as("SELECT status, spend_control FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
             .bind(id)
-            .bind(status.as_str())
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-        let audit = Audit {
-            actor: &admin.actor,
-            action: "account.status",
-            target: format!("account:{id}"),
-            reason: reason.as_deref(),
-            details: serde_json::json!({ "from": previous, "to": status.as_str() }),
-        };
-        audit::record(&mut tx, audit).await?;
+    let status = body.status.filter(|s| previous != s.as_str());
+    let control = body.spend_control.filter(|c| previous_control != c.as_str());
+    if status.is_some() || control.is_some() {
+        sqlx::query(
+            "UPDATE accounts SET status = COALESCE($2, status), spend_control = COALESCE($3, spend_control)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.map(AccountStatus::as_str))
+        .bind(control.map(SpendControlField::as_str))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(status) = status {
+            let audit = Audit {
+                actor: &admin.actor,
+                action: "account.status",
+                target: format!("account:{id}"),
+                reason: reason.as_deref(),
+                details: serde_json::json!({ "from": previous, "to": status.as_str() }),
+            };
+            audit::record(&mut tx, audit).await?;
+        }
+        if let Some(control) = control {
+            let audit = Audit {
+                actor: &admin.actor,
+                action: "account.spend_control",
+                target: format!("account:{id}"),
+                reason: reason.as_deref(),
+                details: serde_json::json!({ "from": previous_control, "to": control.as_str() }),
+            };
+            audit::record(&mut tx, audit).await?;
+        }
         let version = sync::bump(&mut tx).await?;
         sqlx::query("UPDATE ledger_accounts SET sync_version = $2 WHERE id = $1")
             .bind(id)

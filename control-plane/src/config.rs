@@ -36,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "INVOICE_TAX_RATE",
     "WEBHOOK_SIGNING_KEY",
     "WEBHOOK_ALLOW_PRIVATE",
+    "SPEND_CONTROL",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/claudestore";
@@ -133,6 +134,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub payments: PaymentConfig,
     pub webhooks: WebhookConfig,
+    /// The spend control of new accounts (`SPEND_CONTROL`: `reserve`, the default, or `balance`).
+    pub spend_control: metering::wire::SpendControl,
 }
 
 /// Never prints a secret.
@@ -148,6 +151,7 @@ impl fmt::Debug for Config {
             .field("card_payments", &self.payments.stripe_secret_key.is_some())
             .field("crypto_payments", &self.payments.nowpayments_api_key.is_some())
             .field("webhook_allow_private", &self.webhooks.allow_private)
+            .field("spend_control", &self.spend_control)
             .finish_non_exhaustive()
     }
 }
@@ -274,6 +278,11 @@ impl Settings {
                 }
             },
         };
+        let spend_control = match self.get("SPEND_CONTROL").map(str::trim) {
+            None => metering::wire::SpendControl::default(),
+            Some(v) => metering::wire::SpendControl::parse(v)
+                .ok_or_else(|| invalid("SPEND_CONTROL", format!("{v:?} must be reserve or balance")))?,
+        };
         for (key, base) in [
             ("STRIPE_API_BASE", &payments.stripe_api_base),
             ("NOWPAYMENTS_API_BASE", &payments.nowpayments_api_base),
@@ -294,6 +303,7 @@ impl Settings {
             data_dir,
             payments,
             webhooks,
+            spend_control,
         })
     }
 }
@@ -541,6 +551,7 @@ mod tests {
             ("UPSTREAM_INFERENCE_GEO", "US East"),
             ("WEBHOOK_ALLOW_PRIVATE", "yes"),
             ("WEBHOOK_SIGNING_KEY", "short"),
+            ("SPEND_CONTROL", "prepaid"),
         ] {
             let mut s = Settings::default();
             s.set("ADMIN_TOKEN", "admin-token-0123456789");

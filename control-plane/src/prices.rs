@@ -281,6 +281,9 @@ pub struct PriceView {
     /// web_fetch_20260209 tool makes the container free.
     pub code_execution_usd_per_request: Option<String>,
     pub code_execution_credits_per_request: Option<String>,
+    /// The output bound of a request without `max_tokens` in its ceiling; null: the gateway's
+    /// default.
+    pub max_output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -338,6 +341,7 @@ fn view(table: &PriceTable, e: &PriceEntry, now: DateTime<Utc>) -> PriceView {
         code_execution_credits_per_request: e
             .code_execution_usd_per_request
             .map(|fee| money::plain(table.credits_for_usd(fee).unwrap_or_default())),
+        max_output_tokens: e.max_output_tokens,
     }
 }
 
@@ -428,6 +432,12 @@ pub struct PriceChange {
     #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, nullable)]
     pub code_execution_usd_per_request: Option<Option<Amount>>,
+    /// The most output tokens the model gives in one answer: the output side of the ceiling of a
+    /// request that states no `max_tokens` (spend control `reserve`). Default: the latest
+    /// version's; `null`: none (the gateway's default ceiling applies).
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    #[schema(value_type = Option<u64>, nullable)]
+    pub max_output_tokens: Option<Option<u64>>,
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -515,6 +525,10 @@ async fn put_price(
         code_execution_usd_per_request: match body.code_execution_usd_per_request {
             Some(fee) => fee.map(|a| a.0),
             None => previous.and_then(|p| p.code_execution_usd_per_request),
+        },
+        max_output_tokens: match body.max_output_tokens {
+            Some(n) => n,
+            None => previous.and_then(|p| p.max_output_tokens),
         },
     };
     entry.validate().map_err(|e| ApiError::invalid(e.to_string()))?;

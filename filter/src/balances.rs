@@ -94,8 +94,12 @@ pub fn store_account<S: SharedStore + ?Sized>(
         |current| match current.and_then(AccountEntry::decode) {
             Some(mut entry) => {
                 let changed = match mode {
-                    Apply::Forward => entry.apply_snapshot(account.status, account.balance, version),
-                    Apply::Reset => entry.reset_to_snapshot(account.status, account.balance, version),
+                    Apply::Forward => {
+                        entry.apply_snapshot(account.status, account.balance, version, account.spend_control)
+                    }
+                    Apply::Reset => {
+                        entry.reset_to_snapshot(account.status, account.balance, version, account.spend_control)
+                    }
                 };
                 if changed {
                     Change::Write(entry.encode(), true)
@@ -103,10 +107,11 @@ pub fn store_account<S: SharedStore + ?Sized>(
                     Change::Keep(false)
                 }
             }
-            None => Change::Write(
-                AccountEntry::new(account.status, account.balance, version).encode(),
-                true,
-            ),
+            None => {
+                let mut entry = AccountEntry::new(account.status, account.balance, version);
+                entry.spend_control = account.spend_control;
+                Change::Write(entry.encode(), true)
+            }
         },
     );
     counted(store, &account.account_id, written)
@@ -155,6 +160,79 @@ pub fn add_spend<S: SharedStore + ?Sized>(
     attempts: u32,
 ) -> Result<bool, UpdateError> {
     modify(store, account, attempts, |e| e.add_unacked(amount))
+}
+
+/// Credits held on an account by one request in flight, until `expiry_ms` at the latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub account: Uuid,
+    pub amount: Decimal,
+    pub expiry_ms: u64,
+}
+
+/// What an attempt to hold credits found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// Held; `left` is what remained available after the hold.
+    Held { left: Decimal },
+    /// Did not fit: what was available (the entry's spendable minus its holds minus `outside`).
+    Short { available: Decimal },
+    /// No entry for the account (not synced yet): nothing held.
+    NoEntry,
+}
+
+/// Holds `hold.amount` on the account if it fits what is available: the entry's spendable balance
+/// minus the holds in force minus `outside` (what the entry does not show: other Envoys' holds,
+/// this worker's unpublished spend). Decided and written in one compare-and-swap, so concurrent
+/// requests on every worker of the Envoy never hold the same credits twice.
+pub fn reserve<S: SharedStore + ?Sized>(
+    store: &S,
+    hold: &Hold,
+    outside: Decimal,
+    now_ms: u64,
+    attempts: u32,
+) -> Result<Reserved, UpdateError> {
+    let written = update(
+        store,
+        &account_entry_name(&hold.account),
+        attempts,
+        |current| match current.and_then(AccountEntry::decode) {
+            Some(mut entry) => {
+                let available = entry.available(now_ms) - outside;
+                if hold.amount > available {
+                    Change::Keep(Reserved::Short { available })
+                } else {
+                    entry.hold(hold.amount, hold.expiry_ms, now_ms);
+                    Change::Write(
+                        entry.encode(),
+                        Reserved::Held {
+                            left: available - hold.amount,
+                        },
+                    )
+                }
+            }
+            None => Change::Keep(Reserved::NoEntry),
+        },
+    );
+    if matches!(written, Ok(Reserved::Held { .. })) {
+        store.bump_epoch(epoch_shard(&hold.account));
+    }
+    written
+}
+
+/// A request that held credits ended: its hold goes and `spend` (its local amount plus what else
+/// this worker had not published for the account) is spent, in one write.
+pub fn release<S: SharedStore + ?Sized>(
+    store: &S,
+    hold: &Hold,
+    spend: Decimal,
+    now_ms: u64,
+    attempts: u32,
+) -> Result<bool, UpdateError> {
+    modify(store, &hold.account, attempts, |e| {
+        e.release(hold.amount, hold.expiry_ms, now_ms);
+        e.add_unacked(spend);
+    })
 }
 
 /// What the control plane said of one debit's local amount.
@@ -224,6 +302,7 @@ mod tests {
             status: AccountStatus::Active,
             balance: Decimal::from(balance),
             version,
+            spend_control: Default::default(),
         }
     }
 

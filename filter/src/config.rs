@@ -27,6 +27,11 @@
 //! | `spend_publish_fraction` | a worker adds its local spend to the shared account entry on the next tick while it stays at most this fraction of the account's spendable balance, at once beyond it; 0: at once always [0.01] |
 //! | `price_factor` | factor of the built-in price table used until the first snapshot brings prices [0.70] |
 //! | `gateway_id` | sent in debit batches, for operations [none] |
+//! | `hold_ttl_ms` | how long a request's hold on its account's credits lasts at most: a request whose end never comes (its worker or VM gone) stops holding then; keep it above the route's timeout (spend control `reserve`) [960000] |
+//! | `reserve_input_bytes_per_token` | request body bytes (base64 media left out) per input token in a request's ceiling [2.5] |
+//! | `reserve_media_block_tokens` | input tokens a base64 image or document block counts for in a ceiling [4000] |
+//! | `reserve_output_tokens_default` | output tokens of a ceiling when neither the request's `max_tokens` nor the price table bounds them [64000] |
+//! | `reserve_web_searches_default` | searches a web search tool without `max_uses` counts for in a ceiling [10] |
 //!
 //! Unknown fields are refused (`deny_unknown_fields`) so that a typo fails the load instead of
 //! silently falling back to a default. Secrets (internal token, upstream key) never appear in
@@ -105,6 +110,23 @@ struct PluginConfig {
     price_factor: Option<Decimal>,
     #[serde(default)]
     gateway_id: Option<String>,
+    #[serde(default = "default_hold_ttl_ms")]
+    hold_ttl_ms: u64,
+    #[serde(default)]
+    reserve_input_bytes_per_token: Option<Decimal>,
+    #[serde(default)]
+    reserve_media_block_tokens: Option<u64>,
+    #[serde(default)]
+    reserve_output_tokens_default: Option<u64>,
+    #[serde(default)]
+    reserve_web_searches_default: Option<u64>,
+}
+
+// Above the shipped route timeout (900 s), which bounds every answer, streams included: a hold
+// outlives its request. Longer would keep the credits of a request whose worker died unusable for
+// longer.
+fn default_hold_ttl_ms() -> u64 {
+    960_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +271,8 @@ pub struct Settings {
     /// Factor of the built-in price table used until the first snapshot brings the real one.
     pub price_factor: Decimal,
     pub gateway_id: Option<String>,
+    pub hold_ttl: Duration,
+    pub ceiling: metering::ceiling::CeilingRules,
 }
 
 impl Settings {
@@ -386,6 +410,39 @@ impl PluginConfig {
                 "price_factor {price_factor} must be above 0 and at most 10"
             ));
         }
+        let hold_ttl = in_range("hold_ttl_ms", self.hold_ttl_ms, 1_000, 86_400_000)?;
+        let defaults = metering::ceiling::CeilingRules::default();
+        let bytes_per_token = self
+            .reserve_input_bytes_per_token
+            .unwrap_or(defaults.input_bytes_per_token);
+        if bytes_per_token < Decimal::new(1, 1) || bytes_per_token > Decimal::from(100) {
+            return Err(format!(
+                "reserve_input_bytes_per_token is {bytes_per_token}; it must be between 0.1 and 100"
+            ));
+        }
+        let ceiling = metering::ceiling::CeilingRules {
+            input_bytes_per_token: bytes_per_token,
+            media_block_tokens: in_range(
+                "reserve_media_block_tokens",
+                self.reserve_media_block_tokens.unwrap_or(defaults.media_block_tokens),
+                0,
+                10_000_000,
+            )?,
+            output_tokens_default: in_range(
+                "reserve_output_tokens_default",
+                self.reserve_output_tokens_default
+                    .unwrap_or(defaults.output_tokens_default),
+                1,
+                10_000_000,
+            )?,
+            web_searches_default: in_range(
+                "reserve_web_searches_default",
+                self.reserve_web_searches_default
+                    .unwrap_or(defaults.web_searches_default),
+                0,
+                100_000,
+            )?,
+        };
         let routes = match self.routes {
             None => RouteTable::new(default_routes())?,
             Some(rules) => RouteTable::new(
@@ -424,6 +481,8 @@ impl PluginConfig {
             spend_publish_fraction: self.spend_publish_fraction,
             price_factor,
             gateway_id: self.gateway_id,
+            hold_ttl: Duration::from_millis(hold_ttl),
+            ceiling,
         })
     }
 }

@@ -8,7 +8,7 @@
 //! of the stream, or in `on_log` when the stream was cut.
 
 use metering::apikey;
-use metering::wire::{KeyLookup, KeyLookupResult, PROTOCOL_VERSION};
+use metering::wire::{KeyLookup, KeyLookupResult, SpendControl, PROTOCOL_VERSION};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use rust_decimal::Decimal;
@@ -16,14 +16,15 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use crate::admission::{admit_known, extract_key, gateway_ready, key_shaped, well_formed_key};
-use crate::balances::{apply_account, apply_key, read_account, read_key};
+use crate::balances::{apply_account, apply_key, read_account, read_key, Hold};
 use crate::config::UpstreamKey;
 use crate::exchange::{Admission, Exchange};
 use crate::host::{self, Call, HostStore};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Shortfall};
 use crate::rewrite::{
-    fewer_edits, plan_request_body, upstream_header_edits, HeaderEdit, Headers, REQUEST_ID_HEADER,
+    fewer_edits, plan_request, upstream_header_edits, HeaderEdit, Headers, REQUEST_ID_HEADER,
 };
+use crate::worker::NotHeld;
 use crate::root::Shared;
 use crate::route::RouteKind;
 
@@ -46,6 +47,7 @@ struct Request<'a> {
     clock: SystemTime,
     /// The account's spendable balance as this worker judged it.
     spendable: Decimal,
+    spend_control: SpendControl,
 }
 
 pub struct BillingHttp {
@@ -56,6 +58,10 @@ pub struct BillingHttp {
     in_flight: bool,
     /// The request body is being held until its end (billed routes).
     holding_body: bool,
+    /// How the account admits requests (read with its entry at admission).
+    spend_control: SpendControl,
+    /// The credits this request holds on its account until it ends (spend control `reserve`).
+    hold: Option<Hold>,
     refused: bool,
 }
 
@@ -67,6 +73,8 @@ impl BillingHttp {
             exchange: None,
             in_flight: false,
             holding_body: false,
+            spend_control: SpendControl::Balance,
+            hold: None,
             refused: false,
         }
     }
@@ -134,6 +142,7 @@ impl BillingHttp {
                             end_of_stream,
                             clock,
                             spendable: account.spendable(),
+                            spend_control: account.spend_control,
                         };
                         self.admit(shared, request, key_hash, entry.account_id)
                     }
@@ -252,6 +261,7 @@ impl BillingHttp {
                     end_of_stream: pending.end_of_stream,
                     clock: host::now(),
                     spendable: a.spendable(),
+                    spend_control: a.spend_control,
                 };
                 if self.admit(shared, request, pending.key_hash, k.account_id) == Action::Continue {
                     host::resume_request();
@@ -292,6 +302,7 @@ impl BillingHttp {
             spendable: request.spendable,
         }));
         self.holding_body = true;
+        self.spend_control = request.spend_control;
         shared.metrics.count(&shared.metrics.admitted_billed);
         Action::Continue
     }
@@ -307,13 +318,44 @@ impl BillingHttp {
             Ok(w) => std::rc::Rc::clone(&w.prices),
             Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
         };
-        match plan_request_body(
+        let reserve = self.spend_control == SpendControl::Reserve;
+        match plan_request(
             exchange.admission.route,
             &body,
             &prices,
             exchange.admission.admitted_at,
+            reserve.then_some(&shared.settings.ceiling),
         ) {
             Ok(plan) => {
+                if let Some(ceiling) = &plan.ceiling {
+                    let account = exchange.admission.account_id;
+                    let held = match shared.worker.try_borrow_mut() {
+                        Ok(mut w) => w.reserve(&HostStore, account, ceiling.credits, host::now_ms()),
+                        Err(_) => return self.refuse(Some(shared), Refusal::ControlPlaneUnavailable),
+                    };
+                    match held {
+                        Ok(hold) => {
+                            if hold.is_none() {
+                                shared.metrics.count(&shared.metrics.admitted_without_hold);
+                            }
+                            self.hold = hold;
+                        }
+                        Err(NotHeld::Short(available)) => {
+                            let shortfall = Shortfall {
+                                ceiling: ceiling.credits,
+                                available,
+                                model: plan.model,
+                                output_tokens: ceiling.output_tokens,
+                                from_request: ceiling.output_bound
+                                    == metering::ceiling::OutputBound::Request,
+                            };
+                            return self.refuse(Some(shared), Refusal::CeilingExceeded(Box::new(shortfall)));
+                        }
+                    }
+                }
+                let Some(exchange) = self.exchange.as_mut() else {
+                    return Action::Continue;
+                };
                 exchange.model_requested = Some(plan.model);
                 exchange.requested = plan.requested;
                 if let Some(new_body) = plan.new_body {
@@ -338,17 +380,23 @@ impl BillingHttp {
             .exchange
             .as_mut()
             .and_then(|e| if cut { e.cut(now) } else { e.finish(now) });
+        let hold = self.hold.take();
         let Ok(mut worker) = shared.worker.try_borrow_mut() else {
             log::error!("worker state busy; debit not recorded");
             return;
         };
+        if debit.is_none() {
+            if let Some(hold) = hold {
+                worker.release_hold(&HostStore, hold, host::now_ms());
+            }
+        }
         if let Some(debit) = debit {
             let m = &shared.metrics;
             m.count(&m.debits_finalised);
             if debit.partial {
                 m.count(&m.debits_partial);
             }
-            let recorded = worker.record_debit(&HostStore, &debit, spendable);
+            let recorded = worker.record_debit(&HostStore, &debit, spendable, hold);
             if recorded.served_model_unpriced {
                 m.count(&m.served_model_unpriced);
             }

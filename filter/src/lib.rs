@@ -16,6 +16,7 @@ pub mod config;
 pub mod debit_json;
 pub mod debits;
 pub mod exchange;
+pub mod holds;
 pub mod host;
 pub mod http;
 pub mod ids;

@@ -2,6 +2,7 @@
 //! and the body `{"type":"error","error":{"type":...,"message":...}}` the contract fixes.
 
 use metering::billable::Unbillable;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -14,6 +15,19 @@ struct ErrorBody {
 struct ErrorDetail {
     r#type: &'static str,
     message: String,
+}
+
+/// What a request refused for its ceiling was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall {
+    /// The request's ceiling, credits.
+    pub ceiling: Decimal,
+    /// What the account had available (spendable minus holds in flight), credits.
+    pub available: Decimal,
+    pub model: String,
+    pub output_tokens: u64,
+    /// Whether `output_tokens` is the request's own `max_tokens`.
+    pub from_request: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +48,8 @@ pub enum Refusal {
     SuspendedAccount,
     /// 402: spendable balance <= 0.
     NoCredit,
+    /// 402 (spend control `reserve`): the most the request may cost does not fit what is available.
+    CeilingExceeded(Box<Shortfall>),
     /// 400: the requested model has no price.
     ModelNotPriced(String),
     /// 400: the body's model cannot be read.
@@ -61,7 +77,7 @@ impl Refusal {
             | Refusal::UnknownKey
             | Refusal::RevokedKey
             | Refusal::SuspendedAccount => 401,
-            Refusal::NoCredit => 402,
+            Refusal::NoCredit | Refusal::CeilingExceeded(_) => 402,
             Refusal::ModelNotPriced(_) | Refusal::UnreadableBody(_) | Refusal::NotBillable(_) => 400,
             Refusal::ControlPlaneUnavailable
             | Refusal::LookupFailed
@@ -92,6 +108,7 @@ impl Refusal {
             Refusal::RevokedKey => "revoked_key",
             Refusal::SuspendedAccount => "suspended_account",
             Refusal::NoCredit => "no_credit",
+            Refusal::CeilingExceeded(_) => "ceiling_exceeded",
             Refusal::ModelNotPriced(_) => "model_not_priced",
             Refusal::UnreadableBody(_) => "unreadable_body",
             Refusal::NotBillable(u) => u.reason(),
@@ -103,7 +120,7 @@ impl Refusal {
     }
 
     /// Every reason label, for defining the metrics up front.
-    pub const REASONS: [&'static str; 18] = [
+    pub const REASONS: [&'static str; 19] = [
         "route_not_offered",
         "missing_key",
         "conflicting_keys",
@@ -112,6 +129,7 @@ impl Refusal {
         "revoked_key",
         "suspended_account",
         "no_credit",
+        "ceiling_exceeded",
         "model_not_priced",
         "unreadable_body",
         "modifier_not_priced",
@@ -136,6 +154,7 @@ impl Refusal {
             Refusal::RevokedKey => "this API key has been revoked".into(),
             Refusal::SuspendedAccount => "the account of this API key is suspended".into(),
             Refusal::NoCredit => "your credit balance is too low; buy credits to continue".into(),
+            Refusal::CeilingExceeded(s) => s.message(),
             Refusal::ModelNotPriced(m) => format!("model {m} is not available on this gateway"),
             Refusal::UnreadableBody(why) => format!("the request body could not be read: {why}"),
             Refusal::NotBillable(why) => why.to_string(),
@@ -161,9 +180,71 @@ impl Refusal {
     }
 }
 
+impl Shortfall {
+    /// "this request may cost up to 112.6 credits (max_tokens 32000 on claude-opus-4-8); 40.2
+    /// credits are available: lower max_tokens or buy credits". The ceiling is rounded up and the
+    /// available credits down, to a tenth: the figures never make the gap look smaller.
+    pub fn message(&self) -> String {
+        let ceiling = self
+            .ceiling
+            .round_dp_with_strategy(1, RoundingStrategy::ToPositiveInfinity)
+            .normalize();
+        let available = self
+            .available
+            .max(Decimal::ZERO)
+            .round_dp_with_strategy(1, RoundingStrategy::ToNegativeInfinity)
+            .normalize();
+        let (bound, remedy) = if self.from_request {
+            (
+                format!("max_tokens {} on {}", self.output_tokens, self.model),
+                "lower max_tokens or buy credits",
+            )
+        } else {
+            (
+                format!(
+                    "no max_tokens: up to {} output tokens on {}",
+                    self.output_tokens, self.model
+                ),
+                "set a lower max_tokens or buy credits",
+            )
+        };
+        format!(
+            "this request may cost up to {ceiling} credits ({bound}); {available} credits are available: {remedy}"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shortfall(from_request: bool) -> Shortfall {
+        Shortfall {
+            ceiling: Decimal::new(1_125_252, 4),
+            available: Decimal::new(40_28, 2),
+            model: "claude-opus-4-8".into(),
+            output_tokens: 32_000,
+            from_request,
+        }
+    }
+
+    #[test]
+    fn a_ceiling_refusal_states_the_ceiling_what_is_available_and_the_remedy() {
+        let r = Refusal::CeilingExceeded(Box::new(shortfall(true)));
+        assert_eq!((r.status(), r.error_type()), (402, "billing_error"));
+        assert_eq!(
+            r.message(),
+            "this request may cost up to 112.6 credits (max_tokens 32000 on claude-opus-4-8); \
+             40.2 credits are available: lower max_tokens or buy credits"
+        );
+        let mut s = shortfall(false);
+        s.available = Decimal::new(-3, 0);
+        assert_eq!(
+            s.message(),
+            "this request may cost up to 112.6 credits (no max_tokens: up to 32000 output tokens \
+             on claude-opus-4-8); 0 credits are available: set a lower max_tokens or buy credits"
+        );
+    }
 
     #[test]
     fn body_has_anthropic_error_shape() {
@@ -210,6 +291,7 @@ mod tests {
             Refusal::RevokedKey,
             Refusal::SuspendedAccount,
             Refusal::NoCredit,
+            Refusal::CeilingExceeded(Box::new(shortfall(true))),
             Refusal::ModelNotPriced(String::new()),
             Refusal::UnreadableBody(String::new()),
             Refusal::NotBillable(Unbillable::Modifier {

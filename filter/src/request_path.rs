@@ -82,7 +82,7 @@ fn one_request(worker: &mut Worker, store: &MemoryStore, headers: &Headers, now_
     let Some(debit) = exchange.finish(at) else {
         return false;
     };
-    worker.record_debit(store, &debit, account.spendable());
+    worker.record_debit(store, &debit, account.spendable(), None);
     true
 }
 
@@ -94,7 +94,7 @@ thread_local! {
 /// `root` does: the batch body, the answer's decoding, the settlement in shared data.
 fn batch_path(worker: &mut Worker, store: &MemoryStore) {
     let started = Instant::now();
-    assert!(worker.publish_spend(store).is_empty());
+    assert!(worker.publish_spend(store, 0).is_empty());
     let body = worker.debits.start_batch(1000, None).unwrap();
     let encoded = started.elapsed();
     // What the control plane does is not the filter's: only encoding, decoding and settling count.
@@ -145,6 +145,7 @@ fn request_path() {
         status: AccountStatus::Active,
         balance,
         version: 1,
+        spend_control: Default::default(),
     };
     apply_account(&store, &account, 1, 4).unwrap();
     let now_ms = 1_800_000_000_000;

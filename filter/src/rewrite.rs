@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use metering::billable::{self, Unbillable};
+use metering::ceiling::{ceiling, Ceiling, CeilingRules};
 use metering::request::{RequestFields, RequestMeter};
 use metering::wire::Route;
 use metering::{PriceTable, RequestedOptions};
@@ -229,6 +230,8 @@ pub struct RequestPlan {
     /// What the request asked for that changes its price: its debit carries it.
     pub requested: RequestedOptions,
     pub new_body: Option<Vec<u8>>,
+    /// The most the request may cost, when asked for (spend control `reserve`).
+    pub ceiling: Option<Ceiling>,
 }
 
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true}"#;
@@ -240,6 +243,17 @@ pub fn plan_request_body(
     body: &[u8],
     prices: &PriceTable,
     at: DateTime<Utc>,
+) -> Result<RequestPlan, Refusal> {
+    plan_request(route, body, prices, at, None)
+}
+
+/// [`plan_request_body`], and with `rules` the request's ceiling ([`metering::ceiling`]).
+pub fn plan_request(
+    route: Route,
+    body: &[u8],
+    prices: &PriceTable,
+    at: DateTime<Utc>,
+    rules: Option<&CeilingRules>,
 ) -> Result<RequestPlan, Refusal> {
     let mut meter = RequestMeter::new();
     meter.feed(body);
@@ -259,11 +273,22 @@ pub fn plan_request_body(
         Route::OpenaiChatCompletions if stream => inject_include_usage(body, &fields),
         _ => None,
     };
+    let ceiling = match rules {
+        Some(rules) => {
+            let body_len = u64::try_from(body.len()).unwrap_or(u64::MAX);
+            match ceiling(prices, &fields, &requested, body_len, at, rules) {
+                Ok(c) => Some(c),
+                Err(_) => return Err(Refusal::ModelNotPriced(model)),
+            }
+        }
+        None => None,
+    };
     Ok(RequestPlan {
         model,
         stream,
         requested,
         new_body,
+        ceiling,
     })
 }
 

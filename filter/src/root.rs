@@ -8,12 +8,13 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use metering::wire::Snapshot;
+use metering::wire::{HoldReport, HoldsAnswer, Snapshot, PROTOCOL_VERSION};
 use metering::PriceTable;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use crate::config::Settings;
+use crate::holds;
 use crate::host::{self, Call, HostStore};
 use crate::http::BillingHttp;
 use crate::metrics::Metrics;
@@ -42,6 +43,13 @@ pub struct BillingRoot {
     shared: Option<Shared>,
     sync: SyncProgress,
     flush_token: Option<u32>,
+    /// This worker's hold report in shared data.
+    reporter: holds::Reporter,
+    /// As the leader: the hold report call in flight, and when the next one is due.
+    holds_token: Option<u32>,
+    holds_next_at_ms: u64,
+    /// The Envoy's id in hold reports (`cs.gateway`), once read.
+    gateway: Option<uuid::Uuid>,
     draining: bool,
     /// `proxy_done` was called: the tick may still fire once, it must not call it again.
     done: bool,
@@ -55,6 +63,10 @@ impl BillingRoot {
             shared: None,
             sync: SyncProgress::default(),
             flush_token: None,
+            reporter: holds::Reporter::default(),
+            holds_token: None,
+            holds_next_at_ms: 0,
+            gateway: None,
             draining: false,
             done: false,
         }
@@ -93,6 +105,14 @@ impl BillingRoot {
                 worker.ids.stir(entropy);
             }
             publish_spend(shared, &mut worker);
+            worker.set_others(holds::read_others(&HostStore));
+            self.reporter.tick(
+                &HostStore,
+                self.worker_id,
+                worker.held_here(),
+                now,
+                shared.settings.cas_retries,
+            );
             worker.observe_status(status);
             match worker.refresh_prices(&HostStore, &status) {
                 Ok(true) => log::info!("price table updated from the control plane"),
@@ -110,6 +130,9 @@ impl BillingRoot {
                     self.sync.since = status.version;
                     self.sync.cursor = None;
                     self.request_snapshot(shared, now);
+                }
+                if self.holds_token.is_none() && now >= self.holds_next_at_ms {
+                    self.report_holds(shared, now);
                 }
             }
         }
@@ -148,6 +171,68 @@ impl BillingRoot {
                 );
                 shared.metrics.count(&shared.metrics.sync_failures);
                 self.sync.next_at_ms = now.saturating_add(duration_ms(s.sync_period));
+            }
+        }
+    }
+
+    /// As the leader: this Envoy's holds to the control plane, whose answer is the other Envoys'.
+    fn report_holds(&mut self, shared: &Shared, now: u64) {
+        let s = &shared.settings;
+        self.holds_next_at_ms = now.saturating_add(duration_ms(s.sync_period));
+        let gateway = match self.gateway {
+            Some(g) => g,
+            None => {
+                let candidate = uuid::Uuid::from_bytes(host::random::<16>().unwrap_or_default());
+                let Some(g) = holds::gateway_id(&HostStore, candidate, s.cas_retries) else {
+                    return;
+                };
+                self.gateway = Some(g);
+                g
+            }
+        };
+        let (report, gone) = holds::gather(&HostStore, now);
+        if holds::forget(&HostStore, &gone, s.cas_retries).is_ok() && gone.contains(&self.worker_id) {
+            self.reporter.reregister();
+        }
+        let body = serde_json::to_vec(&HoldReport {
+            protocol: PROTOCOL_VERSION,
+            gateway,
+            holds: report,
+        })
+        .unwrap_or_default();
+        let call = Call {
+            cluster: &s.control_plane_cluster,
+            authority: &s.control_plane_authority,
+            token: &s.internal_token,
+            method: "POST",
+            path: "/internal/v1/holds",
+            body: Some(&body),
+            timeout: s.call_timeout,
+        };
+        match host::dispatch(&call) {
+            Ok(token) => self.holds_token = Some(token),
+            Err(e) => {
+                shared.metrics.count(&shared.metrics.hold_report_failures);
+                log::warn!("hold report not dispatched: {e:?}");
+            }
+        }
+    }
+
+    fn on_holds_answer(&mut self, shared: &Shared, body_size: usize) {
+        self.holds_token = None;
+        let answer = match host::call_status() {
+            Some(200) => serde_json::from_slice::<HoldsAnswer>(&host::call_body(body_size))
+                .map_err(|e| format!("unreadable hold answer: {e}")),
+            Some(status) => Err(format!("hold report answered {status}")),
+            None => Err("hold report failed (timeout or connection error)".into()),
+        };
+        match answer {
+            Ok(answer) => {
+                holds::write_others(&HostStore, &answer.others);
+            }
+            Err(e) => {
+                shared.metrics.count(&shared.metrics.hold_report_failures);
+                log::warn!("{e}; the other gateways' holds stay as last reported");
             }
         }
     }
@@ -349,6 +434,8 @@ impl Context for BillingRoot {
             self.on_snapshot(&shared, body_size);
         } else if self.flush_token == Some(token_id) {
             self.on_debit_ack(&shared, body_size);
+        } else if self.holds_token == Some(token_id) {
+            self.on_holds_answer(&shared, body_size);
         }
     }
 
@@ -405,7 +492,7 @@ impl RootContext for BillingRoot {
 /// The worker's unpublished local spend, into the shared entries (see `Worker::publish_spend`);
 /// false when some of it is still unpublished.
 fn publish_spend(shared: &Shared, worker: &mut Worker) -> bool {
-    let failures = worker.publish_spend(&HostStore);
+    let failures = worker.publish_spend(&HostStore, host::now_ms());
     for e in &failures {
         shared.metrics.spend_not_published(e);
     }

@@ -12,12 +12,17 @@
 //! those debits. So a debit is subtracted exactly once at every instant: first locally, then by
 //! the snapshot, never both for longer than an in-flight acknowledgement, never neither.
 
-use metering::wire::{AccountStatus, KeyStatus};
+use metering::wire::{AccountStatus, KeyStatus, SpendControl};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 /// Format tag: the first byte of every value, so a future layout can be told apart.
 const FORMAT_V1: u8 = 1;
+/// Account entries with spend control and holds (entries written as version 1 still decode).
+const FORMAT_V2: u8 = 2;
+/// Hold groups kept per account; past it the earliest merges into the next (see
+/// [`AccountEntry::hold`]).
+pub const MAX_HOLD_GROUPS: usize = 32;
 /// Acknowledged groups kept per account; past it the two oldest merge (see [`AccountEntry::ack`]).
 pub const MAX_ACK_GROUPS: usize = 16;
 
@@ -46,29 +51,29 @@ pub struct KeyEntry {
 }
 
 /// A little-endian reader over a value; every read is bounds-checked.
-struct Reader<'a> {
-    bytes: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(crate) fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
         let (head, rest) = self.bytes.split_first_chunk::<N>()?;
         self.bytes = rest;
         Some(*head)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         self.take::<1>().map(|[b]| b)
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         self.take::<8>().map(u64::from_le_bytes)
     }
-    fn uuid(&mut self) -> Option<Uuid> {
+    pub(crate) fn uuid(&mut self) -> Option<Uuid> {
         self.take::<16>().map(Uuid::from_bytes)
     }
-    fn decimal(&mut self) -> Option<Decimal> {
+    pub(crate) fn decimal(&mut self) -> Option<Decimal> {
         self.take::<16>().map(Decimal::deserialize)
     }
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.bytes.is_empty()
     }
 }
@@ -132,6 +137,10 @@ pub struct AccountEntry {
     pub unacked: Decimal,
     /// Acknowledged local spend by ack version, each above `snapshot_version`, ascending.
     pub acked: Vec<(u64, Decimal)>,
+    pub spend_control: SpendControl,
+    /// Credits held by this Envoy's requests in flight, grouped by the instant (ms) the holds
+    /// expire, ascending: a request whose end never comes (its worker gone) stops holding then.
+    pub holds: Vec<(u64, Decimal)>,
 }
 
 impl AccountEntry {
@@ -142,7 +151,62 @@ impl AccountEntry {
             balance,
             unacked: Decimal::ZERO,
             acked: Vec::new(),
+            spend_control: SpendControl::default(),
+            holds: Vec::new(),
         }
+    }
+
+    /// Credits held at `now_ms` by this Envoy's requests in flight.
+    pub fn held(&self, now_ms: u64) -> Decimal {
+        self.holds
+            .iter()
+            .filter(|(expiry, _)| *expiry > now_ms)
+            .fold(Decimal::ZERO, |acc, (_, amount)| acc + *amount)
+    }
+
+    /// What a new request may still reserve: spendable minus the holds in force.
+    pub fn available(&self, now_ms: u64) -> Decimal {
+        self.spendable() - self.held(now_ms)
+    }
+
+    /// Holds `amount` until `expiry_ms`. Expired groups go first.
+    pub fn hold(&mut self, amount: Decimal, expiry_ms: u64, now_ms: u64) {
+        self.expire(now_ms);
+        let amount = amount.max(Decimal::ZERO);
+        match self.holds.binary_search_by_key(&expiry_ms, |(e, _)| *e) {
+            Ok(i) => {
+                if let Some((_, a)) = self.holds.get_mut(i) {
+                    *a += amount;
+                }
+            }
+            Err(i) => self.holds.insert(i, (expiry_ms, amount)),
+        }
+        if self.holds.len() > MAX_HOLD_GROUPS {
+            // The earliest group joins the next one: those holds last a little longer (the
+            // later expiry), never less.
+            let (_, earliest) = self.holds.remove(0);
+            if let Some((_, next)) = self.holds.first_mut() {
+                *next += earliest;
+            }
+        }
+    }
+
+    /// The request that held `amount` until `expiry_ms` ended. A group that expired (or was
+    /// merged into a later one) is left alone: its amount stops counting when that group expires.
+    pub fn release(&mut self, amount: Decimal, expiry_ms: u64, now_ms: u64) {
+        if let Ok(i) = self.holds.binary_search_by_key(&expiry_ms, |(e, _)| *e) {
+            if let Some((_, a)) = self.holds.get_mut(i) {
+                *a = (*a - amount.max(Decimal::ZERO)).max(Decimal::ZERO);
+                if a.is_zero() {
+                    self.holds.remove(i);
+                }
+            }
+        }
+        self.expire(now_ms);
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        self.holds.retain(|(expiry, _)| *expiry > now_ms);
     }
 
     /// Snapshot balance minus the local spend no applied snapshot includes yet.
@@ -154,11 +218,21 @@ impl AccountEntry {
 
     /// Applies an account row of a snapshot (or lookup) at `version`. An older row than the one
     /// applied is ignored: versions only move forward. Returns whether anything changed.
-    pub fn apply_snapshot(&mut self, status: AccountStatus, balance: Decimal, version: u64) -> bool {
+    pub fn apply_snapshot(
+        &mut self,
+        status: AccountStatus,
+        balance: Decimal,
+        version: u64,
+        spend_control: SpendControl,
+    ) -> bool {
         if version < self.snapshot_version {
             return false;
         }
-        let changed = version != self.snapshot_version || balance != self.balance || status != self.status;
+        let changed = version != self.snapshot_version
+            || balance != self.balance
+            || status != self.status
+            || spend_control != self.spend_control;
+        self.spend_control = spend_control;
         self.status = status;
         self.balance = balance;
         self.snapshot_version = version;
@@ -175,7 +249,13 @@ impl AccountEntry {
     /// them too early), and the snapshot's balance is what the control plane now holds for
     /// everything it acknowledged. `unacked` stays: those debits are still in the workers' buffers
     /// and no snapshot includes them yet; they are acknowledged at new versions when sent.
-    pub fn reset_to_snapshot(&mut self, status: AccountStatus, balance: Decimal, version: u64) -> bool {
+    pub fn reset_to_snapshot(
+        &mut self,
+        status: AccountStatus,
+        balance: Decimal,
+        version: u64,
+        spend_control: SpendControl,
+    ) -> bool {
         let changed = *self
             != Self {
                 status,
@@ -183,7 +263,10 @@ impl AccountEntry {
                 balance,
                 unacked: self.unacked,
                 acked: Vec::new(),
+                spend_control,
+                holds: self.holds.clone(),
             };
+        self.spend_control = spend_control;
         self.status = status;
         self.balance = balance;
         self.snapshot_version = version;
@@ -228,8 +311,9 @@ impl AccountEntry {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 1 + 8 + 16 + 16 + 1 + self.acked.len() * 24);
-        out.push(FORMAT_V1);
+        let mut out =
+            Vec::with_capacity(1 + 1 + 8 + 16 + 16 + 1 + self.acked.len() * 24 + 2 + self.holds.len() * 24);
+        out.push(FORMAT_V2);
         out.push(account_status_byte(self.status));
         out.extend_from_slice(&self.snapshot_version.to_le_bytes());
         out.extend_from_slice(&self.balance.serialize());
@@ -239,12 +323,22 @@ impl AccountEntry {
             out.extend_from_slice(&v.to_le_bytes());
             out.extend_from_slice(&a.serialize());
         }
+        out.push(match self.spend_control {
+            SpendControl::Reserve => 1,
+            SpendControl::Balance => 2,
+        });
+        out.push(u8::try_from(self.holds.len()).unwrap_or(u8::MAX));
+        for (e, a) in self.holds.iter().take(usize::from(u8::MAX)) {
+            out.extend_from_slice(&e.to_le_bytes());
+            out.extend_from_slice(&a.serialize());
+        }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader { bytes };
-        if r.u8()? != FORMAT_V1 {
+        let format = r.u8()?;
+        if format != FORMAT_V1 && format != FORMAT_V2 {
             return None;
         }
         let status = match r.u8()? {
@@ -260,12 +354,28 @@ impl AccountEntry {
         for _ in 0..n {
             acked.push((r.u64()?, r.decimal()?));
         }
+        let mut spend_control = SpendControl::default();
+        let mut holds = Vec::new();
+        if format == FORMAT_V2 {
+            spend_control = match r.u8()? {
+                1 => SpendControl::Reserve,
+                2 => SpendControl::Balance,
+                _ => return None,
+            };
+            let n = r.u8()?;
+            holds.reserve(usize::from(n));
+            for _ in 0..n {
+                holds.push((r.u64()?, r.decimal()?));
+            }
+        }
         r.done().then_some(Self {
             status,
             snapshot_version,
             balance,
             unacked,
             acked,
+            spend_control,
+            holds,
         })
     }
 }
@@ -347,10 +457,10 @@ mod tests {
         assert_eq!(a.unacked, Decimal::ZERO);
         assert_eq!(a.spendable(), d("7"), "still counted after the ack");
         // A snapshot at 7 does not include the debit recorded at 8.
-        a.apply_snapshot(AccountStatus::Active, d("10"), 7);
+        a.apply_snapshot(AccountStatus::Active, d("10"), 7, SpendControl::Reserve);
         assert_eq!(a.spendable(), d("7"));
         // The snapshot at 8 does: its balance already has the debit, the local amount goes.
-        a.apply_snapshot(AccountStatus::Active, d("7"), 8);
+        a.apply_snapshot(AccountStatus::Active, d("7"), 8, SpendControl::Reserve);
         assert_eq!(a.spendable(), d("7"));
         assert!(a.acked.is_empty());
     }
@@ -360,7 +470,7 @@ mod tests {
         let mut a = account("10", 5);
         a.add_unacked(d("2"));
         // The leader applied a snapshot at 9 (balance with the debit) before the ack arrived.
-        a.apply_snapshot(AccountStatus::Active, d("8"), 9);
+        a.apply_snapshot(AccountStatus::Active, d("8"), 9, SpendControl::Reserve);
         assert_eq!(
             a.spendable(),
             d("6"),
@@ -373,7 +483,7 @@ mod tests {
     #[test]
     fn older_snapshot_rows_are_ignored() {
         let mut a = account("10", 5);
-        assert!(!a.apply_snapshot(AccountStatus::Suspended, d("99"), 4));
+        assert!(!a.apply_snapshot(AccountStatus::Suspended, d("99"), 4, SpendControl::Reserve));
         assert_eq!((a.balance, a.status), (d("10"), AccountStatus::Active));
     }
 
@@ -385,7 +495,7 @@ mod tests {
         a.add_unacked(d("3"));
         assert_eq!(a.spendable(), d("5"));
         // The control plane restarted its numbering at 7 and holds 9 credits.
-        assert!(a.reset_to_snapshot(AccountStatus::Suspended, d("9"), 7));
+        assert!(a.reset_to_snapshot(AccountStatus::Suspended, d("9"), 7, SpendControl::Reserve));
         assert_eq!(
             (a.status, a.balance, a.snapshot_version),
             (AccountStatus::Suspended, d("9"), 7)
@@ -396,10 +506,10 @@ mod tests {
         // From here versions move forward again from 7.
         a.ack(d("3"), 8);
         assert_eq!(a.spendable(), d("6"));
-        a.apply_snapshot(AccountStatus::Active, d("6"), 8);
+        a.apply_snapshot(AccountStatus::Active, d("6"), 8, SpendControl::Reserve);
         assert_eq!(a.spendable(), d("6"));
         assert!(
-            !a.reset_to_snapshot(AccountStatus::Active, d("6"), 8),
+            !a.reset_to_snapshot(AccountStatus::Active, d("6"), 8, SpendControl::Reserve),
             "no change"
         );
     }
@@ -416,7 +526,7 @@ mod tests {
         assert_eq!(a.acked[0], (2, d("2")));
         assert_eq!(a.spendable(), d("100") - Decimal::from(n));
         // A snapshot at 1 cannot drop the merged amount (it waits for 2).
-        a.apply_snapshot(AccountStatus::Active, d("99"), 1);
+        a.apply_snapshot(AccountStatus::Active, d("99"), 1, SpendControl::Reserve);
         assert_eq!(a.acked[0], (2, d("2")));
     }
 
@@ -428,5 +538,81 @@ mod tests {
         assert_eq!(a.spendable(), d("10"));
         a.forget_unacked(d("1"));
         assert_eq!(a.unacked, Decimal::ZERO, "never negative");
+    }
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn holds_reduce_what_is_available_until_released_or_expired() {
+        let mut a = AccountEntry::new(AccountStatus::Active, d("10"), 1);
+        a.hold(d("3"), 2_000, 1_000);
+        a.hold(d("4"), 2_000, 1_000);
+        a.hold(d("1.5"), 3_000, 1_000);
+        assert_eq!(a.available(1_000), d("1.5"));
+        assert_eq!(a.spendable(), d("10"), "spendable is the balance side only");
+        a.release(d("3"), 2_000, 1_500);
+        assert_eq!(a.available(1_500), d("4.5"));
+        // The group of 2,000 expires: its 4 credits stop counting, read or written.
+        assert_eq!(a.available(2_000), d("8.5"));
+        a.release(d("4"), 2_000, 2_500);
+        assert_eq!(a.holds, vec![(3_000, d("1.5"))]);
+        a.release(d("1.5"), 3_000, 2_500);
+        assert!(a.holds.is_empty());
+        a.release(d("1"), 3_000, 2_500);
+        assert_eq!(a.available(2_500), d("10"), "a release never adds credits");
+    }
+
+    #[test]
+    fn too_many_groups_merge_into_a_later_expiry() {
+        let mut a = AccountEntry::new(AccountStatus::Active, d("1000"), 1);
+        for i in 0..=MAX_HOLD_GROUPS as u64 {
+            a.hold(d("1"), 10_000 + i, 0);
+        }
+        assert_eq!(a.holds.len(), MAX_HOLD_GROUPS);
+        assert_eq!(a.holds[0], (10_001, d("2")));
+        assert_eq!(a.held(0), Decimal::from(MAX_HOLD_GROUPS as i64 + 1));
+        // The merged group's first request ends: its amount waits for the later expiry.
+        a.release(d("1"), 10_000, 0);
+        assert_eq!(a.held(0), Decimal::from(MAX_HOLD_GROUPS as i64 + 1));
+        assert_eq!(a.held(10_001), Decimal::from(MAX_HOLD_GROUPS as i64 - 1));
+    }
+
+    #[test]
+    fn entries_with_holds_round_trip_and_version_1_entries_still_decode() {
+        let mut a = AccountEntry::new(AccountStatus::Active, d("7.25"), 3);
+        a.spend_control = SpendControl::Balance;
+        a.hold(d("0.125"), 99, 0);
+        a.add_unacked(d("1"));
+        assert_eq!(AccountEntry::decode(&a.encode()), Some(a.clone()));
+        let bytes = a.encode();
+        for cut in 0..bytes.len() {
+            assert_eq!(AccountEntry::decode(bytes.get(..cut).unwrap()), None, "cut at {cut}");
+        }
+        // The version 1 layout: no spend control, no holds.
+        let mut v1 = vec![FORMAT_V1, 1];
+        v1.extend_from_slice(&3u64.to_le_bytes());
+        v1.extend_from_slice(&d("7.25").serialize());
+        v1.extend_from_slice(&Decimal::ZERO.serialize());
+        v1.push(0);
+        let old = AccountEntry::decode(&v1).unwrap();
+        assert_eq!(old, AccountEntry::new(AccountStatus::Active, d("7.25"), 3));
+    }
+
+    #[test]
+    fn snapshots_keep_the_holds_and_take_the_spend_control() {
+        let mut a = AccountEntry::new(AccountStatus::Active, d("10"), 1);
+        a.hold(d("2"), 50, 0);
+        assert!(a.apply_snapshot(AccountStatus::Active, d("10"), 1, SpendControl::Balance));
+        assert_eq!((a.spend_control, a.held(0)), (SpendControl::Balance, d("2")));
+        assert!(a.reset_to_snapshot(AccountStatus::Active, d("5"), 1, SpendControl::Reserve));
+        assert_eq!((a.spend_control, a.available(0)), (SpendControl::Reserve, d("3")));
     }
 }

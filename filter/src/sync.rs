@@ -301,11 +301,11 @@ mod tests {
     fn first_sync_asks_for_a_full_snapshot_and_cursor_is_encoded() {
         assert_eq!(
             snapshot_path(0, None, 500),
-            "/internal/v1/snapshot?protocol=2&limit=500"
+            "/internal/v1/snapshot?protocol=3&limit=500"
         );
         assert_eq!(
             snapshot_path(42, Some("a b&c=d"), 10),
-            "/internal/v1/snapshot?protocol=2&limit=10&since=42&cursor=a%20b%26c%3Dd"
+            "/internal/v1/snapshot?protocol=3&limit=10&since=42&cursor=a%20b%26c%3Dd"
         );
     }
 
@@ -338,6 +338,7 @@ mod tests {
                 status: AccountStatus::Active,
                 balance: Decimal::from(balance),
                 version,
+                spend_control: Default::default(),
             }],
             prices: None,
             next_cursor: cursor.map(str::to_owned),

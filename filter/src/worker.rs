@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::accountcache::{counters_move, epoch_shard, AccountCache};
 use crate::admission::GatewayState;
-use crate::balances::{add_spend, read_account, read_key, settle_spends, SpendOutcome};
+use crate::balances::{
+    add_spend, read_account, read_key, release, reserve, settle_spends, Hold, Reserved, SpendOutcome,
+};
 use crate::config::Settings;
 use crate::debits::{DebitBuffer, PendingDebit, Settlement};
 use crate::ids::DebitIds;
@@ -43,7 +45,21 @@ pub struct Worker {
     /// Local spend finalised here and not yet added to the shared account entries (see
     /// [`Self::record_debit`]).
     unpublished: HashMap<Uuid, Decimal>,
+    /// Credits this worker's requests in flight hold, per account: what it reports for the
+    /// Envoy's hold report to the control plane.
+    held_here: HashMap<Uuid, Decimal>,
+    /// Holds whose release could not be written (shared data contended): tried again each tick.
+    unreleased: Vec<Hold>,
+    /// What other Envoys' requests in flight hold, per account, as the control plane last said.
+    others: HashMap<Uuid, Decimal>,
     pub ids: DebitIds,
+}
+
+/// Why a request's ceiling was not held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotHeld {
+    /// It does not fit: what was available.
+    Short(Decimal),
 }
 
 /// What recording a debit did, for the metrics.
@@ -75,6 +91,9 @@ impl Worker {
             accounts: AccountCache::default(),
             copies: false,
             unpublished: HashMap::new(),
+            held_here: HashMap::new(),
+            unreleased: Vec::new(),
+            others: HashMap::new(),
             ids: DebitIds::new(seed),
             settings,
         }
@@ -198,6 +217,88 @@ impl Worker {
         entry
     }
 
+    /// Holds a request's ceiling on its account (spend control `reserve`): `Ok(Some(hold))` when
+    /// held, `Ok(None)` when admitted without a hold (no entry yet, or shared data too contended to
+    /// write: availability first, the debit still comes), `Err` when it does not fit.
+    ///
+    /// The holds expire in groups: `hold_ttl` after the request, rounded up to a sixteenth of it,
+    /// so that an account's entry keeps at most about 17 groups however many requests it serves.
+    pub fn reserve<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        account: Uuid,
+        amount: Decimal,
+        now_ms: u64,
+    ) -> Result<Option<Hold>, NotHeld> {
+        let ttl = duration_ms(self.settings.hold_ttl);
+        let grain = (ttl / 16).max(1);
+        let expiry_ms = now_ms.saturating_add(ttl).div_ceil(grain).saturating_mul(grain);
+        let hold = Hold {
+            account,
+            amount: amount.max(Decimal::ZERO),
+            expiry_ms,
+        };
+        let outside = self.others.get(&account).copied().unwrap_or_default()
+            + self.unpublished.get(&account).copied().unwrap_or_default();
+        self.accounts.forget(&account);
+        match reserve(store, &hold, outside, now_ms, self.settings.cas_retries) {
+            Ok(Reserved::Held { .. }) => {
+                *self.held_here.entry(account).or_default() += hold.amount;
+                Ok(Some(hold))
+            }
+            Ok(Reserved::Short { available }) => Err(NotHeld::Short(available)),
+            Ok(Reserved::NoEntry) | Err(_) => Ok(None),
+        }
+    }
+
+    /// A request that held credits ended without a debit (refused or failed upstream, nothing
+    /// metered): its hold goes, with what this worker had not published for the account.
+    pub fn release_hold<S: SharedStore + ?Sized>(&mut self, store: &S, hold: Hold, now_ms: u64) {
+        self.forget_held(&hold);
+        self.settle_hold(store, hold, now_ms);
+    }
+
+    fn forget_held(&mut self, hold: &Hold) {
+        if let Some(h) = self.held_here.get_mut(&hold.account) {
+            *h = (*h - hold.amount).max(Decimal::ZERO);
+            if h.is_zero() {
+                self.held_here.remove(&hold.account);
+            }
+        }
+    }
+
+    /// One write: the hold goes and the account's unpublished spend is added. What fails is kept
+    /// (the spend unpublished, the hold unreleased) and tried again on the next tick.
+    fn settle_hold<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        hold: Hold,
+        now_ms: u64,
+    ) -> Option<UpdateError> {
+        let spend = self.unpublished.remove(&hold.account).unwrap_or_default();
+        self.accounts.forget(&hold.account);
+        match release(store, &hold, spend, now_ms, self.settings.cas_retries) {
+            Ok(_) => None,
+            Err(e) => {
+                if !spend.is_zero() {
+                    *self.unpublished.entry(hold.account).or_default() += spend;
+                }
+                self.unreleased.push(hold);
+                Some(e)
+            }
+        }
+    }
+
+    /// Per account, what this worker's requests in flight hold (for the Envoy's hold report).
+    pub fn held_here(&self) -> &HashMap<Uuid, Decimal> {
+        &self.held_here
+    }
+
+    /// What the control plane says other Envoys hold (read from shared data on each tick).
+    pub fn set_others(&mut self, others: HashMap<Uuid, Decimal>) {
+        self.others = others;
+    }
+
     /// A request's debit: priced locally, spent on the account, and queued for the control plane.
     /// Never fails to queue: the debit is what counts.
     ///
@@ -208,11 +309,15 @@ impl Worker {
     /// view may be stale): then at once. A busy account with credit to spare costs a shared-data
     /// read and write per tick instead of per request; one whose spendable balance is under a
     /// hundred times a request's cost is published at every request.
+    ///
+    /// A request that held its ceiling releases it here, and its spend is written with the release
+    /// (one write, at once).
     pub fn record_debit<S: SharedStore + ?Sized>(
         &mut self,
         store: &S,
         debit: &Debit,
         spendable: Decimal,
+        hold: Option<Hold>,
     ) -> Recorded {
         let priced = metering::credits(&self.prices, &debit.served_request());
         let (local_amount, served_model_unpriced) = match priced {
@@ -233,7 +338,13 @@ impl Worker {
                 .to_std()
                 .is_ok_and(|took| took <= self.settings.sync_period)
         });
-        let spend_error = if pending.is_zero() {
+        let spend_error = if let Some(hold) = hold {
+            self.forget_held(&hold);
+            let now_ms = debit
+                .finished_at
+                .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0));
+            self.settle_hold(store, hold, now_ms)
+        } else if pending.is_zero() {
             // Nothing to spend (an unpriced model): nothing to publish, now or later.
             self.unpublished.remove(&account);
             None
@@ -275,12 +386,18 @@ impl Worker {
     /// batch is sent (its acknowledgement moves amounts out of the entries' unacknowledged spend,
     /// so they must be in it by then: a batch waits while any write fails). What fails stays
     /// unpublished and is tried again.
-    pub fn publish_spend<S: SharedStore + ?Sized>(&mut self, store: &S) -> Vec<UpdateError> {
-        let accounts: Vec<Uuid> = self.unpublished.keys().copied().collect();
-        accounts
+    pub fn publish_spend<S: SharedStore + ?Sized>(&mut self, store: &S, now_ms: u64) -> Vec<UpdateError> {
+        let mut failures: Vec<UpdateError> = std::mem::take(&mut self.unreleased)
             .into_iter()
-            .filter_map(|account| self.publish_account(store, account).err())
-            .collect()
+            .filter_map(|hold| self.settle_hold(store, hold, now_ms))
+            .collect();
+        let accounts: Vec<Uuid> = self.unpublished.keys().copied().collect();
+        failures.extend(
+            accounts
+                .into_iter()
+                .filter_map(|account| self.publish_account(store, account).err()),
+        );
+        failures
     }
 
     /// Applies the control plane's answers to the shared account entries: one read-modify-write
@@ -379,6 +496,7 @@ mod tests {
             status: AccountStatus::Active,
             balance: Decimal::from(balance),
             version: 1,
+            spend_control: Default::default(),
         };
         apply_account(store, &a, 1, 4).unwrap();
     }
@@ -389,7 +507,7 @@ mod tests {
         seed(&s, 1_000_000);
         let mut w = worker(r#"{"internal_token":"t"}"#);
         let model = w.prices.entries()[0].model.clone();
-        let r = w.record_debit(&s, &debit(&model), Decimal::ZERO);
+        let r = w.record_debit(&s, &debit(&model), Decimal::ZERO, None);
         assert!(r.local_amount > Decimal::ZERO);
         assert_eq!(r.spend_error, None);
         assert_eq!(w.debits.len(), 1);
@@ -403,12 +521,12 @@ mod tests {
         seed(&s, 1_000_000);
         let mut w = worker(r#"{"internal_token":"t"}"#);
         let standard = w
-            .record_debit(&s, &debit("claude-opus-5-5"), Decimal::ZERO)
+            .record_debit(&s, &debit("claude-opus-5-5"), Decimal::ZERO, None)
             .local_amount;
         let mut fast = debit("claude-opus-5-5");
         fast.requested.speed = Some("fast".into());
         fast.usage.inference_geo = Some("us".into());
-        let local = w.record_debit(&s, &fast, Decimal::ZERO).local_amount;
+        let local = w.record_debit(&s, &fast, Decimal::ZERO, None).local_amount;
         assert_eq!(local, standard * Decimal::new(22, 1));
         let authoritative = metering::cost(&w.prices, &fast.served_request()).unwrap();
         assert_eq!(local, authoritative.credits);
@@ -423,8 +541,8 @@ mod tests {
         let model = w.prices.entries()[0].model.clone();
         let shared = |s: &MemoryStore| read_account(s, &account).unwrap();
         let seen = Decimal::from(1_000_000);
-        let first = w.record_debit(&s, &debit(&model), seen).local_amount;
-        let second = w.record_debit(&s, &debit(&model), seen).local_amount;
+        let first = w.record_debit(&s, &debit(&model), seen, None).local_amount;
+        let second = w.record_debit(&s, &debit(&model), seen, None).local_amount;
         assert!(first > Decimal::ZERO && (first + second) * Decimal::from(100) < seen);
         // Other workers do not see it yet; this one does.
         assert_eq!(shared(&s).spendable(), seen);
@@ -432,13 +550,13 @@ mod tests {
             w.account_view(&account, shared(&s)).spendable(),
             seen - first - second
         );
-        assert!(w.publish_spend(&s).is_empty());
+        assert!(w.publish_spend(&s, 0).is_empty());
         assert_eq!(shared(&s).spendable(), seen - first - second);
         assert_eq!(
             w.account_view(&account, shared(&s)).spendable(),
             seen - first - second
         );
-        assert!(w.publish_spend(&s).is_empty(), "nothing twice");
+        assert!(w.publish_spend(&s, 0).is_empty(), "nothing twice");
         assert_eq!(shared(&s).spendable(), seen - first - second);
     }
 
@@ -450,18 +568,18 @@ mod tests {
         let mut w = worker(r#"{"internal_token":"t"}"#);
         let model = w.prices.entries()[0].model.clone();
         let waited = w
-            .record_debit(&s, &debit(&model), Decimal::from(1_000_000))
+            .record_debit(&s, &debit(&model), Decimal::from(1_000_000), None)
             .local_amount;
         // An account seen near its limit: 1% of it is less than this debit.
-        let r = w.record_debit(&s, &debit(&model), Decimal::from(1_000));
+        let r = w.record_debit(&s, &debit(&model), Decimal::from(1_000), None);
         assert_eq!(r.spend_error, None);
         let expected = Decimal::from(1_000_000) - waited - r.local_amount;
         assert_eq!(read_account(&s, &account).unwrap().spendable(), expected);
-        assert!(w.publish_spend(&s).is_empty());
+        assert!(w.publish_spend(&s, 0).is_empty());
         assert_eq!(read_account(&s, &account).unwrap().spendable(), expected);
         // A fraction of 0 publishes every debit.
         let mut w = worker(r#"{"internal_token":"t","spend_publish_fraction":0}"#);
-        let r = w.record_debit(&s, &debit(&model), Decimal::from(1_000_000));
+        let r = w.record_debit(&s, &debit(&model), Decimal::from(1_000_000), None);
         assert_eq!(
             read_account(&s, &account).unwrap().spendable(),
             expected - r.local_amount
@@ -478,7 +596,7 @@ mod tests {
         let mut long = debit(&model);
         // Admitted a minute before it ended: what its admission saw may be stale by now.
         long.finished_at = Some(long.admitted_at + chrono::Duration::seconds(60));
-        let r = w.record_debit(&s, &long, Decimal::from(1_000_000));
+        let r = w.record_debit(&s, &long, Decimal::from(1_000_000), None);
         assert_eq!(
             read_account(&s, &account).unwrap().spendable(),
             Decimal::from(1_000_000) - r.local_amount
@@ -493,10 +611,10 @@ mod tests {
         let mut w = worker(r#"{"internal_token":"t","cas_retries":2}"#);
         let model = w.prices.entries()[0].model.clone();
         let amount = w
-            .record_debit(&s, &debit(&model), Decimal::from(1_000_000))
+            .record_debit(&s, &debit(&model), Decimal::from(1_000_000), None)
             .local_amount;
         s.interfere.set(2);
-        assert_eq!(w.publish_spend(&s).len(), 1, "every attempt met another writer");
+        assert_eq!(w.publish_spend(&s, 0).len(), 1, "every attempt met another writer");
         assert_eq!(
             read_account(&s, &account).unwrap().spendable(),
             Decimal::from(1_000_000)
@@ -507,7 +625,7 @@ mod tests {
             Decimal::from(1_000_000) - amount,
             "still counted here"
         );
-        assert!(w.publish_spend(&s).is_empty());
+        assert!(w.publish_spend(&s, 0).is_empty());
         assert_eq!(
             read_account(&s, &account).unwrap().spendable(),
             Decimal::from(1_000_000) - amount
@@ -526,10 +644,10 @@ mod tests {
         seed(&s, 10);
         let mut w = worker(r#"{"internal_token":"t"}"#);
         let writes = s.sets.get();
-        let r = w.record_debit(&s, &debit("claude-imaginary"), Decimal::ZERO);
+        let r = w.record_debit(&s, &debit("claude-imaginary"), Decimal::ZERO, None);
         assert_eq!(r.local_amount, Decimal::ZERO);
         assert_eq!(w.debits.len(), 1);
-        assert!(w.publish_spend(&s).is_empty());
+        assert!(w.publish_spend(&s, 0).is_empty());
         assert_eq!(s.sets.get(), writes, "nothing spent, nothing written");
     }
 
@@ -546,6 +664,7 @@ mod tests {
                     status: AccountStatus::Active,
                     balance: Decimal::from(100 + i as i64),
                     version: 1,
+                    spend_control: Default::default(),
                 };
                 apply_account(&s, &a, 1, 4).unwrap();
                 crate::balances::add_spend(&s, account_id, Decimal::new(95, 1), 4).unwrap();
@@ -595,7 +714,7 @@ mod tests {
         seed(&s, 100);
         let mut w = worker(r#"{"internal_token":"t"}"#);
         let model = w.prices.entries()[0].model.clone();
-        let amount = w.record_debit(&s, &debit(&model), Decimal::ZERO).local_amount;
+        let amount = w.record_debit(&s, &debit(&model), Decimal::ZERO, None).local_amount;
         w.debits.start_batch(10, None).unwrap();
         let ack = DebitAck {
             protocol: 1,
@@ -621,6 +740,7 @@ mod tests {
             status: AccountStatus::Active,
             balance: expected,
             version: 5,
+            spend_control: Default::default(),
         };
         apply_account(&s, &a, 5, 4).unwrap();
         assert_eq!(
@@ -746,7 +866,7 @@ mod tests {
         assert_eq!(w.load(), 1);
         assert!(!w.drained(), "a billed request being served will add a debit");
         let model = w.prices.entries()[0].model.clone();
-        w.record_debit(&s, &debit(&model), Decimal::ZERO);
+        w.record_debit(&s, &debit(&model), Decimal::ZERO, None);
         w.in_flight = 0;
         assert_eq!(w.load(), 1);
         assert!(!w.drained());
@@ -817,6 +937,7 @@ mod tests {
             status: AccountStatus::Suspended,
             balance: Decimal::from(5_000),
             version: 2,
+            spend_control: Default::default(),
         };
         apply_account(&s, &top_up, 2, 4).unwrap();
         let entry = w.account_entry(&s, &account).unwrap();
@@ -928,7 +1049,7 @@ mod tests {
         assert!(w.check_counters(&s));
         let model = w.prices.entries()[0].model.clone();
         let seen = w.account_entry(&s, &account).unwrap().spendable();
-        let spent = w.record_debit(&s, &debit(&model), seen).local_amount;
+        let spent = w.record_debit(&s, &debit(&model), seen, None).local_amount;
         assert!(spent > Decimal::ZERO);
         let reads = s.gets.get();
         let entry = w.account_entry(&s, &account).unwrap();
@@ -938,7 +1059,7 @@ mod tests {
             "deferred spend wrote nothing: the copy holds"
         );
         assert_eq!(w.account_view(&account, entry).spendable(), seen - spent);
-        assert!(w.publish_spend(&s).is_empty());
+        assert!(w.publish_spend(&s, 0).is_empty());
         let entry = w.account_entry(&s, &account).unwrap();
         assert_eq!(entry.spendable(), seen - spent, "published: in the shared entry");
         assert_eq!(
@@ -959,7 +1080,7 @@ mod tests {
         s.counters.set(Counters::Frozen);
         let model = w.prices.entries()[0].model.clone();
         let seen = w.account_entry(&s, &account).unwrap().spendable();
-        let spent = w.record_debit(&s, &debit(&model), seen).local_amount;
+        let spent = w.record_debit(&s, &debit(&model), seen, None).local_amount;
         assert!(spent > Decimal::ZERO);
         let entry = w.account_entry(&s, &account).unwrap();
         assert_eq!(w.account_view(&account, entry).spendable(), seen - spent);
@@ -972,5 +1093,143 @@ mod tests {
         }];
         assert!(w.settle(&s, &forgotten).is_empty());
         assert_eq!(w.account_entry(&s, &account).unwrap().spendable(), seen);
+    }
+
+    fn workers(n: usize) -> Vec<Worker> {
+        (0..n).map(|_| worker(r#"{"internal_token":"t","hold_ttl_ms":16000}"#)).collect()
+    }
+
+    #[test]
+    fn two_workers_racing_for_the_last_ceiling_hold_it_once() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 10);
+        let mut w = workers(2);
+        let mut second = w.pop().unwrap();
+        let mut first = w.pop().unwrap();
+        // The second worker holds 6 credits right after the first read the entry: the first's
+        // write then meets another writer's, reads again, and finds 4 left.
+        let raced = std::rc::Rc::new(std::cell::Cell::new(None));
+        let seen = std::rc::Rc::clone(&raced);
+        *s.after_read.borrow_mut() = Some((
+            crate::state::account_entry_name(&account),
+            Box::new(move |s: &MemoryStore| {
+                seen.set(Some(second.reserve(s, account, Decimal::from(6), 1_000)));
+            }),
+        ));
+        let mine = first.reserve(&s, account, Decimal::from(6), 1_000);
+        assert!(matches!(raced.get(), Some(Ok(Some(_)))), "{:?}", raced.get());
+        assert_eq!(mine, Err(NotHeld::Short(Decimal::from(4))));
+        assert_eq!(read_account(&s, &account).unwrap().available(1_000), Decimal::from(4));
+    }
+
+    /// Many requests over three workers against a balance that covers 7 ceilings, with writes
+    /// contended at random: exactly 7 hold, what is held never passes the balance, and once they
+    /// all end the entry holds nothing and has spent exactly their debits.
+    #[test]
+    fn many_requests_against_one_balance_hold_exactly_what_it_covers() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        let model = worker(r#"{"internal_token":"t"}"#).prices.entries()[0].model.clone();
+        let mut w = workers(3);
+        let spend = w[0]
+            .record_debit(&MemoryStore::default(), &debit(&model), Decimal::ZERO, None)
+            .local_amount;
+        let ceiling = spend * Decimal::from(3);
+        seed(&s, 0);
+        let balance = ceiling * Decimal::from(7) + spend;
+        crate::balances::store_account(
+            &s,
+            &AccountState {
+                account_id: account,
+                status: AccountStatus::Active,
+                balance,
+                version: 2,
+                spend_control: Default::default(),
+            },
+            2,
+            crate::balances::Apply::Forward,
+            4,
+        )
+        .unwrap();
+        let mut held = Vec::new();
+        let mut refused = 0;
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..60usize {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            s.interfere.set(u32::try_from(rng % 4).unwrap());
+            let who = i % 3;
+            match w[who].reserve(&s, account, ceiling, 1_000) {
+                Ok(Some(h)) => held.push((who, h)),
+                Ok(None) => panic!("admitted without a hold"),
+                Err(NotHeld::Short(available)) => {
+                    assert!(available < ceiling);
+                    refused += 1;
+                }
+            }
+            let entry = read_account(&s, &account).unwrap();
+            assert!(entry.available(1_000) >= Decimal::ZERO, "over-held at request {i}");
+        }
+        assert_eq!((held.len(), refused), (7, 53));
+        let reported: Decimal = w.iter().flat_map(|w| w.held_here().values()).copied().sum();
+        assert_eq!(reported, ceiling * Decimal::from(7));
+        for (who, hold) in held {
+            w[who].record_debit(&s, &debit(&model), balance, Some(hold));
+        }
+        let entry = read_account(&s, &account).unwrap();
+        assert!(entry.holds.is_empty());
+        assert_eq!(entry.spendable(), balance - spend * Decimal::from(7));
+        assert!(w.iter().all(|w| w.held_here().is_empty()));
+    }
+
+    #[test]
+    fn a_hold_whose_request_never_ends_expires_after_the_ttl() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 10);
+        let mut w = workers(1).pop().unwrap();
+        // Held at t=1 s by a worker that then disappears.
+        let hold = w.reserve(&s, account, Decimal::from(8), 1_000).unwrap().unwrap();
+        assert!(hold.expiry_ms >= 1_000 + 16_000 && hold.expiry_ms <= 1_000 + 17_000);
+        let mut other = workers(1).pop().unwrap();
+        assert_eq!(
+            other.reserve(&s, account, Decimal::from(8), 10_000),
+            Err(NotHeld::Short(Decimal::from(2)))
+        );
+        assert!(other.reserve(&s, account, Decimal::from(8), hold.expiry_ms).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_request_without_a_debit_gives_its_hold_back_and_other_envoys_holds_count() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 10);
+        let mut w = workers(1).pop().unwrap();
+        w.set_others(HashMap::from([(account, Decimal::from(3))]));
+        assert_eq!(
+            w.reserve(&s, account, Decimal::from(8), 0),
+            Err(NotHeld::Short(Decimal::from(7)))
+        );
+        let hold = w.reserve(&s, account, Decimal::from(7), 0).unwrap().unwrap();
+        let writes = s.sets.get();
+        w.release_hold(&s, hold, 10);
+        assert_eq!(s.sets.get(), writes + 1, "one write");
+        assert_eq!(read_account(&s, &account).unwrap().available(10), Decimal::from(10));
+    }
+
+    #[test]
+    fn a_release_that_cannot_be_written_is_retried_on_the_tick() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 10);
+        let mut w = worker(r#"{"internal_token":"t","cas_retries":2}"#);
+        let hold = w.reserve(&s, account, Decimal::from(5), 0).unwrap().unwrap();
+        s.interfere.set(2);
+        w.release_hold(&s, hold, 0);
+        assert_eq!(read_account(&s, &account).unwrap().available(0), Decimal::from(5));
+        assert!(w.publish_spend(&s, 0).is_empty());
+        assert_eq!(read_account(&s, &account).unwrap().available(0), Decimal::from(10));
     }
 }

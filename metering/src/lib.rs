@@ -9,6 +9,7 @@
 //! * [`price`], [`cost`]: the effective-dated price table (rates, tiers, modifiers, fees) and the
 //!   one function that prices a served request, exactly, in credits.
 //! * [`billable`]: whether a request can be billed, decided before it is served.
+//! * [`ceiling`]: the most a request may cost, estimated before it is served (reservation).
 //! * [`wire`]: the internal API between filter and control plane.
 //! * [`apikey`]: the API key format, hashing and display prefix.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
@@ -16,6 +17,7 @@
 pub mod anthropic;
 pub mod apikey;
 pub mod billable;
+pub mod ceiling;
 pub mod cost;
 pub mod json;
 pub mod openai;

@@ -75,6 +75,11 @@ pub struct PriceEntry {
     /// reports. Absent: such requests are refused (unless a web tool makes the container free).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_execution_usd_per_request: Option<Decimal>,
+    /// The most output tokens the model produces in one answer: what a request that states no
+    /// `max_tokens` may cost at most on the output side, for its reservation ([`crate::ceiling`]).
+    /// Absent: the gateway's default ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
 }
 
 /// A request option that multiplies every rate of the request.
@@ -190,6 +195,12 @@ impl PriceEntry {
             .is_some_and(|fee| fee.is_sign_negative())
         {
             return Err(bad("code_execution_usd_per_request is negative".into()));
+        }
+        if self
+            .max_output_tokens
+            .is_some_and(|n| n == 0 || n > crate::usage::MAX_COUNT)
+        {
+            return Err(bad("max_output_tokens must be 1 to 10^12".into()));
         }
         for modifier in Modifier::ALL {
             let field = modifier.field();

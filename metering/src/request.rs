@@ -90,6 +90,10 @@ pub struct DeclaredTools {
     pub free_container: bool,
     /// The `model` of each advisor tool (`advisor_*`) that names one.
     pub advisor_models: Vec<String>,
+    /// Web search tools (`web_search_*`) declared.
+    pub web_search: u32,
+    /// The sum of their `max_uses`; `None` when one declares no bound.
+    pub web_search_max_uses: Option<u64>,
 }
 
 impl DeclaredTools {
@@ -126,6 +130,11 @@ pub struct RequestFields {
     /// The models of `fallbacks`, in order.
     pub fallbacks: Vec<String>,
     pub tools: DeclaredTools,
+    /// Base64 media (image and document sources, data URLs) met anywhere in the body: how many
+    /// strings, and their decoded bytes. The input estimate counts such a block by a bound per
+    /// block, not by its bytes ([`crate::ceiling`]).
+    pub media_blocks: u64,
+    pub media_bytes: u64,
 }
 
 impl RequestFields {
@@ -150,6 +159,7 @@ pub struct RequestMeter {
 struct ToolBeingRead {
     kind: Option<String>,
     model: Option<String>,
+    max_uses: Option<u64>,
 }
 
 /// The `fallbacks` entry being read, when it is an object: it must name a model.
@@ -209,6 +219,18 @@ fn in_list<'a>(path: Path<'a>, list: &str) -> Option<Path<'a>> {
         }
         _ => None,
     }
+}
+
+/// Whether a string at `path` is base64 media: `source.data` (Anthropic image and document
+/// blocks), `image_url.url` and `file.file_data` (OpenAI data URLs), at any depth. A plain URL there
+/// counts as a block too, which only makes the estimate higher.
+fn is_media(path: Path<'_>) -> bool {
+    let [.., Frame::Object(parent), Frame::Object(key)] = path.frames() else {
+        return false;
+    };
+    (key.is("data") && parent.is("source"))
+        || (key.is("url") && parent.is("image_url"))
+        || (key.is("file_data") && parent.is("file"))
 }
 
 /// A string the price depends on: the text, or an error naming the field.
@@ -286,6 +308,8 @@ impl RequestSink {
             tool.kind = value.text().map(str::to_owned);
         } else if rel.is(MODEL) {
             tool.model = value.text().map(str::to_owned);
+        } else if rel.is(&["max_uses"]) {
+            tool.max_uses = value.count().and_then(Result::ok);
         }
     }
 
@@ -300,6 +324,16 @@ impl RequestSink {
         let declared = &mut self.fields.tools;
         if kind.starts_with("code_execution") {
             declared.code_execution.get_or_insert(kind);
+        } else if kind.starts_with("web_search") {
+            declared.web_search = declared.web_search.saturating_add(1);
+            declared.web_search_max_uses = match (declared.web_search, tool.max_uses) {
+                (1, uses) => uses,
+                (_, Some(uses)) => declared.web_search_max_uses.map(|n| n.saturating_add(uses)),
+                (_, None) => None,
+            };
+            if FREE_CONTAINER_TOOLS.contains(&kind.as_str()) {
+                declared.free_container = true;
+            }
         } else if FREE_CONTAINER_TOOLS.contains(&kind.as_str()) {
             declared.free_container = true;
         } else if kind.starts_with("advisor") {
@@ -333,6 +367,12 @@ impl JsonSink for RequestSink {
         // Fields stay as they were at the first error, wherever the chunk it came in ends.
         if self.error.is_some() {
             return;
+        }
+        if let Value::String(text) = value {
+            if is_media(path) {
+                self.fields.media_blocks = self.fields.media_blocks.saturating_add(1);
+                self.fields.media_bytes = self.fields.media_bytes.saturating_add(text.len);
+            }
         }
         match path.depth() {
             0 if value != Value::Object => {

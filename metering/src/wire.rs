@@ -17,7 +17,10 @@ use crate::usage::Usage;
 
 /// 2: price entries may carry modifiers and a code execution fee, which version 1 readers refuse
 /// (their entries deny unknown fields): a snapshot for a version 1 reader leaves them out.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: price entries may carry `max_output_tokens` (left out for older readers); account rows carry
+/// `spend_control` (ignored by older readers); gateways report their holds
+/// (`POST /internal/v1/holds`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 fn protocol_version() -> u32 {
     PROTOCOL_VERSION
@@ -49,6 +52,35 @@ pub struct KeyState {
     pub version: u64,
 }
 
+/// How an account's requests are admitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpendControl {
+    /// A billed request is admitted only if its ceiling (the most it may cost) fits the spendable
+    /// balance, which it holds until the request ends.
+    #[default]
+    Reserve,
+    /// Admitted while the spendable balance is above zero.
+    Balance,
+}
+
+impl SpendControl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpendControl::Reserve => "reserve",
+            SpendControl::Balance => "balance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reserve" => Some(SpendControl::Reserve),
+            "balance" => Some(SpendControl::Balance),
+            _ => None,
+        }
+    }
+}
+
 /// An account's spendable state at a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
@@ -57,6 +89,37 @@ pub struct AccountState {
     /// Credits, exact. Includes every debit applied at or below `version`.
     pub balance: Decimal,
     pub version: u64,
+    #[serde(default)]
+    pub spend_control: SpendControl,
+}
+
+/// Credits held on one account by requests in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountHold {
+    pub account_id: Uuid,
+    pub credits: Decimal,
+}
+
+/// `POST /internal/v1/holds`, by each gateway's sync leader once per sync period: the credits its
+/// requests in flight hold, per account (accounts without holds left out). The answer is what the
+/// *other* gateways hold, which this one subtracts from the accounts' spendable balances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldReport {
+    #[serde(default = "protocol_version")]
+    pub protocol: u32,
+    /// Stable for the life of the Envoy process, unique among the gateways.
+    pub gateway: Uuid,
+    #[serde(default)]
+    pub holds: Vec<AccountHold>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldsAnswer {
+    #[serde(default = "protocol_version")]
+    pub protocol: u32,
+    /// Per account, the sum of the holds the other gateways reported recently.
+    #[serde(default)]
+    pub others: Vec<AccountHold>,
 }
 
 /// `GET /internal/v1/snapshot?since=<version>&cursor=<cursor>&limit=<n>`.
@@ -104,6 +167,11 @@ impl Prices {
                 e.speed.clear();
                 e.inference_geo.clear();
                 e.code_execution_usd_per_request = None;
+            }
+        }
+        if protocol < 3 {
+            for e in &mut self.entries {
+                e.max_output_tokens = None;
             }
         }
         self

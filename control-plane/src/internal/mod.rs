@@ -1,5 +1,5 @@
 //! The internal API for the gateways (contract: "Sync protocol"), authenticated with the internal
-//! token: snapshot deltas by commit-ordered version, debit batches, key lookup.
+//! token: snapshot deltas by commit-ordered version, debit batches, key lookup, hold reports.
 //!
 //! Snapshot paging: rows are read in `(sync_version, id)` order after the cursor, with no upper
 //! bound. A row changed while a reader pages only moves forward, so it is still reached (perhaps
@@ -7,6 +7,7 @@
 //! snapshot's `version` is read before the first page: every change at or below it is included.
 
 mod debits;
+mod holds;
 
 pub use debits::KEYS_BY_HASH;
 
@@ -14,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::Json;
 use metering::wire::{
     AccountState, AccountStatus, DebitAck, DebitBatch, KeyLookup, KeyLookupResult, KeyState, KeyStatus,
-    Prices, Snapshot, PROTOCOL_VERSION,
+    Prices, Snapshot, SpendControl, PROTOCOL_VERSION,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -64,10 +65,10 @@ struct SnapshotCursor {
     after: (i64, Uuid),
 }
 
-type AccountRow = (Uuid, String, Decimal, i64);
+type AccountRow = (Uuid, String, Decimal, i64, String);
 type KeyRow = (String, Uuid, Uuid, String, i64);
 
-fn account_state((account_id, status, balance, version): AccountRow) -> AccountState {
+fn account_state((account_id, status, balance, version, spend_control): AccountRow) -> AccountState {
     AccountState {
         account_id,
         status: if status == "suspended" {
@@ -77,6 +78,7 @@ fn account_state((account_id, status, balance, version): AccountRow) -> AccountS
         },
         balance: crate::money::canonical(balance),
         version: sync::to_wire(version),
+        spend_control: SpendControl::parse(&spend_control).unwrap_or_default(),
     }
 }
 
@@ -94,7 +96,7 @@ fn key_state((key_hash, key_id, account_id, status, version): KeyRow) -> KeyStat
     }
 }
 
-const ACCOUNTS: &str = "SELECT l.id, a.status, l.balance, l.sync_version
+const ACCOUNTS: &str = "SELECT l.id, a.status, l.balance, l.sync_version, a.spend_control
     FROM ledger_accounts l JOIN accounts a ON a.id = l.account_id
     WHERE l.account_id IS NOT NULL AND l.sync_version > $1 AND (l.sync_version, l.id) > ($2, $3)
     ORDER BY l.sync_version, l.id LIMIT $4";
@@ -286,7 +288,7 @@ async fn lookup_key(
     .await?;
     let account = match &key {
         Some((_, _, account_id, _, _)) => sqlx::query_as::<_, AccountRow>(
-            "SELECT l.id, a.status, l.balance, l.sync_version FROM ledger_accounts l
+            "SELECT l.id, a.status, l.balance, l.sync_version, a.spend_control FROM ledger_accounts l
              JOIN accounts a ON a.id = l.account_id WHERE l.id = $1",
         )
         .bind(account_id)
@@ -308,5 +310,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(snapshot))
         .routes(routes!(post_debits))
         .routes(routes!(lookup_key))
+        .routes(routes!(holds::report))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
 }

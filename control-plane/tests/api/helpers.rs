@@ -100,6 +100,7 @@ async fn spawn_app_configured(
             signing_key: WEBHOOK_SIGNING_KEY.into(),
             allow_private: false,
         },
+        spend_control: Default::default(),
     };
     tweak(&mut config);
     let state = AppState::new(pool.clone(), config).await.expect("state");

@@ -20,6 +20,7 @@ mod openapi;
 mod payments;
 mod prices_plans;
 mod snapshot;
+mod spend_control;
 mod usage;
 mod web;
 mod webhooks;

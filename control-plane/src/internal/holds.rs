@@ -1,0 +1,94 @@
+//! `POST /internal/v1/holds`: each gateway's sync leader reports, once per sync period, the
+//! credits its requests in flight hold per account, and gets back what the *other* gateways hold,
+//! which it subtracts from what its own requests may hold (spend control `reserve` across
+//! several Envoys). A report replaces the gateway's previous one; reports older than
+//! [`FRESH_SECS`] (a gateway gone) no longer count, and are deleted after [`KEEP_SECS`].
+
+use axum::extract::State;
+use axum::Json;
+use metering::wire::{AccountHold, HoldReport, HoldsAnswer, PROTOCOL_VERSION};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::auth::Internal;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::ApiJson;
+use crate::AppState;
+
+/// A gateway reports every sync period (250 ms by default): one silent for this long is gone.
+pub const FRESH_SECS: f64 = 15.0;
+/// Reports this old are deleted by the next report of any gateway.
+pub const KEEP_SECS: f64 = 600.0;
+/// Accounts one report may list.
+pub const MAX_ACCOUNTS: usize = 100_000;
+
+/// Replaces the gateway's holds and answers the other gateways' holds.
+#[utoipa::path(post, path = "/internal/v1/holds", tag = "internal",
+    request_body(content = serde_json::Value, description = "metering::wire::HoldReport"),
+    security(("internal_token" = [])),
+    responses((status = 200, description = "metering::wire::HoldsAnswer: per account, the credits the other gateways' requests in flight hold", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn report(
+    _: Internal,
+    State(state): State<AppState>,
+    ApiJson(report): ApiJson<HoldReport>,
+) -> ApiResult<Json<HoldsAnswer>> {
+    if report.holds.len() > MAX_ACCOUNTS {
+        return Err(ApiError::invalid(format!(
+            "a hold report lists at most {MAX_ACCOUNTS} accounts"
+        )));
+    }
+    if report
+        .holds
+        .iter()
+        .any(|h| h.credits <= Decimal::ZERO || h.credits.scale() > 20)
+    {
+        return Err(ApiError::invalid("held credits must be above 0"));
+    }
+    let (accounts, credits): (Vec<Uuid>, Vec<Decimal>) = report
+        .holds
+        .iter()
+        .map(|h| (h.account_id, h.credits))
+        .unzip();
+    let mut tx = state.pool.begin().await?;
+    sqlx::query(
+        "DELETE FROM gateway_holds
+         WHERE gateway = $1 OR reported_at < now() - make_interval(secs => $2)",
+    )
+    .bind(report.gateway)
+    .bind(KEEP_SECS)
+    .execute(&mut *tx)
+    .await?;
+    // One row per account: a report that lists an account twice is summed.
+    sqlx::query(
+        "INSERT INTO gateway_holds (gateway, account_id, credits, reported_at)
+         SELECT $1, account_id, sum(credits), now()
+         FROM unnest($2::uuid[], $3::numeric[]) AS h (account_id, credits)
+         GROUP BY account_id",
+    )
+    .bind(report.gateway)
+    .bind(&accounts)
+    .bind(&credits)
+    .execute(&mut *tx)
+    .await?;
+    let others: Vec<(Uuid, Decimal)> = sqlx::query_as(
+        "SELECT account_id, sum(credits) FROM gateway_holds
+         WHERE gateway <> $1 AND reported_at >= now() - make_interval(secs => $2)
+         GROUP BY account_id ORDER BY account_id",
+    )
+    .bind(report.gateway)
+    .bind(FRESH_SECS)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(HoldsAnswer {
+        protocol: PROTOCOL_VERSION,
+        others: others
+            .into_iter()
+            .map(|(account_id, credits)| AccountHold {
+                account_id,
+                credits: crate::money::canonical(credits),
+            })
+            .collect(),
+    }))
+}

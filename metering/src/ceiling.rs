@@ -1,0 +1,323 @@
+//! A request's ceiling: an upper estimate of what it may cost, computed before it is served from
+//! what its body says, and held against the account's spendable balance while it runs (spend
+//! control `reserve`).
+//!
+//! * Output: the request's `max_tokens` (or `max_completion_tokens`, whichever is larger when both
+//!   are given); absent, the model's `max_output_tokens` from the price table, else the gateway's
+//!   default. The upstream never produces more than the bound it was given.
+//! * Input: the body's bytes, base64 media left out, divided by `input_bytes_per_token`, plus a
+//!   bound per media block (image and document sources, data URLs). Text never has more tokens
+//!   than bytes; English prose runs about 4 bytes per token with the tokenizers before Claude 4.7
+//!   and about 3 with 4.7 and later (30% more tokens for the same text), JSON syntax and escapes
+//!   add bytes without tokens. The default of 2.5 bytes per token stays above the newer tokenizers
+//!   for prose and code. An image is billed about width x height / 750 tokens after the upstream
+//!   resizes it (a few thousand at most), so its base64 bytes say little: it counts as
+//!   `media_block_tokens`.
+//! * Prompt-size tier from the input estimate, modifiers the request asks for (else the upstream's
+//!   default), the code execution fee when the request declares that tool.
+//! * Web searches: the declared `max_uses` at the model's fee; a search tool without `max_uses`
+//!   counts as `web_searches_default`.
+//! * Each `fallbacks` model and each advisor model as one more step with the same input and output
+//!   bounds at its own rates.
+//!
+//! Not covered, so an answer can exceed its ceiling: cache writes (the 1-hour write rate is twice
+//! the input rate), compaction steps, searches beyond the default where none was declared. The
+//! debit is always the answer's actual cost; the ceiling only decides admission.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use crate::cost::{credits, ServedRequest};
+use crate::price::{PriceError, PriceTable};
+use crate::request::{RequestFields, RequestedOptions};
+use crate::usage::{Iteration, Usage, MAX_COUNT};
+
+/// How the estimate is made (the gateway's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CeilingRules {
+    /// Body bytes per input token, above 0.
+    pub input_bytes_per_token: Decimal,
+    /// Tokens a base64 image or document block counts for.
+    pub media_block_tokens: u64,
+    /// Output tokens when neither the request nor the price table bounds them.
+    pub output_tokens_default: u64,
+    /// Web searches a search tool without `max_uses` counts for.
+    pub web_searches_default: u64,
+}
+
+impl Default for CeilingRules {
+    fn default() -> Self {
+        CeilingRules {
+            input_bytes_per_token: Decimal::new(25, 1),
+            media_block_tokens: 4_000,
+            output_tokens_default: 64_000,
+            web_searches_default: 10,
+        }
+    }
+}
+
+/// Where the output bound came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputBound {
+    /// The request's `max_tokens` / `max_completion_tokens`.
+    Request,
+    /// The model's `max_output_tokens` in the price table.
+    Model,
+    /// The gateway's default.
+    Default,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ceiling {
+    /// Credits, exact.
+    pub credits: Decimal,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub output_bound: OutputBound,
+}
+
+/// The ceiling of a request whose body (`body_len` bytes as received) read as `fields`, for the
+/// model it names, admitted at `at`. The model must be priced (checked before, by
+/// [`crate::billable::check`]).
+pub fn ceiling(
+    table: &PriceTable,
+    fields: &RequestFields,
+    requested: &RequestedOptions,
+    body_len: u64,
+    at: DateTime<Utc>,
+    rules: &CeilingRules,
+) -> Result<Ceiling, PriceError> {
+    let model = fields.model.as_deref().unwrap_or_default();
+    let entry = table.resolve(model, at)?;
+    let (output_tokens, output_bound) = match fields.max_tokens.max(fields.max_completion_tokens) {
+        Some(n) => (n, OutputBound::Request),
+        None => match entry.max_output_tokens {
+            Some(n) => (n, OutputBound::Model),
+            None => (rules.output_tokens_default, OutputBound::Default),
+        },
+    };
+    let output_tokens = output_tokens.min(MAX_COUNT);
+    let input_tokens = input_estimate(fields, body_len, rules);
+    let searches = match (fields.tools.web_search, fields.tools.web_search_max_uses) {
+        (0, _) => 0,
+        (_, Some(n)) => n,
+        (n, None) => u64::from(n).saturating_mul(rules.web_searches_default),
+    };
+    let step = |kind: &str, model: &str| Iteration {
+        kind: kind.to_owned(),
+        model: Some(model.to_owned()),
+        input_tokens,
+        output_tokens,
+        ..Iteration::default()
+    };
+    let mut usage = Usage {
+        input_tokens,
+        output_tokens,
+        web_search_requests: searches.min(MAX_COUNT),
+        ..Usage::default()
+    };
+    usage.iterations.extend(fields.fallbacks.iter().map(|m| step("fallback_message", m)));
+    usage
+        .iterations
+        .extend(fields.tools.advisor_models.iter().map(|m| step("advisor_message", m)));
+    fn request<'a>(
+        usage: &'a Usage,
+        model: &'a str,
+        requested: &'a RequestedOptions,
+        at: DateTime<Utc>,
+    ) -> ServedRequest<'a> {
+        ServedRequest {
+            usage,
+            model_requested: model,
+            model_served: None,
+            requested,
+            admitted_at: at,
+        }
+    }
+    let (mut credits_max, _) = credits(table, &request(&usage, model, requested, at))?;
+    // An admin's separate thinking rate may be the higher one: output may all be thinking.
+    let thinking_priced = entry.usd_per_mtok.thinking.is_some()
+        || entry.tiers.iter().any(|t| t.usd_per_mtok.thinking.is_some());
+    if thinking_priced {
+        usage.thinking_tokens = output_tokens;
+        credits_max = credits_max.max(credits(table, &request(&usage, model, requested, at))?.0);
+    }
+    Ok(Ceiling {
+        credits: credits_max,
+        input_tokens,
+        output_tokens,
+        output_bound,
+    })
+}
+
+/// The input estimate, in tokens (see the module documentation).
+pub fn input_estimate(fields: &RequestFields, body_len: u64, rules: &CeilingRules) -> u64 {
+    let text_bytes = body_len.saturating_sub(fields.media_bytes);
+    let per_token = if rules.input_bytes_per_token > Decimal::ZERO {
+        rules.input_bytes_per_token
+    } else {
+        Decimal::ONE
+    };
+    let text_tokens = (Decimal::from(text_bytes) / per_token).ceil();
+    let text_tokens = u64::try_from(text_tokens).unwrap_or(MAX_COUNT);
+    text_tokens
+        .saturating_add(fields.media_blocks.saturating_mul(rules.media_block_tokens))
+        .min(MAX_COUNT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::RequestMeter;
+    use chrono::TimeZone;
+    use std::str::FromStr;
+
+    fn table() -> PriceTable {
+        PriceTable::default_table(Decimal::new(70, 2)).unwrap()
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 6, 0, 0, 0).unwrap()
+    }
+
+    fn read(body: &str) -> RequestFields {
+        let mut m = RequestMeter::new();
+        m.feed(body.as_bytes());
+        m.finish().unwrap()
+    }
+
+    fn of(body: &str) -> Ceiling {
+        let f = read(body);
+        ceiling(
+            &table(),
+            &f,
+            &f.requested_options(),
+            body.len() as u64,
+            at(),
+            &CeilingRules::default(),
+        )
+        .unwrap()
+    }
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    /// Credits per token at 70% of `usd_per_mtok`.
+    fn rate(usd_per_mtok: &str) -> Decimal {
+        d(usd_per_mtok) * d("0.7") / d("1000000") / d("0.005")
+    }
+
+    #[test]
+    fn output_at_max_tokens_plus_the_input_estimate() {
+        let body = r#"{"model":"claude-opus-4-8","max_tokens":32000,"messages":[{"role":"user","content":"Hi"}]}"#;
+        let c = of(body);
+        assert_eq!(c.output_bound, OutputBound::Request);
+        assert_eq!(c.output_tokens, 32_000);
+        // 88 bytes / 2.5 = 35.2 -> 36 tokens.
+        assert_eq!(body.len(), 88);
+        assert_eq!(c.input_tokens, 36);
+        assert_eq!(c.credits, rate("25") * d("32000") + rate("5") * d("36"));
+        assert_eq!(c.credits, d("112.5252"));
+    }
+
+    #[test]
+    fn the_larger_of_max_tokens_and_max_completion_tokens_counts() {
+        let a = of(r#"{"model":"claude-sonnet-4-6","max_completion_tokens":10,"max_tokens":500}"#);
+        let b = of(r#"{"model":"claude-sonnet-4-6","max_tokens":10,"max_completion_tokens":500}"#);
+        assert_eq!((a.output_tokens, b.output_tokens), (500, 500));
+    }
+
+    #[test]
+    fn without_max_tokens_the_model_or_the_default_bounds_output() {
+        let body = r#"{"model":"claude-opus-5-5","messages":[]}"#;
+        let f = read(body);
+        let mut t = table();
+        let model_bound = t.resolve("claude-opus-5-5", at()).unwrap().max_output_tokens;
+        let c = of(body);
+        match model_bound {
+            Some(n) => assert_eq!((c.output_tokens, c.output_bound), (n, OutputBound::Model)),
+            None => assert_eq!(c.output_bound, OutputBound::Default),
+        }
+        let mut entries = t.entries().to_vec();
+        for e in &mut entries {
+            e.max_output_tokens = None;
+        }
+        t = PriceTable::new(entries, Decimal::new(70, 2)).unwrap();
+        let rules = CeilingRules {
+            output_tokens_default: 1234,
+            ..CeilingRules::default()
+        };
+        let c = ceiling(&t, &f, &f.requested_options(), body.len() as u64, at(), &rules).unwrap();
+        assert_eq!((c.output_tokens, c.output_bound), (1234, OutputBound::Default));
+    }
+
+    #[test]
+    fn base64_media_counts_per_block_not_per_byte() {
+        let image = "A".repeat(2_000_000);
+        let body = format!(
+            r#"{{"model":"claude-sonnet-4-6","max_tokens":100,"messages":[{{"role":"user","content":[{{"type":"image","source":{{"type":"base64","media_type":"image/png","data":"{image}"}}}},{{"type":"document","source":{{"data":"{image}","type":"base64"}}}},{{"type":"text","text":"What is this?"}}]}}]}}"#
+        );
+        let f = read(&body);
+        assert_eq!((f.media_blocks, f.media_bytes), (2, 4_000_000));
+        let c = of(&body);
+        let text = body.len() as u64 - 4_000_000;
+        let expected = (Decimal::from(text) / d("2.5")).ceil();
+        assert_eq!(c.input_tokens, u64::try_from(expected).unwrap() + 2 * 4_000);
+        // OpenAI data URLs too.
+        let body = format!(
+            r#"{{"model":"claude-sonnet-4-6","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{image}"}}}},{{"type":"file","file":{{"file_data":"data:application/pdf;base64,{image}"}}}}]}}]}}"#
+        );
+        assert_eq!(read(&body).media_blocks, 2);
+        // A "data" member elsewhere is text.
+        assert_eq!(read(r#"{"model":"m","metadata":{"data":"xyz"}}"#).media_blocks, 0);
+    }
+
+    #[test]
+    fn modifiers_tiers_and_fees_apply_as_in_the_debit() {
+        let plain = of(r#"{"model":"claude-opus-5-5","max_tokens":1000}"#);
+        let fast = of(r#"{"model":"claude-opus-5-5","max_tokens":1000,"speed":"fast","inference_geo":"us"}"#);
+        assert_eq!(fast.credits, plain.credits * d("2.2"));
+        // Haiku 5.5 switches every rate above 100,000 prompt tokens: 300 KB of text is past it.
+        let long = format!(
+            r#"{{"model":"claude-haiku-5-5","max_tokens":1000,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(300_000)
+        );
+        let c = of(&long);
+        assert!(c.input_tokens > 100_000);
+        assert_eq!(
+            c.credits,
+            rate("0.50") * Decimal::from(c.input_tokens) + rate("2.50") * d("1000")
+        );
+    }
+
+    #[test]
+    fn web_search_max_uses_fallbacks_and_advisors_add_their_maxima() {
+        let base = of(r#"{"model":"claude-sonnet-4-6","max_tokens":100}"#);
+        let search = |tools: &str| {
+            let body = format!(r#"{{"model":"claude-sonnet-4-6","max_tokens":100,"tools":{tools}}}"#);
+            let c = of(&body);
+            let input = rate("3") * Decimal::from(c.input_tokens);
+            c.credits - input - rate("15") * d("100")
+        };
+        // 10 USD per 1,000 searches: 0.01 USD each, 1.4 credits at 70%.
+        assert_eq!(search(r#"[{"type":"web_search_20250305","name":"web_search","max_uses":5}]"#), d("7"));
+        assert_eq!(search(r#"[{"type":"web_search_20250305","name":"web_search"}]"#), d("14"));
+        assert_eq!(
+            search(r#"[{"type":"web_search_20250305","max_uses":2},{"type":"web_search_20260209","max_uses":3}]"#),
+            d("7")
+        );
+        let fb = of(r#"{"model":"claude-sonnet-4-6","max_tokens":100,"fallbacks":["claude-opus-4-8"]}"#);
+        let opus_step = rate("25") * d("100") + rate("5") * Decimal::from(fb.input_tokens);
+        let sonnet = rate("15") * d("100") + rate("3") * Decimal::from(fb.input_tokens);
+        assert_eq!(fb.credits, sonnet + opus_step);
+        assert!(base.credits < sonnet);
+    }
+
+    #[test]
+    fn absurd_max_tokens_gives_a_large_ceiling_not_an_overflow() {
+        let c = of(r#"{"model":"claude-fable-5-2","max_tokens":1000000000000}"#);
+        assert_eq!(c.output_tokens, MAX_COUNT);
+        assert!(c.credits > d("1000000"));
+    }
+}
