@@ -97,9 +97,12 @@ pub fn store_account<S: SharedStore + ?Sized>(
                     Apply::Forward => {
                         entry.apply_snapshot(account.status, account.balance, version, account.spend_control)
                     }
-                    Apply::Reset => {
-                        entry.reset_to_snapshot(account.status, account.balance, version, account.spend_control)
-                    }
+                    Apply::Reset => entry.reset_to_snapshot(
+                        account.status,
+                        account.balance,
+                        version,
+                        account.spend_control,
+                    ),
                 };
                 if changed {
                     Change::Write(entry.encode(), true)

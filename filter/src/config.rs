@@ -424,7 +424,8 @@ impl PluginConfig {
             input_bytes_per_token: bytes_per_token,
             media_block_tokens: in_range(
                 "reserve_media_block_tokens",
-                self.reserve_media_block_tokens.unwrap_or(defaults.media_block_tokens),
+                self.reserve_media_block_tokens
+                    .unwrap_or(defaults.media_block_tokens),
                 0,
                 10_000_000,
             )?,

@@ -73,7 +73,11 @@ pub fn decode_report(bytes: &[u8]) -> Option<(u64, Vec<(Uuid, Decimal)>)> {
 }
 
 /// Adds the worker to the registry unless it is there.
-pub fn register<S: SharedStore + ?Sized>(store: &S, worker_id: u64, attempts: u32) -> Result<(), UpdateError> {
+pub fn register<S: SharedStore + ?Sized>(
+    store: &S,
+    worker_id: u64,
+    attempts: u32,
+) -> Result<(), UpdateError> {
     update(store, REGISTRY_KEY, attempts, |current| {
         let mut ids = current.map(decode_ids).unwrap_or_default();
         if ids.contains(&worker_id) {
@@ -99,7 +103,11 @@ fn decode_ids(bytes: &[u8]) -> Vec<u64> {
 /// What this Envoy's workers hold, summed per account over the fresh reports, and the ids whose
 /// reports are older than [`FORGET_MS`] (or missing), which the caller may [`forget`].
 pub fn gather<S: SharedStore + ?Sized>(store: &S, now_ms: u64) -> (Vec<AccountHold>, Vec<u64>) {
-    let ids = store.get(REGISTRY_KEY).0.map(|b| decode_ids(&b)).unwrap_or_default();
+    let ids = store
+        .get(REGISTRY_KEY)
+        .0
+        .map(|b| decode_ids(&b))
+        .unwrap_or_default();
     let mut sums: HashMap<Uuid, Decimal> = HashMap::new();
     let mut gone = Vec::new();
     for id in ids {
@@ -202,7 +210,11 @@ impl Reporter {
             None => true,
             Some((at, last)) => *last != holds || now_ms.saturating_sub(*at) >= HEARTBEAT_MS,
         };
-        if due && store.set(&report_key(worker_id), &encode_report(now_ms, &holds), None).is_ok() {
+        if due
+            && store
+                .set(&report_key(worker_id), &encode_report(now_ms, &holds), None)
+                .is_ok()
+        {
             self.last = Some((now_ms, holds));
         }
     }
@@ -236,8 +248,14 @@ mod tests {
         assert_eq!(
             holds,
             vec![
-                AccountHold { account_id: a, credits: d(7) },
-                AccountHold { account_id: b, credits: d(1) }
+                AccountHold {
+                    account_id: a,
+                    credits: d(7)
+                },
+                AccountHold {
+                    account_id: b,
+                    credits: d(1)
+                }
             ]
         );
         assert!(forgotten.is_empty(), "stale, not yet forgotten");
@@ -266,10 +284,16 @@ mod tests {
     #[test]
     fn others_round_trip_and_are_written_only_when_changed() {
         let s = MemoryStore::default();
-        let others = vec![AccountHold { account_id: Uuid::from_u128(9), credits: Decimal::new(125, 2) }];
+        let others = vec![AccountHold {
+            account_id: Uuid::from_u128(9),
+            credits: Decimal::new(125, 2),
+        }];
         assert!(write_others(&s, &others));
         assert!(!write_others(&s, &others));
-        assert_eq!(read_others(&s), HashMap::from([(Uuid::from_u128(9), Decimal::new(125, 2))]));
+        assert_eq!(
+            read_others(&s),
+            HashMap::from([(Uuid::from_u128(9), Decimal::new(125, 2))])
+        );
         assert!(write_others(&s, &[]));
         assert!(read_others(&s).is_empty());
     }

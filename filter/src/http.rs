@@ -24,9 +24,9 @@ use crate::refusal::{Refusal, Shortfall};
 use crate::rewrite::{
     fewer_edits, plan_request, upstream_header_edits, HeaderEdit, Headers, REQUEST_ID_HEADER,
 };
-use crate::worker::NotHeld;
 use crate::root::Shared;
 use crate::route::RouteKind;
+use crate::worker::NotHeld;
 
 /// A request waiting for the answer to its key lookup.
 struct AwaitingLookup {
@@ -346,8 +346,7 @@ impl BillingHttp {
                                 available,
                                 model: plan.model,
                                 output_tokens: ceiling.output_tokens,
-                                from_request: ceiling.output_bound
-                                    == metering::ceiling::OutputBound::Request,
+                                from_request: ceiling.output_bound == metering::ceiling::OutputBound::Request,
                             };
                             return self.refuse(Some(shared), Refusal::CeilingExceeded(Box::new(shortfall)));
                         }

@@ -594,7 +594,11 @@ mod hold_tests {
         assert_eq!(AccountEntry::decode(&a.encode()), Some(a.clone()));
         let bytes = a.encode();
         for cut in 0..bytes.len() {
-            assert_eq!(AccountEntry::decode(bytes.get(..cut).unwrap()), None, "cut at {cut}");
+            assert_eq!(
+                AccountEntry::decode(bytes.get(..cut).unwrap()),
+                None,
+                "cut at {cut}"
+            );
         }
         // The version 1 layout: no spend control, no holds.
         let mut v1 = vec![FORMAT_V1, 1];

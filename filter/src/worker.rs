@@ -614,7 +614,11 @@ mod tests {
             .record_debit(&s, &debit(&model), Decimal::from(1_000_000), None)
             .local_amount;
         s.interfere.set(2);
-        assert_eq!(w.publish_spend(&s, 0).len(), 1, "every attempt met another writer");
+        assert_eq!(
+            w.publish_spend(&s, 0).len(),
+            1,
+            "every attempt met another writer"
+        );
         assert_eq!(
             read_account(&s, &account).unwrap().spendable(),
             Decimal::from(1_000_000)
@@ -714,7 +718,9 @@ mod tests {
         seed(&s, 100);
         let mut w = worker(r#"{"internal_token":"t"}"#);
         let model = w.prices.entries()[0].model.clone();
-        let amount = w.record_debit(&s, &debit(&model), Decimal::ZERO, None).local_amount;
+        let amount = w
+            .record_debit(&s, &debit(&model), Decimal::ZERO, None)
+            .local_amount;
         w.debits.start_batch(10, None).unwrap();
         let ack = DebitAck {
             protocol: 1,
@@ -1096,7 +1102,9 @@ mod tests {
     }
 
     fn workers(n: usize) -> Vec<Worker> {
-        (0..n).map(|_| worker(r#"{"internal_token":"t","hold_ttl_ms":16000}"#)).collect()
+        (0..n)
+            .map(|_| worker(r#"{"internal_token":"t","hold_ttl_ms":16000}"#))
+            .collect()
     }
 
     #[test]
@@ -1120,7 +1128,10 @@ mod tests {
         let mine = first.reserve(&s, account, Decimal::from(6), 1_000);
         assert!(matches!(raced.get(), Some(Ok(Some(_)))), "{:?}", raced.get());
         assert_eq!(mine, Err(NotHeld::Short(Decimal::from(4))));
-        assert_eq!(read_account(&s, &account).unwrap().available(1_000), Decimal::from(4));
+        assert_eq!(
+            read_account(&s, &account).unwrap().available(1_000),
+            Decimal::from(4)
+        );
     }
 
     /// Many requests over three workers against a balance that covers 7 ceilings, with writes
@@ -1130,7 +1141,9 @@ mod tests {
     fn many_requests_against_one_balance_hold_exactly_what_it_covers() {
         let s = MemoryStore::default();
         let account = Uuid::from_u128(2);
-        let model = worker(r#"{"internal_token":"t"}"#).prices.entries()[0].model.clone();
+        let model = worker(r#"{"internal_token":"t"}"#).prices.entries()[0]
+            .model
+            .clone();
         let mut w = workers(3);
         let spend = w[0]
             .record_debit(&MemoryStore::default(), &debit(&model), Decimal::ZERO, None)
@@ -1170,7 +1183,10 @@ mod tests {
                 }
             }
             let entry = read_account(&s, &account).unwrap();
-            assert!(entry.available(1_000) >= Decimal::ZERO, "over-held at request {i}");
+            assert!(
+                entry.available(1_000) >= Decimal::ZERO,
+                "over-held at request {i}"
+            );
         }
         assert_eq!((held.len(), refused), (7, 53));
         let reported: Decimal = w.iter().flat_map(|w| w.held_here().values()).copied().sum();
@@ -1198,7 +1214,10 @@ mod tests {
             other.reserve(&s, account, Decimal::from(8), 10_000),
             Err(NotHeld::Short(Decimal::from(2)))
         );
-        assert!(other.reserve(&s, account, Decimal::from(8), hold.expiry_ms).unwrap().is_some());
+        assert!(other
+            .reserve(&s, account, Decimal::from(8), hold.expiry_ms)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
@@ -1216,7 +1235,10 @@ mod tests {
         let writes = s.sets.get();
         w.release_hold(&s, hold, 10);
         assert_eq!(s.sets.get(), writes + 1, "one write");
-        assert_eq!(read_account(&s, &account).unwrap().available(10), Decimal::from(10));
+        assert_eq!(
+            read_account(&s, &account).unwrap().available(10),
+            Decimal::from(10)
+        );
     }
 
     #[test]
@@ -1230,6 +1252,9 @@ mod tests {
         w.release_hold(&s, hold, 0);
         assert_eq!(read_account(&s, &account).unwrap().available(0), Decimal::from(5));
         assert!(w.publish_spend(&s, 0).is_empty());
-        assert_eq!(read_account(&s, &account).unwrap().available(0), Decimal::from(10));
+        assert_eq!(
+            read_account(&s, &account).unwrap().available(0),
+            Decimal::from(10)
+        );
     }
 }

@@ -116,10 +116,16 @@ pub fn ceiling(
         web_search_requests: searches.min(MAX_COUNT),
         ..Usage::default()
     };
-    usage.iterations.extend(fields.fallbacks.iter().map(|m| step("fallback_message", m)));
     usage
         .iterations
-        .extend(fields.tools.advisor_models.iter().map(|m| step("advisor_message", m)));
+        .extend(fields.fallbacks.iter().map(|m| step("fallback_message", m)));
+    usage.iterations.extend(
+        fields
+            .tools
+            .advisor_models
+            .iter()
+            .map(|m| step("advisor_message", m)),
+    );
     fn request<'a>(
         usage: &'a Usage,
         model: &'a str,
@@ -210,7 +216,8 @@ mod tests {
 
     #[test]
     fn output_at_max_tokens_plus_the_input_estimate() {
-        let body = r#"{"model":"claude-opus-4-8","max_tokens":32000,"messages":[{"role":"user","content":"Hi"}]}"#;
+        let body =
+            r#"{"model":"claude-opus-4-8","max_tokens":32000,"messages":[{"role":"user","content":"Hi"}]}"#;
         let c = of(body);
         assert_eq!(c.output_bound, OutputBound::Request);
         assert_eq!(c.output_tokens, 32_000);
@@ -301,10 +308,18 @@ mod tests {
             c.credits - input - rate("15") * d("100")
         };
         // 10 USD per 1,000 searches: 0.01 USD each, 1.4 credits at 70%.
-        assert_eq!(search(r#"[{"type":"web_search_20250305","name":"web_search","max_uses":5}]"#), d("7"));
-        assert_eq!(search(r#"[{"type":"web_search_20250305","name":"web_search"}]"#), d("14"));
         assert_eq!(
-            search(r#"[{"type":"web_search_20250305","max_uses":2},{"type":"web_search_20260209","max_uses":3}]"#),
+            search(r#"[{"type":"web_search_20250305","name":"web_search","max_uses":5}]"#),
+            d("7")
+        );
+        assert_eq!(
+            search(r#"[{"type":"web_search_20250305","name":"web_search"}]"#),
+            d("14")
+        );
+        assert_eq!(
+            search(
+                r#"[{"type":"web_search_20250305","max_uses":2},{"type":"web_search_20260209","max_uses":3}]"#
+            ),
             d("7")
         );
         let fb = of(r#"{"model":"claude-sonnet-4-6","max_tokens":100,"fallbacks":["claude-opus-4-8"]}"#);

@@ -218,14 +218,23 @@ pub struct Stack {
     plugin_extra: serde_json::Map<String, serde_json::Value>,
     /// In start order; stopped in reverse.
     procs: Vec<Proc>,
+    /// Where Envoy sends the upstream traffic: host, port, TLS.
+    upstream: Option<(String, u16, bool)>,
+    /// Each Envoy's name and admin port.
+    envoy_admin_ports: Vec<(&'static str, u16)>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         while let Some(mut p) = self.procs.pop() {
-            if p.name == "envoy" && p.is_running() {
+            let admin = self
+                .envoy_admin_ports
+                .iter()
+                .find(|(n, _)| *n == p.name)
+                .map(|(_, port)| *port);
+            if let Some(admin) = admin.filter(|_| p.is_running()) {
                 drain_envoy(
-                    self.config.envoy_admin_port,
+                    admin,
                     Duration::from_millis(self.config.sync_period_ms),
                     ENVOY_DRAIN_DEADLINE,
                 );
@@ -311,6 +320,8 @@ impl Stack {
             config,
             plugin_extra,
             procs: Vec::new(),
+            upstream: None,
+            envoy_admin_ports: Vec::new(),
         };
         let c = stack.config.clone();
         let (host, port, tls) = match &c.upstream {
@@ -329,7 +340,26 @@ impl Stack {
             "/readyz",
         )?;
 
-        let envoy_yaml = stack.render_envoy_config(&host, port, tls)?;
+        stack.upstream = Some((host, port, tls));
+        stack.launch_envoy("envoy", c.gateway_port, c.envoy_admin_port)?;
+        Ok(stack)
+    }
+
+    /// One more Envoy with the same filter configuration, in front of the same control plane and
+    /// upstream, on its own ports (as a second gateway of a fleet would be).
+    pub fn add_envoy(
+        &mut self,
+        name: &'static str,
+        gateway_port: u16,
+        admin_port: u16,
+    ) -> Result<(), String> {
+        self.launch_envoy(name, gateway_port, admin_port)
+    }
+
+    fn launch_envoy(&mut self, name: &'static str, gateway_port: u16, admin_port: u16) -> Result<(), String> {
+        let (host, port, tls) = self.upstream.clone().ok_or("the upstream is not known yet")?;
+        let c = self.config.clone();
+        let envoy_yaml = self.render_envoy_config(name, gateway_port, admin_port, &host, port, tls)?;
         let mut envoy = Command::new(&c.envoy_bin);
         envoy
             .arg("-c")
@@ -342,8 +372,9 @@ impl Stack {
                 "--component-log-level",
                 "wasm:info",
             ]);
-        stack.launch("envoy", &mut envoy, c.envoy_admin_port, "/ready")?;
-        Ok(stack)
+        self.launch(name, &mut envoy, admin_port, "/ready")?;
+        self.envoy_admin_ports.push((name, admin_port));
+        Ok(())
     }
 
     fn launch(
@@ -382,15 +413,23 @@ impl Stack {
     }
 
     /// Renders `envoy/envoy.yaml` into the work dir (mode 0600: it holds tokens) and returns its path.
-    fn render_envoy_config(&self, host: &str, port: u16, tls: bool) -> Result<PathBuf, String> {
+    fn render_envoy_config(
+        &self,
+        name: &str,
+        gateway_port: u16,
+        admin_port: u16,
+        host: &str,
+        port: u16,
+        tls: bool,
+    ) -> Result<PathBuf, String> {
         let c = &self.config;
         let template_path = crate::repo_root().join("envoy").join("envoy.yaml");
         let template = std::fs::read_to_string(&template_path)
             .map_err(|e| format!("cannot read {}: {e}", template_path.display()))?;
         let plugin = serde_json::to_string(&self.plugin_config()).map_err(|e| e.to_string())?;
         let values = BTreeMap::from([
-            ("GATEWAY_PORT", c.gateway_port.to_string()),
-            ("ENVOY_ADMIN_PORT", c.envoy_admin_port.to_string()),
+            ("GATEWAY_PORT", gateway_port.to_string()),
+            ("ENVOY_ADMIN_PORT", admin_port.to_string()),
             ("CONTROL_PORT", c.control_port.to_string()),
             ("UPSTREAM_HOST", host.to_owned()),
             ("UPSTREAM_PORT", port.to_string()),
@@ -402,7 +441,7 @@ impl Stack {
             ),
         ]);
         let rendered = render(&template, &values)?;
-        let out = c.work_dir.join("envoy.yaml");
+        let out = c.work_dir.join(format!("{name}.yaml"));
         write_private(&out, &rendered)?;
         Ok(out)
     }

@@ -45,11 +45,8 @@ pub async fn report(
     {
         return Err(ApiError::invalid("held credits must be above 0"));
     }
-    let (accounts, credits): (Vec<Uuid>, Vec<Decimal>) = report
-        .holds
-        .iter()
-        .map(|h| (h.account_id, h.credits))
-        .unzip();
+    let (accounts, credits): (Vec<Uuid>, Vec<Decimal>) =
+        report.holds.iter().map(|h| (h.account_id, h.credits)).unzip();
     let mut tx = state.pool.begin().await?;
     sqlx::query(
         "DELETE FROM gateway_holds

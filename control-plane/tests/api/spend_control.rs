@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-fn row<'a>(snapshot: &'a Value, account: Uuid) -> &'a Value {
+fn row(snapshot: &Value, account: Uuid) -> &Value {
     snapshot["accounts"]
         .as_array()
         .unwrap()
@@ -38,7 +38,9 @@ async fn new_accounts_reserve_unless_configured_and_a_patch_reaches_the_gateways
     // The change is in the next delta: gateways switch the account's admission at once.
     let delta = app.snapshot(&format!("?protocol=3&since={version}")).await;
     assert_eq!(row(&delta, account)["spend_control"], "balance");
-    let (_, audit) = app.admin_get(&format!("/v1/audit?target=account:{account}")).await;
+    let (_, audit) = app
+        .admin_get(&format!("/v1/audit?target=account:{account}"))
+        .await;
     assert!(audit.to_string().contains("account.spend_control"), "{audit}");
 
     let (status, body) = app
@@ -72,7 +74,12 @@ async fn each_gateway_hears_what_the_others_hold_and_a_report_replaces_the_last(
     let (status, body) = report(&app, g1, json!([{"account_id": a, "credits": "12.5"}])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["others"], json!([]), "nobody else holds anything");
-    report(&app, g2, json!([{"account_id": a, "credits": "2"}, {"account_id": b, "credits": "1"}])).await;
+    report(
+        &app,
+        g2,
+        json!([{"account_id": a, "credits": "2"}, {"account_id": b, "credits": "1"}]),
+    )
+    .await;
     let (_, body) = report(&app, g3, json!([])).await;
     let mut others = body["others"].as_array().unwrap().clone();
     others.sort_by_key(|h| h["account_id"].as_str().unwrap().to_owned());

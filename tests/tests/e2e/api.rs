@@ -195,6 +195,18 @@ impl Api {
 
     /// A new account with one key and `credits` granted (none when "0").
     pub async fn tenant(&self, credits: &str) -> Tenant {
+        self.tenant_with(credits, None).await
+    }
+
+    /// A tenant whose account admits requests while its balance is above zero (spend control
+    /// `balance`), as every account did before reservation: for the tests of what that allows.
+    pub async fn tenant_balance_mode(&self, credits: &str) -> Tenant {
+        self.tenant_with(credits, Some("balance")).await
+    }
+
+    /// A tenant with `spend_control` set before its key exists: whenever the gateway learns of
+    /// the key, it learns of the setting too.
+    pub async fn tenant_with(&self, credits: &str, spend_control: Option<&str>) -> Tenant {
         let name = format!("e2e-{}", Uuid::new_v4().simple());
         let account = self
             .admin_ok(
@@ -209,6 +221,14 @@ impl Api {
         let granted = dec(credits);
         if !granted.is_zero() {
             self.grant(account, credits).await;
+        }
+        if let Some(control) = spend_control {
+            self.admin_ok(
+                Method::PATCH,
+                &format!("/v1/accounts/{account}"),
+                Some(json!({"spend_control": control})),
+            )
+            .await;
         }
         let (key_id, key) = self.new_key(account).await;
         Tenant {

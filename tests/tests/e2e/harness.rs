@@ -107,6 +107,20 @@ impl OwnedGateway {
         assert!(!envoy.is_running(), "Envoy did not stop");
     }
 
+    /// A second Envoy with the same filter in front of the same control plane: the callers' URL
+    /// of that gateway.
+    pub fn add_envoy(&mut self, name: &'static str) -> String {
+        let stack = self.running.stack.as_mut().expect("stack running");
+        let (port, admin) = (
+            stack::free_port().expect("free port"),
+            stack::free_port().expect("free port"),
+        );
+        if let Err(e) = stack.add_envoy(name, port, admin) {
+            panic!("starting {name} failed: {e}");
+        }
+        format!("http://127.0.0.1:{port}")
+    }
+
     pub fn restart_control_plane(&mut self) {
         let stack = self.running.stack.as_mut().expect("stack running");
         if let Err(e) = stack.restart_control_plane() {

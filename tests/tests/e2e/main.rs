@@ -26,6 +26,7 @@ mod outage;
 mod prices;
 mod pricing;
 mod refusals;
+mod reserve;
 mod streaming;
 mod timings;
 // The dashboard suite's WebDriver client, shared rather than copied.
