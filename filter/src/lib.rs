@@ -2,10 +2,12 @@
 //! worker) that admits, rewrites, meters and debits requests to the Claude API.
 //!
 //! Two layers. The decisions are plain functions and small state machines tested natively
-//! (`cargo test -p filter`): [`config`], [`route`], [`admission`], [`refusal`], [`rewrite`],
+//! (`cargo test -p filter`), the request's way through them in [`flow`] (admit, hold, forward,
+//! meter, settle): [`config`], [`route`], [`admission`], [`refusal`], [`rewrite`], [`holds`],
 //! [`exchange`], [`debit_json`], [`meter`], [`state`], [`store`], [`balances`], [`sync`], [`debits`],
 //! [`negcache`], [`keycache`], [`ids`], [`lookup_budget`], [`worker`]. The proxy-wasm side is thin: [`root`] (one per worker: configuration,
-//! the tick that syncs and flushes), [`http`] (one per request: carries out the decisions), and
+//! the tick that syncs, reports holds and flushes), [`http`] (one per request: carries out what
+//! its [`flow`] decides), and
 //! [`host`], the only module that makes host calls.
 // Tests may unwrap: a failing unwrap is a failing test. Outside tests the workspace lints deny it.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -16,6 +18,7 @@ pub mod config;
 pub mod debit_json;
 pub mod debits;
 pub mod exchange;
+pub mod flow;
 pub mod holds;
 pub mod host;
 pub mod http;
@@ -26,8 +29,6 @@ pub mod meter;
 pub mod metrics;
 pub mod negcache;
 pub mod refusal;
-#[cfg(test)]
-mod request_path;
 pub mod rewrite;
 pub mod root;
 pub mod route;

@@ -1,0 +1,575 @@
+//! One request's way through the filter, as a plain state machine: admit, hold, forward, meter,
+//! settle. Every decision is made here, against the worker's state and shared data through
+//! [`SharedStore`], so that it runs (and is tested, and measured) natively; the HTTP context
+//! (`http`) only reads what the host gives, calls these, and carries out the answer.
+//!
+//! ```text
+//! Start --headers--> Refused
+//!   |  \--unknown key--> AwaitingLookup --answer--> (as for a known key)
+//!   |--free route / control plane--> Passing
+//!   \--billed route--> ReadingBody --body end--> Forwarded --end or cut--> settled (debit, hold gone)
+//!                          \--unbillable, ceiling too high--> Refused
+//! ```
+//!
+//! A billed request counts in the worker's `in_flight` from its admission to its settlement, so
+//! that a drain waits for the debit it will add. Its hold (spend control `reserve`), placed when
+//! the body is read, goes exactly once: replaced by the debit, or released when there is none.
+
+use std::time::SystemTime;
+
+use metering::apikey;
+use metering::ceiling::OutputBound;
+use metering::wire::{KeyLookup, KeyLookupResult, SpendControl, PROTOCOL_VERSION};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::admission::{admit_known, extract_key, gateway_ready, key_shaped, well_formed_key};
+use crate::balances::{apply_account, apply_key, read_account, read_key, Hold};
+use crate::config::{Settings, UpstreamKey};
+use crate::exchange::{Admission, Exchange};
+use crate::refusal::{Refusal, Shortfall};
+use crate::rewrite::{fewer_edits, plan_request, upstream_header_edits, HeaderEdit, Headers};
+use crate::route::RouteKind;
+use crate::store::{SharedStore, UpdateError};
+use crate::worker::{NotHeld, Worker};
+
+/// What happened, for the metrics (the HTTP context counts; the measurement ignores them).
+#[derive(Debug)]
+pub enum Event<'a> {
+    AdmittedBilled,
+    AdmittedFree,
+    PassedControlPlane,
+    Refused(&'a Refusal),
+    LookupAsked,
+    LookupFailed,
+    SharedDataContended,
+    AdmittedWithoutHold,
+    DebitFinalised { partial: bool },
+    ServedModelUnpriced,
+    SpendNotPublished(&'a UpdateError),
+}
+
+pub trait Observe {
+    fn event(&self, event: Event<'_>);
+}
+
+/// Observes nothing.
+pub struct Unobserved;
+
+impl Observe for Unobserved {
+    fn event(&self, _: Event<'_>) {}
+}
+
+/// What the host must do after the request headers (or the key lookup's answer).
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Admitted: apply [`header_edits`] for this route and let the request go on (a billed
+    /// request's body is then held until its end).
+    Admit(RouteKind),
+    /// Answer the caller with this refusal.
+    Refuse(Refusal),
+    /// Ask the control plane about the key (`POST /internal/v1/keys/lookup` with this body) and
+    /// pause; then [`RequestFlow::on_lookup`].
+    Lookup(Vec<u8>),
+}
+
+/// What the host must do with a body chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyAction {
+    Continue,
+    Pause,
+    /// The billed body is complete: read it and call [`RequestFlow::on_body_end`].
+    ReadBody,
+}
+
+/// What the host must do once the billed body was read.
+#[derive(Debug, PartialEq)]
+pub enum Forward {
+    /// Forward the body, replaced by this one when given.
+    Body(Option<Vec<u8>>),
+    Refuse(Refusal),
+}
+
+enum Phase {
+    Start,
+    AwaitingLookup {
+        route: RouteKind,
+        key_hash: String,
+        /// The request had no body.
+        end_of_stream: bool,
+    },
+    /// A free route or the control plane's: passed through, nothing to bill.
+    Passing,
+    /// A billed request admitted on its headers, its body held until its end.
+    ReadingBody {
+        exchange: Box<Exchange>,
+        spend_control: SpendControl,
+    },
+    /// The body went to the upstream; the answer is metered until the request settles.
+    Forwarded {
+        exchange: Box<Exchange>,
+    },
+}
+
+pub struct RequestFlow {
+    phase: Phase,
+    /// The request counts in the worker's `in_flight` (admitted billed, not settled).
+    in_flight: bool,
+    /// The credits the request holds on its account (spend control `reserve`).
+    hold: Option<Hold>,
+    /// Answered by the gateway: nothing more goes to the upstream.
+    refused: bool,
+}
+
+impl Default for RequestFlow {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The header edits of an admitted request: the caller's key out, the operator's in (for the
+/// upstream), the gateway's own headers out, in the fewest host calls.
+pub fn header_edits<'a>(
+    headers: &'a Headers,
+    settings: &'a Settings,
+    route: RouteKind,
+) -> Vec<HeaderEdit<'a>> {
+    let key = if route == RouteKind::ControlPlane {
+        &UpstreamKey::None
+    } else {
+        &settings.upstream_key
+    };
+    let from_header = match key {
+        UpstreamKey::FromHeader(h) => headers.get(h),
+        _ => None,
+    };
+    let own = headers.own_header_names();
+    fewer_edits(upstream_header_edits(route, &own, key, from_header), headers)
+}
+
+impl RequestFlow {
+    pub fn new() -> Self {
+        Self {
+            phase: Phase::Start,
+            in_flight: false,
+            hold: None,
+            refused: false,
+        }
+    }
+
+    /// Refused: an admitted request keeps its exchange, for the settlement that frees its place.
+    fn refuse(&mut self, observe: &dyn Observe, refusal: Refusal) -> Refusal {
+        observe.event(Event::Refused(&refusal));
+        self.refused = true;
+        refusal
+    }
+
+    /// The request headers arrived: admit, refuse, or ask about the key.
+    pub fn on_headers<S: SharedStore + ?Sized>(
+        &mut self,
+        worker: &mut Worker,
+        store: &S,
+        observe: &dyn Observe,
+        headers: &Headers,
+        end_of_stream: bool,
+        clock: SystemTime,
+    ) -> Step {
+        match self.decide_headers(worker, store, observe, headers, end_of_stream, clock) {
+            Ok(step) => step,
+            Err(r) => Step::Refuse(self.refuse(observe, r)),
+        }
+    }
+
+    fn decide_headers<S: SharedStore + ?Sized>(
+        &mut self,
+        worker: &mut Worker,
+        store: &S,
+        observe: &dyn Observe,
+        headers: &Headers,
+        end_of_stream: bool,
+        clock: SystemTime,
+    ) -> Result<Step, Refusal> {
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let route = worker
+            .settings
+            .routes
+            .classify(method, path)
+            .ok_or(Refusal::RouteNotOffered)?;
+        if route == RouteKind::ControlPlane {
+            observe.event(Event::PassedControlPlane);
+            self.phase = Phase::Passing;
+            return Ok(Step::Admit(route));
+        }
+        let key = extract_key(headers.get("x-api-key"), headers.get("authorization")).and_then(key_shaped)?;
+        let key_hash = apikey::hash(key);
+        let now = millis(clock);
+        let status = worker.sync_status(store, now);
+        let gateway = worker.gateway_state(&status, now);
+        let known = worker.key_entry(store, &key_hash);
+        // Unknown keys are checked in full before anything else is decided for them.
+        if known.is_none() {
+            well_formed_key(key)?;
+        }
+        gateway_ready(route, gateway)?;
+        if let Some(entry) = known {
+            let account = worker
+                .account_entry(store, &entry.account_id)
+                .map(|a| worker.account_view(&entry.account_id, a));
+            if let Some(account) = account {
+                admit_known(route, &entry, &account)?;
+                let admitted = Admitted {
+                    route,
+                    end_of_stream,
+                    clock,
+                    spendable: account.spendable(),
+                    spend_control: account.spend_control,
+                };
+                return self.admit(worker, observe, admitted, key_hash, entry.account_id);
+            }
+        }
+        let negative = worker.negative.contains(&key_hash, now);
+        if negative {
+            return Err(Refusal::UnknownKey);
+        }
+        if !worker.lookups.try_take(now) {
+            return Err(Refusal::LookupRateLimited);
+        }
+        let body = serde_json::to_vec(&KeyLookup {
+            protocol: PROTOCOL_VERSION,
+            key_hash: key_hash.clone(),
+        })
+        .unwrap_or_default();
+        observe.event(Event::LookupAsked);
+        self.phase = Phase::AwaitingLookup {
+            route,
+            key_hash,
+            end_of_stream,
+        };
+        Ok(Step::Lookup(body))
+    }
+
+    /// The lookup could not be sent.
+    pub fn lookup_not_sent(&mut self, observe: &dyn Observe) -> Refusal {
+        observe.event(Event::LookupFailed);
+        self.refuse(observe, Refusal::LookupFailed)
+    }
+
+    /// The lookup answered (`None`: it failed or was unreadable): store what it says for every
+    /// worker, then decide as for a known key, on what shared data now holds.
+    pub fn on_lookup<S: SharedStore + ?Sized>(
+        &mut self,
+        worker: &mut Worker,
+        store: &S,
+        observe: &dyn Observe,
+        answer: Option<KeyLookupResult>,
+        clock: SystemTime,
+    ) -> Step {
+        let Phase::AwaitingLookup {
+            route,
+            key_hash,
+            end_of_stream,
+        } = std::mem::replace(&mut self.phase, Phase::Start)
+        else {
+            return Step::Refuse(self.refuse(observe, Refusal::LookupFailed));
+        };
+        match self.decide_lookup(
+            worker,
+            store,
+            observe,
+            answer,
+            clock,
+            route,
+            key_hash,
+            end_of_stream,
+        ) {
+            Ok(step) => step,
+            Err(r) => Step::Refuse(self.refuse(observe, r)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_lookup<S: SharedStore + ?Sized>(
+        &mut self,
+        worker: &mut Worker,
+        store: &S,
+        observe: &dyn Observe,
+        answer: Option<KeyLookupResult>,
+        clock: SystemTime,
+        route: RouteKind,
+        key_hash: String,
+        end_of_stream: bool,
+    ) -> Result<Step, Refusal> {
+        let Some(answer) = answer else {
+            observe.event(Event::LookupFailed);
+            return Err(Refusal::LookupFailed);
+        };
+        let (Some(key), Some(account)) = (answer.key, answer.account) else {
+            worker.negative.insert(&key_hash, millis(clock));
+            return Err(Refusal::UnknownKey);
+        };
+        if key.key_hash != key_hash || key.account_id != account.account_id {
+            log::error!("key lookup answered for another key or account; refusing");
+            return Err(Refusal::LookupFailed);
+        }
+        let attempts = worker.settings.cas_retries;
+        let stored = apply_key(store, &key, attempts)
+            .and_then(|_| apply_account(store, &account, answer.version, attempts));
+        if let Err(e) = stored {
+            observe.event(Event::SharedDataContended);
+            log::warn!("lookup answer not stored: {e}");
+        }
+        // A newer snapshot may have been applied meanwhile: decide on what shared data holds.
+        let entry = read_key(store, &key_hash);
+        let view =
+            read_account(store, &account.account_id).map(|a| worker.account_view(&account.account_id, a));
+        let (Some(k), Some(a)) = (entry, view) else {
+            return Err(Refusal::LookupFailed);
+        };
+        admit_known(route, &k, &a)?;
+        let admitted = Admitted {
+            route,
+            end_of_stream,
+            clock,
+            spendable: a.spendable(),
+            spend_control: a.spend_control,
+        };
+        self.admit(worker, observe, admitted, key_hash, k.account_id)
+    }
+
+    fn admit(
+        &mut self,
+        worker: &mut Worker,
+        observe: &dyn Observe,
+        request: Admitted,
+        key_hash: String,
+        account_id: Uuid,
+    ) -> Result<Step, Refusal> {
+        let route = request.route;
+        let RouteKind::Billed(billed) = route else {
+            observe.event(Event::AdmittedFree);
+            self.phase = Phase::Passing;
+            return Ok(Step::Admit(route));
+        };
+        if request.end_of_stream {
+            return Err(Refusal::UnreadableBody("it is empty".into()));
+        }
+        let debit_id = worker.ids.next(millis(request.clock));
+        worker.in_flight = worker.in_flight.saturating_add(1);
+        self.in_flight = true;
+        let exchange = Exchange::new(Admission {
+            debit_id,
+            route: billed,
+            key_hash,
+            account_id,
+            admitted_at: request.clock.into(),
+            spendable: request.spendable,
+        });
+        self.phase = Phase::ReadingBody {
+            exchange: Box::new(exchange),
+            spend_control: request.spend_control,
+        };
+        observe.event(Event::AdmittedBilled);
+        Ok(Step::Admit(route))
+    }
+
+    /// What to do with a request body chunk.
+    pub fn body_action(&self, end_of_stream: bool) -> BodyAction {
+        if self.refused {
+            return BodyAction::Pause;
+        }
+        match self.phase {
+            Phase::AwaitingLookup { .. } => BodyAction::Pause,
+            Phase::ReadingBody { .. } if end_of_stream => BodyAction::ReadBody,
+            Phase::ReadingBody { .. } => BodyAction::Pause,
+            _ => BodyAction::Continue,
+        }
+    }
+
+    /// Whether the billed body is still being held (a body ended by trailers).
+    pub fn reading_body(&self) -> bool {
+        !self.refused && matches!(self.phase, Phase::ReadingBody { .. })
+    }
+
+    /// The billed body is complete: the model must be priced and everything that changes the
+    /// price readable; under `reserve`, the request's ceiling must fit what the account has.
+    pub fn on_body_end<S: SharedStore + ?Sized>(
+        &mut self,
+        worker: &mut Worker,
+        store: &S,
+        observe: &dyn Observe,
+        body: &[u8],
+        clock: SystemTime,
+    ) -> Forward {
+        let Phase::ReadingBody {
+            mut exchange,
+            spend_control,
+        } = std::mem::replace(&mut self.phase, Phase::Start)
+        else {
+            return Forward::Body(None);
+        };
+        exchange.request_body_bytes = u64::try_from(body.len()).unwrap_or(u64::MAX);
+        let reserve = spend_control == SpendControl::Reserve;
+        let settings = std::rc::Rc::clone(&worker.settings);
+        let planned = plan_request(
+            exchange.admission.route,
+            body,
+            &worker.prices,
+            exchange.admission.admitted_at,
+            reserve.then_some(&settings.ceiling),
+        );
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(r) => {
+                // Put the exchange back: the request still counts until it settles (nothing to
+                // debit: its model was never read).
+                self.phase = Phase::ReadingBody {
+                    exchange,
+                    spend_control,
+                };
+                return Forward::Refuse(self.refuse(observe, r));
+            }
+        };
+        if let Some(ceiling) = &plan.ceiling {
+            match worker.reserve(
+                store,
+                exchange.admission.account_id,
+                ceiling.credits,
+                millis(clock),
+            ) {
+                Ok(hold) => {
+                    if hold.is_none() {
+                        observe.event(Event::AdmittedWithoutHold);
+                    }
+                    self.hold = hold;
+                }
+                Err(NotHeld::Short(available)) => {
+                    let shortfall = Shortfall {
+                        ceiling: ceiling.credits,
+                        available,
+                        model: plan.model,
+                        output_tokens: ceiling.output_tokens,
+                        from_request: ceiling.output_bound == OutputBound::Request,
+                    };
+                    self.phase = Phase::ReadingBody {
+                        exchange,
+                        spend_control,
+                    };
+                    let refusal = Refusal::CeilingExceeded(Box::new(shortfall));
+                    return Forward::Refuse(self.refuse(observe, refusal));
+                }
+            }
+        }
+        exchange.model_requested = Some(plan.model);
+        exchange.requested = plan.requested;
+        self.phase = Phase::Forwarded { exchange };
+        Forward::Body(plan.new_body)
+    }
+
+    fn exchange(&self) -> Option<&Exchange> {
+        match &self.phase {
+            Phase::ReadingBody { exchange, .. } | Phase::Forwarded { exchange } => Some(exchange),
+            _ => None,
+        }
+    }
+
+    /// Response headers: the debit id to give the caller (`x-claudestore-request-id`) when the
+    /// request is billed.
+    pub fn on_response_headers(
+        &mut self,
+        status: u16,
+        content_type: Option<&str>,
+        upstream_request_id: Option<String>,
+    ) -> Option<Uuid> {
+        let Phase::Forwarded { exchange } = &mut self.phase else {
+            return None;
+        };
+        exchange.on_response_headers(status, content_type, upstream_request_id);
+        Some(exchange.admission.debit_id)
+    }
+
+    /// Whether the answer is being metered (its body chunks must be fed).
+    pub fn is_metering(&self) -> bool {
+        self.exchange().is_some_and(Exchange::is_metering)
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if let Phase::Forwarded { exchange } = &mut self.phase {
+            exchange.feed(chunk);
+        }
+    }
+
+    /// Whether [`Self::settle`] has anything to do when the stream ends without its end.
+    pub fn unsettled(&self) -> bool {
+        self.exchange().is_some() || self.in_flight || self.hold.is_some()
+    }
+
+    /// The answer ended (`cut`: without its end): the debit, once, replaces the hold (or the
+    /// hold goes when there is no debit), and the request stops counting in `in_flight` once
+    /// nothing more can be metered.
+    pub fn settle<S: SharedStore + ?Sized>(
+        &mut self,
+        worker: &mut Worker,
+        store: &S,
+        observe: &dyn Observe,
+        cut: bool,
+        clock: SystemTime,
+    ) {
+        let now = clock.into();
+        let (debit, spendable, metering) = match &mut self.phase {
+            Phase::ReadingBody { exchange, .. } | Phase::Forwarded { exchange } => {
+                let debit = if cut {
+                    exchange.cut(now)
+                } else {
+                    exchange.finish(now)
+                };
+                (debit, exchange.admission.spendable, exchange.is_metering())
+            }
+            _ => (None, Decimal::ZERO, false),
+        };
+        let hold = self.hold.take();
+        match debit {
+            Some(debit) => {
+                observe.event(Event::DebitFinalised {
+                    partial: debit.partial,
+                });
+                let recorded = worker.record_debit(store, &debit, spendable, hold);
+                if recorded.served_model_unpriced {
+                    observe.event(Event::ServedModelUnpriced);
+                }
+                if let Some(e) = &recorded.spend_error {
+                    observe.event(Event::SpendNotPublished(e));
+                }
+            }
+            None => {
+                if let Some(hold) = hold {
+                    worker.release_hold(store, hold, millis(clock));
+                }
+            }
+        }
+        if self.in_flight && (cut || !metering) {
+            worker.in_flight = worker.in_flight.saturating_sub(1);
+            self.in_flight = false;
+        }
+    }
+}
+
+/// What admission needs of the request being admitted.
+struct Admitted {
+    route: RouteKind,
+    /// The request had no body.
+    end_of_stream: bool,
+    /// When it was admitted (the host clock read at the decision).
+    clock: SystemTime,
+    /// The account's spendable balance as this worker judged it.
+    spendable: Decimal,
+    spend_control: SpendControl,
+}
+
+#[cfg(test)]
+mod tests;
