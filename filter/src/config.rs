@@ -32,6 +32,7 @@
 //! | `reserve_media_block_tokens` | input tokens a base64 image or document block counts for in a ceiling [4000] |
 //! | `reserve_output_tokens_default` | output tokens of a ceiling when neither the request's `max_tokens` nor the price table bounds them [64000] |
 //! | `reserve_web_searches_default` | searches a web search tool without `max_uses` counts for in a ceiling [10] |
+//! | `reserve_input_tokens_max` | the most input tokens a ceiling counts (the largest context window: the upstream refuses longer prompts) [1000000] |
 //!
 //! Unknown fields are refused (`deny_unknown_fields`) so that a typo fails the load instead of
 //! silently falling back to a default. Secrets (internal token, upstream key) never appear in
@@ -120,6 +121,8 @@ struct PluginConfig {
     reserve_output_tokens_default: Option<u64>,
     #[serde(default)]
     reserve_web_searches_default: Option<u64>,
+    #[serde(default)]
+    reserve_input_tokens_max: Option<u64>,
 }
 
 // Above the shipped route timeout (900 s), which bounds every answer, streams included: a hold
@@ -442,6 +445,12 @@ impl PluginConfig {
                     .unwrap_or(defaults.web_searches_default),
                 0,
                 100_000,
+            )?,
+            input_tokens_max: in_range(
+                "reserve_input_tokens_max",
+                self.reserve_input_tokens_max.unwrap_or(defaults.input_tokens_max),
+                1,
+                100_000_000,
             )?,
         };
         let routes = match self.routes {

@@ -12,7 +12,8 @@
 //!   add bytes without tokens. The default of 2.5 bytes per token stays above the newer tokenizers
 //!   for prose and code. An image is billed about width x height / 750 tokens after the upstream
 //!   resizes it (a few thousand at most), so its base64 bytes say little: it counts as
-//!   `media_block_tokens`.
+//!   `media_block_tokens`. The estimate never passes `input_tokens_max`, the largest context
+//!   window: the upstream refuses a longer prompt (a 400, not billed).
 //! * Prompt-size tier from the input estimate, modifiers the request asks for (else the upstream's
 //!   default), the code execution fee when the request declares that tool.
 //! * Web searches: the declared `max_uses` at the model's fee; a search tool without `max_uses`
@@ -43,6 +44,8 @@ pub struct CeilingRules {
     pub output_tokens_default: u64,
     /// Web searches a search tool without `max_uses` counts for.
     pub web_searches_default: u64,
+    /// The most input tokens any request can have (the largest context window).
+    pub input_tokens_max: u64,
 }
 
 impl Default for CeilingRules {
@@ -52,6 +55,7 @@ impl Default for CeilingRules {
             media_block_tokens: 4_000,
             output_tokens_default: 64_000,
             web_searches_default: 10,
+            input_tokens_max: 1_000_000,
         }
     }
 }
@@ -168,6 +172,7 @@ pub fn input_estimate(fields: &RequestFields, body_len: u64, rules: &CeilingRule
     let text_tokens = u64::try_from(text_tokens).unwrap_or(MAX_COUNT);
     text_tokens
         .saturating_add(fields.media_blocks.saturating_mul(rules.media_block_tokens))
+        .min(rules.input_tokens_max)
         .min(MAX_COUNT)
 }
 
@@ -221,11 +226,11 @@ mod tests {
         let c = of(body);
         assert_eq!(c.output_bound, OutputBound::Request);
         assert_eq!(c.output_tokens, 32_000);
-        // 88 bytes / 2.5 = 35.2 -> 36 tokens.
-        assert_eq!(body.len(), 88);
+        // 90 bytes / 2.5 = 36 tokens.
+        assert_eq!(body.len(), 90);
         assert_eq!(c.input_tokens, 36);
         assert_eq!(c.credits, rate("25") * d("32000") + rate("5") * d("36"));
-        assert_eq!(c.credits, d("112.5252"));
+        assert_eq!(c.credits, d("112.0252"));
     }
 
     #[test]
@@ -282,8 +287,27 @@ mod tests {
 
     #[test]
     fn modifiers_tiers_and_fees_apply_as_in_the_debit() {
-        let plain = of(r#"{"model":"claude-opus-5-5","max_tokens":1000}"#);
-        let fast = of(r#"{"model":"claude-opus-5-5","max_tokens":1000,"speed":"fast","inference_geo":"us"}"#);
+        // Bodies of different lengths: 100 bytes a token makes both inputs 1 token.
+        let coarse = CeilingRules {
+            input_bytes_per_token: d("100"),
+            ..CeilingRules::default()
+        };
+        let of_coarse = |body: &str| {
+            let f = read(body);
+            ceiling(
+                &table(),
+                &f,
+                &f.requested_options(),
+                body.len() as u64,
+                at(),
+                &coarse,
+            )
+            .unwrap()
+        };
+        let plain = of_coarse(r#"{"model":"claude-opus-5-5","max_tokens":1000}"#);
+        let fast =
+            of_coarse(r#"{"model":"claude-opus-5-5","max_tokens":1000,"speed":"fast","inference_geo":"us"}"#);
+        assert_eq!((plain.input_tokens, fast.input_tokens), (1, 1));
         assert_eq!(fast.credits, plain.credits * d("2.2"));
         // Haiku 5.5 switches every rate above 100,000 prompt tokens: 300 KB of text is past it.
         let long = format!(
@@ -327,6 +351,16 @@ mod tests {
         let sonnet = rate("15") * d("100") + rate("3") * Decimal::from(fb.input_tokens);
         assert_eq!(fb.credits, sonnet + opus_step);
         assert!(base.credits < sonnet);
+    }
+
+    #[test]
+    fn the_input_estimate_stops_at_the_largest_context_window() {
+        let body = format!(
+            r#"{{"model":"claude-sonnet-4-6","max_tokens":1,"system":"{}"}}"#,
+            "y".repeat(6_000_000)
+        );
+        let c = of(&body);
+        assert_eq!(c.input_tokens, 1_000_000);
     }
 
     #[test]

@@ -161,6 +161,23 @@ fn a_billed_request_is_held_forwarded_metered_and_settled_once() {
     assert!(s.worker.held_here().is_empty());
 }
 
+/// The speed budget of reservation: two shared-data writes per billed request (the hold, then its
+/// release with the request's spend), where `balance` writes none on the request path (its spend
+/// is published on the tick).
+#[test]
+fn a_reserved_request_costs_two_shared_data_writes() {
+    for (control, writes) in [(SpendControl::Reserve, 2), (SpendControl::Balance, 0)] {
+        let mut s = setup("1000000", control);
+        let h = headers(&s.key.clone());
+        assert_eq!(serve(&mut s, &Unobserved, &h, BODY, NOW_MS), None);
+        let before = s.store.sets.get();
+        for i in 0..10 {
+            assert_eq!(serve(&mut s, &Unobserved, &h, BODY, NOW_MS + i), None);
+        }
+        assert_eq!(s.store.sets.get() - before, 10 * writes, "{control:?}");
+    }
+}
+
 #[test]
 fn a_ceiling_that_does_not_fit_is_refused_before_the_upstream_and_frees_its_place() {
     let mut s = setup("0.5", SpendControl::Reserve);

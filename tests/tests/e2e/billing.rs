@@ -283,7 +283,7 @@ async fn count_tokens_and_models_are_free_and_allowed_at_zero_balance() {
 #[tokio::test]
 async fn openai_route_bills_by_the_mapping_and_streams_ask_for_usage() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("100").await;
+    let tenant = api.tenant_balance_mode("100").await;
     let usage = json!({"prompt_tokens": 1500, "completion_tokens": 600, "total_tokens": 2100,
                        "prompt_tokens_details": {"cached_tokens": 500},
                        "completion_tokens_details": {"reasoning_tokens": 200}});

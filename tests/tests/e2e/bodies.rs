@@ -65,7 +65,7 @@ async fn large_request_body_with_model_last_is_forwarded_whole_and_billed() {
 #[tokio::test]
 async fn five_megabyte_response_passes_intact_and_is_billed() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("10").await;
+    let tenant = api.tenant_balance_mode("10").await;
     let text = "z".repeat(5 * 1024 * 1024);
     let raw = format!(
         r#"{{"id":"msg_big","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{{"type":"text","text":"{text}"}}],"stop_reason":"end_turn","usage":{{"input_tokens":10,"output_tokens":20}}}}"#
@@ -89,7 +89,7 @@ async fn five_megabyte_response_passes_intact_and_is_billed() {
 #[tokio::test]
 async fn chunked_upload_with_model_in_the_last_chunk_is_read_and_billed() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("10").await;
+    let tenant = api.tenant_balance_mode("10").await;
     let tokens = Tokens {
         input: 321,
         output: 12,

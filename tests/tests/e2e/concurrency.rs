@@ -84,14 +84,17 @@ async fn hundred_concurrent_requests_over_keys_and_accounts_are_each_billed_once
     api.assert_ledger_invariants().await;
 }
 
-/// 20 requests admitted at once on a balance of 1 credit, each costing 0.21: all were admitted
+/// Spend control `balance`: 20 requests admitted at once on a balance of 1 credit, each costing
+/// 0.21: all were admitted
 /// while the balance was positive, so all are served and billed (the tokens were delivered); the
 /// overdraft is at most what was in flight, and the next request is refused with 402 at once and
 /// after the control plane has settled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_overdraft_is_bounded_and_the_next_request_gets_402() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("1").await;
+    // Spend control `balance`: admitted while the balance is above zero (under `reserve`, the
+    // default, only what 1 credit covers is served: see reserve.rs).
+    let tenant = api.tenant_balance_mode("1").await;
     let tokens = Tokens {
         output: 100,
         ..Tokens::default()
@@ -150,7 +153,8 @@ async fn spendable_balance_counts_each_debit_once_across_snapshots() {
     let script = json!({"usage": tokens.anthropic_usage()});
     // 400 ms is longer than the sync period: a snapshot with the previous debits lands in between.
     for pause_ms in [0, 400] {
-        let tenant = api.tenant("1").await;
+        // Spend control `balance`: every request is admitted while the balance is above zero.
+        let tenant = api.tenant_balance_mode("1").await;
         let (_, second_key) = api.new_key(tenant.account).await;
         let mut statuses = Vec::new();
         for i in 0..7 {

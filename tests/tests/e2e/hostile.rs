@@ -240,7 +240,7 @@ async fn hostile_upstream_bodies_leave_the_gateway_serving_and_never_charge_absu
 #[tokio::test]
 async fn upstream_errors_pass_through_unchanged_and_unbilled() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("10").await;
+    let tenant = api.tenant_balance_mode("10").await;
     for status in [400u16, 401, 403, 404, 413, 429, 500, 503, 529] {
         for stream in [false, true] {
             let reply = api

@@ -278,7 +278,7 @@ async fn what_cannot_be_billed_is_refused_before_the_upstream_sees_it() {
 #[tokio::test]
 async fn openai_route_is_unchanged_and_bills_an_asked_modifier() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("100").await;
+    let tenant = api.tenant_balance_mode("100").await;
     let usage = json!({"prompt_tokens": 1500, "completion_tokens": 600, "total_tokens": 2100,
                        "prompt_tokens_details": {"cached_tokens": 500}});
     let expected = Tokens {

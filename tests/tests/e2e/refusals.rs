@@ -142,7 +142,7 @@ async fn zero_and_negative_balances_get_402_before_the_upstream() {
 #[tokio::test]
 async fn unpriced_model_and_unreadable_body_get_400_before_the_upstream() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("10").await;
+    let tenant = api.tenant_balance_mode("10").await;
     let messages = |body: Vec<u8>| {
         Call::new(Method::POST, "/v1/messages")
             .key(&tenant.key)
@@ -331,8 +331,8 @@ async fn operator_key_never_reaches_the_caller() {
 #[tokio::test]
 async fn caller_cannot_choose_the_request_id_the_price_or_the_account() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("100").await;
-    let victim = api.tenant("100").await;
+    let tenant = api.tenant_balance_mode("100").await;
+    let victim = api.tenant_balance_mode("100").await;
     let tokens = Tokens {
         input: 1000,
         output: 100,

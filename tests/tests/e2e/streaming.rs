@@ -326,7 +326,7 @@ fn request_id(received: &str) -> String {
 #[tokio::test]
 async fn answers_cut_before_their_usage_bill_an_estimated_input() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("10").await;
+    let tenant = api.tenant_balance_mode("10").await;
     let prompt = "p".repeat(4_000);
 
     let openai_body = serde_json::to_vec(&json!({

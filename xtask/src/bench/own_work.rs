@@ -1,7 +1,7 @@
 //! The billing filter's own work per billed request, without Envoy: the `request_path`
-//! measurement (filter/src/request_path.rs: header decision, key hash, admission, body plan,
-//! response metering, debit pricing, local spend and its share of a debit batch, against in-memory
-//! shared data) run natively and compiled to wasm32-wasip1 under V8 (Node's, TurboFan only, as
+//! measurement (filter/src/flow/tests.rs: the request's flow as the HTTP context drives it, from
+//! the header decision to the settlement, an account under spend control `reserve`, plus its share
+//! of a debit batch, against in-memory shared data) run natively and compiled to wasm32-wasip1 under V8 (Node's, TurboFan only, as
 //! Envoy's V8 compiles modules). Set beside the Envoy CPU the filter adds, it splits that cost into
 //! our code and the rest (host calls, Envoy's side of the calls to the control plane).
 
