@@ -20,7 +20,8 @@
 //! `max_tokens` and friends of the wrong type read as absent (the upstream answers those with its
 //! own 400, which is not billed).
 //!
-//! Memory bound: the JSON scanner (under 5 KiB), the meter's fields (about 300 bytes), the model,
+//! Memory bound: the JSON scanner (under 5 KiB), the meter itself (at most 576 bytes with its
+//! fields, the media and web search counts included), the model,
 //! speed, inference geo and the tool being read (at most 256 bytes each), and at most
 //! [`MAX_LISTED`] fallback and advisor models of 256 bytes: under 16 KiB, whatever the body.
 
