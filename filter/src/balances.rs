@@ -201,7 +201,7 @@ pub fn reserve<S: SharedStore + ?Sized>(
         attempts,
         |current| match current.and_then(AccountEntry::decode) {
             Some(mut entry) => {
-                let available = entry.available(now_ms) - outside;
+                let available = crate::worker::sub(entry.available(now_ms), outside);
                 if hold.amount > available {
                     Change::Keep(Reserved::Short { available })
                 } else {
@@ -209,7 +209,7 @@ pub fn reserve<S: SharedStore + ?Sized>(
                     Change::Write(
                         entry.encode(),
                         Reserved::Held {
-                            left: available - hold.amount,
+                            left: crate::worker::sub(available, hold.amount),
                         },
                     )
                 }

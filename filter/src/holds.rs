@@ -29,7 +29,7 @@ pub const GATEWAY_KEY: &str = "cs.gateway";
 /// A worker with holds rewrites its report at least this often, so that the leader can tell it
 /// from a worker that is gone.
 pub const HEARTBEAT_MS: u64 = 2_000;
-/// A report older than this is not summed.
+/// A report older than this (or three ticks, when longer) is not summed.
 pub const FRESH_MS: u64 = 3 * HEARTBEAT_MS;
 /// A worker whose report is this old leaves the registry.
 pub const FORGET_MS: u64 = 60_000;
@@ -100,9 +100,14 @@ fn decode_ids(bytes: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-/// What this Envoy's workers hold, summed per account over the fresh reports, and the ids whose
-/// reports are older than [`FORGET_MS`] (or missing), which the caller may [`forget`].
-pub fn gather<S: SharedStore + ?Sized>(store: &S, now_ms: u64) -> (Vec<AccountHold>, Vec<u64>) {
+/// What this Envoy's workers hold, summed per account over the reports written in the last
+/// `fresh_ms`, and the ids whose reports are older than [`FORGET_MS`], which the caller may
+/// [`forget`] (a worker registered and not reported yet is left alone).
+pub fn gather<S: SharedStore + ?Sized>(
+    store: &S,
+    now_ms: u64,
+    fresh_ms: u64,
+) -> (Vec<AccountHold>, Vec<u64>) {
     let ids = store
         .get(REGISTRY_KEY)
         .0
@@ -113,13 +118,15 @@ pub fn gather<S: SharedStore + ?Sized>(store: &S, now_ms: u64) -> (Vec<AccountHo
     for id in ids {
         let report = store.get(&report_key(id)).0.and_then(|b| decode_report(&b));
         match report {
-            Some((written, holds)) if written.saturating_add(FRESH_MS) >= now_ms => {
+            Some((written, holds)) if written.saturating_add(fresh_ms) >= now_ms => {
                 for (account, amount) in holds {
-                    *sums.entry(account).or_default() += amount.max(Decimal::ZERO);
+                    let sum = sums.entry(account).or_default();
+                    *sum = crate::worker::add(*sum, amount.max(Decimal::ZERO));
                 }
             }
             Some((written, _)) if written.saturating_add(FORGET_MS) >= now_ms => {}
-            _ => gone.push(id),
+            Some(_) => gone.push(id),
+            None => {}
         }
     }
     let mut holds: Vec<AccountHold> = sums
@@ -216,12 +223,9 @@ impl Reporter {
                 .is_ok()
         {
             self.last = Some((now_ms, holds));
+            // Back in the registry if the leader dropped the id (a long stall): a read when there.
+            self.registered = register(store, worker_id, attempts).is_ok();
         }
-    }
-
-    /// Registered again on the next tick (the leader may have dropped the id after a long stall).
-    pub fn reregister(&mut self) {
-        self.registered = false;
     }
 }
 
@@ -244,7 +248,7 @@ mod tests {
         one.tick(&s, 1, &HashMap::from([(a, d(3)), (b, d(1))]), 10_000, 4);
         two.tick(&s, 2, &HashMap::from([(a, d(4))]), 10_000, 4);
         gone.tick(&s, 3, &HashMap::from([(a, d(100))]), 1_000, 4);
-        let (holds, forgotten) = gather(&s, 10_500);
+        let (holds, forgotten) = gather(&s, 10_500, FRESH_MS);
         assert_eq!(
             holds,
             vec![
@@ -259,10 +263,22 @@ mod tests {
             ]
         );
         assert!(forgotten.is_empty(), "stale, not yet forgotten");
-        let (_, forgotten) = gather(&s, 1_000 + FORGET_MS + 1);
+        let (_, forgotten) = gather(&s, 1_000 + FORGET_MS + 1, FRESH_MS);
         assert!(forgotten.contains(&3));
         forget(&s, &forgotten, 4).unwrap();
         assert!(!decode_ids(&s.get(REGISTRY_KEY).0.unwrap()).contains(&3));
+        // A worker registered but not reported yet is not forgotten; one dropped after a stall
+        // is back with its next report.
+        register(&s, 4, 4).unwrap();
+        assert!(!gather(&s, 1_000 + FORGET_MS + 1, FRESH_MS).1.contains(&4));
+        gone.tick(
+            &s,
+            3,
+            &HashMap::from([(a, d(1))]),
+            1_000 + FORGET_MS + HEARTBEAT_MS,
+            4,
+        );
+        assert!(decode_ids(&s.get(REGISTRY_KEY).0.unwrap()).contains(&3));
     }
 
     #[test]
@@ -278,7 +294,7 @@ mod tests {
         assert_eq!(s.sets.get(), writes + 1, "heartbeat");
         r.tick(&s, 1, &HashMap::new(), HEARTBEAT_MS + 1, 4);
         assert_eq!(s.sets.get(), writes + 2, "changed");
-        assert_eq!(gather(&s, HEARTBEAT_MS + 1).0, vec![]);
+        assert_eq!(gather(&s, HEARTBEAT_MS + 1, FRESH_MS).0, vec![]);
     }
 
     #[test]

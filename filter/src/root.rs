@@ -48,6 +48,8 @@ pub struct BillingRoot {
     /// As the leader: the hold report call in flight, and when the next one is due.
     holds_token: Option<u32>,
     holds_next_at_ms: u64,
+    /// When a hold report was last answered.
+    holds_ok_ms: u64,
     /// The Envoy's id in hold reports (`cs.gateway`), once read.
     gateway: Option<uuid::Uuid>,
     draining: bool,
@@ -66,6 +68,7 @@ impl BillingRoot {
             reporter: holds::Reporter::default(),
             holds_token: None,
             holds_next_at_ms: 0,
+            holds_ok_ms: 0,
             gateway: None,
             draining: false,
             done: false,
@@ -109,7 +112,7 @@ impl BillingRoot {
             self.reporter.tick(
                 &HostStore,
                 self.worker_id,
-                worker.held_here(),
+                &worker.reported(),
                 now,
                 shared.settings.cas_retries,
             );
@@ -182,7 +185,10 @@ impl BillingRoot {
         let gateway = match self.gateway {
             Some(g) => g,
             None => {
-                let candidate = uuid::Uuid::from_bytes(host::random::<16>().unwrap_or_default());
+                let Some(random) = host::random::<16>() else {
+                    return;
+                };
+                let candidate = uuid::Uuid::from_bytes(random);
                 let Some(g) = holds::gateway_id(&HostStore, candidate, s.cas_retries) else {
                     return;
                 };
@@ -190,9 +196,11 @@ impl BillingRoot {
                 g
             }
         };
-        let (report, gone) = holds::gather(&HostStore, now);
-        if holds::forget(&HostStore, &gone, s.cas_retries).is_ok() && gone.contains(&self.worker_id) {
-            self.reporter.reregister();
+        // A worker writes its report on its tick: three ticks at least.
+        let fresh = holds::FRESH_MS.max(duration_ms(s.tick_period()).saturating_mul(3));
+        let (report, gone) = holds::gather(&HostStore, now, fresh);
+        if let Err(e) = holds::forget(&HostStore, &gone, s.cas_retries) {
+            log::warn!("silent workers not dropped from the hold registry: {e}");
         }
         let body = serde_json::to_vec(&HoldReport {
             protocol: PROTOCOL_VERSION,
@@ -226,13 +234,23 @@ impl BillingRoot {
             Some(status) => Err(format!("hold report answered {status}")),
             None => Err("hold report failed (timeout or connection error)".into()),
         };
+        let now = host::now_ms();
         match answer {
             Ok(answer) => {
+                self.holds_ok_ms = now;
                 holds::write_others(&HostStore, &answer.others);
             }
             Err(e) => {
                 shared.metrics.count(&shared.metrics.hold_report_failures);
-                log::warn!("{e}; the other gateways' holds stay as last reported");
+                // Holds of other Envoys this old are no longer known: stop counting them (as the
+                // control plane stops counting a silent Envoy's), rather than forever.
+                let stale = duration_ms(shared.settings.stale_after);
+                if now.saturating_sub(self.holds_ok_ms) > stale {
+                    holds::write_others(&HostStore, &[]);
+                    log::warn!("{e}; the other gateways' holds are unknown and no longer counted");
+                } else {
+                    log::warn!("{e}; the other gateways' holds stay as last reported");
+                }
             }
         }
     }

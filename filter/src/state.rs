@@ -2,7 +2,7 @@
 //! request path), and the arithmetic of an account's spendable balance.
 //!
 //! * `cs.k.<key hash>` -> [`KeyEntry`]: the key's account and status at a sync version.
-//! * `cs.a.<account id>` -> [`AccountEntry`]: the balance of the last snapshot applied, plus the
+//! * `cs.a3.<account id>` -> [`AccountEntry`]: the balance of the last snapshot applied, plus the
 //!   local spend that snapshot does not include yet.
 //!
 //! Local spend moves through two stages. A finalised debit adds its locally priced amount to
@@ -37,7 +37,10 @@ pub fn key_entry_name(key_hash: &str) -> String {
 pub fn account_entry_name(account: &Uuid) -> String {
     let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
     let mut name = String::with_capacity(5 + buf.len());
-    name.push_str("cs.a.");
+    // `a3`: entries with holds (format 2) live apart from the format 1 entries that a VM of an
+    // older module may still write during a module update in the same Envoy (it could not read
+    // them, and would write over their holds); see `sync::STATUS_KEY`.
+    name.push_str("cs.a3.");
     name.push_str(account.simple().encode_lower(&mut buf));
     name
 }
@@ -161,12 +164,16 @@ impl AccountEntry {
         self.holds
             .iter()
             .filter(|(expiry, _)| *expiry > now_ms)
-            .fold(Decimal::ZERO, |acc, (_, amount)| acc + *amount)
+            .fold(Decimal::ZERO, |acc, (_, amount)| {
+                acc.checked_add(*amount).unwrap_or(Decimal::MAX)
+            })
     }
 
     /// What a new request may still reserve: spendable minus the holds in force.
     pub fn available(&self, now_ms: u64) -> Decimal {
-        self.spendable() - self.held(now_ms)
+        self.spendable()
+            .checked_sub(self.held(now_ms))
+            .unwrap_or(Decimal::MIN)
     }
 
     /// Holds `amount` until `expiry_ms`. Expired groups go first.
@@ -176,7 +183,7 @@ impl AccountEntry {
         match self.holds.binary_search_by_key(&expiry_ms, |(e, _)| *e) {
             Ok(i) => {
                 if let Some((_, a)) = self.holds.get_mut(i) {
-                    *a += amount;
+                    *a = a.checked_add(amount).unwrap_or(Decimal::MAX);
                 }
             }
             Err(i) => self.holds.insert(i, (expiry_ms, amount)),
@@ -186,7 +193,7 @@ impl AccountEntry {
             // later expiry), never less.
             let (_, earliest) = self.holds.remove(0);
             if let Some((_, next)) = self.holds.first_mut() {
-                *next += earliest;
+                *next = next.checked_add(earliest).unwrap_or(Decimal::MAX);
             }
         }
     }
@@ -196,7 +203,10 @@ impl AccountEntry {
     pub fn release(&mut self, amount: Decimal, expiry_ms: u64, now_ms: u64) {
         if let Ok(i) = self.holds.binary_search_by_key(&expiry_ms, |(e, _)| *e) {
             if let Some((_, a)) = self.holds.get_mut(i) {
-                *a = (*a - amount.max(Decimal::ZERO)).max(Decimal::ZERO);
+                *a = a
+                    .checked_sub(amount.max(Decimal::ZERO))
+                    .unwrap_or(Decimal::ZERO)
+                    .max(Decimal::ZERO);
                 if a.is_zero() {
                     self.holds.remove(i);
                 }
@@ -211,9 +221,13 @@ impl AccountEntry {
 
     /// Snapshot balance minus the local spend no applied snapshot includes yet.
     pub fn spendable(&self) -> Decimal {
+        // Checked: values decoded from shared data must not be able to panic the VM.
+        let sub = |a: Decimal, b: Decimal| a.checked_sub(b).unwrap_or(Decimal::MIN);
         self.acked
             .iter()
-            .fold(self.balance - self.unacked, |acc, (_, amount)| acc - *amount)
+            .fold(sub(self.balance, self.unacked), |acc, (_, amount)| {
+                sub(acc, *amount)
+            })
     }
 
     /// Applies an account row of a snapshot (or lookup) at `version`. An older row than the one
@@ -276,13 +290,20 @@ impl AccountEntry {
 
     /// A debit finalised on this Envoy: spent at once for every worker.
     pub fn add_unacked(&mut self, amount: Decimal) {
-        self.unacked += amount.max(Decimal::ZERO);
+        self.unacked = self
+            .unacked
+            .checked_add(amount.max(Decimal::ZERO))
+            .unwrap_or(Decimal::MAX);
     }
 
     /// The control plane recorded a debit of `amount` at `version`.
     pub fn ack(&mut self, amount: Decimal, version: u64) {
         let amount = amount.max(Decimal::ZERO);
-        self.unacked = (self.unacked - amount).max(Decimal::ZERO);
+        self.unacked = self
+            .unacked
+            .checked_sub(amount)
+            .unwrap_or(Decimal::ZERO)
+            .max(Decimal::ZERO);
         if version <= self.snapshot_version {
             // The applied snapshot already includes it.
             return;
@@ -290,7 +311,7 @@ impl AccountEntry {
         match self.acked.binary_search_by_key(&version, |(v, _)| *v) {
             Ok(i) => {
                 if let Some((_, a)) = self.acked.get_mut(i) {
-                    *a += amount;
+                    *a = a.checked_add(amount).unwrap_or(Decimal::MAX);
                 }
             }
             Err(i) => self.acked.insert(i, (version, amount)),
@@ -300,14 +321,18 @@ impl AccountEntry {
             // the spend is counted a little longer (never dropped early).
             let (_, oldest) = self.acked.remove(0);
             if let Some((_, next)) = self.acked.first_mut() {
-                *next += oldest;
+                *next = next.checked_add(oldest).unwrap_or(Decimal::MAX);
             }
         }
     }
 
     /// The control plane will never record this debit (rejected or conflicting): stop counting it.
     pub fn forget_unacked(&mut self, amount: Decimal) {
-        self.unacked = (self.unacked - amount.max(Decimal::ZERO)).max(Decimal::ZERO);
+        self.unacked = self
+            .unacked
+            .checked_sub(amount.max(Decimal::ZERO))
+            .unwrap_or(Decimal::ZERO)
+            .max(Decimal::ZERO);
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -365,7 +390,14 @@ impl AccountEntry {
             let n = r.u8()?;
             holds.reserve(usize::from(n));
             for _ in 0..n {
-                holds.push((r.u64()?, r.decimal()?));
+                let (expiry, amount) = (r.u64()?, r.decimal()?);
+                // Groups are written ascending, each above zero: anything else was not written
+                // by this module.
+                let ascending = holds.last().is_none_or(|(last, _)| *last < expiry);
+                if !ascending || amount <= Decimal::ZERO {
+                    return None;
+                }
+                holds.push((expiry, amount));
             }
         }
         r.done().then_some(Self {
@@ -396,7 +428,7 @@ mod tests {
     #[test]
     fn entry_names_are_the_prefix_and_the_id() {
         let id = Uuid::from_u128(0x0190_aaaa_bbbb_7ccc_8ddd_eeee_ffff_0001);
-        assert_eq!(account_entry_name(&id), "cs.a.0190aaaabbbb7ccc8dddeeeeffff0001");
+        assert_eq!(account_entry_name(&id), "cs.a3.0190aaaabbbb7ccc8dddeeeeffff0001");
         assert_eq!(key_entry_name("ab12"), "cs.k.ab12");
     }
 

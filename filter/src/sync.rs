@@ -1,11 +1,11 @@
 //! Snapshot synchronisation: which worker pulls (a lease in shared data), what it asks for, and how
 //! a page is applied to the key and account entries every worker reads.
 //!
-//! * `cs.lease` -> [`Lease`]: the worker that syncs for this Envoy until `expires_ms`; it renews
+//! * `cs.lease3` -> [`Lease`]: the worker that syncs for this Envoy until `expires_ms`; it renews
 //!   on every tick, any worker takes it over once it expires (a worker that died or drains).
-//! * `cs.sync` -> [`SyncStatus`]: the version every applied change is at, the last time the
+//! * `cs.sync3` -> [`SyncStatus`]: the version every applied change is at, the last time the
 //!   control plane answered, and a counter that moves when the price table changes.
-//! * `cs.prices` -> the price table as the snapshot sent it (JSON, read only when it changed).
+//! * `cs.prices3` -> the price table as the snapshot sent it (JSON, read only when it changed).
 //!
 //! The version moves only after the last page of a snapshot: a worker that takes over mid-way
 //! starts again from the same `since`, and applying a row twice is harmless (versions only move
@@ -23,9 +23,13 @@ use metering::wire::{Prices, Snapshot, PROTOCOL_VERSION};
 use crate::balances::{store_account, store_key, Apply};
 use crate::store::{update, Change, SharedStore, UpdateError};
 
-pub const LEASE_KEY: &str = "cs.lease";
-pub const STATUS_KEY: &str = "cs.sync";
-pub const PRICES_KEY: &str = "cs.prices";
+// Suffixed `3` since protocol 3 (account entries with holds, price entries with
+// `max_output_tokens`): a module of this protocol syncs apart from an older module's VMs that
+// still run in the same Envoy during a module update, from a full snapshot of its own, instead of
+// sharing entries the older VMs cannot read (key entries are unchanged and shared).
+pub const LEASE_KEY: &str = "cs.lease3";
+pub const STATUS_KEY: &str = "cs.sync3";
+pub const PRICES_KEY: &str = "cs.prices3";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -100,7 +104,7 @@ pub struct SyncStatus {
     pub version: u64,
     /// When the control plane last answered a snapshot request (host clock, ms).
     pub last_ok_ms: u64,
-    /// Moves each time `cs.prices` is written.
+    /// Moves each time `cs.prices3` is written.
     pub prices_seq: u64,
 }
 

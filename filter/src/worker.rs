@@ -36,7 +36,7 @@ pub struct Worker {
     pub in_flight: usize,
     pub prices: Rc<PriceTable>,
     prices_seq: Option<u64>,
-    /// `cs.sync` as last read: by the tick, or by a request that found it stale.
+    /// `cs.sync3` as last read: by the tick, or by a request that found it stale.
     status: Option<SyncStatus>,
     keys: KeyCache,
     accounts: AccountCache,
@@ -50,6 +50,10 @@ pub struct Worker {
     held_here: HashMap<Uuid, Decimal>,
     /// Holds whose release could not be written (shared data contended): tried again each tick.
     unreleased: Vec<Hold>,
+    /// What requests that held their ceiling cost, per account, until the control plane
+    /// acknowledges their debits: reported with the holds, so that other Envoys keep counting a
+    /// request between its end here and its debit in their snapshots.
+    spent_unacked: HashMap<Uuid, Decimal>,
     /// What other Envoys' requests in flight hold, per account, as the control plane last said.
     others: HashMap<Uuid, Decimal>,
     pub ids: DebitIds,
@@ -93,6 +97,7 @@ impl Worker {
             unpublished: HashMap::new(),
             held_here: HashMap::new(),
             unreleased: Vec::new(),
+            spent_unacked: HashMap::new(),
             others: HashMap::new(),
             ids: DebitIds::new(seed),
             settings,
@@ -107,7 +112,7 @@ impl Worker {
         }
     }
 
-    /// The tick read `cs.sync`. Copies of account entries are dropped on every tick besides their
+    /// The tick read `cs.sync3`. Copies of account entries are dropped on every tick besides their
     /// write counters (a bound that does not depend on the counters).
     pub fn observe_status(&mut self, status: SyncStatus) {
         self.status = Some(status);
@@ -219,7 +224,8 @@ impl Worker {
 
     /// Holds a request's ceiling on its account (spend control `reserve`): `Ok(Some(hold))` when
     /// held, `Ok(None)` when admitted without a hold (no entry yet, or shared data too contended to
-    /// write: availability first, the debit still comes), `Err` when it does not fit.
+    /// write while the last entry read says it fits: availability first, the debit still comes),
+    /// `Err` when it does not fit.
     ///
     /// The holds expire in groups: `hold_ttl` after the request, rounded up to a sixteenth of it,
     /// so that an account's entry keeps at most about 17 groups however many requests it serves.
@@ -238,16 +244,30 @@ impl Worker {
             amount: amount.max(Decimal::ZERO),
             expiry_ms,
         };
-        let outside = self.others.get(&account).copied().unwrap_or_default()
-            + self.unpublished.get(&account).copied().unwrap_or_default();
+        let outside = add(
+            self.others.get(&account).copied().unwrap_or_default(),
+            self.unpublished.get(&account).copied().unwrap_or_default(),
+        );
         self.accounts.forget(&account);
         match reserve(store, &hold, outside, now_ms, self.settings.cas_retries) {
             Ok(Reserved::Held { .. }) => {
-                *self.held_here.entry(account).or_default() += hold.amount;
+                let held = self.held_here.entry(account).or_default();
+                *held = add(*held, hold.amount);
                 Ok(Some(hold))
             }
             Ok(Reserved::Short { available }) => Err(NotHeld::Short(available)),
-            Ok(Reserved::NoEntry) | Err(_) => Ok(None),
+            Ok(Reserved::NoEntry) => Ok(None),
+            Err(_) => match read_account(store, &account) {
+                Some(entry) => {
+                    let available = sub(entry.available(now_ms), outside);
+                    if hold.amount > available {
+                        Err(NotHeld::Short(available))
+                    } else {
+                        Ok(None)
+                    }
+                }
+                None => Ok(None),
+            },
         }
     }
 
@@ -281,7 +301,8 @@ impl Worker {
             Ok(_) => None,
             Err(e) => {
                 if !spend.is_zero() {
-                    *self.unpublished.entry(hold.account).or_default() += spend;
+                    let pending = self.unpublished.entry(hold.account).or_default();
+                    *pending = add(*pending, spend);
                 }
                 self.unreleased.push(hold);
                 Some(e)
@@ -292,6 +313,17 @@ impl Worker {
     /// Per account, what this worker's requests in flight hold (for the Envoy's hold report).
     pub fn held_here(&self) -> &HashMap<Uuid, Decimal> {
         &self.held_here
+    }
+
+    /// What this worker reports to the control plane per account: the holds of its requests in
+    /// flight plus what its finished requests that held cost until their debits are acknowledged.
+    pub fn reported(&self) -> HashMap<Uuid, Decimal> {
+        let mut out = self.held_here.clone();
+        for (account, amount) in &self.spent_unacked {
+            let sum = out.entry(*account).or_default();
+            *sum = add(*sum, *amount);
+        }
+        out
     }
 
     /// What the control plane says other Envoys hold (read from shared data on each tick).
@@ -340,6 +372,8 @@ impl Worker {
         });
         let spend_error = if let Some(hold) = hold {
             self.forget_held(&hold);
+            let spent = self.spent_unacked.entry(account).or_default();
+            *spent = add(*spent, local_amount.max(Decimal::ZERO));
             let now_ms = debit
                 .finished_at
                 .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0));
@@ -427,6 +461,17 @@ impl Worker {
                 }
             })
             .collect();
+        for (account, outcome) in &by_account {
+            let amount = match outcome {
+                SpendOutcome::Acked { amount, .. } | SpendOutcome::Forgotten { amount } => *amount,
+            };
+            if let Some(spent) = self.spent_unacked.get_mut(account) {
+                *spent = sub(*spent, amount).max(Decimal::ZERO);
+                if spent.is_zero() {
+                    self.spent_unacked.remove(account);
+                }
+            }
+        }
         // Stable: each account's settlements stay in the order they came.
         by_account.sort_by_key(|(account, _)| *account);
         by_account
@@ -439,6 +484,15 @@ impl Worker {
             })
             .collect()
     }
+}
+
+/// Credits added without overflow (saturating: nothing here is anywhere near the bound).
+pub fn add(a: Decimal, b: Decimal) -> Decimal {
+    a.checked_add(b).unwrap_or(Decimal::MAX)
+}
+
+pub fn sub(a: Decimal, b: Decimal) -> Decimal {
+    a.checked_sub(b).unwrap_or(Decimal::MIN)
 }
 
 pub fn duration_ms(d: std::time::Duration) -> u64 {
@@ -1256,5 +1310,32 @@ mod tests {
             read_account(&s, &account).unwrap().available(0),
             Decimal::from(10)
         );
+    }
+
+    /// Between a request's end and its debit's acknowledgement, what it cost stays in the
+    /// worker's report (other Envoys see it neither as a hold nor in a snapshot yet).
+    #[test]
+    fn a_finished_request_is_reported_until_its_debit_is_acknowledged() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000_000);
+        let mut w = workers(1).pop().unwrap();
+        let model = w.prices.entries()[0].model.clone();
+        let hold = w.reserve(&s, account, Decimal::from(10), 0).unwrap().unwrap();
+        assert_eq!(w.reported(), HashMap::from([(account, Decimal::from(10))]));
+        let spent = w
+            .record_debit(&s, &debit(&model), Decimal::ZERO, Some(hold))
+            .local_amount;
+        assert_eq!(w.reported(), HashMap::from([(account, spent)]));
+        w.debits.start_batch(10, None).unwrap();
+        let ack = DebitAck {
+            protocol: 1,
+            applied_at_version: Some(5),
+            batch_len: Some(1),
+            results: vec![],
+        };
+        let (settlements, _) = w.debits.batch_acked(&ack, 0);
+        assert!(w.settle(&s, &settlements).is_empty());
+        assert!(w.reported().is_empty());
     }
 }

@@ -5,14 +5,16 @@
 //! * Output: the request's `max_tokens` (or `max_completion_tokens`, whichever is larger when both
 //!   are given); absent, the model's `max_output_tokens` from the price table, else the gateway's
 //!   default. The upstream never produces more than the bound it was given.
-//! * Input: the body's bytes, base64 media left out, divided by `input_bytes_per_token`, plus a
-//!   bound per media block (image and document sources, data URLs). Text never has more tokens
-//!   than bytes; English prose runs about 4 bytes per token with the tokenizers before Claude 4.7
-//!   and about 3 with 4.7 and later (30% more tokens for the same text), JSON syntax and escapes
-//!   add bytes without tokens. The default of 2.5 bytes per token stays above the newer tokenizers
-//!   for prose and code. An image is billed about width x height / 750 tokens after the upstream
-//!   resizes it (a few thousand at most), so its base64 bytes say little: it counts as
-//!   `media_block_tokens`. The estimate never passes `input_tokens_max`, the largest context
+//! * Input: the body's bytes, base64 images left out, divided by `input_bytes_per_token`, plus a
+//!   bound per image. English prose runs about 4 bytes per token with the tokenizers before
+//!   Claude 4.7 and about 3 with 4.7 and later (30% more tokens for the same text), and JSON syntax
+//!   and escapes add bytes without tokens: the default of 2.5 bytes per token stays above the
+//!   newer tokenizers for prose and code. It is an estimate, not a bound: text of rare characters
+//!   can run near 1 byte per token. An image is billed about width x height / 750 tokens after
+//!   the upstream resizes it (a few thousand at most), so its base64 bytes say little: a base64
+//!   image source (in a message's or a tool result's content) or `data:image/` URL counts as
+//!   `media_block_tokens`. Documents (PDF pages are billed as text plus an image each) and
+//!   everything else count by their bytes. The estimate never passes `input_tokens_max`, the largest context
 //!   window: the upstream refuses a longer prompt (a 400, not billed).
 //! * Prompt-size tier from the input estimate, modifiers the request asks for (else the upstream's
 //!   default), the code execution fee when the request declares that tool.
@@ -22,7 +24,9 @@
 //!   bounds at its own rates.
 //!
 //! Not covered, so an answer can exceed its ceiling: cache writes (the 1-hour write rate is twice
-//! the input rate), compaction steps, searches beyond the default where none was declared. The
+//! the input rate), compaction steps, searches beyond the default where none was declared, input
+//! the body only refers to (a document by URL or file id, what web fetch and search bring into a
+//! multi-step tool loop). The
 //! debit is always the answer's actual cost; the ceiling only decides admission.
 
 use chrono::{DateTime, Utc};
@@ -265,10 +269,17 @@ mod tests {
     }
 
     #[test]
-    fn base64_media_counts_per_block_not_per_byte() {
+    fn base64_images_count_per_block_not_per_byte() {
         let image = "A".repeat(2_000_000);
+        let block = |media: &str, kind: &str| {
+            format!(
+                r#"{{"type":"image","source":{{"data":"{image}","media_type":"{media}","type":"{kind}"}}}}"#
+            )
+        };
         let body = format!(
-            r#"{{"model":"claude-sonnet-4-6","max_tokens":100,"messages":[{{"role":"user","content":[{{"type":"image","source":{{"type":"base64","media_type":"image/png","data":"{image}"}}}},{{"type":"document","source":{{"data":"{image}","type":"base64"}}}},{{"type":"text","text":"What is this?"}}]}}]}}"#
+            r#"{{"model":"claude-sonnet-4-6","max_tokens":100,"messages":[{{"role":"user","content":[{},{{"type":"tool_result","tool_use_id":"t","content":[{}]}},{{"type":"text","text":"What is this?"}}]}}]}}"#,
+            block("image/png", "base64"),
+            block("image/jpeg", "base64"),
         );
         let f = read(&body);
         assert_eq!((f.media_blocks, f.media_bytes), (2, 4_000_000));
@@ -276,13 +287,66 @@ mod tests {
         let text = body.len() as u64 - 4_000_000;
         let expected = (Decimal::from(text) / d("2.5")).ceil();
         assert_eq!(c.input_tokens, u64::try_from(expected).unwrap() + 2 * 4_000);
-        // OpenAI data URLs too.
+        // An OpenAI image data URL too; a PDF file is counted by its bytes.
         let body = format!(
             r#"{{"model":"claude-sonnet-4-6","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{image}"}}}},{{"type":"file","file":{{"file_data":"data:application/pdf;base64,{image}"}}}}]}}]}}"#
         );
-        assert_eq!(read(&body).media_blocks, 2);
-        // A "data" member elsewhere is text.
-        assert_eq!(read(r#"{"model":"m","metadata":{"data":"xyz"}}"#).media_blocks, 0);
+        assert_eq!(read(&body).media_blocks, 1);
+    }
+
+    /// What the upstream reads as text is counted as text: a PDF or a text document, a source
+    /// that is not base64, and an image-shaped source where no image can be (a tool_use input).
+    #[test]
+    fn only_images_where_images_go_are_counted_per_block() {
+        let data = "A".repeat(10_000);
+        let count = |content: String| {
+            read(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":[{content}]}}]}}"#
+            ))
+            .media_blocks
+        };
+        let source = |media: &str, kind: &str| {
+            format!(r#"{{"type":"{kind}","media_type":"{media}","data":"{data}"}}"#)
+        };
+        assert_eq!(
+            count(format!(
+                r#"{{"type":"image","source":{}}}"#,
+                source("image/png", "base64")
+            )),
+            1
+        );
+        assert_eq!(
+            count(format!(
+                r#"{{"type":"document","source":{}}}"#,
+                source("application/pdf", "base64")
+            )),
+            0
+        );
+        assert_eq!(
+            count(format!(
+                r#"{{"type":"document","source":{}}}"#,
+                source("text/plain", "text")
+            )),
+            0
+        );
+        assert_eq!(
+            count(format!(
+                r#"{{"type":"tool_use","id":"x","name":"n","input":{{"source":{}}}}}"#,
+                source("image/png", "base64")
+            )),
+            0
+        );
+        assert_eq!(
+            count(format!(
+                r#"{{"type":"tool_use","id":"x","name":"n","input":{{"content":[{{"source":{}}}]}}}}"#,
+                source("image/png", "base64")
+            )),
+            0
+        );
+        assert_eq!(
+            read(r#"{"model":"m","metadata":{"source":{"data":"xyz"}}}"#).media_blocks,
+            0
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::json::{Container, Frame, JsonScanner, JsonSink, Limits, Path, Value};
+use crate::json::{Container, Frame, JsonScanner, JsonSink, Limits, Path, Step, Value};
 use crate::usage::MeterError;
 
 /// The longest model id accepted; no real one comes close.
@@ -131,9 +131,9 @@ pub struct RequestFields {
     /// The models of `fallbacks`, in order.
     pub fallbacks: Vec<String>,
     pub tools: DeclaredTools,
-    /// Base64 media (image and document sources, data URLs) met anywhere in the body: how many
-    /// strings, and their decoded bytes. The input estimate counts such a block by a bound per
-    /// block, not by its bytes ([`crate::ceiling`]).
+    /// Base64 images (image sources of messages and tool results, `data:image/` URLs): how many,
+    /// and their decoded bytes. The input estimate counts such a block by a bound per block, not
+    /// by its bytes ([`crate::ceiling`]).
     pub media_blocks: u64,
     pub media_bytes: u64,
 }
@@ -173,6 +173,8 @@ struct FallbackBeingRead {
 struct RequestSink {
     fields: RequestFields,
     error: Option<RequestError>,
+    /// The image `source` object being read (its members come in any order).
+    source: Option<SourceBeingRead>,
     tool: Option<ToolBeingRead>,
     fallback: Option<FallbackBeingRead>,
     /// Which of [`PRICED_KEYS`] the root object has given so far.
@@ -222,16 +224,56 @@ fn in_list<'a>(path: Path<'a>, list: &str) -> Option<Path<'a>> {
     }
 }
 
-/// Whether a string at `path` is base64 media: `source.data` (Anthropic image and document
-/// blocks), `image_url.url` and `file.file_data` (OpenAI data URLs), at any depth. A plain URL there
-/// counts as a block too, which only makes the estimate higher.
-fn is_media(path: Path<'_>) -> bool {
-    let [.., Frame::Object(parent), Frame::Object(key)] = path.frames() else {
-        return false;
+/// Where an image block's `source` sits: in a message's content, or in a tool result's content
+/// within it. Nowhere else (a `source` inside a `tool_use` input is text to the upstream).
+const IMAGE_SOURCES: [&[Step<'static>]; 2] = [
+    &[
+        Step::Key("messages"),
+        Step::AnyIndex,
+        Step::Key("content"),
+        Step::AnyIndex,
+        Step::Key("source"),
+    ],
+    &[
+        Step::Key("messages"),
+        Step::AnyIndex,
+        Step::Key("content"),
+        Step::AnyIndex,
+        Step::Key("content"),
+        Step::AnyIndex,
+        Step::Key("source"),
+    ],
+];
+
+/// Where an OpenAI image data URL sits.
+const IMAGE_URL: &[Step<'static>] = &[
+    Step::Key("messages"),
+    Step::AnyIndex,
+    Step::Key("content"),
+    Step::AnyIndex,
+    Step::Key("image_url"),
+    Step::Key("url"),
+];
+
+fn is_image_source(path: Path<'_>) -> bool {
+    IMAGE_SOURCES.iter().any(|p| path.matches(p))
+}
+
+/// The member of an image `source` at `path`, when it is one.
+fn image_source_member(path: Path<'_>) -> Option<&'static str> {
+    let [.., Frame::Object(key)] = path.frames() else {
+        return None;
     };
-    (key.is("data") && parent.is("source"))
-        || (key.is("url") && parent.is("image_url"))
-        || (key.is("file_data") && parent.is("file"))
+    let name = ["type", "media_type", "data"].into_iter().find(|n| key.is(n))?;
+    is_image_source(path.parent()?).then_some(name)
+}
+
+/// A `source` object being read: whether it is a base64 image, and its data's length.
+#[derive(Default)]
+struct SourceBeingRead {
+    base64: bool,
+    image: bool,
+    data_len: Option<u64>,
 }
 
 /// A string the price depends on: the text, or an error naming the field.
@@ -255,6 +297,37 @@ fn priced_text(value: &Value<'_>, field: &'static str) -> Result<Option<String>,
 impl RequestSink {
     fn fail(&mut self, e: RequestError) {
         self.error.get_or_insert(e);
+    }
+
+    /// Base64 images: an Anthropic image `source` (`type` `base64`, an `image/*` media type)
+    /// where a message's content can hold one, or an OpenAI `data:image/` URL. Documents, text
+    /// sources and anything elsewhere count by their bytes.
+    fn media_value(&mut self, path: Path<'_>, value: &Value<'_>) {
+        if *value == Value::Object && is_image_source(path) {
+            self.source = Some(SourceBeingRead::default());
+            return;
+        }
+        if let Value::String(text) = value {
+            if path.matches(IMAGE_URL) {
+                if text.captured.is_some_and(|c| c.starts_with("data:image/")) {
+                    self.add_media(text.len);
+                }
+                return;
+            }
+            let (Some(member), Some(source)) = (image_source_member(path), self.source.as_mut()) else {
+                return;
+            };
+            match member {
+                "type" => source.base64 = text.captured == Some("base64"),
+                "media_type" => source.image = text.captured.is_some_and(|m| m.starts_with("image/")),
+                _ => source.data_len = Some(text.len),
+            }
+        }
+    }
+
+    fn add_media(&mut self, len: u64) {
+        self.fields.media_blocks = self.fields.media_blocks.saturating_add(1);
+        self.fields.media_bytes = self.fields.media_bytes.saturating_add(len);
     }
 
     /// A value at `rel` below an element of `fallbacks`.
@@ -354,6 +427,10 @@ impl RequestSink {
 
 impl JsonSink for RequestSink {
     fn capture_string(&mut self, path: Path<'_>) -> bool {
+        if path.depth() >= 6 {
+            return path.matches(IMAGE_URL)
+                || matches!(image_source_member(path), Some("type" | "media_type"));
+        }
         match path.depth() {
             1 => path.is(MODEL) || path.is(SPEED) || path.is(INFERENCE_GEO),
             2 => in_list(path, FALLBACKS).is_some(),
@@ -369,11 +446,8 @@ impl JsonSink for RequestSink {
         if self.error.is_some() {
             return;
         }
-        if let Value::String(text) = value {
-            if is_media(path) {
-                self.fields.media_blocks = self.fields.media_blocks.saturating_add(1);
-                self.fields.media_bytes = self.fields.media_bytes.saturating_add(text.len);
-            }
+        if path.depth() >= 5 {
+            self.media_value(path, &value);
         }
         match path.depth() {
             0 if value != Value::Object => {
@@ -485,6 +559,17 @@ impl JsonSink for RequestSink {
 
     fn close(&mut self, path: Path<'_>, container: Container, offset: u64) {
         if self.error.is_some() || container != Container::Object {
+            return;
+        }
+        if path.depth() >= 5 && is_image_source(path) {
+            if let Some(SourceBeingRead {
+                base64: true,
+                image: true,
+                data_len: Some(len),
+            }) = self.source.take()
+            {
+                self.add_media(len);
+            }
             return;
         }
         match path.depth() {

@@ -43,7 +43,9 @@ pub async fn report(
         .iter()
         .any(|h| h.credits <= Decimal::ZERO || h.credits.scale() > 20)
     {
-        return Err(ApiError::invalid("held credits must be above 0"));
+        return Err(ApiError::invalid(
+            "held credits must be above 0, with at most 20 decimal places",
+        ));
     }
     let (accounts, credits): (Vec<Uuid>, Vec<Decimal>) =
         report.holds.iter().map(|h| (h.account_id, h.credits)).unzip();
@@ -56,12 +58,15 @@ pub async fn report(
     .bind(KEEP_SECS)
     .execute(&mut *tx)
     .await?;
-    // One row per account: a report that lists an account twice is summed.
+    // One row per account: a report that lists an account twice is summed. Two reports of one
+    // gateway at once (its leadership changing hands) must not fail on each other's rows.
     sqlx::query(
         "INSERT INTO gateway_holds (gateway, account_id, credits, reported_at)
          SELECT $1, account_id, sum(credits), now()
          FROM unnest($2::uuid[], $3::numeric[]) AS h (account_id, credits)
-         GROUP BY account_id",
+         GROUP BY account_id
+         ON CONFLICT (gateway, account_id) DO UPDATE
+         SET credits = EXCLUDED.credits, reported_at = EXCLUDED.reported_at",
     )
     .bind(report.gateway)
     .bind(&accounts)

@@ -131,6 +131,11 @@ impl<'a> Path<'a> {
         self.frames
     }
 
+    /// The path of the enclosing container (`None` for the root value).
+    pub fn parent(&self) -> Option<Path<'a>> {
+        self.frames.split_last().map(|(_, rest)| Path::new(rest))
+    }
+
     /// How many containers enclose the value (0 for the root value).
     pub fn depth(&self) -> usize {
         self.frames.len()
