@@ -140,3 +140,62 @@ pub fn price(data: &[u8]) {
     assert_eq!(local, Ok(with.credits));
     assert!(with.credits >= without.credits && with.credits >= rust_decimal::Decimal::ZERO);
 }
+
+/// The ceiling of a request body. Byte 0 picks the model put into `fields` (the body's own model
+/// is usually unpriced) and a `max_tokens` bound; the rest is the body.
+pub fn ceiling(data: &[u8]) {
+    use metering::ceiling::{ceiling, CeilingRules};
+    const MODELS: [&str; 4] = ["claude-opus-5-5", "claude-haiku-5-5", "claude-sonnet-4-5", "claude-fable-5-2"];
+    static TABLE: std::sync::OnceLock<Option<PriceTable>> = std::sync::OnceLock::new();
+    let Some(table) = TABLE
+        .get_or_init(|| PriceTable::default_table(default_price_factor()).ok())
+        .as_ref()
+    else {
+        return;
+    };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let mut meter = RequestMeter::new();
+    meter.feed(body);
+    let Ok(mut fields) = meter.finish() else {
+        return;
+    };
+    fields.model = Some(MODELS[usize::from(pick) % MODELS.len()].to_owned());
+    // Fallback and advisor models must be priced (checked before the ceiling, in the filter).
+    fields.fallbacks.retain(|m| table.resolve(m, at()).is_ok());
+    fields.tools.advisor_models.retain(|m| table.resolve(m, at()).is_ok());
+    let rules = CeilingRules::default();
+    let requested = RequestedOptions::default();
+    let body_len = body.len() as u64;
+    let Ok(c) = ceiling(table, &fields, &requested, body_len, at(), &rules) else {
+        return;
+    };
+    assert!(c.credits >= rust_decimal::Decimal::ZERO);
+    assert!(c.input_tokens <= rules.input_tokens_max);
+    fields.max_tokens = Some(c.output_tokens.saturating_add(u64::from(pick)).min(1_000_000_000_000));
+    fields.max_completion_tokens = None;
+    if let Ok(more) = ceiling(table, &fields, &requested, body_len, at(), &rules) {
+        assert!(more.credits >= c.credits, "{more:?} < {c:?}");
+    }
+}
+
+fn at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap_or_default()
+}
+
+/// Decodes the bytes as each value the filter keeps in shared data.
+pub fn shared_data(data: &[u8]) {
+    use filter::state::{AccountEntry, KeyEntry};
+    if let Some(entry) = AccountEntry::decode(data) {
+        let again = AccountEntry::decode(&entry.encode());
+        assert_eq!(again.as_ref(), Some(&entry));
+        let _ = entry.available(u64::from(data.len() as u32));
+    }
+    if let Some(key) = KeyEntry::decode(data) {
+        assert_eq!(KeyEntry::decode(&key.encode()), Some(key));
+    }
+    if let Some((written, holds)) = filter::holds::decode_report(data) {
+        assert_eq!(filter::holds::decode_report(&filter::holds::encode_report(written, &holds)), Some((written, holds)));
+    }
+}
