@@ -184,26 +184,57 @@ pub enum Reserved {
     NoEntry,
 }
 
+/// What a worker folds into its next write of an account entry: the holds of its requests that
+/// ended since, and the spend it has not published.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pending {
+    pub releases: Vec<Hold>,
+    pub spend: Decimal,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.releases.is_empty() && self.spend.is_zero()
+    }
+
+    pub fn apply_to(&self, entry: &mut AccountEntry, now_ms: u64) {
+        for h in &self.releases {
+            entry.release(h.amount, h.expiry_ms, now_ms);
+        }
+        entry.add_unacked(self.spend);
+    }
+}
+
 /// Holds `hold.amount` on the account if it fits what is available: the entry's spendable balance
-/// minus the holds in force minus `outside` (what the entry does not show: other Envoys' holds,
-/// this worker's unpublished spend). Decided and written in one compare-and-swap, so concurrent
-/// requests on every worker of the Envoy never hold the same credits twice.
+/// minus the holds in force minus `others` (other Envoys' holds), after `pending` (this worker's
+/// ended requests and unpublished spend) is applied to it. Decided and written in one
+/// compare-and-swap, so concurrent requests on every worker of the Envoy never hold the same
+/// credits twice; `pending` is written with it (even when the hold does not fit). The write moves
+/// no counter: other workers' copies of the entry serve only the header check, which the hold
+/// decides again on what shared data holds (copies still last at most a tick).
 pub fn reserve<S: SharedStore + ?Sized>(
     store: &S,
     hold: &Hold,
-    outside: Decimal,
+    pending: &Pending,
+    others: Decimal,
     now_ms: u64,
     attempts: u32,
 ) -> Result<Reserved, UpdateError> {
-    let written = update(
+    update(
         store,
         &account_entry_name(&hold.account),
         attempts,
         |current| match current.and_then(AccountEntry::decode) {
             Some(mut entry) => {
-                let available = crate::worker::sub(entry.available(now_ms), outside);
+                pending.apply_to(&mut entry, now_ms);
+                let available = crate::worker::sub(entry.available(now_ms), others);
                 if hold.amount > available {
-                    Change::Keep(Reserved::Short { available })
+                    let short = Reserved::Short { available };
+                    if pending.is_empty() {
+                        Change::Keep(short)
+                    } else {
+                        Change::Write(entry.encode(), short)
+                    }
                 } else {
                     entry.hold(hold.amount, hold.expiry_ms, now_ms);
                     Change::Write(
@@ -216,26 +247,18 @@ pub fn reserve<S: SharedStore + ?Sized>(
             }
             None => Change::Keep(Reserved::NoEntry),
         },
-    );
-    if matches!(written, Ok(Reserved::Held { .. })) {
-        store.bump_epoch(epoch_shard(&hold.account));
-    }
-    written
+    )
 }
 
-/// A request that held credits ended: its hold goes and `spend` (its local amount plus what else
-/// this worker had not published for the account) is spent, in one write.
-pub fn release<S: SharedStore + ?Sized>(
+/// Writes what a worker has pending for an account (releases and spend), in one write.
+pub fn settle_pending<S: SharedStore + ?Sized>(
     store: &S,
-    hold: &Hold,
-    spend: Decimal,
+    account: &Uuid,
+    pending: &Pending,
     now_ms: u64,
     attempts: u32,
 ) -> Result<bool, UpdateError> {
-    modify(store, &hold.account, attempts, |e| {
-        e.release(hold.amount, hold.expiry_ms, now_ms);
-        e.add_unacked(spend);
-    })
+    modify(store, account, attempts, |e| pending.apply_to(e, now_ms))
 }
 
 /// What the control plane said of one debit's local amount.

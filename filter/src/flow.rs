@@ -548,7 +548,7 @@ impl RequestFlow {
             }
             None => {
                 if let Some(hold) = hold {
-                    worker.release_hold(store, hold, millis(clock));
+                    worker.release_hold(hold);
                 }
             }
         }

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::accountcache::{counters_move, epoch_shard, AccountCache};
 use crate::admission::GatewayState;
 use crate::balances::{
-    add_spend, read_account, read_key, release, reserve, settle_spends, Hold, Reserved, SpendOutcome,
+    add_spend, read_account, read_key, reserve, settle_pending, settle_spends, Hold, Pending, Reserved,
+    SpendOutcome,
 };
 use crate::config::Settings;
 use crate::debits::{DebitBuffer, PendingDebit, Settlement};
@@ -48,8 +49,9 @@ pub struct Worker {
     /// Credits this worker's requests in flight hold, per account: what it reports for the
     /// Envoy's hold report to the control plane.
     held_here: HashMap<Uuid, Decimal>,
-    /// Holds whose release could not be written (shared data contended): tried again each tick.
-    unreleased: Vec<Hold>,
+    /// Holds of requests that ended, per account, not yet released in shared data: released with
+    /// this worker's next hold on the account, or on the tick (see [`Self::reserve`]).
+    unreleased: HashMap<Uuid, Vec<Hold>>,
     /// What requests that held their ceiling cost, per account, until the control plane
     /// acknowledges their debits: reported with the holds, so that other Envoys keep counting a
     /// request between its end here and its debit in their snapshots.
@@ -96,7 +98,7 @@ impl Worker {
             copies: false,
             unpublished: HashMap::new(),
             held_here: HashMap::new(),
-            unreleased: Vec::new(),
+            unreleased: HashMap::new(),
             spent_unacked: HashMap::new(),
             others: HashMap::new(),
             ids: DebitIds::new(seed),
@@ -187,7 +189,7 @@ impl Worker {
 
     /// Nothing buffered and nothing being served: the worker may stop.
     pub fn drained(&self) -> bool {
-        self.load() == 0
+        self.load() == 0 && self.unreleased.is_empty()
     }
 
     /// Adopts the leader's price table when it changed. An unusable table is logged and the
@@ -227,6 +229,11 @@ impl Worker {
     /// write while the last entry read says it fits: availability first, the debit still comes),
     /// `Err` when it does not fit.
     ///
+    /// One write: the releases of this worker's requests on the account that ended since its last
+    /// write, and its unpublished spend there, go with the new hold. So a request of a busy account
+    /// costs one shared-data write, and an ended request's hold stays in shared data (counted by
+    /// the other workers, not by this one) until this worker's next hold or tick.
+    ///
     /// The holds expire in groups: `hold_ttl` after the request, rounded up to a sixteenth of it,
     /// so that an account's entry keeps at most about 17 groups however many requests it serves.
     pub fn reserve<S: SharedStore + ?Sized>(
@@ -244,70 +251,88 @@ impl Worker {
             amount: amount.max(Decimal::ZERO),
             expiry_ms,
         };
-        let outside = add(
-            self.others.get(&account).copied().unwrap_or_default(),
-            self.unpublished.get(&account).copied().unwrap_or_default(),
-        );
-        self.accounts.forget(&account);
-        match reserve(store, &hold, outside, now_ms, self.settings.cas_retries) {
+        let others = self.others.get(&account).copied().unwrap_or_default();
+        let pending = self.take_pending(&account);
+        match reserve(store, &hold, &pending, others, now_ms, self.settings.cas_retries) {
             Ok(Reserved::Held { .. }) => {
                 let held = self.held_here.entry(account).or_default();
                 *held = add(*held, hold.amount);
                 Ok(Some(hold))
             }
             Ok(Reserved::Short { available }) => Err(NotHeld::Short(available)),
-            Ok(Reserved::NoEntry) => Ok(None),
-            Err(_) => match read_account(store, &account) {
-                Some(entry) => {
-                    let available = sub(entry.available(now_ms), outside);
-                    if hold.amount > available {
-                        Err(NotHeld::Short(available))
-                    } else {
-                        Ok(None)
+            Ok(Reserved::NoEntry) => {
+                self.restore_pending(account, pending);
+                Ok(None)
+            }
+            Err(_) => {
+                let last = read_account(store, &account);
+                self.restore_pending(account, pending.clone());
+                match last {
+                    Some(mut entry) => {
+                        pending.apply_to(&mut entry, now_ms);
+                        let available = sub(entry.available(now_ms), others);
+                        if hold.amount > available {
+                            Err(NotHeld::Short(available))
+                        } else {
+                            Ok(None)
+                        }
                     }
+                    None => Ok(None),
                 }
-                None => Ok(None),
-            },
+            }
+        }
+    }
+
+    fn take_pending(&mut self, account: &Uuid) -> Pending {
+        Pending {
+            releases: self.unreleased.remove(account).unwrap_or_default(),
+            spend: self.unpublished.remove(account).unwrap_or_default(),
+        }
+    }
+
+    /// Keeps what could not be written for the next write.
+    fn restore_pending(&mut self, account: Uuid, pending: Pending) {
+        if !pending.releases.is_empty() {
+            self.unreleased.entry(account).or_default().extend(pending.releases);
+        }
+        if !pending.spend.is_zero() {
+            let spend = self.unpublished.entry(account).or_default();
+            *spend = add(*spend, pending.spend);
         }
     }
 
     /// A request that held credits ended without a debit (refused or failed upstream, nothing
-    /// metered): its hold goes, with what this worker had not published for the account.
-    pub fn release_hold<S: SharedStore + ?Sized>(&mut self, store: &S, hold: Hold, now_ms: u64) {
+    /// metered): its hold goes, with this worker's next write of the account.
+    pub fn release_hold(&mut self, hold: Hold) {
         self.forget_held(&hold);
-        self.settle_hold(store, hold, now_ms);
+        self.unreleased.entry(hold.account).or_default().push(hold);
     }
 
     fn forget_held(&mut self, hold: &Hold) {
         if let Some(h) = self.held_here.get_mut(&hold.account) {
-            *h = (*h - hold.amount).max(Decimal::ZERO);
+            *h = sub(*h, hold.amount).max(Decimal::ZERO);
             if h.is_zero() {
                 self.held_here.remove(&hold.account);
             }
         }
     }
 
-    /// One write: the hold goes and the account's unpublished spend is added. What fails is kept
-    /// (the spend unpublished, the hold unreleased) and tried again on the next tick.
-    fn settle_hold<S: SharedStore + ?Sized>(
+    /// Writes what this worker has pending for the account (ended requests' holds, unpublished
+    /// spend) in one write; what fails stays pending.
+    fn write_pending<S: SharedStore + ?Sized>(
         &mut self,
         store: &S,
-        hold: Hold,
+        account: Uuid,
         now_ms: u64,
-    ) -> Option<UpdateError> {
-        let spend = self.unpublished.remove(&hold.account).unwrap_or_default();
-        self.accounts.forget(&hold.account);
-        match release(store, &hold, spend, now_ms, self.settings.cas_retries) {
-            Ok(_) => None,
-            Err(e) => {
-                if !spend.is_zero() {
-                    let pending = self.unpublished.entry(hold.account).or_default();
-                    *pending = add(*pending, spend);
-                }
-                self.unreleased.push(hold);
-                Some(e)
-            }
+    ) -> Result<(), UpdateError> {
+        let pending = self.take_pending(&account);
+        if pending.is_empty() {
+            return Ok(());
         }
+        self.accounts.forget(&account);
+        settle_pending(store, &account, &pending, now_ms, self.settings.cas_retries)
+            .map(|_| ())
+            .inspect_err(|_| self.restore_pending(account, pending))
     }
 
     /// Per account, what this worker's requests in flight hold (for the Envoy's hold report).
@@ -371,13 +396,11 @@ impl Worker {
                 .is_ok_and(|took| took <= self.settings.sync_period)
         });
         let spend_error = if let Some(hold) = hold {
-            self.forget_held(&hold);
+            // Written with this worker's next hold on the account, or on its tick.
             let spent = self.spent_unacked.entry(account).or_default();
             *spent = add(*spent, local_amount.max(Decimal::ZERO));
-            let now_ms = debit
-                .finished_at
-                .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0));
-            self.settle_hold(store, hold, now_ms)
+            self.release_hold(hold);
+            None
         } else if pending.is_zero() {
             // Nothing to spend (an unpriced model): nothing to publish, now or later.
             self.unpublished.remove(&account);
@@ -421,17 +444,12 @@ impl Worker {
     /// so they must be in it by then: a batch waits while any write fails). What fails stays
     /// unpublished and is tried again.
     pub fn publish_spend<S: SharedStore + ?Sized>(&mut self, store: &S, now_ms: u64) -> Vec<UpdateError> {
-        let mut failures: Vec<UpdateError> = std::mem::take(&mut self.unreleased)
+        let mut accounts: Vec<Uuid> = self.unreleased.keys().copied().collect();
+        accounts.extend(self.unpublished.keys().filter(|a| !self.unreleased.contains_key(a)));
+        accounts
             .into_iter()
-            .filter_map(|hold| self.settle_hold(store, hold, now_ms))
-            .collect();
-        let accounts: Vec<Uuid> = self.unpublished.keys().copied().collect();
-        failures.extend(
-            accounts
-                .into_iter()
-                .filter_map(|account| self.publish_account(store, account).err()),
-        );
-        failures
+            .filter_map(|account| self.write_pending(store, account, now_ms).err())
+            .collect()
     }
 
     /// Applies the control plane's answers to the shared account entries: one read-modify-write
@@ -1248,6 +1266,9 @@ mod tests {
         for (who, hold) in held {
             w[who].record_debit(&s, &debit(&model), balance, Some(hold));
         }
+        for w in &mut w {
+            assert!(w.publish_spend(&s, 1_000).is_empty());
+        }
         let entry = read_account(&s, &account).unwrap();
         assert!(entry.holds.is_empty());
         assert_eq!(entry.spendable(), balance - spend * Decimal::from(7));
@@ -1287,8 +1308,17 @@ mod tests {
         );
         let hold = w.reserve(&s, account, Decimal::from(7), 0).unwrap().unwrap();
         let writes = s.sets.get();
-        w.release_hold(&s, hold, 10);
-        assert_eq!(s.sets.get(), writes + 1, "one write");
+        w.release_hold(hold);
+        assert_eq!(s.sets.get(), writes, "written with the next hold or on the tick");
+        // Another worker still sees it held; this one's next hold releases it in its write.
+        assert_eq!(read_account(&s, &account).unwrap().available(10), Decimal::from(3));
+        let again = w.reserve(&s, account, Decimal::from(7), 10).unwrap().unwrap();
+        assert_eq!(s.sets.get(), writes + 1, "one write for the release and the new hold");
+        assert_eq!(read_account(&s, &account).unwrap().available(10), Decimal::from(3));
+        w.release_hold(again);
+        assert!(!w.drained(), "a release still to write keeps the worker from stopping");
+        assert!(w.publish_spend(&s, 10).is_empty());
+        assert!(w.drained());
         assert_eq!(
             read_account(&s, &account).unwrap().available(10),
             Decimal::from(10)
@@ -1302,8 +1332,9 @@ mod tests {
         seed(&s, 10);
         let mut w = worker(r#"{"internal_token":"t","cas_retries":2}"#);
         let hold = w.reserve(&s, account, Decimal::from(5), 0).unwrap().unwrap();
+        w.release_hold(hold);
         s.interfere.set(2);
-        w.release_hold(&s, hold, 0);
+        assert_eq!(w.publish_spend(&s, 0).len(), 1, "every attempt met another writer");
         assert_eq!(read_account(&s, &account).unwrap().available(0), Decimal::from(5));
         assert!(w.publish_spend(&s, 0).is_empty());
         assert_eq!(
