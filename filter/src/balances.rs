@@ -165,7 +165,8 @@ pub fn add_spend<S: SharedStore + ?Sized>(
     modify(store, account, attempts, |e| e.add_unacked(amount))
 }
 
-/// Credits held on an account by one request in flight, until `expiry_ms` at the latest.
+/// Credits held on an account by one request in flight, in its worker's lease, which expires at
+/// `expiry_ms` unless the worker renews it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
     pub account: Uuid,
@@ -176,89 +177,85 @@ pub struct Hold {
 /// What an attempt to hold credits found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reserved {
-    /// Held; `left` is what remained available after the hold.
-    Held { left: Decimal },
+    /// Held: the worker's lease is now `held`.
+    Held { held: Decimal },
     /// Did not fit: what was available (the entry's spendable minus its holds minus `outside`).
     Short { available: Decimal },
     /// No entry for the account (not synced yet): nothing held.
     NoEntry,
 }
 
-/// What a worker folds into its next write of an account entry: the holds of its requests that
-/// ended since, and the spend it has not published.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Pending {
-    pub releases: Vec<Hold>,
+/// A change of one worker's lease on an account (see `worker::Lease`): its current hold goes, its
+/// ended requests' spend is added, and a new hold covers what it needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaseChange {
+    /// The worker's hold now in the entry, and the group it is in.
+    pub release: Decimal,
+    pub release_expiry_ms: u64,
+    /// Spend of its ended requests (and unpublished spend) to add.
     pub spend: Decimal,
+    /// The ceilings of its requests in flight, which stay held whatever happens.
+    pub in_use: Decimal,
+    /// The new request's ceiling (0: only settle the lease).
+    pub ceiling: Decimal,
+    /// The group of the new hold.
+    pub expiry_ms: u64,
 }
 
-impl Pending {
-    pub fn is_empty(&self) -> bool {
-        self.releases.is_empty() && self.spend.is_zero()
+/// Spare credits a lease takes beyond its requests when the account has plenty: up to nine more
+/// ceilings, at most a tenth of what is left, and none when less than twenty ceilings are left (so
+/// that near the end of a balance every worker holds exactly what its requests may cost).
+fn spare(available_after: Decimal, ceiling: Decimal) -> Decimal {
+    let twenty = ceiling.checked_mul(Decimal::from(20)).unwrap_or(Decimal::MAX);
+    if ceiling.is_zero() || available_after < twenty {
+        return Decimal::ZERO;
     }
-
-    pub fn apply_to(&self, entry: &mut AccountEntry, now_ms: u64) {
-        for h in &self.releases {
-            entry.release(h.amount, h.expiry_ms, now_ms);
-        }
-        entry.add_unacked(self.spend);
-    }
+    let nine = ceiling.checked_mul(Decimal::from(9)).unwrap_or(Decimal::MAX);
+    nine.min(available_after / Decimal::from(10))
 }
 
-/// Holds `hold.amount` on the account if it fits what is available: the entry's spendable balance
-/// minus the holds in force minus `others` (other Envoys' holds), after `pending` (this worker's
-/// ended requests and unpublished spend) is applied to it. Decided and written in one
-/// compare-and-swap, so concurrent requests on every worker of the Envoy never hold the same
-/// credits twice; `pending` is written with it (even when the hold does not fit). The write moves
-/// no counter: other workers' copies of the entry serve only the header check, which the hold
-/// decides again on what shared data holds (copies still last at most a tick).
-pub fn reserve<S: SharedStore + ?Sized>(
+/// Applies a lease change in one compare-and-swap: the request's ceiling is held if it fits what
+/// is available (the entry's spendable balance minus every hold in force minus `others`, the
+/// other Envoys' holds, once this worker's old hold is released and its spend added), with spare
+/// credits when there is plenty; otherwise only the requests in flight stay held. Concurrent
+/// requests on every worker of the Envoy never hold the same credits twice. The write moves no
+/// counter: other workers' copies of the entry serve only the header check, which this decides
+/// again on what shared data holds (copies last at most a tick).
+pub fn lease<S: SharedStore + ?Sized>(
     store: &S,
-    hold: &Hold,
-    pending: &Pending,
+    account: &Uuid,
+    change: &LeaseChange,
     others: Decimal,
     now_ms: u64,
     attempts: u32,
 ) -> Result<Reserved, UpdateError> {
-    update(
-        store,
-        &account_entry_name(&hold.account),
-        attempts,
-        |current| match current.and_then(AccountEntry::decode) {
-            Some(mut entry) => {
-                pending.apply_to(&mut entry, now_ms);
-                let available = crate::worker::sub(entry.available(now_ms), others);
-                if hold.amount > available {
-                    let short = Reserved::Short { available };
-                    if pending.is_empty() {
-                        Change::Keep(short)
-                    } else {
-                        Change::Write(entry.encode(), short)
-                    }
-                } else {
-                    entry.hold(hold.amount, hold.expiry_ms, now_ms);
-                    Change::Write(
-                        entry.encode(),
-                        Reserved::Held {
-                            left: crate::worker::sub(available, hold.amount),
-                        },
-                    )
+    use crate::worker::{add, sub};
+    update(store, &account_entry_name(account), attempts, |current| {
+        let Some(mut entry) = current.and_then(AccountEntry::decode) else {
+            return Change::Keep(Reserved::NoEntry);
+        };
+        entry.release(change.release, change.release_expiry_ms, now_ms);
+        entry.add_unacked(change.spend);
+        let available = sub(entry.available(now_ms), others);
+        let need = add(change.in_use, change.ceiling);
+        let result = if change.ceiling.is_zero() || need > available {
+            if !change.in_use.is_zero() {
+                entry.hold(change.in_use, change.expiry_ms, now_ms);
+            }
+            if change.ceiling.is_zero() {
+                Reserved::Held { held: change.in_use }
+            } else {
+                Reserved::Short {
+                    available: sub(available, change.in_use),
                 }
             }
-            None => Change::Keep(Reserved::NoEntry),
-        },
-    )
-}
-
-/// Writes what a worker has pending for an account (releases and spend), in one write.
-pub fn settle_pending<S: SharedStore + ?Sized>(
-    store: &S,
-    account: &Uuid,
-    pending: &Pending,
-    now_ms: u64,
-    attempts: u32,
-) -> Result<bool, UpdateError> {
-    modify(store, account, attempts, |e| pending.apply_to(e, now_ms))
+        } else {
+            let held = add(need, spare(sub(available, need), change.ceiling));
+            entry.hold(held, change.expiry_ms, now_ms);
+            Reserved::Held { held }
+        };
+        Change::Write(entry.encode(), result)
+    })
 }
 
 /// What the control plane said of one debit's local amount.

@@ -14,8 +14,7 @@ use uuid::Uuid;
 use crate::accountcache::{counters_move, epoch_shard, AccountCache};
 use crate::admission::GatewayState;
 use crate::balances::{
-    add_spend, read_account, read_key, reserve, settle_pending, settle_spends, Hold, Pending, Reserved,
-    SpendOutcome,
+    add_spend, lease, read_account, read_key, settle_spends, Hold, LeaseChange, Reserved, SpendOutcome,
 };
 use crate::config::Settings;
 use crate::debits::{DebitBuffer, PendingDebit, Settlement};
@@ -46,12 +45,9 @@ pub struct Worker {
     /// Local spend finalised here and not yet added to the shared account entries (see
     /// [`Self::record_debit`]).
     unpublished: HashMap<Uuid, Decimal>,
-    /// Credits this worker's requests in flight hold, per account: what it reports for the
-    /// Envoy's hold report to the control plane.
-    held_here: HashMap<Uuid, Decimal>,
-    /// Holds of requests that ended, per account, not yet released in shared data: released with
-    /// this worker's next hold on the account, or on the tick (see [`Self::reserve`]).
-    unreleased: HashMap<Uuid, Vec<Hold>>,
+    /// This worker's leases: its share of each account's holds in shared data (spend control
+    /// `reserve`), what it reports for the Envoy's hold report.
+    leases: HashMap<Uuid, Lease>,
     /// What requests that held their ceiling cost, per account, until the control plane
     /// acknowledges their debits: reported with the holds, so that other Envoys keep counting a
     /// request between its end here and its debit in their snapshots.
@@ -59,6 +55,30 @@ pub struct Worker {
     /// What other Envoys' requests in flight hold, per account, as the control plane last said.
     others: HashMap<Uuid, Decimal>,
     pub ids: DebitIds,
+}
+
+/// A worker's share of an account's holds in shared data. Requests of the worker take their
+/// ceilings from it without a shared-data call while it has room; when it has none, one
+/// compare-and-swap releases it, writes the ended requests' spend, and holds what the requests in
+/// flight need plus the new one's ceiling, with spare credits when the account has plenty
+/// ([`crate::balances::lease`]). The tick gives the spare back, writes the spend, and renews the
+/// lease's expiry while requests are in flight. Other workers see the whole lease held: at most a
+/// tick's worth of spare they cannot use, never a credit held twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Lease {
+    /// Held in shared data for this worker, in the group expiring at `expiry_ms`.
+    held: Decimal,
+    expiry_ms: u64,
+    /// The ceilings of this worker's requests in flight on the account.
+    in_use: Decimal,
+    /// What its ended requests cost, not yet written to the entry (still covered by `held`).
+    spent: Decimal,
+}
+
+impl Lease {
+    fn free(&self) -> Decimal {
+        sub(sub(self.held, self.in_use), self.spent)
+    }
 }
 
 /// Why a request's ceiling was not held.
@@ -97,8 +117,7 @@ impl Worker {
             accounts: AccountCache::default(),
             copies: false,
             unpublished: HashMap::new(),
-            held_here: HashMap::new(),
-            unreleased: HashMap::new(),
+            leases: HashMap::new(),
             spent_unacked: HashMap::new(),
             others: HashMap::new(),
             ids: DebitIds::new(seed),
@@ -189,7 +208,7 @@ impl Worker {
 
     /// Nothing buffered and nothing being served: the worker may stop.
     pub fn drained(&self) -> bool {
-        self.load() == 0 && self.unreleased.is_empty()
+        self.load() == 0 && self.leases.is_empty()
     }
 
     /// Adopts the leader's price table when it changed. An unusable table is logged and the
@@ -227,15 +246,8 @@ impl Worker {
     /// Holds a request's ceiling on its account (spend control `reserve`): `Ok(Some(hold))` when
     /// held, `Ok(None)` when admitted without a hold (no entry yet, or shared data too contended to
     /// write while the last entry read says it fits: availability first, the debit still comes),
-    /// `Err` when it does not fit.
-    ///
-    /// One write: the releases of this worker's requests on the account that ended since its last
-    /// write, and its unpublished spend there, go with the new hold. So a request of a busy account
-    /// costs one shared-data write, and an ended request's hold stays in shared data (counted by
-    /// the other workers, not by this one) until this worker's next hold or tick.
-    ///
-    /// The holds expire in groups: `hold_ttl` after the request, rounded up to a sixteenth of it,
-    /// so that an account's entry keeps at most about 17 groups however many requests it serves.
+    /// `Err` when it does not fit. From the worker's lease when it has room (no shared-data call),
+    /// else by one compare-and-swap (see [`Lease`]).
     pub fn reserve<S: SharedStore + ?Sized>(
         &mut self,
         store: &S,
@@ -243,35 +255,80 @@ impl Worker {
         amount: Decimal,
         now_ms: u64,
     ) -> Result<Option<Hold>, NotHeld> {
+        let ceiling = amount.max(Decimal::ZERO);
+        let current = self.leases.get(&account).copied().unwrap_or_default();
+        // A lease in its last half is renewed by a write rather than used to its end.
         let ttl = duration_ms(self.settings.hold_ttl);
-        let grain = (ttl / 16).max(1);
-        let expiry_ms = now_ms.saturating_add(ttl).div_ceil(grain).saturating_mul(grain);
-        let hold = Hold {
-            account,
-            amount: amount.max(Decimal::ZERO),
+        if current.free() >= ceiling && current.expiry_ms > now_ms.saturating_add(ttl / 2) {
+            let l = self.leases.entry(account).or_default();
+            l.in_use = add(l.in_use, ceiling);
+            return Ok(Some(Hold {
+                account,
+                amount: ceiling,
+                expiry_ms: l.expiry_ms,
+            }));
+        }
+        let others = self.others.get(&account).copied().unwrap_or_default();
+        let unpublished = self.unpublished.remove(&account).unwrap_or_default();
+        let expiry_ms = self.expiry(now_ms);
+        let change = LeaseChange {
+            release: current.held,
+            release_expiry_ms: current.expiry_ms,
+            spend: add(current.spent, unpublished),
+            in_use: current.in_use,
+            ceiling,
             expiry_ms,
         };
-        let others = self.others.get(&account).copied().unwrap_or_default();
-        let pending = self.take_pending(&account);
-        match reserve(store, &hold, &pending, others, now_ms, self.settings.cas_retries) {
-            Ok(Reserved::Held { .. }) => {
-                let held = self.held_here.entry(account).or_default();
-                *held = add(*held, hold.amount);
-                Ok(Some(hold))
+        let written = lease(
+            store,
+            &account,
+            &change,
+            others,
+            now_ms,
+            self.settings.cas_retries,
+        );
+        match written {
+            Ok(Reserved::Held { held }) => {
+                self.leases.insert(
+                    account,
+                    Lease {
+                        held,
+                        expiry_ms,
+                        in_use: add(current.in_use, ceiling),
+                        spent: Decimal::ZERO,
+                    },
+                );
+                Ok(Some(Hold {
+                    account,
+                    amount: ceiling,
+                    expiry_ms,
+                }))
             }
-            Ok(Reserved::Short { available }) => Err(NotHeld::Short(available)),
+            Ok(Reserved::Short { available }) => {
+                self.leases.insert(
+                    account,
+                    Lease {
+                        held: current.in_use,
+                        expiry_ms,
+                        in_use: current.in_use,
+                        spent: Decimal::ZERO,
+                    },
+                );
+                Err(NotHeld::Short(available))
+            }
             Ok(Reserved::NoEntry) => {
-                self.restore_pending(account, pending);
+                self.restore_unpublished(account, unpublished);
                 Ok(None)
             }
             Err(_) => {
-                let last = read_account(store, &account);
-                self.restore_pending(account, pending.clone());
-                match last {
+                self.restore_unpublished(account, unpublished);
+                // Decide on the entry as last read, as if this worker's lease were settled.
+                match read_account(store, &account) {
                     Some(mut entry) => {
-                        pending.apply_to(&mut entry, now_ms);
-                        let available = sub(entry.available(now_ms), others);
-                        if hold.amount > available {
+                        entry.release(change.release, change.release_expiry_ms, now_ms);
+                        entry.add_unacked(change.spend);
+                        let available = sub(sub(entry.available(now_ms), others), current.in_use);
+                        if ceiling > available {
                             Err(NotHeld::Short(available))
                         } else {
                             Ok(None)
@@ -283,67 +340,107 @@ impl Worker {
         }
     }
 
-    fn take_pending(&mut self, account: &Uuid) -> Pending {
-        Pending {
-            releases: self.unreleased.remove(account).unwrap_or_default(),
-            spend: self.unpublished.remove(account).unwrap_or_default(),
-        }
+    /// The expiry group of a lease written now: `hold_ttl` ahead, rounded up to a sixteenth of it,
+    /// so that an account's entry keeps at most about 17 groups.
+    fn expiry(&self, now_ms: u64) -> u64 {
+        let ttl = duration_ms(self.settings.hold_ttl);
+        let grain = (ttl / 16).max(1);
+        now_ms.saturating_add(ttl).div_ceil(grain).saturating_mul(grain)
     }
 
-    /// Keeps what could not be written for the next write.
-    fn restore_pending(&mut self, account: Uuid, pending: Pending) {
-        if !pending.releases.is_empty() {
-            self.unreleased.entry(account).or_default().extend(pending.releases);
-        }
-        if !pending.spend.is_zero() {
-            let spend = self.unpublished.entry(account).or_default();
-            *spend = add(*spend, pending.spend);
+    fn restore_unpublished(&mut self, account: Uuid, amount: Decimal) {
+        if !amount.is_zero() {
+            let pending = self.unpublished.entry(account).or_default();
+            *pending = add(*pending, amount);
         }
     }
 
     /// A request that held credits ended without a debit (refused or failed upstream, nothing
-    /// metered): its hold goes, with this worker's next write of the account.
+    /// metered): its ceiling goes back to the worker's lease.
     pub fn release_hold(&mut self, hold: Hold) {
-        self.forget_held(&hold);
-        self.unreleased.entry(hold.account).or_default().push(hold);
+        self.end_hold(&hold, Decimal::ZERO);
     }
 
-    fn forget_held(&mut self, hold: &Hold) {
-        if let Some(h) = self.held_here.get_mut(&hold.account) {
-            *h = sub(*h, hold.amount).max(Decimal::ZERO);
-            if h.is_zero() {
-                self.held_here.remove(&hold.account);
+    fn end_hold(&mut self, hold: &Hold, spent: Decimal) {
+        match self.leases.get_mut(&hold.account) {
+            Some(l) => {
+                l.in_use = sub(l.in_use, hold.amount).max(Decimal::ZERO);
+                l.spent = add(l.spent, spent.max(Decimal::ZERO));
             }
+            // No lease to spend from (never so while a request holds): published as spend.
+            None => self.restore_unpublished(hold.account, spent.max(Decimal::ZERO)),
         }
     }
 
-    /// Writes what this worker has pending for the account (ended requests' holds, unpublished
-    /// spend) in one write; what fails stays pending.
-    fn write_pending<S: SharedStore + ?Sized>(
+    /// Settles a lease in one write (the tick's): its ended requests' spend is written, the spare
+    /// given back, and what the requests in flight need held again under a fresh expiry.
+    fn settle_lease<S: SharedStore + ?Sized>(
         &mut self,
         store: &S,
         account: Uuid,
         now_ms: u64,
     ) -> Result<(), UpdateError> {
-        let pending = self.take_pending(&account);
-        if pending.is_empty() {
+        let Some(current) = self.leases.get(&account).copied() else {
+            return Ok(());
+        };
+        let renew = current.expiry_ms <= now_ms.saturating_add(duration_ms(self.settings.hold_ttl) / 2);
+        let unpublished = self.unpublished.get(&account).copied().unwrap_or_default();
+        let idle = current.held == current.in_use && current.spent.is_zero() && unpublished.is_zero();
+        if idle && !renew {
+            if current.held.is_zero() {
+                self.leases.remove(&account);
+            }
             return Ok(());
         }
+        let expiry_ms = self.expiry(now_ms);
+        let change = LeaseChange {
+            release: current.held,
+            release_expiry_ms: current.expiry_ms,
+            spend: add(current.spent, unpublished),
+            in_use: current.in_use,
+            ceiling: Decimal::ZERO,
+            expiry_ms,
+        };
+        let others = self.others.get(&account).copied().unwrap_or_default();
         self.accounts.forget(&account);
-        settle_pending(store, &account, &pending, now_ms, self.settings.cas_retries)
-            .map(|_| ())
-            .inspect_err(|_| self.restore_pending(account, pending))
+        lease(
+            store,
+            &account,
+            &change,
+            others,
+            now_ms,
+            self.settings.cas_retries,
+        )?;
+        self.unpublished.remove(&account);
+        if current.in_use.is_zero() {
+            self.leases.remove(&account);
+        } else {
+            self.leases.insert(
+                account,
+                Lease {
+                    held: current.in_use,
+                    expiry_ms,
+                    in_use: current.in_use,
+                    spent: Decimal::ZERO,
+                },
+            );
+        }
+        Ok(())
     }
 
-    /// Per account, what this worker's requests in flight hold (for the Envoy's hold report).
-    pub fn held_here(&self) -> &HashMap<Uuid, Decimal> {
-        &self.held_here
+    /// Per account, what this worker holds in shared data (its leases).
+    pub fn held_here(&self) -> HashMap<Uuid, Decimal> {
+        self.leases
+            .iter()
+            .filter(|(_, l)| !l.held.is_zero())
+            .map(|(a, l)| (*a, l.held))
+            .collect()
     }
 
     /// What this worker reports to the control plane per account: the holds of its requests in
     /// flight plus what its finished requests that held cost until their debits are acknowledged.
     pub fn reported(&self) -> HashMap<Uuid, Decimal> {
-        let mut out = self.held_here.clone();
+        let mut out = self.held_here();
         for (account, amount) in &self.spent_unacked {
             let sum = out.entry(*account).or_default();
             *sum = add(*sum, *amount);
@@ -396,10 +493,15 @@ impl Worker {
                 .is_ok_and(|took| took <= self.settings.sync_period)
         });
         let spend_error = if let Some(hold) = hold {
-            // Written with this worker's next hold on the account, or on its tick.
+            // Spent from the lease: written with this worker's next write of the account.
             let spent = self.spent_unacked.entry(account).or_default();
             *spent = add(*spent, local_amount.max(Decimal::ZERO));
-            self.release_hold(hold);
+            let this = local_amount.max(Decimal::ZERO);
+            *pending = sub(*pending, this).max(Decimal::ZERO);
+            if pending.is_zero() {
+                self.unpublished.remove(&account);
+            }
+            self.end_hold(&hold, this);
             None
         } else if pending.is_zero() {
             // Nothing to spend (an unpriced model): nothing to publish, now or later.
@@ -444,12 +546,18 @@ impl Worker {
     /// so they must be in it by then: a batch waits while any write fails). What fails stays
     /// unpublished and is tried again.
     pub fn publish_spend<S: SharedStore + ?Sized>(&mut self, store: &S, now_ms: u64) -> Vec<UpdateError> {
-        let mut accounts: Vec<Uuid> = self.unreleased.keys().copied().collect();
-        accounts.extend(self.unpublished.keys().filter(|a| !self.unreleased.contains_key(a)));
-        accounts
+        let leased: Vec<Uuid> = self.leases.keys().copied().collect();
+        let mut failures: Vec<UpdateError> = leased
             .into_iter()
-            .filter_map(|account| self.write_pending(store, account, now_ms).err())
-            .collect()
+            .filter_map(|account| self.settle_lease(store, account, now_ms).err())
+            .collect();
+        let accounts: Vec<Uuid> = self.unpublished.keys().copied().collect();
+        failures.extend(
+            accounts
+                .into_iter()
+                .filter_map(|account| self.publish_account(store, account).err()),
+        );
+        failures
     }
 
     /// Applies the control plane's answers to the shared account entries: one read-modify-write
@@ -1261,7 +1369,7 @@ mod tests {
             );
         }
         assert_eq!((held.len(), refused), (7, 53));
-        let reported: Decimal = w.iter().flat_map(|w| w.held_here().values()).copied().sum();
+        let reported: Decimal = w.iter().flat_map(|w| w.held_here().into_values()).sum();
         assert_eq!(reported, ceiling * Decimal::from(7));
         for (who, hold) in held {
             w[who].record_debit(&s, &debit(&model), balance, Some(hold));
@@ -1310,13 +1418,23 @@ mod tests {
         let writes = s.sets.get();
         w.release_hold(hold);
         assert_eq!(s.sets.get(), writes, "written with the next hold or on the tick");
-        // Another worker still sees it held; this one's next hold releases it in its write.
-        assert_eq!(read_account(&s, &account).unwrap().available(10), Decimal::from(3));
+        // Other workers still see it held, in this worker's lease; this one takes it again from
+        // its lease, without a write.
+        assert_eq!(
+            read_account(&s, &account).unwrap().available(10),
+            Decimal::from(3)
+        );
         let again = w.reserve(&s, account, Decimal::from(7), 10).unwrap().unwrap();
-        assert_eq!(s.sets.get(), writes + 1, "one write for the release and the new hold");
-        assert_eq!(read_account(&s, &account).unwrap().available(10), Decimal::from(3));
+        assert_eq!(s.sets.get(), writes, "from the lease");
+        assert_eq!(
+            read_account(&s, &account).unwrap().available(10),
+            Decimal::from(3)
+        );
         w.release_hold(again);
-        assert!(!w.drained(), "a release still to write keeps the worker from stopping");
+        assert!(
+            !w.drained(),
+            "a release still to write keeps the worker from stopping"
+        );
         assert!(w.publish_spend(&s, 10).is_empty());
         assert!(w.drained());
         assert_eq!(
@@ -1334,7 +1452,11 @@ mod tests {
         let hold = w.reserve(&s, account, Decimal::from(5), 0).unwrap().unwrap();
         w.release_hold(hold);
         s.interfere.set(2);
-        assert_eq!(w.publish_spend(&s, 0).len(), 1, "every attempt met another writer");
+        assert_eq!(
+            w.publish_spend(&s, 0).len(),
+            1,
+            "every attempt met another writer"
+        );
         assert_eq!(read_account(&s, &account).unwrap().available(0), Decimal::from(5));
         assert!(w.publish_spend(&s, 0).is_empty());
         assert_eq!(
@@ -1353,10 +1475,16 @@ mod tests {
         let mut w = workers(1).pop().unwrap();
         let model = w.prices.entries()[0].model.clone();
         let hold = w.reserve(&s, account, Decimal::from(10), 0).unwrap().unwrap();
-        assert_eq!(w.reported(), HashMap::from([(account, Decimal::from(10))]));
+        // Plenty of credit: the lease takes nine more ceilings of spare.
+        assert_eq!(w.reported(), HashMap::from([(account, Decimal::from(100))]));
         let spent = w
             .record_debit(&s, &debit(&model), Decimal::ZERO, Some(hold))
             .local_amount;
+        assert_eq!(
+            w.reported(),
+            HashMap::from([(account, Decimal::from(100) + spent)])
+        );
+        assert!(w.publish_spend(&s, 0).is_empty());
         assert_eq!(w.reported(), HashMap::from([(account, spent)]));
         w.debits.start_batch(10, None).unwrap();
         let ack = DebitAck {
@@ -1368,5 +1496,43 @@ mod tests {
         let (settlements, _) = w.debits.batch_acked(&ack, 0);
         assert!(w.settle(&s, &settlements).is_empty());
         assert!(w.reported().is_empty());
+    }
+
+    /// A lease with spare credits is held for every worker: another worker can use what is left
+    /// beside it, and the tick gives the spare back.
+    #[test]
+    fn a_lease_holds_its_spare_for_every_worker_until_the_tick() {
+        let s = MemoryStore::default();
+        let account = Uuid::from_u128(2);
+        seed(&s, 1_000);
+        let mut w = workers(2);
+        let mut b = w.pop().unwrap();
+        let mut a = w.pop().unwrap();
+        let first = a.reserve(&s, account, Decimal::from(10), 0).unwrap().unwrap();
+        // 1,000 available, 10 needed: 9 more ceilings of spare (at most a tenth of 990).
+        assert_eq!(
+            read_account(&s, &account).unwrap().available(0),
+            Decimal::from(900)
+        );
+        assert_eq!(
+            b.reserve(&s, account, Decimal::from(901), 0),
+            Err(NotHeld::Short(Decimal::from(900)))
+        );
+        let writes = s.sets.get();
+        let second = a.reserve(&s, account, Decimal::from(50), 0).unwrap().unwrap();
+        assert_eq!(s.sets.get(), writes, "taken from the lease");
+        a.release_hold(first);
+        a.release_hold(second);
+        assert!(
+            !a.drained(),
+            "a lease to give back keeps the worker from stopping"
+        );
+        assert!(a.publish_spend(&s, 0).is_empty());
+        assert!(a.drained());
+        assert_eq!(
+            read_account(&s, &account).unwrap().available(0),
+            Decimal::from(1_000)
+        );
+        assert!(b.reserve(&s, account, Decimal::from(1_000), 0).unwrap().is_some());
     }
 }
