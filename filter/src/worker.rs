@@ -480,37 +480,35 @@ impl Worker {
             Err(_) => (Decimal::ZERO, false),
         };
         let account = debit.account_id;
-        let pending = self.unpublished.entry(account).or_insert(Decimal::ZERO);
-        *pending = pending
-            .checked_add(local_amount.max(Decimal::ZERO))
-            .unwrap_or(Decimal::MAX);
-        let allowance = spendable
-            .checked_mul(self.settings.spend_publish_fraction)
-            .unwrap_or(Decimal::ZERO);
-        let fresh = debit.finished_at.is_some_and(|end| {
-            (end - debit.admitted_at)
-                .to_std()
-                .is_ok_and(|took| took <= self.settings.sync_period)
-        });
         let spend_error = if let Some(hold) = hold {
             // Spent from the lease: written with this worker's next write of the account.
-            let spent = self.spent_unacked.entry(account).or_default();
-            *spent = add(*spent, local_amount.max(Decimal::ZERO));
             let this = local_amount.max(Decimal::ZERO);
-            *pending = sub(*pending, this).max(Decimal::ZERO);
-            if pending.is_zero() {
-                self.unpublished.remove(&account);
-            }
+            let spent = self.spent_unacked.entry(account).or_default();
+            *spent = add(*spent, this);
             self.end_hold(&hold, this);
             None
-        } else if pending.is_zero() {
-            // Nothing to spend (an unpriced model): nothing to publish, now or later.
-            self.unpublished.remove(&account);
-            None
-        } else if fresh && *pending <= allowance {
-            None
         } else {
-            self.publish_account(store, account).err()
+            let pending = self.unpublished.entry(account).or_insert(Decimal::ZERO);
+            *pending = pending
+                .checked_add(local_amount.max(Decimal::ZERO))
+                .unwrap_or(Decimal::MAX);
+            let allowance = spendable
+                .checked_mul(self.settings.spend_publish_fraction)
+                .unwrap_or(Decimal::ZERO);
+            let fresh = debit.finished_at.is_some_and(|end| {
+                (end - debit.admitted_at)
+                    .to_std()
+                    .is_ok_and(|took| took <= self.settings.sync_period)
+            });
+            if pending.is_zero() {
+                // Nothing to spend (an unpriced model): nothing to publish, now or later.
+                self.unpublished.remove(&account);
+                None
+            } else if fresh && *pending <= allowance {
+                None
+            } else {
+                self.publish_account(store, account).err()
+            }
         };
         self.debits.push(PendingDebit::new(debit, local_amount));
         Recorded {
