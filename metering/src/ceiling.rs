@@ -111,6 +111,19 @@ pub fn ceiling(
         (_, Some(n)) => n,
         (n, None) => u64::from(n).saturating_mul(rules.web_searches_default),
     };
+    // An admin's separate thinking rate may be the higher one: output may all be thinking.
+    let thinking_priced = entry.usd_per_mtok.thinking.is_some()
+        || entry.tiers.iter().any(|t| t.usd_per_mtok.thinking.is_some());
+    if fields.fallbacks.is_empty() && fields.tools.advisor_models.is_empty() && !thinking_priced {
+        let credits = plain_ceiling(table, entry, requested, input_tokens, output_tokens, searches)
+            .ok_or(PriceError::Overflow)?;
+        return Ok(Ceiling {
+            credits,
+            input_tokens,
+            output_tokens,
+            output_bound,
+        });
+    }
     let step = |kind: &str, model: &str| Iteration {
         kind: kind.to_owned(),
         model: Some(model.to_owned()),
@@ -149,9 +162,6 @@ pub fn ceiling(
         }
     }
     let (mut credits_max, _) = credits(table, &request(&usage, model, requested, at))?;
-    // An admin's separate thinking rate may be the higher one: output may all be thinking.
-    let thinking_priced = entry.usd_per_mtok.thinking.is_some()
-        || entry.tiers.iter().any(|t| t.usd_per_mtok.thinking.is_some());
     if thinking_priced {
         usage.thinking_tokens = output_tokens;
         credits_max = credits_max.max(credits(table, &request(&usage, model, requested, at))?.0);
@@ -162,6 +172,44 @@ pub fn ceiling(
         output_tokens,
         output_bound,
     })
+}
+
+/// The ceiling of a request with no steps beyond its own and no separate thinking rate, priced as
+/// [`credits`] prices such a usage (input and output at the tier of the input, the request's
+/// modifiers or the upstream's default, web searches and the code execution fee), with the few
+/// operations it needs: every request computes one.
+fn plain_ceiling(
+    table: &PriceTable,
+    entry: &crate::price::PriceEntry,
+    requested: &RequestedOptions,
+    input_tokens: u64,
+    output_tokens: u64,
+    searches: u64,
+) -> Option<Decimal> {
+    use crate::price::Modifier;
+    let (rates, _) = entry.rates_for(input_tokens);
+    let multiplier = |m: Modifier, asked: Option<&str>| {
+        asked
+            .or_else(|| table.default_value(m))
+            .and_then(|v| entry.multiplier(m, v))
+            .unwrap_or(Decimal::ONE)
+    };
+    let mut usd_micro = Decimal::from(input_tokens)
+        .checked_mul(rates.input)?
+        .checked_add(Decimal::from(output_tokens).checked_mul(rates.output)?)?;
+    let m = multiplier(Modifier::Speed, requested.speed.as_deref())
+        * multiplier(Modifier::InferenceGeo, requested.inference_geo.as_deref());
+    if m != Decimal::ONE {
+        usd_micro = usd_micro.checked_mul(m)?;
+    }
+    let mut usd = usd_micro / Decimal::from(1_000_000);
+    if searches > 0 {
+        usd = usd.checked_add(Decimal::from(searches).checked_mul(entry.web_search_usd_per_request)?)?;
+    }
+    if requested.code_execution {
+        usd = usd.checked_add(entry.code_execution_usd_per_request.unwrap_or_default())?;
+    }
+    Some(table.credits_for_usd(usd)?.normalize())
 }
 
 /// The input estimate, in tokens (see the module documentation).
@@ -425,6 +473,87 @@ mod tests {
         );
         let c = of(&body);
         assert_eq!(c.input_tokens, 1_000_000);
+    }
+
+    /// The plain computation equals the general one (pricing the same maximal usage) for every
+    /// model, tier, modifier, search count and code execution fee of the shipped tables.
+    #[test]
+    fn the_plain_ceiling_prices_as_the_debit_would() {
+        let table = table();
+        let mut checked = 0;
+        for entry in table.entries() {
+            let at = entry.effective_from;
+            let Ok(resolved) = table.resolve(&entry.model, at) else {
+                continue;
+            };
+            if resolved != entry {
+                continue;
+            }
+            let speeds: Vec<Option<String>> = std::iter::once(None)
+                .chain(entry.speed.keys().cloned().map(Some))
+                .collect();
+            let geos: Vec<Option<String>> = std::iter::once(None)
+                .chain(entry.inference_geo.keys().cloned().map(Some))
+                .collect();
+            for speed in &speeds {
+                for geo in &geos {
+                    for (input, output, searches) in
+                        [(0, 0, 0), (36, 32_000, 0), (150_000, 1, 7), (999_999, 64_000, 3)]
+                    {
+                        for code_execution in [false, entry.code_execution_usd_per_request.is_some()] {
+                            let requested = RequestedOptions {
+                                speed: speed.clone(),
+                                inference_geo: geo.clone(),
+                                code_execution,
+                            };
+                            let plain =
+                                plain_ceiling(&table, entry, &requested, input, output, searches).unwrap();
+                            let usage = Usage {
+                                input_tokens: input,
+                                output_tokens: output,
+                                web_search_requests: searches,
+                                ..Usage::default()
+                            };
+                            let served = ServedRequest {
+                                usage: &usage,
+                                model_requested: &entry.model,
+                                model_served: None,
+                                requested: &requested,
+                                admitted_at: at,
+                            };
+                            let (general, _) = credits(&table, &served).unwrap();
+                            assert_eq!(
+                                plain, general,
+                                "{} {requested:?} {input} {output} {searches}",
+                                entry.model
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
+        // And with the upstream's default inference geo.
+        let table = table.with_default_inference_geo(Some("us".into()));
+        let entry = table.resolve("claude-opus-5-5", at()).unwrap();
+        let requested = RequestedOptions::default();
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 10,
+            ..Usage::default()
+        };
+        let served = ServedRequest {
+            usage: &usage,
+            model_requested: "claude-opus-5-5",
+            model_served: None,
+            requested: &requested,
+            admitted_at: at(),
+        };
+        assert_eq!(
+            plain_ceiling(&table, entry, &requested, 10, 10, 0).unwrap(),
+            credits(&table, &served).unwrap().0
+        );
     }
 
     #[test]
