@@ -69,8 +69,6 @@ pub struct Metrics {
     /// Billed requests of `reserve` accounts admitted without holding their ceiling (no account
     /// entry yet, or shared data too contended).
     pub admitted_without_hold: Counter,
-    /// Hold reports to the control plane that failed.
-    pub hold_report_failures: Counter,
     pub shared_data_contention: Counter,
     pub sync_pages: Counter,
     pub sync_failures: Counter,
@@ -105,7 +103,6 @@ impl Metrics {
             debits_dropped: Counter::define("debits.dropped"),
             served_model_unpriced: Counter::define("served_model_unpriced"),
             admitted_without_hold: Counter::define("admitted.without_hold"),
-            hold_report_failures: Counter::define("holds.report_failures"),
             shared_data_contention: Counter::define("shared_data_contention"),
             sync_pages: Counter::define("sync.pages"),
             sync_failures: Counter::define("sync.failures"),

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use metering::wire::{HoldReport, HoldsAnswer, Snapshot, PROTOCOL_VERSION};
+use metering::wire::{HoldReport, Snapshot, PROTOCOL_VERSION};
 use metering::PriceTable;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -45,10 +45,7 @@ pub struct BillingRoot {
     flush_token: Option<u32>,
     /// This worker's hold report in shared data.
     reporter: holds::Reporter,
-    /// As the leader: the hold report call in flight, and when the next one is due.
-    holds_token: Option<u32>,
-    holds_next_at_ms: u64,
-    /// When a hold report was last answered.
+    /// When a hold report (with a snapshot's first page) was last answered.
     holds_ok_ms: u64,
     /// The Envoy's id in hold reports (`cs.gateway`), once read.
     gateway: Option<uuid::Uuid>,
@@ -66,8 +63,6 @@ impl BillingRoot {
             sync: SyncProgress::default(),
             flush_token: None,
             reporter: holds::Reporter::default(),
-            holds_token: None,
-            holds_next_at_ms: 0,
             holds_ok_ms: 0,
             gateway: None,
             draining: false,
@@ -134,9 +129,6 @@ impl BillingRoot {
                     self.sync.cursor = None;
                     self.request_snapshot(shared, now);
                 }
-                if self.holds_token.is_none() && now >= self.holds_next_at_ms {
-                    self.report_holds(shared, now);
-                }
             }
         }
         self.flush(shared, now);
@@ -156,13 +148,19 @@ impl BillingRoot {
             self.sync.cursor.as_deref(),
             s.snapshot_page_limit,
         );
+        // A sync's first page carries this Envoy's hold report; its answer, the other Envoys'.
+        let report = if self.sync.cursor.is_none() {
+            self.hold_report(shared, now)
+        } else {
+            None
+        };
         let call = Call {
             cluster: &s.control_plane_cluster,
             authority: &s.control_plane_authority,
             token: &s.internal_token,
-            method: "GET",
+            method: if report.is_some() { "POST" } else { "GET" },
             path: &path,
-            body: None,
+            body: report.as_deref(),
             timeout: s.call_timeout,
         };
         match host::dispatch(&call) {
@@ -178,20 +176,14 @@ impl BillingRoot {
         }
     }
 
-    /// As the leader: this Envoy's holds to the control plane, whose answer is the other Envoys'.
-    fn report_holds(&mut self, shared: &Shared, now: u64) {
+    /// As the leader: this Envoy's hold report (see `holds`), the body of a sync's first page.
+    fn hold_report(&mut self, shared: &Shared, now: u64) -> Option<Vec<u8>> {
         let s = &shared.settings;
-        self.holds_next_at_ms = now.saturating_add(duration_ms(s.sync_period));
         let gateway = match self.gateway {
             Some(g) => g,
             None => {
-                let Some(random) = host::random::<16>() else {
-                    return;
-                };
-                let candidate = uuid::Uuid::from_bytes(random);
-                let Some(g) = holds::gateway_id(&HostStore, candidate, s.cas_retries) else {
-                    return;
-                };
+                let candidate = uuid::Uuid::from_bytes(host::random::<16>()?);
+                let g = holds::gateway_id(&HostStore, candidate, s.cas_retries)?;
                 self.gateway = Some(g);
                 g
             }
@@ -202,54 +194,26 @@ impl BillingRoot {
         if let Err(e) = holds::forget(&HostStore, &gone, s.cas_retries) {
             log::warn!("silent workers not dropped from the hold registry: {e}");
         }
-        let body = serde_json::to_vec(&HoldReport {
+        serde_json::to_vec(&HoldReport {
             protocol: PROTOCOL_VERSION,
             gateway,
             holds: report,
         })
-        .unwrap_or_default();
-        let call = Call {
-            cluster: &s.control_plane_cluster,
-            authority: &s.control_plane_authority,
-            token: &s.internal_token,
-            method: "POST",
-            path: "/internal/v1/holds",
-            body: Some(&body),
-            timeout: s.call_timeout,
-        };
-        match host::dispatch(&call) {
-            Ok(token) => self.holds_token = Some(token),
-            Err(e) => {
-                shared.metrics.count(&shared.metrics.hold_report_failures);
-                log::warn!("hold report not dispatched: {e:?}");
-            }
-        }
+        .ok()
     }
 
-    fn on_holds_answer(&mut self, shared: &Shared, body_size: usize) {
-        self.holds_token = None;
-        let answer = match host::call_status() {
-            Some(200) => serde_json::from_slice::<HoldsAnswer>(&host::call_body(body_size))
-                .map_err(|e| format!("unreadable hold answer: {e}")),
-            Some(status) => Err(format!("hold report answered {status}")),
-            None => Err("hold report failed (timeout or connection error)".into()),
-        };
-        let now = host::now_ms();
-        match answer {
-            Ok(answer) => {
+    /// The other Envoys' holds as a snapshot's answer gave them, or, when no answer came for
+    /// longer than `stale_after`, none (as the control plane stops counting a silent Envoy's).
+    fn others_answered(&mut self, shared: &Shared, others: Option<&[metering::wire::AccountHold]>, now: u64) {
+        match others {
+            Some(others) => {
                 self.holds_ok_ms = now;
-                holds::write_others(&HostStore, &answer.others);
+                holds::write_others(&HostStore, others);
             }
-            Err(e) => {
-                shared.metrics.count(&shared.metrics.hold_report_failures);
-                // Holds of other Envoys this old are no longer known: stop counting them (as the
-                // control plane stops counting a silent Envoy's), rather than forever.
+            None => {
                 let stale = duration_ms(shared.settings.stale_after);
                 if now.saturating_sub(self.holds_ok_ms) > stale {
                     holds::write_others(&HostStore, &[]);
-                    log::warn!("{e}; the other gateways' holds are unknown and no longer counted");
-                } else {
-                    log::warn!("{e}; the other gateways' holds stay as last reported");
                 }
             }
         }
@@ -271,9 +235,13 @@ impl BillingRoot {
                 log::warn!("{e}; retrying in {period} ms");
                 shared.metrics.count(&shared.metrics.sync_failures);
                 self.sync.next_at_ms = now.saturating_add(period);
+                self.others_answered(shared, None, now);
                 return;
             }
         };
+        if page.others.is_some() {
+            self.others_answered(shared, page.others.as_deref(), now);
+        }
         let since = self.sync.since;
         let outcome = apply_page(&HostStore, &page, since, now, shared.settings.cas_retries);
         if outcome.reset {
@@ -452,8 +420,6 @@ impl Context for BillingRoot {
             self.on_snapshot(&shared, body_size);
         } else if self.flush_token == Some(token_id) {
             self.on_debit_ack(&shared, body_size);
-        } else if self.holds_token == Some(token_id) {
-            self.on_holds_answer(&shared, body_size);
         }
     }
 

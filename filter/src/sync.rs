@@ -346,6 +346,7 @@ mod tests {
             }],
             prices: None,
             next_cursor: cursor.map(str::to_owned),
+            others: None,
         }
     }
 

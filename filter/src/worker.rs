@@ -1088,6 +1088,7 @@ mod tests {
                 inference_geo_default: Some("us".into()),
             }),
             next_cursor: None,
+            others: None,
         };
         crate::sync::apply_page(&s, &page, 0, 10, 4);
         let status = SyncStatus::read(&s);

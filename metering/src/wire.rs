@@ -100,9 +100,10 @@ pub struct AccountHold {
     pub credits: Decimal,
 }
 
-/// `POST /internal/v1/holds`, by each gateway's sync leader once per sync period: the credits its
-/// requests in flight hold, per account (accounts without holds left out). The answer is what the
-/// *other* gateways hold, which this one subtracts from the accounts' spendable balances.
+/// A gateway's hold report: the credits its requests in flight hold, per account (accounts without
+/// holds left out), sent by its sync leader once per sync period as the body of the first page's
+/// `POST /internal/v1/snapshot` (or alone, `POST /internal/v1/holds`). The answer carries what the
+/// *other* gateways hold, which this one subtracts from what its requests may hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldReport {
     #[serde(default = "protocol_version")]
@@ -144,6 +145,10 @@ pub struct Snapshot {
     pub prices: Option<Prices>,
     #[serde(default)]
     pub next_cursor: Option<String>,
+    /// Answering `POST /internal/v1/snapshot` (a gateway's hold report as the body): what the
+    /// other gateways' requests in flight hold, per account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub others: Option<Vec<AccountHold>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
-//! `POST /internal/v1/holds`: each gateway's sync leader reports, once per sync period, the
-//! credits its requests in flight hold per account, and gets back what the *other* gateways hold,
+//! Hold reports: each gateway's sync leader reports, once per sync period (as the body of
+//! `POST /internal/v1/snapshot`, or alone to `POST /internal/v1/holds`), the credits its requests
+//! in flight hold per account, and gets back what the *other* gateways hold,
 //! which it subtracts from what its own requests may hold (spend control `reserve` across
 //! several Envoys). A report replaces the gateway's previous one; reports older than
 //! [`FRESH_SECS`] (a gateway gone) no longer count, and are deleted after [`KEEP_SECS`].
@@ -33,6 +34,15 @@ pub async fn report(
     State(state): State<AppState>,
     ApiJson(report): ApiJson<HoldReport>,
 ) -> ApiResult<Json<HoldsAnswer>> {
+    let others = exchange(&state, &report).await?;
+    Ok(Json(HoldsAnswer {
+        protocol: PROTOCOL_VERSION,
+        others,
+    }))
+}
+
+/// Replaces the gateway's holds with its report and reads what the other gateways hold.
+pub async fn exchange(state: &AppState, report: &HoldReport) -> ApiResult<Vec<AccountHold>> {
     if report.holds.len() > MAX_ACCOUNTS {
         return Err(ApiError::invalid(format!(
             "a hold report lists at most {MAX_ACCOUNTS} accounts"
@@ -83,14 +93,11 @@ pub async fn report(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Json(HoldsAnswer {
-        protocol: PROTOCOL_VERSION,
-        others: others
-            .into_iter()
-            .map(|(account_id, credits)| AccountHold {
-                account_id,
-                credits: crate::money::canonical(credits),
-            })
-            .collect(),
-    }))
+    Ok(others
+        .into_iter()
+        .map(|(account_id, credits)| AccountHold {
+            account_id,
+            credits: crate::money::canonical(credits),
+        })
+        .collect())
 }

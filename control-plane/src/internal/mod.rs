@@ -114,6 +114,30 @@ async fn snapshot(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<SnapshotQuery>,
 ) -> ApiResult<Json<Snapshot>> {
+    snapshot_page(&state, q).await.map(Json)
+}
+
+/// The same page, with the gateway's hold report as the body: the report replaces its previous
+/// one and the answer adds `others`, what the other gateways hold (one call per sync period for
+/// both; see `holds`).
+#[utoipa::path(post, path = "/internal/v1/snapshot", tag = "internal", params(SnapshotQuery),
+    request_body(content = serde_json::Value, description = "metering::wire::HoldReport"),
+    security(("internal_token" = [])),
+    responses((status = 200, description = "metering::wire::Snapshot with `others`", body = serde_json::Value),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn snapshot_with_holds(
+    _: Internal,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SnapshotQuery>,
+    ApiJson(report): ApiJson<metering::wire::HoldReport>,
+) -> ApiResult<Json<Snapshot>> {
+    let others = holds::exchange(&state, &report).await?;
+    let mut page = snapshot_page(&state, q).await?;
+    page.others = Some(others);
+    Ok(Json(page))
+}
+
+async fn snapshot_page(state: &AppState, q: SnapshotQuery) -> ApiResult<Snapshot> {
     let limit = match q.limit {
         None => DEFAULT_SNAPSHOT_LIMIT,
         Some(n) if (1..=MAX_SNAPSHOT_LIMIT).contains(&n) => n,
@@ -128,7 +152,7 @@ async fn snapshot(
     let mut conn = state.pool.acquire().await?;
     let (cursor, prices) = match q.cursor.as_deref() {
         Some(c) => (page::decode::<SnapshotCursor>(c)?, None),
-        None => first_page(&mut conn, &state, q.since, reader).await?,
+        None => first_page(&mut conn, state, q.since, reader).await?,
     };
     let mut accounts = Vec::new();
     let mut keys = Vec::new();
@@ -147,7 +171,7 @@ async fn snapshot(
         if accounts.len() as i64 > room {
             accounts.truncate(room as usize);
             let last = accounts.last().map(|a| (a.version as i64, a.account_id));
-            return Ok(Json(page_of(&cursor, 0, last, accounts, keys, prices, reader)));
+            return Ok(page_of(&cursor, 0, last, accounts, keys, prices, reader));
         }
         room -= accounts.len() as i64;
         phase = 1;
@@ -165,12 +189,12 @@ async fn snapshot(
         if keys.len() as i64 > room {
             keys.truncate(room as usize);
             let last = keys.last().map(|k| (k.version as i64, k.key_id));
-            return Ok(Json(page_of(&cursor, 1, last, accounts, keys, prices, reader)));
+            return Ok(page_of(&cursor, 1, last, accounts, keys, prices, reader));
         }
-        return Ok(Json(page_of(&cursor, 1, None, accounts, keys, prices, reader)));
+        return Ok(page_of(&cursor, 1, None, accounts, keys, prices, reader));
     }
     // The page filled up with accounts exactly; the keys follow on the next page.
-    Ok(Json(page_of(
+    Ok(page_of(
         &cursor,
         1,
         Some((-1, Uuid::nil())),
@@ -178,7 +202,7 @@ async fn snapshot(
         keys,
         prices,
         reader,
-    )))
+    ))
 }
 
 async fn first_page(
@@ -242,6 +266,7 @@ fn page_of(
         accounts,
         prices,
         next_cursor,
+        others: None,
     }
 }
 
@@ -307,7 +332,7 @@ async fn lookup_key(
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(snapshot))
+        .routes(routes!(snapshot, snapshot_with_holds))
         .routes(routes!(post_debits))
         .routes(routes!(lookup_key))
         .routes(routes!(holds::report))

@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/internal/v1/debits"),
     ("post", "/internal/v1/keys/lookup"),
     ("post", "/internal/v1/holds"),
+    ("post", "/internal/v1/snapshot"),
     ("post", "/v1/accounts/{id}/purchases"),
     ("get", "/v1/accounts/{id}/purchases"),
     ("get", "/v1/purchases/{id}"),

@@ -140,3 +140,31 @@ async fn bad_reports_are_refused_and_need_the_internal_token() {
     .await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "authentication_error");
 }
+
+/// A sync's first page carries the gateway's hold report and answers the other gateways' holds:
+/// one call per sync period for both.
+#[tokio::test]
+async fn the_snapshot_request_carries_the_hold_report_and_answers_the_others() {
+    let app = spawn_app().await;
+    let a = app.create_account("a").await;
+    let (g1, g2) = (Uuid::new_v4(), Uuid::new_v4());
+    let post = |gateway: Uuid, holds: Value| {
+        send(
+            app.internal(Method::POST, "/internal/v1/snapshot?protocol=3")
+                .json(&json!({"protocol": 3, "gateway": gateway, "holds": holds})),
+        )
+    };
+    let (status, page) = post(g1, json!([{"account_id": a, "credits": "3.5"}])).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["others"], json!([]));
+    assert_eq!(
+        row(&page, a)["spend_control"],
+        "reserve",
+        "the page is a snapshot too"
+    );
+    let (_, page) = post(g2, json!([])).await;
+    assert_eq!(page["others"], json!([{"account_id": a, "credits": "3.5"}]));
+    // A plain GET is the snapshot alone.
+    let page = app.snapshot("?protocol=3").await;
+    assert!(page.get("others").is_none(), "{page}");
+}
