@@ -90,24 +90,29 @@ pub fn check<M: Meter>(data: &[u8]) {
     );
 }
 
+/// Models the pricing targets pick from.
+const MODELS: [&str; 5] = [
+    "claude-opus-5-5",
+    "claude-haiku-5-5",
+    "claude-opus-4-6",
+    "claude-sonnet-4-5",
+    "claude-fable-5-2",
+];
+
+/// The shipped price table, the input's first byte (what to pick) and the rest.
+fn table_and_pick(data: &[u8]) -> Option<(&'static PriceTable, u8, &[u8])> {
+    static TABLE: std::sync::OnceLock<Option<PriceTable>> = std::sync::OnceLock::new();
+    let table = TABLE
+        .get_or_init(|| PriceTable::default_table(default_price_factor()).ok())
+        .as_ref()?;
+    let (&pick, body) = data.split_first()?;
+    Some((table, pick, body))
+}
+
 /// Prices what an Anthropic JSON answer reports. Byte 0 picks the model and what the request
 /// asked (speed, inference geo, code execution); the rest is the answer.
 pub fn price(data: &[u8]) {
-    const MODELS: [&str; 5] = [
-        "claude-opus-5-5",
-        "claude-haiku-5-5",
-        "claude-opus-4-6",
-        "claude-sonnet-4-5",
-        "claude-fable-5-2",
-    ];
-    static TABLE: std::sync::OnceLock<Option<PriceTable>> = std::sync::OnceLock::new();
-    let Some(table) = TABLE
-        .get_or_init(|| PriceTable::default_table(default_price_factor()).ok())
-        .as_ref()
-    else {
-        return;
-    };
-    let Some((&pick, body)) = data.split_first() else {
+    let Some((table, pick, body)) = table_and_pick(data) else {
         return;
     };
     let mut meter = AnthropicJsonMeter::new();
@@ -145,15 +150,7 @@ pub fn price(data: &[u8]) {
 /// is usually unpriced) and a `max_tokens` bound; the rest is the body.
 pub fn ceiling(data: &[u8]) {
     use metering::ceiling::{ceiling, CeilingRules};
-    const MODELS: [&str; 4] = ["claude-opus-5-5", "claude-haiku-5-5", "claude-sonnet-4-5", "claude-fable-5-2"];
-    static TABLE: std::sync::OnceLock<Option<PriceTable>> = std::sync::OnceLock::new();
-    let Some(table) = TABLE
-        .get_or_init(|| PriceTable::default_table(default_price_factor()).ok())
-        .as_ref()
-    else {
-        return;
-    };
-    let Some((&pick, body)) = data.split_first() else {
+    let Some((table, pick, body)) = table_and_pick(data) else {
         return;
     };
     let mut meter = RequestMeter::new();
