@@ -129,6 +129,25 @@ impl KeyEntry {
     }
 }
 
+/// Adds `amount` to the group `key` of `groups` (ascending by key), made when missing; past `max`
+/// groups, the first joins the next (amounts are never dropped, only counted under a later key).
+fn add_to_group(groups: &mut Vec<(u64, Decimal)>, key: u64, amount: Decimal, max: usize) {
+    match groups.binary_search_by_key(&key, |(k, _)| *k) {
+        Ok(i) => {
+            if let Some((_, a)) = groups.get_mut(i) {
+                *a = a.checked_add(amount).unwrap_or(Decimal::MAX);
+            }
+        }
+        Err(i) => groups.insert(i, (key, amount)),
+    }
+    if groups.len() > max {
+        let (_, first) = groups.remove(0);
+        if let Some((_, next)) = groups.first_mut() {
+            *next = next.checked_add(first).unwrap_or(Decimal::MAX);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountEntry {
     pub status: AccountStatus,
@@ -180,22 +199,9 @@ impl AccountEntry {
     pub fn hold(&mut self, amount: Decimal, expiry_ms: u64, now_ms: u64) {
         self.expire(now_ms);
         let amount = amount.max(Decimal::ZERO);
-        match self.holds.binary_search_by_key(&expiry_ms, |(e, _)| *e) {
-            Ok(i) => {
-                if let Some((_, a)) = self.holds.get_mut(i) {
-                    *a = a.checked_add(amount).unwrap_or(Decimal::MAX);
-                }
-            }
-            Err(i) => self.holds.insert(i, (expiry_ms, amount)),
-        }
-        if self.holds.len() > MAX_HOLD_GROUPS {
-            // The earliest group joins the next one: those holds last a little longer (the
-            // later expiry), never less.
-            let (_, earliest) = self.holds.remove(0);
-            if let Some((_, next)) = self.holds.first_mut() {
-                *next = next.checked_add(earliest).unwrap_or(Decimal::MAX);
-            }
-        }
+        // Past the bound the earliest group joins the next one: those holds last a little longer
+        // (the later expiry), never less.
+        add_to_group(&mut self.holds, expiry_ms, amount, MAX_HOLD_GROUPS);
     }
 
     /// The request that held `amount` until `expiry_ms` ended. A group that expired (or was
@@ -308,22 +314,9 @@ impl AccountEntry {
             // The applied snapshot already includes it.
             return;
         }
-        match self.acked.binary_search_by_key(&version, |(v, _)| *v) {
-            Ok(i) => {
-                if let Some((_, a)) = self.acked.get_mut(i) {
-                    *a = a.checked_add(amount).unwrap_or(Decimal::MAX);
-                }
-            }
-            Err(i) => self.acked.insert(i, (version, amount)),
-        }
-        if self.acked.len() > MAX_ACK_GROUPS {
-            // Merge the oldest group into the next one: it then waits for a later snapshot, so
-            // the spend is counted a little longer (never dropped early).
-            let (_, oldest) = self.acked.remove(0);
-            if let Some((_, next)) = self.acked.first_mut() {
-                *next = next.checked_add(oldest).unwrap_or(Decimal::MAX);
-            }
-        }
+        // Past the bound the oldest group joins the next one: it then waits for a later
+        // snapshot, so the spend is counted a little longer (never dropped early).
+        add_to_group(&mut self.acked, version, amount, MAX_ACK_GROUPS);
     }
 
     /// The control plane will never record this debit (rejected or conflicting): stop counting it.
