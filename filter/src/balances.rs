@@ -229,7 +229,7 @@ pub fn lease<S: SharedStore + ?Sized>(
     now_ms: u64,
     attempts: u32,
 ) -> Result<Reserved, UpdateError> {
-    use crate::worker::{add, sub};
+    use crate::state::{add, sub};
     update(store, &account_entry_name(account), attempts, |current| {
         let Some(mut entry) = current.and_then(AccountEntry::decode) else {
             return Change::Keep(Reserved::NoEntry);

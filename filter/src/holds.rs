@@ -121,7 +121,7 @@ pub fn gather<S: SharedStore + ?Sized>(
             Some((written, holds)) if written.saturating_add(fresh_ms) >= now_ms => {
                 for (account, amount) in holds {
                     let sum = sums.entry(account).or_default();
-                    *sum = crate::worker::add(*sum, amount.max(Decimal::ZERO));
+                    *sum = crate::state::add(*sum, amount.max(Decimal::ZERO));
                 }
             }
             Some((written, _)) if written.saturating_add(FORGET_MS) >= now_ms => {}

@@ -129,6 +129,16 @@ impl KeyEntry {
     }
 }
 
+/// Credits added without overflow (saturating: nothing here is anywhere near the bound, and a
+/// value decoded from shared data must not be able to panic the VM).
+pub fn add(a: Decimal, b: Decimal) -> Decimal {
+    a.checked_add(b).unwrap_or(Decimal::MAX)
+}
+
+pub fn sub(a: Decimal, b: Decimal) -> Decimal {
+    a.checked_sub(b).unwrap_or(Decimal::MIN)
+}
+
 /// Adds `amount` to the group `key` of `groups` (ascending by key), made when missing; past `max`
 /// groups, the first joins the next (amounts are never dropped, only counted under a later key).
 fn add_to_group(groups: &mut Vec<(u64, Decimal)>, key: u64, amount: Decimal, max: usize) {

@@ -22,7 +22,7 @@ use crate::ids::DebitIds;
 use crate::keycache::KeyCache;
 use crate::lookup_budget::LookupBudget;
 use crate::negcache::NegativeCache;
-use crate::state::{AccountEntry, KeyEntry};
+use crate::state::{add, sub, AccountEntry, KeyEntry};
 use crate::store::{SharedStore, UpdateError};
 use crate::sync::{read_prices, SyncStatus};
 
@@ -608,15 +608,6 @@ impl Worker {
             })
             .collect()
     }
-}
-
-/// Credits added without overflow (saturating: nothing here is anywhere near the bound).
-pub fn add(a: Decimal, b: Decimal) -> Decimal {
-    a.checked_add(b).unwrap_or(Decimal::MAX)
-}
-
-pub fn sub(a: Decimal, b: Decimal) -> Decimal {
-    a.checked_sub(b).unwrap_or(Decimal::MIN)
 }
 
 pub fn duration_ms(d: std::time::Duration) -> u64 {
