@@ -404,7 +404,6 @@ impl RequestFlow {
         store: &S,
         observe: &dyn Observe,
         body: &[u8],
-        clock: SystemTime,
     ) -> Forward {
         let Phase::ReadingBody {
             mut exchange,
@@ -436,12 +435,9 @@ impl RequestFlow {
             }
         };
         if let Some(ceiling) = &plan.ceiling {
-            match worker.reserve(
-                store,
-                exchange.admission.account_id,
-                ceiling.credits,
-                millis(clock),
-            ) {
+            // The admission's clock: the body follows it by moments, and no host call is needed.
+            let now_ms = u64::try_from(exchange.admission.admitted_at.timestamp_millis()).unwrap_or(0);
+            match worker.reserve(store, exchange.admission.account_id, ceiling.credits, now_ms) {
                 Ok(hold) => {
                     if hold.is_none() {
                         observe.event(Event::AdmittedWithoutHold);

@@ -8,8 +8,8 @@
 //!   `cs.workers` once;
 //! * the sync leader sums the fresh reports (a report older than [`FRESH_MS`] is a worker that is
 //!   gone: its holds still expire in the entries, but are no longer reported) and posts them, once
-//!   per sync period, as `POST /internal/v1/holds` under the Envoy's id (`cs.gateway`, drawn once
-//!   per Envoy process); ids silent for [`FORGET_MS`] leave the registry;
+//!   per sync period, as the body of the snapshot request (`POST /internal/v1/snapshot`) under the
+//!   Envoy's id (`cs.gateway`, drawn once per Envoy process); ids silent for [`FORGET_MS`] leave the registry;
 //! * the answer, what the other Envoys hold per account, goes to `cs.others`, which every worker
 //!   reads on its tick and subtracts from what a request may hold.
 

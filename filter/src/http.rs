@@ -138,9 +138,7 @@ impl BillingHttp {
     fn on_body_end(&mut self, shared: &Shared, body_size: usize) -> Action {
         let body = host::request_body(body_size);
         let forward = match shared.worker.try_borrow_mut() {
-            Ok(mut w) => self
-                .flow
-                .on_body_end(&mut w, &HostStore, &*shared.metrics, &body, host::now()),
+            Ok(mut w) => self.flow.on_body_end(&mut w, &HostStore, &*shared.metrics, &body),
             Err(_) => Forward::Refuse(Refusal::ControlPlaneUnavailable),
         };
         match forward {

@@ -193,16 +193,12 @@ impl AccountEntry {
         self.holds
             .iter()
             .filter(|(expiry, _)| *expiry > now_ms)
-            .fold(Decimal::ZERO, |acc, (_, amount)| {
-                acc.checked_add(*amount).unwrap_or(Decimal::MAX)
-            })
+            .fold(Decimal::ZERO, |acc, (_, amount)| add(acc, *amount))
     }
 
     /// What a new request may still reserve: spendable minus the holds in force.
     pub fn available(&self, now_ms: u64) -> Decimal {
-        self.spendable()
-            .checked_sub(self.held(now_ms))
-            .unwrap_or(Decimal::MIN)
+        sub(self.spendable(), self.held(now_ms))
     }
 
     /// Holds `amount` until `expiry_ms`. Expired groups go first.
@@ -238,7 +234,6 @@ impl AccountEntry {
     /// Snapshot balance minus the local spend no applied snapshot includes yet.
     pub fn spendable(&self) -> Decimal {
         // Checked: values decoded from shared data must not be able to panic the VM.
-        let sub = |a: Decimal, b: Decimal| a.checked_sub(b).unwrap_or(Decimal::MIN);
         self.acked
             .iter()
             .fold(sub(self.balance, self.unacked), |acc, (_, amount)| {

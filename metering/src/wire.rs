@@ -18,8 +18,8 @@ use crate::usage::Usage;
 /// 2: price entries may carry modifiers and a code execution fee, which version 1 readers refuse
 /// (their entries deny unknown fields): a snapshot for a version 1 reader leaves them out.
 /// 3: price entries may carry `max_output_tokens` (left out for older readers); account rows carry
-/// `spend_control` (ignored by older readers); gateways report their holds
-/// (`POST /internal/v1/holds`).
+/// `spend_control` (ignored by older readers); gateways report their holds with the snapshot
+/// request (`POST /internal/v1/snapshot`).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 fn protocol_version() -> u32 {
@@ -102,7 +102,7 @@ pub struct AccountHold {
 
 /// A gateway's hold report: the credits its requests in flight hold, per account (accounts without
 /// holds left out), sent by its sync leader once per sync period as the body of the first page's
-/// `POST /internal/v1/snapshot` (or alone, `POST /internal/v1/holds`). The answer carries what the
+/// `POST /internal/v1/snapshot`. The answer carries what the
 /// *other* gateways hold, which this one subtracts from what its requests may hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldReport {
@@ -112,15 +112,6 @@ pub struct HoldReport {
     pub gateway: Uuid,
     #[serde(default)]
     pub holds: Vec<AccountHold>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldsAnswer {
-    #[serde(default = "protocol_version")]
-    pub protocol: u32,
-    /// Per account, the sum of the holds the other gateways reported recently.
-    #[serde(default)]
-    pub others: Vec<AccountHold>,
 }
 
 /// `GET /internal/v1/snapshot?since=<version>&cursor=<cursor>&limit=<n>`.

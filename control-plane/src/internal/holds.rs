@@ -1,19 +1,15 @@
 //! Hold reports: each gateway's sync leader reports, once per sync period (as the body of
-//! `POST /internal/v1/snapshot`, or alone to `POST /internal/v1/holds`), the credits its requests
-//! in flight hold per account, and gets back what the *other* gateways hold,
+//! `POST /internal/v1/snapshot`), the credits its requests in flight hold per account, and gets
+//! back what the *other* gateways hold,
 //! which it subtracts from what its own requests may hold (spend control `reserve` across
 //! several Envoys). A report replaces the gateway's previous one; reports older than
 //! [`FRESH_SECS`] (a gateway gone) no longer count, and are deleted after [`KEEP_SECS`].
 
-use axum::extract::State;
-use axum::Json;
-use metering::wire::{AccountHold, HoldReport, HoldsAnswer, PROTOCOL_VERSION};
+use metering::wire::{AccountHold, HoldReport};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::auth::Internal;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::ApiJson;
+use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
 /// A gateway reports every sync period (250 ms by default): one silent for this long is gone.
@@ -22,24 +18,6 @@ pub const FRESH_SECS: f64 = 15.0;
 pub const KEEP_SECS: f64 = 600.0;
 /// Accounts one report may list.
 pub const MAX_ACCOUNTS: usize = 100_000;
-
-/// Replaces the gateway's holds and answers the other gateways' holds.
-#[utoipa::path(post, path = "/internal/v1/holds", tag = "internal",
-    request_body(content = serde_json::Value, description = "metering::wire::HoldReport"),
-    security(("internal_token" = [])),
-    responses((status = 200, description = "metering::wire::HoldsAnswer: per account, the credits the other gateways' requests in flight hold", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn report(
-    _: Internal,
-    State(state): State<AppState>,
-    ApiJson(report): ApiJson<HoldReport>,
-) -> ApiResult<Json<HoldsAnswer>> {
-    let others = exchange(&state, &report).await?;
-    Ok(Json(HoldsAnswer {
-        protocol: PROTOCOL_VERSION,
-        others,
-    }))
-}
 
 /// Replaces the gateway's holds with its report and reads what the other gateways hold.
 pub async fn exchange(state: &AppState, report: &HoldReport) -> ApiResult<Vec<AccountHold>> {

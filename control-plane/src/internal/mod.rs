@@ -335,6 +335,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(snapshot, snapshot_with_holds))
         .routes(routes!(post_debits))
         .routes(routes!(lookup_key))
-        .routes(routes!(holds::report))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
 }

@@ -33,7 +33,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/internal/v1/snapshot"),
     ("post", "/internal/v1/debits"),
     ("post", "/internal/v1/keys/lookup"),
-    ("post", "/internal/v1/holds"),
     ("post", "/internal/v1/snapshot"),
     ("post", "/v1/accounts/{id}/purchases"),
     ("get", "/v1/accounts/{id}/purchases"),

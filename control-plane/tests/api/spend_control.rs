@@ -58,9 +58,11 @@ async fn new_accounts_reserve_unless_configured_and_a_patch_reaches_the_gateways
     assert_eq!(body["spend_control"], "balance");
 }
 
+/// A hold report as the sync's first snapshot request carries it; the answer's `others` is what the
+/// other gateways hold.
 async fn report(app: &TestApp, gateway: Uuid, holds: Value) -> (StatusCode, Value) {
     send(
-        app.internal(Method::POST, "/internal/v1/holds")
+        app.internal(Method::POST, "/internal/v1/snapshot?protocol=3")
             .json(&json!({"protocol": 3, "gateway": gateway, "holds": holds})),
     )
     .await
@@ -134,7 +136,7 @@ async fn bad_reports_are_refused_and_need_the_internal_token() {
         assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request_error");
     }
     let (status, body) = send(
-        app.req(Method::POST, "/internal/v1/holds")
+        app.req(Method::POST, "/internal/v1/snapshot?protocol=3")
             .json(&json!({"gateway": Uuid::new_v4(), "holds": []})),
     )
     .await;

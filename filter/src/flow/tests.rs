@@ -125,9 +125,7 @@ fn serve(
     }
     assert_eq!(flow.body_action(false), BodyAction::Pause);
     assert_eq!(flow.body_action(true), BodyAction::ReadBody);
-    if let Forward::Refuse(r) =
-        flow.on_body_end(&mut s.worker, &s.store, observe, body.as_bytes(), clock(now_ms))
-    {
+    if let Forward::Refuse(r) = flow.on_body_end(&mut s.worker, &s.store, observe, body.as_bytes()) {
         flow.settle(&mut s.worker, &s.store, observe, true, clock(now_ms));
         return Some(r);
     }
@@ -230,13 +228,7 @@ fn holds_of_requests_in_flight_count_for_the_next_and_an_unbilled_answer_gives_i
             step,
             Step::Admit(RouteKind::Billed(metering::wire::Route::AnthropicMessages))
         );
-        let fwd = flow.on_body_end(
-            &mut s.worker,
-            &s.store,
-            &Unobserved,
-            BODY.as_bytes(),
-            clock(NOW_MS),
-        );
+        let fwd = flow.on_body_end(&mut s.worker, &s.store, &Unobserved, BODY.as_bytes());
         (flow, fwd)
     };
     let (mut first, fwd) = open(&mut s);
