@@ -134,13 +134,16 @@ impl FromRequestParts<AppState> for Customer {
         if !apikey::is_well_formed(key) {
             return Err(ApiError::Unauthenticated("invalid API key".into()));
         }
-        let row: Option<(Uuid, Uuid, String, String, String)> =
-            sqlx::query_as("SELECT id, account_id, name, prefix, status FROM api_keys WHERE key_hash = $1")
-                .bind(apikey::hash(key))
-                .fetch_optional(&state.pool)
-                .await?;
+        let row: Option<(Uuid, Uuid, String, String, String, bool)> = sqlx::query_as(
+            "SELECT id, account_id, name, prefix, status, coalesce(expires_at <= now(), false)
+             FROM api_keys WHERE key_hash = $1",
+        )
+        .bind(apikey::hash(key))
+        .fetch_optional(&state.pool)
+        .await?;
         match row {
-            Some((key_id, account_id, key_name, key_prefix, status)) if status == "active" => Ok(Customer {
+            Some((.., true)) => Err(ApiError::Unauthenticated("this API key has expired".into())),
+            Some((key_id, account_id, key_name, key_prefix, status, _)) if status == "active" => Ok(Customer {
                 account_id,
                 key_id,
                 key_name,

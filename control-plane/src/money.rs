@@ -94,6 +94,11 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+/// `deserialize_with` for a `Decimal` field given as an [`Amount`].
+pub fn de_amount<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    Amount::deserialize(d).map(|a| a.0)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

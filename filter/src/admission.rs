@@ -81,10 +81,19 @@ pub fn gateway_ready(route: RouteKind, gw: GatewayState) -> Result<(), Refusal> 
     Ok(())
 }
 
-/// The decision for a known key.
-pub fn admit_known(route: RouteKind, key: &KeyEntry, account: &AccountEntry) -> Result<(), Refusal> {
+/// The decision for a known key at `now_ms` (its limit is judged apart, on its budget entry).
+pub fn admit_known(
+    route: RouteKind,
+    key: &KeyEntry,
+    account: &AccountEntry,
+    now_ms: u64,
+) -> Result<(), Refusal> {
     if key.status != KeyStatus::Active {
         return Err(Refusal::RevokedKey);
+    }
+    if key.expired(now_ms) {
+        let at = key.rules.as_ref().and_then(|r| r.expires_at_ms).unwrap_or(now_ms);
+        return Err(Refusal::ExpiredKey(at));
     }
     if account.status != AccountStatus::Active {
         return Err(Refusal::SuspendedAccount);
@@ -192,6 +201,7 @@ mod tests {
             account_id: Uuid::from_u128(2),
             status: key_status,
             version: 1,
+            rules: None,
         };
         (k, AccountEntry::new(status, Decimal::from(balance), 1))
     }
@@ -199,16 +209,16 @@ mod tests {
     #[test]
     fn active_key_with_credit_is_admitted() {
         let (k, a) = entries(KeyStatus::Active, AccountStatus::Active, 5);
-        assert_eq!(admit_known(BILLED, &k, &a), Ok(()));
+        assert_eq!(admit_known(BILLED, &k, &a, 0), Ok(()));
     }
 
     #[test]
     fn revoked_key_and_suspended_account_are_refused() {
         let (k, a) = entries(KeyStatus::Revoked, AccountStatus::Active, 5);
-        assert_eq!(admit_known(RouteKind::Free, &k, &a), Err(Refusal::RevokedKey));
+        assert_eq!(admit_known(RouteKind::Free, &k, &a, 0), Err(Refusal::RevokedKey));
         let (k, a) = entries(KeyStatus::Active, AccountStatus::Suspended, 5);
         assert_eq!(
-            admit_known(RouteKind::Free, &k, &a),
+            admit_known(RouteKind::Free, &k, &a, 0),
             Err(Refusal::SuspendedAccount)
         );
     }
@@ -216,14 +226,14 @@ mod tests {
     #[test]
     fn zero_balance_is_refused_on_billed_routes_and_allowed_on_free_ones() {
         let (k, a) = entries(KeyStatus::Active, AccountStatus::Active, 0);
-        assert_eq!(admit_known(BILLED, &k, &a), Err(Refusal::NoCredit));
-        assert_eq!(admit_known(RouteKind::Free, &k, &a), Ok(()));
+        assert_eq!(admit_known(BILLED, &k, &a, 0), Err(Refusal::NoCredit));
+        assert_eq!(admit_known(RouteKind::Free, &k, &a, 0), Ok(()));
     }
 
     #[test]
     fn local_pending_spend_counts_against_the_balance() {
         let (k, mut a) = entries(KeyStatus::Active, AccountStatus::Active, 5);
         a.add_unacked(Decimal::from(5));
-        assert_eq!(admit_known(BILLED, &k, &a), Err(Refusal::NoCredit));
+        assert_eq!(admit_known(BILLED, &k, &a, 0), Err(Refusal::NoCredit));
     }
 }

@@ -1,12 +1,12 @@
 //! Reads and compare-and-swap writes of key and account entries in shared data: the only code that
 //! changes what every worker of this Envoy sees about keys and balances.
 
-use metering::wire::{AccountState, KeyState};
+use metering::wire::{AccountState, AccountStatus, KeyState, SpendControl};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::accountcache::epoch_shard;
-use crate::state::{account_entry_name, key_entry_name, AccountEntry, KeyEntry};
+use crate::state::{account_entry_name, key_entry_name, AccountEntry, KeyEntry, KeyLimit, KeyRules};
 use crate::store::{update, Change, SharedStore, UpdateError};
 
 pub fn read_key<S: SharedStore + ?Sized>(store: &S, key_hash: &str) -> Option<KeyEntry> {
@@ -35,28 +35,63 @@ pub enum Apply {
     Reset,
 }
 
-/// Stores a key row unless a newer version is already stored.
+/// Stores a key row unless a newer version is already stored; a limited key's budget (what is left
+/// of its limit, as of `version` or the row's own when higher) first, so that a worker that finds
+/// the key limited finds its budget.
 pub fn apply_key<S: SharedStore + ?Sized>(
     store: &S,
     key: &KeyState,
+    version: u64,
     attempts: u32,
 ) -> Result<bool, UpdateError> {
-    store_key(store, key, Apply::Forward, attempts)
+    store_key(store, key, version, Apply::Forward, attempts)
+}
+
+/// The entry a key row is stored as.
+pub fn key_entry_of(key: &KeyState) -> KeyEntry {
+    let millis = |t: chrono::DateTime<chrono::Utc>| u64::try_from(t.timestamp_millis()).unwrap_or(0);
+    let rules = (key.limit.is_some() || !key.allowed_models.is_empty() || key.expires_at.is_some()).then(|| {
+        std::rc::Rc::new(KeyRules {
+            expires_at_ms: key.expires_at.map(millis),
+            limit: key.limit.as_ref().map(|l| KeyLimit {
+                credits: l.credits,
+                period: l.period,
+                resets_at_ms: l.resets_at.map(millis),
+            }),
+            allowed_models: key.allowed_models.clone(),
+        })
+    });
+    KeyEntry {
+        key_id: key.key_id,
+        account_id: key.account_id,
+        status: key.status,
+        version: key.version,
+        rules,
+    }
 }
 
 pub fn store_key<S: SharedStore + ?Sized>(
     store: &S,
     key: &KeyState,
+    version: u64,
     mode: Apply,
     attempts: u32,
 ) -> Result<bool, UpdateError> {
-    let entry = KeyEntry {
-        key_id: key.key_id,
-        account_id: key.account_id,
-        status: key.status,
-        version: key.version,
+    let budget_changed = match &key.limit {
+        Some(limit) => {
+            let budget = AccountState {
+                account_id: key.key_id,
+                status: AccountStatus::Active,
+                balance: limit.remaining,
+                version: key.version,
+                spend_control: SpendControl::Reserve,
+            };
+            store_account(store, &budget, version, mode, attempts)?
+        }
+        None => false,
     };
-    update(
+    let entry = key_entry_of(key);
+    let written = update(
         store,
         &key_entry_name(&key.key_hash),
         attempts,
@@ -65,7 +100,8 @@ pub fn store_key<S: SharedStore + ?Sized>(
             Some(old) if old.version > entry.version && mode == Apply::Forward => Change::Keep(false),
             _ => Change::Write(entry.encode(), true),
         },
-    )
+    )?;
+    Ok(written || budget_changed)
 }
 
 /// Applies an account row at `version` (the snapshot's version when higher than the row's own:
@@ -316,6 +352,9 @@ mod tests {
             account_id: Uuid::from_u128(2),
             status,
             version,
+            limit: None,
+            allowed_models: Vec::new(),
+            expires_at: None,
         }
     }
 
@@ -332,9 +371,9 @@ mod tests {
     #[test]
     fn newer_key_row_replaces_older_and_not_the_reverse() {
         let s = MemoryStore::default();
-        assert_eq!(apply_key(&s, &key(5, KeyStatus::Active), 4), Ok(true));
-        assert_eq!(apply_key(&s, &key(7, KeyStatus::Revoked), 4), Ok(true));
-        assert_eq!(apply_key(&s, &key(6, KeyStatus::Active), 4), Ok(false));
+        assert_eq!(apply_key(&s, &key(5, KeyStatus::Active), 0, 4), Ok(true));
+        assert_eq!(apply_key(&s, &key(7, KeyStatus::Revoked), 0, 4), Ok(true));
+        assert_eq!(apply_key(&s, &key(6, KeyStatus::Active), 0, 4), Ok(false));
         assert_eq!(read_key(&s, "h").map(|k| k.status), Some(KeyStatus::Revoked));
     }
 
@@ -371,12 +410,12 @@ mod tests {
     fn reset_rows_replace_entries_with_higher_versions() {
         let s = MemoryStore::default();
         let id = Uuid::from_u128(2);
-        apply_key(&s, &key(50, KeyStatus::Active), 4).unwrap();
+        apply_key(&s, &key(50, KeyStatus::Active), 0, 4).unwrap();
         apply_account(&s, &acct(10, 50), 50, 4).unwrap();
         add_spend(&s, &id, Decimal::from(1), 4).unwrap();
-        assert_eq!(apply_key(&s, &key(7, KeyStatus::Revoked), 4), Ok(false));
+        assert_eq!(apply_key(&s, &key(7, KeyStatus::Revoked), 0, 4), Ok(false));
         assert_eq!(
-            store_key(&s, &key(7, KeyStatus::Revoked), Apply::Reset, 4),
+            store_key(&s, &key(7, KeyStatus::Revoked), 0, Apply::Reset, 4),
             Ok(true)
         );
         assert_eq!(read_key(&s, "h").unwrap(), {
@@ -386,6 +425,7 @@ mod tests {
                 account_id: k.account_id,
                 status: k.status,
                 version: 7,
+                rules: None,
             }
         });
         assert_eq!(store_account(&s, &acct(4, 6), 7, Apply::Reset, 4), Ok(true));

@@ -26,6 +26,8 @@ pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 pub struct PendingDebit {
     pub debit_id: Uuid,
     pub account_id: Uuid,
+    /// The budget entry the debit also spent on (a limited key's id).
+    pub budget: Option<Uuid>,
     pub local_amount: Decimal,
     json: Vec<u8>,
 }
@@ -35,9 +37,15 @@ impl PendingDebit {
         Self {
             debit_id: debit.debit_id,
             account_id: debit.account_id,
+            budget: None,
             local_amount,
             json: debit_json::encode(debit),
         }
+    }
+
+    pub fn with_budget(mut self, budget: Option<Uuid>) -> Self {
+        self.budget = budget;
+        self
     }
 }
 
@@ -47,12 +55,15 @@ pub enum Settlement {
     /// Recorded at `version`: move the local amount to that version's group.
     Acked {
         account: Uuid,
+        /// A limited key's budget entry, settled the same way.
+        budget: Option<Uuid>,
         amount: Decimal,
         version: u64,
     },
     /// Will never be recorded: stop counting it.
     Dropped {
         account: Uuid,
+        budget: Option<Uuid>,
         amount: Decimal,
         debit_id: Uuid,
         reason: String,
@@ -234,6 +245,7 @@ impl DebitBuffer {
                     counts.acked += 1;
                     settlements.push(Settlement::Acked {
                         account: pending.account_id,
+                        budget: pending.budget,
                         amount: pending.local_amount,
                         version,
                     });
@@ -242,6 +254,7 @@ impl DebitBuffer {
                     counts.dropped += 1;
                     settlements.push(Settlement::Dropped {
                         account: pending.account_id,
+                        budget: pending.budget,
                         amount: pending.local_amount,
                         debit_id: pending.debit_id,
                         reason: error.map_or_else(|| format!("{outcome:?}").to_lowercase(), str::to_owned),
@@ -451,6 +464,7 @@ mod tests {
             settlements[0],
             Settlement::Acked {
                 account: Uuid::from_u128(100),
+                budget: None,
                 amount: Decimal::from(1),
                 version: 40
             }

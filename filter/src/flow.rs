@@ -15,6 +15,7 @@
 //! that a drain waits for the debit it will add. Its hold (spend control `reserve`), placed when
 //! the body is read, goes exactly once: replaced by the debit, or released when there is none.
 
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use metering::apikey;
@@ -30,8 +31,9 @@ use crate::exchange::{Admission, Exchange};
 use crate::refusal::{Refusal, Shortfall};
 use crate::rewrite::{fewer_edits, plan_request, upstream_header_edits, HeaderEdit, Headers};
 use crate::route::RouteKind;
+use crate::state::{KeyEntry, KeyRules};
 use crate::store::{SharedStore, UpdateError};
-use crate::worker::{NotHeld, Worker};
+use crate::worker::{BudgetCharge, NotHeld, Worker};
 
 /// What happened, for the metrics (the HTTP context counts; the measurement ignores them).
 #[derive(Debug)]
@@ -104,6 +106,8 @@ enum Phase {
     ReadingBody {
         exchange: Box<Exchange>,
         spend_control: SpendControl,
+        /// The key's limit, allowed models and expiry, when it has any.
+        rules: Option<Rc<KeyRules>>,
     },
     /// The body went to the upstream; the answer is metered until the request settles.
     Forwarded {
@@ -117,6 +121,10 @@ pub struct RequestFlow {
     in_flight: bool,
     /// The credits the request holds on its account (spend control `reserve`).
     hold: Option<Hold>,
+    /// A limited key's budget entry (the key's id) and what it had when admitted.
+    budget: Option<(Uuid, Decimal)>,
+    /// The credits the request holds on its key's budget.
+    budget_hold: Option<Hold>,
     /// Answered by the gateway: nothing more goes to the upstream.
     refused: bool,
 }
@@ -158,6 +166,8 @@ impl RequestFlow {
             phase: Phase::Start,
             in_flight: false,
             hold: None,
+            budget: None,
+            budget_hold: None,
             refused: false,
         }
     }
@@ -222,13 +232,16 @@ impl RequestFlow {
                 .account_entry(store, &entry.account_id)
                 .map(|a| worker.account_view(&entry.account_id, a));
             if let Some(account) = account {
-                admit_known(route, &entry, &account)?;
+                admit_known(route, &entry, &account, now)?;
+                let budget = key_budget(worker, store, route, &entry)?;
                 let admitted = Admitted {
                     route,
                     end_of_stream,
                     clock,
                     spendable: account.spendable(),
                     spend_control: account.spend_control,
+                    rules: entry.rules,
+                    budget,
                 };
                 return self.admit(worker, observe, admitted, key_hash, entry.account_id);
             }
@@ -318,7 +331,7 @@ impl RequestFlow {
             return Err(Refusal::LookupFailed);
         }
         let attempts = worker.settings.cas_retries;
-        let stored = apply_key(store, &key, attempts)
+        let stored = apply_key(store, &key, answer.version, attempts)
             .and_then(|_| apply_account(store, &account, answer.version, attempts));
         if let Err(e) = stored {
             observe.event(Event::SharedDataContended);
@@ -331,13 +344,16 @@ impl RequestFlow {
         let (Some(k), Some(a)) = (entry, view) else {
             return Err(Refusal::LookupFailed);
         };
-        admit_known(route, &k, &a)?;
+        admit_known(route, &k, &a, millis(clock))?;
+        let budget = key_budget(worker, store, route, &k)?;
         let admitted = Admitted {
             route,
             end_of_stream,
             clock,
             spendable: a.spendable(),
             spend_control: a.spend_control,
+            rules: k.rules,
+            budget,
         };
         self.admit(worker, observe, admitted, key_hash, k.account_id)
     }
@@ -370,9 +386,11 @@ impl RequestFlow {
             admitted_at: request.clock.into(),
             spendable: request.spendable,
         });
+        self.budget = request.budget;
         self.phase = Phase::ReadingBody {
             exchange: Box::new(exchange),
             spend_control: request.spend_control,
+            rules: request.rules,
         };
         observe.event(Event::AdmittedBilled);
         Ok(Step::Admit(route))
@@ -408,6 +426,7 @@ impl RequestFlow {
         let Phase::ReadingBody {
             mut exchange,
             spend_control,
+            rules,
         } = std::mem::replace(&mut self.phase, Phase::Start)
         else {
             return Forward::Body(None);
@@ -415,12 +434,14 @@ impl RequestFlow {
         exchange.request_body_bytes = u64::try_from(body.len()).unwrap_or(u64::MAX);
         let reserve = spend_control == SpendControl::Reserve;
         let settings = std::rc::Rc::clone(&worker.settings);
+        let allowed: &[String] = rules.as_ref().map_or(&[], |r| r.allowed_models.as_slice());
         let planned = plan_request(
             exchange.admission.route,
             body,
             &worker.prices,
             exchange.admission.admitted_at,
             reserve.then_some(&settings.ceiling),
+            allowed,
         );
         let plan = match planned {
             Ok(plan) => plan,
@@ -430,6 +451,7 @@ impl RequestFlow {
                 self.phase = Phase::ReadingBody {
                     exchange,
                     spend_control,
+                    rules,
                 };
                 return Forward::Refuse(self.refuse(observe, r));
             }
@@ -437,6 +459,14 @@ impl RequestFlow {
         if let Some(ceiling) = &plan.ceiling {
             // The admission's clock: the body follows it by moments, and no host call is needed.
             let now_ms = u64::try_from(exchange.admission.admitted_at.timestamp_millis()).unwrap_or(0);
+            let shortfall = |available| Shortfall {
+                ceiling: ceiling.credits,
+                available,
+                model: plan.model.clone(),
+                output_tokens: ceiling.output_tokens,
+                from_request: ceiling.output_bound == OutputBound::Request,
+            };
+            let mut refusal = None;
             match worker.reserve(store, exchange.admission.account_id, ceiling.credits, now_ms) {
                 Ok(hold) => {
                     if hold.is_none() {
@@ -445,20 +475,33 @@ impl RequestFlow {
                     self.hold = hold;
                 }
                 Err(NotHeld::Short(available)) => {
-                    let shortfall = Shortfall {
-                        ceiling: ceiling.credits,
-                        available,
-                        model: plan.model,
-                        output_tokens: ceiling.output_tokens,
-                        from_request: ceiling.output_bound == OutputBound::Request,
-                    };
-                    self.phase = Phase::ReadingBody {
-                        exchange,
-                        spend_control,
-                    };
-                    let refusal = Refusal::CeilingExceeded(Box::new(shortfall));
-                    return Forward::Refuse(self.refuse(observe, refusal));
+                    refusal = Some(Refusal::CeilingExceeded(Box::new(shortfall(available))));
                 }
+            }
+            // A limited key holds the ceiling on its budget too (after the account: a request
+            // the account cannot pay is refused for the account).
+            let limit = rules.as_ref().and_then(|r| r.limit);
+            if let (None, Some((budget, _)), Some(limit)) = (&refusal, self.budget, limit) {
+                match worker.reserve(store, budget, ceiling.credits, now_ms) {
+                    Ok(hold) => self.budget_hold = hold,
+                    Err(NotHeld::Short(available)) => {
+                        if let Some(hold) = self.hold.take() {
+                            worker.release_hold(hold);
+                        }
+                        refusal = Some(Refusal::KeyCeilingExceeded(Box::new((
+                            shortfall(available),
+                            limit,
+                        ))));
+                    }
+                }
+            }
+            if let Some(refusal) = refusal {
+                self.phase = Phase::ReadingBody {
+                    exchange,
+                    spend_control,
+                    rules,
+                };
+                return Forward::Refuse(self.refuse(observe, refusal));
             }
         }
         exchange.model_requested = Some(plan.model);
@@ -502,7 +545,7 @@ impl RequestFlow {
 
     /// Whether [`Self::settle`] has anything to do when the stream ends without its end.
     pub fn unsettled(&self) -> bool {
-        self.exchange().is_some() || self.in_flight || self.hold.is_some()
+        self.exchange().is_some() || self.in_flight || self.hold.is_some() || self.budget_hold.is_some()
     }
 
     /// The answer ended (`cut`: without its end): the debit, once, replaces the hold (or the
@@ -529,12 +572,18 @@ impl RequestFlow {
             _ => (None, Decimal::ZERO, false),
         };
         let hold = self.hold.take();
+        let budget_hold = self.budget_hold.take();
         match debit {
             Some(debit) => {
                 observe.event(Event::DebitFinalised {
                     partial: debit.partial,
                 });
-                let recorded = worker.record_debit(store, &debit, spendable, hold);
+                let budget = self.budget.map(|(id, spendable)| BudgetCharge {
+                    id,
+                    spendable,
+                    hold: budget_hold,
+                });
+                let recorded = worker.record_charged(store, &debit, spendable, hold, budget);
                 if recorded.served_model_unpriced {
                     observe.event(Event::ServedModelUnpriced);
                 }
@@ -543,7 +592,7 @@ impl RequestFlow {
                 }
             }
             None => {
-                if let Some(hold) = hold {
+                for hold in [hold, budget_hold].into_iter().flatten() {
                     worker.release_hold(hold);
                 }
             }
@@ -565,6 +614,31 @@ struct Admitted {
     /// The account's spendable balance as this worker judged it.
     spendable: Decimal,
     spend_control: SpendControl,
+    rules: Option<Rc<KeyRules>>,
+    /// A limited key's budget entry and its spendable credits.
+    budget: Option<(Uuid, Decimal)>,
+}
+
+/// A limited key's budget on a billed route: its entry's id (the key's) and spendable credits as
+/// this worker judges them; refused when nothing is left (in both spend controls, as the balance).
+/// A budget not synced yet does not refuse: the account's balance still bounds the request.
+fn key_budget<S: SharedStore + ?Sized>(
+    worker: &mut Worker,
+    store: &S,
+    route: RouteKind,
+    key: &KeyEntry,
+) -> Result<Option<(Uuid, Decimal)>, Refusal> {
+    let (RouteKind::Billed(_), Some(limit)) = (route, key.limit()) else {
+        return Ok(None);
+    };
+    let spendable = match worker.account_entry(store, &key.key_id) {
+        Some(entry) => worker.account_view(&key.key_id, entry).spendable(),
+        None => limit.credits,
+    };
+    if spendable <= Decimal::ZERO {
+        return Err(Refusal::KeyLimitReached(*limit));
+    }
+    Ok(Some((key.key_id, spendable)))
 }
 
 #[cfg(test)]

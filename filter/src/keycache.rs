@@ -30,7 +30,7 @@ impl KeyCache {
     }
 
     pub fn get(&self, key_hash: &str) -> Option<KeyEntry> {
-        self.entries.get(key_hash).copied()
+        self.entries.get(key_hash).cloned()
     }
 
     /// Keeps a copy of an entry read from shared data after the current version was observed.
@@ -57,6 +57,7 @@ mod tests {
             account_id: Uuid::from_u128(2),
             status,
             version: 3,
+            rules: None,
         }
     }
 

@@ -2,8 +2,11 @@
 //! and the body `{"type":"error","error":{"type":...,"message":...}}` the contract fixes.
 
 use metering::billable::Unbillable;
+use metering::keylimit::LimitPeriod;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
+
+use crate::state::KeyLimit;
 
 #[derive(Serialize)]
 struct ErrorBody {
@@ -50,6 +53,16 @@ pub enum Refusal {
     NoCredit,
     /// 402 (spend control `reserve`): the most the request may cost does not fit what is available.
     CeilingExceeded(Box<Shortfall>),
+    /// 401: the key's `expires_at` (ms) has passed.
+    ExpiredKey(u64),
+    /// 403: the key's `allowed_models` do not include this model (of the request, its fallbacks or
+    /// advisor tools).
+    ModelNotAllowed(String),
+    /// 402: nothing is left of the key's limit this period.
+    KeyLimitReached(KeyLimit),
+    /// 402 (spend control `reserve`): the request's ceiling does not fit what is left of the key's
+    /// limit (`Shortfall::available` is that).
+    KeyCeilingExceeded(Box<(Shortfall, KeyLimit)>),
     /// 400: the requested model has no price.
     ModelNotPriced(String),
     /// 400: the body's model cannot be read.
@@ -76,8 +89,13 @@ impl Refusal {
             | Refusal::MalformedKey
             | Refusal::UnknownKey
             | Refusal::RevokedKey
-            | Refusal::SuspendedAccount => 401,
-            Refusal::NoCredit | Refusal::CeilingExceeded(_) => 402,
+            | Refusal::SuspendedAccount
+            | Refusal::ExpiredKey(_) => 401,
+            Refusal::ModelNotAllowed(_) => 403,
+            Refusal::NoCredit
+            | Refusal::CeilingExceeded(_)
+            | Refusal::KeyLimitReached(_)
+            | Refusal::KeyCeilingExceeded(_) => 402,
             Refusal::ModelNotPriced(_) | Refusal::UnreadableBody(_) | Refusal::NotBillable(_) => 400,
             Refusal::ControlPlaneUnavailable
             | Refusal::LookupFailed
@@ -109,6 +127,10 @@ impl Refusal {
             Refusal::SuspendedAccount => "suspended_account",
             Refusal::NoCredit => "no_credit",
             Refusal::CeilingExceeded(_) => "ceiling_exceeded",
+            Refusal::ExpiredKey(_) => "expired_key",
+            Refusal::ModelNotAllowed(_) => "model_not_allowed",
+            Refusal::KeyLimitReached(_) => "key_limit_reached",
+            Refusal::KeyCeilingExceeded(_) => "key_ceiling_exceeded",
             Refusal::ModelNotPriced(_) => "model_not_priced",
             Refusal::UnreadableBody(_) => "unreadable_body",
             Refusal::NotBillable(u) => u.reason(),
@@ -120,7 +142,7 @@ impl Refusal {
     }
 
     /// Every reason label, for defining the metrics up front.
-    pub const REASONS: [&'static str; 19] = [
+    pub const REASONS: [&'static str; 23] = [
         "route_not_offered",
         "missing_key",
         "conflicting_keys",
@@ -130,6 +152,10 @@ impl Refusal {
         "suspended_account",
         "no_credit",
         "ceiling_exceeded",
+        "expired_key",
+        "model_not_allowed",
+        "key_limit_reached",
+        "key_ceiling_exceeded",
         "model_not_priced",
         "unreadable_body",
         "modifier_not_priced",
@@ -155,6 +181,29 @@ impl Refusal {
             Refusal::SuspendedAccount => "the account of this API key is suspended".into(),
             Refusal::NoCredit => "your credit balance is too low; buy credits to continue".into(),
             Refusal::CeilingExceeded(s) => s.message(),
+            Refusal::ExpiredKey(at) => format!("this API key expired at {}", instant(*at)),
+            Refusal::ModelNotAllowed(m) => format!("this API key may not use model {m}"),
+            Refusal::KeyLimitReached(l) => format!(
+                "this API key's limit of {} is spent; {}",
+                limit_words(l),
+                resets_words(l)
+            ),
+            Refusal::KeyCeilingExceeded(b) => {
+                let (s, l) = &**b;
+                let remedy = if s.from_request {
+                    "lower max_tokens or raise the key's limit"
+                } else {
+                    "set a lower max_tokens or raise the key's limit"
+                };
+                format!(
+                    "this request may cost up to {} credits ({}); this API key's limit of {} has {} credits left ({}): {remedy}",
+                    round_up(s.ceiling),
+                    s.bound(),
+                    limit_words(l),
+                    round_down(s.available),
+                    resets_words(l)
+                )
+            }
             Refusal::ModelNotPriced(m) => format!("model {m} is not available on this gateway"),
             Refusal::UnreadableBody(why) => format!("the request body could not be read: {why}"),
             Refusal::NotBillable(why) => why.to_string(),
@@ -185,32 +234,71 @@ impl Shortfall {
     /// credits are available: lower max_tokens or buy credits". The ceiling is rounded up and the
     /// available credits down, to a tenth: the figures never make the gap look smaller.
     pub fn message(&self) -> String {
-        let ceiling = self
-            .ceiling
-            .round_dp_with_strategy(1, RoundingStrategy::ToPositiveInfinity)
-            .normalize();
-        let available = self
-            .available
-            .max(Decimal::ZERO)
-            .round_dp_with_strategy(1, RoundingStrategy::ToNegativeInfinity)
-            .normalize();
-        let (bound, remedy) = if self.from_request {
-            (
-                format!("max_tokens {} on {}", self.output_tokens, self.model),
-                "lower max_tokens or buy credits",
-            )
+        let remedy = if self.from_request {
+            "lower max_tokens or buy credits"
         } else {
-            (
-                format!(
-                    "no max_tokens: up to {} output tokens on {}",
-                    self.output_tokens, self.model
-                ),
-                "set a lower max_tokens or buy credits",
-            )
+            "set a lower max_tokens or buy credits"
         };
         format!(
-            "this request may cost up to {ceiling} credits ({bound}); {available} credits are available: {remedy}"
+            "this request may cost up to {} credits ({}); {} credits are available: {remedy}",
+            round_up(self.ceiling),
+            self.bound(),
+            round_down(self.available)
         )
+    }
+
+    /// What bounds the output: "max_tokens 32000 on claude-opus-4-8" or "no max_tokens: up to ...".
+    fn bound(&self) -> String {
+        if self.from_request {
+            format!("max_tokens {} on {}", self.output_tokens, self.model)
+        } else {
+            format!(
+                "no max_tokens: up to {} output tokens on {}",
+                self.output_tokens, self.model
+            )
+        }
+    }
+}
+
+/// Credits a request may cost, rounded up to a tenth (never making a gap look smaller).
+fn round_up(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(1, RoundingStrategy::ToPositiveInfinity)
+        .normalize()
+}
+
+/// Credits available, rounded down to a tenth, 0 at least.
+fn round_down(d: Decimal) -> Decimal {
+    d.max(Decimal::ZERO)
+        .round_dp_with_strategy(1, RoundingStrategy::ToNegativeInfinity)
+        .normalize()
+}
+
+/// An instant (ms since the epoch) as RFC 3339 in UTC, to the second.
+fn instant(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "an unknown time".to_owned(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+}
+
+/// "100 credits per day", "100 credits in total".
+fn limit_words(l: &KeyLimit) -> String {
+    let per = match l.period {
+        LimitPeriod::Day => "per day",
+        LimitPeriod::Week => "per week",
+        LimitPeriod::Month => "per month",
+        LimitPeriod::Total => "in total",
+    };
+    format!("{} credits {per}", l.credits.normalize())
+}
+
+fn resets_words(l: &KeyLimit) -> String {
+    match l.resets_at_ms {
+        Some(at) => format!("it resets at {}", instant(at)),
+        None => "it does not reset: ask for a higher limit".to_owned(),
     }
 }
 
@@ -244,6 +332,45 @@ mod tests {
             "this request may cost up to 112.6 credits (no max_tokens: up to 32000 output tokens \
              on claude-opus-4-8); 0 credits are available: set a lower max_tokens or buy credits"
         );
+    }
+
+    fn day_limit() -> KeyLimit {
+        KeyLimit {
+            credits: Decimal::from(100),
+            period: LimitPeriod::Day,
+            // 2026-12-07T00:00:00Z
+            resets_at_ms: Some(1_796_601_600_000),
+        }
+    }
+
+    #[test]
+    fn key_refusals_name_the_limit_its_reset_and_the_remedy() {
+        let r = Refusal::KeyLimitReached(day_limit());
+        assert_eq!((r.status(), r.error_type()), (402, "billing_error"));
+        assert_eq!(
+            r.message(),
+            "this API key's limit of 100 credits per day is spent; it resets at 2026-12-07T00:00:00Z"
+        );
+        let total = KeyLimit {
+            period: LimitPeriod::Total,
+            resets_at_ms: None,
+            ..day_limit()
+        };
+        assert!(Refusal::KeyLimitReached(total).message().contains("100 credits in total"));
+        let r = Refusal::KeyCeilingExceeded(Box::new((shortfall(true), day_limit())));
+        assert_eq!((r.status(), r.error_type()), (402, "billing_error"));
+        assert_eq!(
+            r.message(),
+            "this request may cost up to 112.6 credits (max_tokens 32000 on claude-opus-4-8); \
+             this API key's limit of 100 credits per day has 40.2 credits left (it resets at \
+             2026-12-07T00:00:00Z): lower max_tokens or raise the key's limit"
+        );
+        let r = Refusal::ModelNotAllowed("claude-opus-4-8".into());
+        assert_eq!((r.status(), r.error_type()), (403, "permission_error"));
+        assert_eq!(r.message(), "this API key may not use model claude-opus-4-8");
+        let r = Refusal::ExpiredKey(1_796_601_600_000);
+        assert_eq!((r.status(), r.error_type()), (401, "authentication_error"));
+        assert_eq!(r.message(), "this API key expired at 2026-12-07T00:00:00Z");
     }
 
     #[test]
@@ -292,6 +419,10 @@ mod tests {
             Refusal::SuspendedAccount,
             Refusal::NoCredit,
             Refusal::CeilingExceeded(Box::new(shortfall(true))),
+            Refusal::ExpiredKey(0),
+            Refusal::ModelNotAllowed(String::new()),
+            Refusal::KeyLimitReached(day_limit()),
+            Refusal::KeyCeilingExceeded(Box::new((shortfall(true), day_limit()))),
             Refusal::ModelNotPriced(String::new()),
             Refusal::UnreadableBody(String::new()),
             Refusal::NotBillable(Unbillable::Modifier {

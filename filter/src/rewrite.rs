@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
+use metering::keylimit::model_allowed;
 use metering::billable::{self, Unbillable};
 use metering::ceiling::{ceiling, Ceiling, CeilingRules};
 use metering::request::{RequestFields, RequestMeter};
@@ -244,16 +245,19 @@ pub fn plan_request_body(
     prices: &PriceTable,
     at: DateTime<Utc>,
 ) -> Result<RequestPlan, Refusal> {
-    plan_request(route, body, prices, at, None)
+    plan_request(route, body, prices, at, None, &[])
 }
 
-/// [`plan_request_body`], and with `rules` the request's ceiling ([`metering::ceiling`]).
+/// [`plan_request_body`], and with `rules` the request's ceiling ([`metering::ceiling`]). With
+/// `allowed_models` (the key's; empty: all), the model, fallbacks and advisor models must be among
+/// them (403 before anything else about the body is judged).
 pub fn plan_request(
     route: Route,
     body: &[u8],
     prices: &PriceTable,
     at: DateTime<Utc>,
     rules: Option<&CeilingRules>,
+    allowed_models: &[String],
 ) -> Result<RequestPlan, Refusal> {
     let mut meter = RequestMeter::new();
     meter.feed(body);
@@ -263,6 +267,14 @@ pub fn plan_request(
     let Some(model) = fields.model.clone() else {
         return Err(Refusal::UnreadableBody("it has no model".into()));
     };
+    if !allowed_models.is_empty() {
+        let named = std::iter::once(&model)
+            .chain(&fields.fallbacks)
+            .chain(&fields.tools.advisor_models);
+        if let Some(m) = named.into_iter().find(|m| !model_allowed(prices, allowed_models, m)) {
+            return Err(Refusal::ModelNotAllowed(m.clone()));
+        }
+    }
     let requested = match billable::check(prices, &model, &fields, at) {
         Ok(requested) => requested,
         Err(Unbillable::Model(model)) => return Err(Refusal::ModelNotPriced(model)),

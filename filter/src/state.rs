@@ -12,6 +12,9 @@
 //! those debits. So a debit is subtracted exactly once at every instant: first locally, then by
 //! the snapshot, never both for longer than an in-flight acknowledgement, never neither.
 
+use std::rc::Rc;
+
+use metering::keylimit::LimitPeriod;
 use metering::wire::{AccountStatus, KeyStatus, SpendControl};
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -45,12 +48,50 @@ pub fn account_entry_name(account: &Uuid) -> String {
     name
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEntry {
     pub key_id: Uuid,
     pub account_id: Uuid,
     pub status: KeyStatus,
     pub version: u64,
+    /// Limit, allowed models, expiry: `None` for a key without any (the common case, encoded as
+    /// before key limits existed).
+    pub rules: Option<Rc<KeyRules>>,
+}
+
+/// What a key may do beyond its status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRules {
+    /// From this instant (ms since the epoch) the key is refused.
+    pub expires_at_ms: Option<u64>,
+    pub limit: Option<KeyLimit>,
+    /// Model ids, families or `prefix*` patterns; empty: every model.
+    pub allowed_models: Vec<String>,
+}
+
+/// A key's spending limit. What is left of it lives in an account entry of its own, under the
+/// key's id ([`account_entry_name`]): held, spent and acknowledged exactly as an account's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimit {
+    pub credits: Decimal,
+    pub period: LimitPeriod,
+    /// When the period the budget entry counts ends (`None`: `total`).
+    pub resets_at_ms: Option<u64>,
+}
+
+impl KeyEntry {
+    /// The key's limit, when it has one: its budget entry is `cs.a3.<key_id>`.
+    pub fn limit(&self) -> Option<&KeyLimit> {
+        self.rules.as_ref().and_then(|r| r.limit.as_ref())
+    }
+
+    /// Whether the key expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.rules
+            .as_ref()
+            .and_then(|r| r.expires_at_ms)
+            .is_some_and(|e| e <= now_ms)
+    }
 }
 
 /// A little-endian reader over a value; every read is bounds-checked.
@@ -69,6 +110,11 @@ impl<'a> Reader<'a> {
     }
     pub(crate) fn u64(&mut self) -> Option<u64> {
         self.take::<8>().map(u64::from_le_bytes)
+    }
+    pub(crate) fn slice(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.bytes.split_at_checked(n)?;
+        self.bytes = rest;
+        Some(head)
     }
     pub(crate) fn uuid(&mut self) -> Option<Uuid> {
         self.take::<16>().map(Uuid::from_bytes)
@@ -95,23 +141,76 @@ fn account_status_byte(s: AccountStatus) -> u8 {
     }
 }
 
+fn period_byte(p: LimitPeriod) -> u8 {
+    match p {
+        LimitPeriod::Day => 1,
+        LimitPeriod::Week => 2,
+        LimitPeriod::Month => 3,
+        LimitPeriod::Total => 4,
+    }
+}
+
+fn period_of(b: u8) -> Option<LimitPeriod> {
+    Some(match b {
+        1 => LimitPeriod::Day,
+        2 => LimitPeriod::Week,
+        3 => LimitPeriod::Month,
+        4 => LimitPeriod::Total,
+        _ => return None,
+    })
+}
+
+/// Allowed-model patterns a key entry keeps, and their longest (the control plane checks both).
+const MAX_MODELS: usize = 64;
+const MAX_PATTERN: usize = 255;
+
 impl KeyEntry {
     pub const ENCODED_LEN: usize = 1 + 1 + 16 + 16 + 8;
 
+    /// Format 1 for a key without rules (what every module reads), format 2 with them: the
+    /// format 1 fields, then a flags byte (1: expiry, 2: limit), the expiry (u64 ms), the limit
+    /// (credits, period byte, reset u64 ms with 0 for none), and the models (count u8, each a
+    /// length byte and its bytes).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(FORMAT_V1);
+        out.push(if self.rules.is_some() { FORMAT_V2 } else { FORMAT_V1 });
         out.push(key_status_byte(self.status));
         out.extend_from_slice(self.key_id.as_bytes());
         out.extend_from_slice(self.account_id.as_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
+        if let Some(rules) = &self.rules {
+            let flags = u8::from(rules.expires_at_ms.is_some()) | (u8::from(rules.limit.is_some()) << 1);
+            out.push(flags);
+            if let Some(e) = rules.expires_at_ms {
+                out.extend_from_slice(&e.to_le_bytes());
+            }
+            if let Some(l) = &rules.limit {
+                out.extend_from_slice(&l.credits.serialize());
+                out.push(period_byte(l.period));
+                out.extend_from_slice(&l.resets_at_ms.unwrap_or(0).to_le_bytes());
+            }
+            // Past the bounds the list only narrows: a pattern too long to keep becomes one that
+            // allows nothing (never an empty list, which allows everything).
+            let models: Vec<&str> = rules
+                .allowed_models
+                .iter()
+                .map(|m| if m.len() <= MAX_PATTERN { m.as_str() } else { "" })
+                .take(MAX_MODELS)
+                .collect();
+            out.push(u8::try_from(models.len()).unwrap_or(0));
+            for m in models {
+                out.push(u8::try_from(m.len()).unwrap_or(0));
+                out.extend_from_slice(m.as_bytes());
+            }
+        }
         out
     }
 
     /// `None` for anything that is not a value this module wrote.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader { bytes };
-        if r.u8()? != FORMAT_V1 {
+        let format = r.u8()?;
+        if format != FORMAT_V1 && format != FORMAT_V2 {
             return None;
         }
         let status = match r.u8()? {
@@ -119,12 +218,40 @@ impl KeyEntry {
             2 => KeyStatus::Revoked,
             _ => return None,
         };
-        let entry = Self {
+        let mut entry = Self {
             status,
             key_id: r.uuid()?,
             account_id: r.uuid()?,
             version: r.u64()?,
+            rules: None,
         };
+        if format == FORMAT_V2 {
+            let flags = r.u8()?;
+            if flags > 3 {
+                return None;
+            }
+            let mut rules = KeyRules::default();
+            if flags & 1 != 0 {
+                rules.expires_at_ms = Some(r.u64()?);
+            }
+            if flags & 2 != 0 {
+                let credits = r.decimal()?;
+                let period = period_of(r.u8()?)?;
+                let resets = r.u64()?;
+                rules.limit = Some(KeyLimit {
+                    credits,
+                    period,
+                    resets_at_ms: (resets != 0).then_some(resets),
+                });
+            }
+            let n = r.u8()?;
+            for _ in 0..n {
+                let len = usize::from(r.u8()?);
+                let m = std::str::from_utf8(r.slice(len)?).ok()?;
+                rules.allowed_models.push(m.to_owned());
+            }
+            entry.rules = Some(Rc::new(rules));
+        }
         r.done().then_some(entry)
     }
 }
@@ -437,10 +564,58 @@ mod tests {
             account_id: Uuid::from_u128(0xabc),
             status: KeyStatus::Revoked,
             version: u64::MAX - 3,
+            rules: None,
         };
         let bytes = e.encode();
         assert_eq!(bytes.len(), KeyEntry::ENCODED_LEN);
         assert_eq!(KeyEntry::decode(&bytes), Some(e));
+    }
+
+    #[test]
+    fn key_entry_with_rules_round_trips_and_rejects_damage() {
+        let e = KeyEntry {
+            key_id: Uuid::from_u128(7),
+            account_id: Uuid::from_u128(0xabc),
+            status: KeyStatus::Active,
+            version: 9,
+            rules: Some(Rc::new(KeyRules {
+                expires_at_ms: Some(1_800_000_000_000),
+                limit: Some(KeyLimit {
+                    credits: d("250.5"),
+                    period: LimitPeriod::Week,
+                    resets_at_ms: Some(1_800_000_100_000),
+                }),
+                allowed_models: vec!["claude-opus-*".into(), "claude-haiku-4-5".into()],
+            })),
+        };
+        let bytes = e.encode();
+        assert_eq!(bytes.first(), Some(&FORMAT_V2));
+        assert_eq!(KeyEntry::decode(&bytes), Some(e.clone()));
+        for cut in 0..bytes.len() {
+            assert_eq!(KeyEntry::decode(bytes.get(..cut).unwrap()), None, "cut at {cut}");
+        }
+        let total = KeyEntry {
+            rules: Some(Rc::new(KeyRules {
+                limit: Some(KeyLimit {
+                    credits: d("1"),
+                    period: LimitPeriod::Total,
+                    resets_at_ms: None,
+                }),
+                ..KeyRules::default()
+            })),
+            ..e.clone()
+        };
+        assert_eq!(KeyEntry::decode(&total.encode()), Some(total));
+        // A pattern too long to keep narrows the list; it never empties it (empty allows all).
+        let long = KeyEntry {
+            rules: Some(Rc::new(KeyRules {
+                allowed_models: vec!["x".repeat(300)],
+                ..KeyRules::default()
+            })),
+            ..e
+        };
+        let back = KeyEntry::decode(&long.encode()).unwrap();
+        assert_eq!(back.rules.unwrap().allowed_models, vec![String::new()]);
     }
 
     #[test]

@@ -201,7 +201,7 @@ pub fn apply_page<S: SharedStore + ?Sized>(
     out.reset = reset;
     let mode = if reset { Apply::Reset } else { Apply::Forward };
     for key in &page.keys {
-        match store_key(store, key, mode, attempts) {
+        match store_key(store, key, page.version, mode, attempts) {
             Ok(changed) => out.keys_changed += usize::from(changed),
             Err(e) => out.failures.push(e),
         }
@@ -305,11 +305,11 @@ mod tests {
     fn first_sync_asks_for_a_full_snapshot_and_cursor_is_encoded() {
         assert_eq!(
             snapshot_path(0, None, 500),
-            "/internal/v1/snapshot?protocol=3&limit=500"
+            "/internal/v1/snapshot?protocol=4&limit=500"
         );
         assert_eq!(
             snapshot_path(42, Some("a b&c=d"), 10),
-            "/internal/v1/snapshot?protocol=3&limit=10&since=42&cursor=a%20b%26c%3Dd"
+            "/internal/v1/snapshot?protocol=4&limit=10&since=42&cursor=a%20b%26c%3Dd"
         );
     }
 
@@ -336,6 +336,9 @@ mod tests {
                 account_id: Uuid::from_u128(2),
                 status,
                 version,
+                limit: None,
+                allowed_models: Vec::new(),
+                expires_at: None,
             }],
             accounts: vec![AccountState {
                 account_id: Uuid::from_u128(2),

@@ -88,6 +88,15 @@ pub enum NotHeld {
     Short(Decimal),
 }
 
+/// A limited key's budget entry as a request spends on it: its id (the key's), the spendable
+/// budget the admission saw, and the request's hold on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetCharge {
+    pub id: Uuid,
+    pub spendable: Decimal,
+    pub hold: Option<Hold>,
+}
+
 /// What recording a debit did, for the metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
@@ -164,7 +173,7 @@ impl Worker {
             return Some(entry);
         }
         let entry = read_key(store, key_hash)?;
-        self.keys.insert(key_hash, entry);
+        self.keys.insert(key_hash, entry.clone());
         Some(entry)
     }
 
@@ -473,48 +482,76 @@ impl Worker {
         spendable: Decimal,
         hold: Option<Hold>,
     ) -> Recorded {
+        self.record_charged(store, debit, spendable, hold, None)
+    }
+
+    /// [`Self::record_debit`], spending also on a limited key's budget entry, the same way.
+    pub fn record_charged<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        debit: &Debit,
+        spendable: Decimal,
+        hold: Option<Hold>,
+        budget: Option<BudgetCharge>,
+    ) -> Recorded {
         let priced = metering::credits(&self.prices, &debit.served_request());
         let (local_amount, served_model_unpriced) = match priced {
             Ok(c) => c,
             // The control plane prices it exactly; locally it is only spent later, by the snapshot.
             Err(_) => (Decimal::ZERO, false),
         };
-        let account = debit.account_id;
-        let spend_error = if let Some(hold) = hold {
-            // Spent from the lease: written with this worker's next write of the account.
-            let this = local_amount.max(Decimal::ZERO);
-            let spent = self.spent_unacked.entry(account).or_default();
-            *spent = add(*spent, this);
-            self.end_hold(&hold, this);
-            None
-        } else {
-            let pending = self.unpublished.entry(account).or_insert(Decimal::ZERO);
-            *pending = pending
-                .checked_add(local_amount.max(Decimal::ZERO))
-                .unwrap_or(Decimal::MAX);
-            let allowance = spendable
-                .checked_mul(self.settings.spend_publish_fraction)
-                .unwrap_or(Decimal::ZERO);
-            let fresh = debit.finished_at.is_some_and(|end| {
-                (end - debit.admitted_at)
-                    .to_std()
-                    .is_ok_and(|took| took <= self.settings.sync_period)
-            });
-            if pending.is_zero() {
-                // Nothing to spend (an unpriced model): nothing to publish, now or later.
-                self.unpublished.remove(&account);
-                None
-            } else if fresh && *pending <= allowance {
-                None
-            } else {
-                self.publish_account(store, account).err()
-            }
-        };
-        self.debits.push(PendingDebit::new(debit, local_amount));
+        let fresh = debit.finished_at.is_some_and(|end| {
+            (end - debit.admitted_at)
+                .to_std()
+                .is_ok_and(|took| took <= self.settings.sync_period)
+        });
+        let amount = local_amount.max(Decimal::ZERO);
+        let mut spend_error = self.charge(store, debit.account_id, amount, spendable, hold, fresh);
+        if let Some(b) = budget {
+            let e = self.charge(store, b.id, amount, b.spendable, b.hold, fresh);
+            spend_error = spend_error.or(e);
+        }
+        self.debits
+            .push(PendingDebit::new(debit, local_amount).with_budget(budget.map(|b| b.id)));
         Recorded {
             local_amount,
             served_model_unpriced,
             spend_error,
+        }
+    }
+
+    /// Spends `amount` on one entry (an account, or a key's budget): from the request's hold when
+    /// it has one, else as unpublished spend, published now or on the tick (see
+    /// [`Self::record_debit`]).
+    fn charge<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        id: Uuid,
+        amount: Decimal,
+        spendable: Decimal,
+        hold: Option<Hold>,
+        fresh: bool,
+    ) -> Option<UpdateError> {
+        if let Some(hold) = hold {
+            // Spent from the lease: written with this worker's next write of the entry.
+            let spent = self.spent_unacked.entry(id).or_default();
+            *spent = add(*spent, amount);
+            self.end_hold(&hold, amount);
+            return None;
+        }
+        let pending = self.unpublished.entry(id).or_insert(Decimal::ZERO);
+        *pending = add(*pending, amount);
+        let allowance = spendable
+            .checked_mul(self.settings.spend_publish_fraction)
+            .unwrap_or(Decimal::ZERO);
+        if pending.is_zero() {
+            // Nothing to spend (an unpriced model): nothing to publish, now or later.
+            self.unpublished.remove(&id);
+            None
+        } else if fresh && *pending <= allowance {
+            None
+        } else {
+            self.publish_account(store, id).err()
         }
     }
 
@@ -566,25 +603,34 @@ impl Worker {
         store: &S,
         settlements: &[Settlement],
     ) -> Vec<UpdateError> {
-        let mut by_account: Vec<(Uuid, SpendOutcome)> = settlements
-            .iter()
-            .map(|s| match s {
+        let mut by_account: Vec<(Uuid, SpendOutcome)> = Vec::with_capacity(settlements.len());
+        for s in settlements {
+            let (account, budget, outcome) = match s {
                 Settlement::Acked {
                     account,
+                    budget,
                     amount,
                     version,
                 } => (
                     *account,
+                    *budget,
                     SpendOutcome::Acked {
                         amount: *amount,
                         version: *version,
                     },
                 ),
-                Settlement::Dropped { account, amount, .. } => {
-                    (*account, SpendOutcome::Forgotten { amount: *amount })
-                }
-            })
-            .collect();
+                Settlement::Dropped {
+                    account,
+                    budget,
+                    amount,
+                    ..
+                } => (*account, *budget, SpendOutcome::Forgotten { amount: *amount }),
+            };
+            by_account.push((account, outcome));
+            if let Some(b) = budget {
+                by_account.push((b, outcome));
+            }
+        }
         for (account, outcome) in &by_account {
             let amount = match outcome {
                 SpendOutcome::Acked { amount, .. } | SpendOutcome::Forgotten { amount } => *amount,
@@ -851,6 +897,7 @@ mod tests {
                 if i % 7 == 3 {
                     Settlement::Dropped {
                         account,
+                        budget: None,
                         amount,
                         debit_id: Uuid::from_u128(u128::from(i)),
                         reason: "test".into(),
@@ -860,6 +907,7 @@ mod tests {
                     let version = if i % 5 == 0 { 3 + i % 3 } else { 9 };
                     Settlement::Acked {
                         account,
+                        budget: None,
                         amount,
                         version,
                     }
@@ -979,8 +1027,11 @@ mod tests {
             account_id: Uuid::from_u128(2),
             status,
             version,
+            limit: None,
+            allowed_models: Vec::new(),
+            expires_at: None,
         };
-        crate::balances::apply_key(&s, &key(KeyStatus::Active, 1), 4).unwrap();
+        crate::balances::apply_key(&s, &key(KeyStatus::Active, 1), 0, 4).unwrap();
         w.observe_status(SyncStatus {
             version: 1,
             last_ok_ms: 1,
@@ -988,7 +1039,7 @@ mod tests {
         });
         assert_eq!(w.key_entry(&s, "h").map(|k| k.status), Some(KeyStatus::Active));
         // A snapshot revokes it; until its version is seen the copy stands, then it is read again.
-        crate::balances::apply_key(&s, &key(KeyStatus::Revoked, 2), 4).unwrap();
+        crate::balances::apply_key(&s, &key(KeyStatus::Revoked, 2), 0, 4).unwrap();
         assert_eq!(w.key_entry(&s, "h").map(|k| k.status), Some(KeyStatus::Active));
         w.observe_status(SyncStatus {
             version: 2,
@@ -1264,6 +1315,7 @@ mod tests {
         let forgotten = [Settlement::Dropped {
             debit_id: Uuid::from_u128(1),
             account,
+            budget: None,
             amount: spent,
             reason: "test".into(),
         }];

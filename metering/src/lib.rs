@@ -12,6 +12,7 @@
 //! * [`ceiling`]: the most a request may cost, estimated before it is served (reservation).
 //! * [`wire`]: the internal API between filter and control plane.
 //! * [`apikey`]: the API key format, hashing and display prefix.
+//! * [`keylimit`]: key limits' calendar periods and allowed models.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod anthropic;
@@ -20,6 +21,7 @@ pub mod billable;
 pub mod ceiling;
 pub mod cost;
 pub mod json;
+pub mod keylimit;
 pub mod openai;
 pub mod price;
 pub mod request;

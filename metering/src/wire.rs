@@ -20,7 +20,9 @@ use crate::usage::Usage;
 /// 3: price entries may carry `max_output_tokens` (left out for older readers); account rows carry
 /// `spend_control` (ignored by older readers); gateways report their holds with the snapshot
 /// request (`POST /internal/v1/snapshot`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: key rows may carry `limit`, `allowed_models` and `expires_at` (ignored by older readers, which
+/// then do not enforce them).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 fn protocol_version() -> u32 {
     PROTOCOL_VERSION
@@ -48,8 +50,32 @@ pub struct KeyState {
     pub key_id: Uuid,
     pub account_id: Uuid,
     pub status: KeyStatus,
-    /// The sync version at which this state was committed.
+    /// The sync version at which this state was committed. A key with a limit is re-versioned by
+    /// every debit batch that spends on it and when its period ends, so `limit.remaining` is as of
+    /// this version.
     pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<KeyLimitState>,
+    /// Model ids, families or `prefix*` patterns the key may use (see
+    /// [`crate::keylimit::model_allowed`]); empty: every model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_models: Vec<String>,
+    /// From this instant on the key is refused (401).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key's spending limit as of its row's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLimitState {
+    /// The limit per period, in credits.
+    pub credits: Decimal,
+    pub period: crate::keylimit::LimitPeriod,
+    /// `credits` minus what the key spent in the current period (may be negative).
+    pub remaining: Decimal,
+    /// When the current period ends (`None`: `total`, never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<DateTime<Utc>>,
 }
 
 /// How an account's requests are admitted.

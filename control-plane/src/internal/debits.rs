@@ -304,11 +304,16 @@ async fn apply_in(
     ledger::insert(conn, &transfers, &entries).await?;
     let touched: HashSet<Uuid> = entries.iter().map(|e| e.account).collect();
     balances.retain(|id, _| touched.contains(id));
+    let mut spent_keys: Vec<Uuid> = rows.iter().map(|r| r.key_id).collect();
+    spent_keys.sort_unstable();
+    spent_keys.dedup();
+    let limited = crate::keys::lock_limited(conn, &spent_keys).await?;
     let version = sync::bump(conn).await?;
     ledger::store_balances(conn, &balances, version).await?;
     let accounts: Vec<Uuid> = balances.keys().copied().collect();
     crate::webhooks::events::balances_changed(conn, &accounts, chrono::Utc::now()).await?;
     insert_usage(conn, &rows, batch.gateway_id.as_deref(), version).await?;
+    crate::keys::limits_spent(conn, &limited, version, chrono::Utc::now()).await?;
     for i in pending_version {
         if let Some(r) = results.get_mut(i) {
             r.version = sync::to_wire(version);

@@ -13,9 +13,10 @@ pub use debits::KEYS_BY_HASH;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::Json;
+use metering::keylimit::LimitPeriod;
 use metering::wire::{
-    AccountState, AccountStatus, DebitAck, DebitBatch, KeyLookup, KeyLookupResult, KeyState, KeyStatus,
-    Prices, Snapshot, SpendControl, PROTOCOL_VERSION,
+    AccountState, AccountStatus, DebitAck, DebitBatch, KeyLimitState, KeyLookup, KeyLookupResult, KeyState,
+    KeyStatus, Prices, Snapshot, SpendControl, PROTOCOL_VERSION,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,18 @@ struct SnapshotCursor {
 }
 
 type AccountRow = (Uuid, String, Decimal, i64, String);
-type KeyRow = (String, Uuid, Uuid, String, i64);
+type KeyRow = (
+    String,
+    Uuid,
+    Uuid,
+    String,
+    i64,
+    Option<Decimal>,
+    Option<String>,
+    Vec<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Decimal,
+);
 
 fn account_state((account_id, status, balance, version, spend_control): AccountRow) -> AccountState {
     AccountState {
@@ -82,7 +94,19 @@ fn account_state((account_id, status, balance, version, spend_control): AccountR
     }
 }
 
-fn key_state((key_hash, key_id, account_id, status, version): KeyRow) -> KeyState {
+/// A key row as the gateways need it, its limit's remaining credits as of `now` (the instant its
+/// period's spend was summed at).
+fn key_state(row: KeyRow, now: chrono::DateTime<chrono::Utc>) -> KeyState {
+    let (key_hash, key_id, account_id, status, version, credits, period, allowed_models, expires_at, spent) = row;
+    let limit = match (credits, period.as_deref().and_then(LimitPeriod::parse)) {
+        (Some(credits), Some(period)) => Some(KeyLimitState {
+            credits: crate::money::canonical(credits),
+            period,
+            remaining: crate::money::canonical(credits - spent),
+            resets_at: period.bounds(now).1,
+        }),
+        _ => None,
+    };
     KeyState {
         key_hash,
         key_id,
@@ -93,16 +117,29 @@ fn key_state((key_hash, key_id, account_id, status, version): KeyRow) -> KeyStat
             KeyStatus::Active
         },
         version: sync::to_wire(version),
+        limit: None,
+        allowed_models: Vec::new(),
+        expires_at: None,
+        limit,
+        allowed_models,
+        expires_at,
     }
 }
+
+/// Key rows with the spend of a limited key's current period as of `$1`; the caller adds the rest.
+const KEY_COLUMNS: &str = "SELECT k.key_hash, k.id, k.account_id, k.status, k.sync_version,
+        k.limit_credits, k.limit_period, k.allowed_models, k.expires_at,
+        CASE WHEN k.limit_credits IS NULL THEN 0 ELSE
+            (SELECT coalesce(sum(u.cost), 0) FROM usage_records u
+             WHERE u.key_id = k.id AND u.admitted_at >= key_period_start(k.limit_period, $1)) END
+    FROM api_keys k";
 
 const ACCOUNTS: &str = "SELECT l.id, a.status, l.balance, l.sync_version, a.spend_control
     FROM ledger_accounts l JOIN accounts a ON a.id = l.account_id
     WHERE l.account_id IS NOT NULL AND l.sync_version > $1 AND (l.sync_version, l.id) > ($2, $3)
     ORDER BY l.sync_version, l.id LIMIT $4";
-const KEYS: &str = "SELECT key_hash, id, account_id, status, sync_version FROM api_keys
-    WHERE sync_version > $1 AND (sync_version, id) > ($2, $3)
-    ORDER BY sync_version, id LIMIT $4";
+const KEYS: &str = "WHERE k.sync_version > $2 AND (k.sync_version, k.id) > ($3, $4)
+    ORDER BY k.sync_version, k.id LIMIT $5";
 
 /// Accounts and keys changed after a version (or all, `full`), paged.
 #[utoipa::path(get, path = "/internal/v1/snapshot", tag = "internal", params(SnapshotQuery),
@@ -152,7 +189,11 @@ async fn snapshot_page(state: &AppState, q: SnapshotQuery) -> ApiResult<Snapshot
     let mut conn = state.pool.acquire().await?;
     let (cursor, prices) = match q.cursor.as_deref() {
         Some(c) => (page::decode::<SnapshotCursor>(c)?, None),
-        None => first_page(&mut conn, state, q.since, reader).await?,
+        None => {
+            // Keys whose period ended get the new period's budget in this snapshot.
+            crate::keys::roll_over_periods(&state.pool).await?;
+            first_page(&mut conn, state, q.since, reader).await?
+        }
     };
     let mut accounts = Vec::new();
     let mut keys = Vec::new();
@@ -178,14 +219,16 @@ async fn snapshot_page(state: &AppState, q: SnapshotQuery) -> ApiResult<Snapshot
         after = (-1, Uuid::nil());
     }
     if phase == 1 && room > 0 {
-        let rows: Vec<KeyRow> = sqlx::query_as(KEYS)
+        let now = chrono::Utc::now();
+        let rows: Vec<KeyRow> = sqlx::query_as(&format!("{KEY_COLUMNS} {KEYS}"))
+            .bind(now)
             .bind(cursor.s)
             .bind(after.0)
             .bind(after.1)
             .bind(room + 1)
             .fetch_all(&mut *conn)
             .await?;
-        keys = rows.into_iter().map(key_state).collect();
+        keys = rows.into_iter().map(|r| key_state(r, now)).collect();
         if keys.len() as i64 > room {
             keys.truncate(room as usize);
             let last = keys.last().map(|k| (k.version as i64, k.key_id));
@@ -305,14 +348,14 @@ async fn lookup_key(
     }
     let mut conn = state.pool.acquire().await?;
     let (version, _) = sync::current(&mut conn).await?;
-    let key: Option<KeyRow> = sqlx::query_as(
-        "SELECT key_hash, id, account_id, status, sync_version FROM api_keys WHERE key_hash = $1",
-    )
+    let now = chrono::Utc::now();
+    let key: Option<KeyRow> = sqlx::query_as(&format!("{KEY_COLUMNS} WHERE k.key_hash = $2"))
+    .bind(now)
     .bind(&q.key_hash)
     .fetch_optional(&mut *conn)
     .await?;
     let account = match &key {
-        Some((_, _, account_id, _, _)) => sqlx::query_as::<_, AccountRow>(
+        Some((_, _, account_id, ..)) => sqlx::query_as::<_, AccountRow>(
             "SELECT l.id, a.status, l.balance, l.sync_version, a.spend_control FROM ledger_accounts l
              JOIN accounts a ON a.id = l.account_id WHERE l.id = $1",
         )
@@ -325,7 +368,7 @@ async fn lookup_key(
     Ok(Json(KeyLookupResult {
         protocol: PROTOCOL_VERSION,
         version: sync::to_wire(version),
-        key: key.map(key_state),
+        key: key.map(|k| key_state(k, now)),
         account,
     }))
 }

@@ -11,6 +11,8 @@ use crate::money;
 
 /// `balance.low`: the balance went below the account's threshold (once per crossing).
 pub const BALANCE_LOW: &str = "balance.low";
+/// `key.limit_reached`: a key's spend in its limit's period reached the limit (once per period).
+pub const KEY_LIMIT_REACHED: &str = "key.limit_reached";
 /// `purchase.paid`: a purchase was paid and its credits added.
 pub const PURCHASE_PAID: &str = "purchase.paid";
 /// `purchase.refunded`: a paid purchase was refunded (or charged back) and its credits taken back.

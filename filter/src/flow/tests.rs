@@ -64,7 +64,11 @@ fn setup(balance: &str, spend_control: SpendControl) -> Setup {
             account_id: account,
             status: KeyStatus::Active,
             version: 1,
+            limit: None,
+            allowed_models: Vec::new(),
+            expires_at: None,
         },
+        1,
         4,
     )
     .unwrap();
@@ -288,6 +292,9 @@ fn an_unknown_key_is_looked_up_once_and_decided_on_the_answer() {
             account_id: s.account,
             status: KeyStatus::Active,
             version: 2,
+            limit: None,
+            allowed_models: Vec::new(),
+            expires_at: None,
         }),
         account: Some(AccountState {
             account_id: s.account,
@@ -439,4 +446,154 @@ fn request_path() {
     let entry = read_account(&s.store, &s.account).unwrap();
     assert!(entry.spendable() < Decimal::from(1_000_000_000));
     assert!(entry.holds.is_empty());
+}
+
+/// Gives the setup's key rules (a new version of its row, as a snapshot would).
+fn rules(s: &Setup, limit: Option<(&str, &str)>, allowed: &[&str], expires_at_ms: Option<u64>) {
+    let at = |ms: u64| chrono::DateTime::from_timestamp_millis(ms as i64).unwrap();
+    let key = KeyState {
+        key_hash: apikey::hash(&s.key),
+        key_id: Uuid::from_u128(1),
+        account_id: s.account,
+        status: KeyStatus::Active,
+        version: 2,
+        limit: limit.map(|(credits, remaining)| metering::wire::KeyLimitState {
+            credits: credits.parse().unwrap(),
+            period: metering::keylimit::LimitPeriod::Day,
+            remaining: remaining.parse().unwrap(),
+            resets_at: Some(at(NOW_MS + 3_600_000)),
+        }),
+        allowed_models: allowed.iter().map(|m| m.to_string()).collect(),
+        expires_at: expires_at_ms.map(at),
+    };
+    assert_eq!(apply_key(&s.store, &key, 2, 4), Ok(true));
+}
+
+fn fresh(s: &mut Setup) {
+    s.worker.observe_status(SyncStatus {
+        version: 2,
+        last_ok_ms: NOW_MS,
+        prices_seq: 0,
+    });
+}
+
+#[test]
+fn a_key_limit_is_held_like_the_balance_and_its_refusal_names_the_limit() {
+    let mut s = setup("1000", SpendControl::Reserve);
+    rules(&s, Some(("100", "1.2")), &[], None);
+    fresh(&mut s);
+    let budget = Uuid::from_u128(1);
+    let h = headers(&s.key.clone());
+    let open = |s: &mut Setup| {
+        let mut flow = RequestFlow::new();
+        let step = flow.on_headers(&mut s.worker, &s.store, &Unobserved, &h, false, clock(NOW_MS));
+        assert!(matches!(step, Step::Admit(_)), "{step:?}");
+        let fwd = flow.on_body_end(&mut s.worker, &s.store, &Unobserved, BODY.as_bytes());
+        (flow, fwd)
+    };
+    let (mut first, fwd) = open(&mut s);
+    assert_eq!(fwd, Forward::Body(None));
+    let (mut second, fwd) = open(&mut s);
+    assert_eq!(fwd, Forward::Body(None));
+    let (mut third, fwd) = open(&mut s);
+    let Forward::Refuse(Refusal::KeyCeilingExceeded(b)) = fwd else {
+        panic!("not refused for the key's limit: {fwd:?}");
+    };
+    let (short, limit) = *b;
+    assert!(short.available < short.ceiling);
+    assert_eq!(limit.credits, Decimal::from(100));
+    assert_eq!(limit.resets_at_ms, Some(NOW_MS + 3_600_000));
+    third.settle(&mut s.worker, &s.store, &Unobserved, true, clock(NOW_MS));
+    // The refused request's holds went back: the budget holds the two in flight, exactly (it is
+    // near its end: no spare), the account those two plus its lease's spare.
+    let held = s.worker.held_here();
+    let two = short.ceiling * Decimal::from(2);
+    assert_eq!(held.get(&budget), Some(&two));
+    assert!(held.get(&s.account).is_some_and(|a| *a >= two));
+    for flow in [&mut first, &mut second] {
+        assert!(flow.on_response_headers(200, Some("application/json"), None).is_some());
+        flow.feed(MESSAGE.as_bytes());
+        flow.settle(&mut s.worker, &s.store, &Unobserved, false, clock(NOW_MS));
+    }
+    assert!(s.worker.publish_spend(&s.store, NOW_MS).is_empty());
+    let account = read_account(&s.store, &s.account).unwrap();
+    let key = read_account(&s.store, &budget).unwrap();
+    assert!(account.holds.is_empty() && key.holds.is_empty());
+    let spent = Decimal::from(1000) - account.spendable();
+    assert_eq!(spent, Decimal::new(1764, 5) * Decimal::from(2));
+    assert_eq!(Decimal::new(12, 1) - key.spendable(), spent, "the key spent what the account did");
+    // The debits carry the budget: their acknowledgement settles both entries.
+    let body = s.worker.debits.start_batch(1000, None).unwrap();
+    let sent: metering::wire::DebitBatch = serde_json::from_slice(&body).unwrap();
+    let ack = metering::wire::DebitAck {
+        protocol: 1,
+        applied_at_version: Some(3),
+        batch_len: Some(sent.debits.len() as u64),
+        results: vec![],
+    };
+    let (settlements, _) = s.worker.debits.batch_acked(&ack, 0);
+    assert!(settlements
+        .iter()
+        .all(|x| matches!(x, crate::debits::Settlement::Acked { budget: Some(b), .. } if *b == budget)));
+    assert!(s.worker.settle(&s.store, &settlements).is_empty());
+    let key = read_account(&s.store, &budget).unwrap();
+    assert_eq!(key.unacked, Decimal::ZERO);
+    assert_eq!(key.acked, vec![(3, spent)]);
+}
+
+#[test]
+fn a_spent_key_limit_is_refused_at_the_headers_in_both_spend_controls() {
+    for control in [SpendControl::Reserve, SpendControl::Balance] {
+        let mut s = setup("1000", control);
+        rules(&s, Some(("10", "0")), &[], None);
+        fresh(&mut s);
+        let h = headers(&s.key.clone());
+        let r = serve(&mut s, &Unobserved, &h, BODY, NOW_MS);
+        let Some(Refusal::KeyLimitReached(l)) = r else {
+            panic!("{control:?}: {r:?}");
+        };
+        assert_eq!(l.credits, Decimal::from(10));
+        assert_eq!(s.worker.in_flight, 0);
+        // A key with some budget left under `balance` is admitted whatever the ceiling.
+        rules(&s, Some(("10", "0.01")), &[], None);
+        let mut s2 = setup("1000", control);
+        rules(&s2, Some(("10", "0.01")), &[], None);
+        fresh(&mut s2);
+        let r = serve(&mut s2, &Unobserved, &h, BODY, NOW_MS);
+        match control {
+            SpendControl::Balance => assert_eq!(r, None),
+            SpendControl::Reserve => assert!(matches!(r, Some(Refusal::KeyCeilingExceeded(_))), "{r:?}"),
+        }
+    }
+}
+
+#[test]
+fn allowed_models_and_expiry_are_enforced_before_the_upstream() {
+    let mut s = setup("1000", SpendControl::Reserve);
+    rules(&s, None, &["claude-opus-*", "claude-haiku-4-5"], Some(NOW_MS + 1000));
+    fresh(&mut s);
+    let h = headers(&s.key.clone());
+    let seen = Seen::default();
+    let r = serve(&mut s, &seen, &h, BODY, NOW_MS);
+    assert_eq!(r, Some(Refusal::ModelNotAllowed("claude-sonnet-4-5".into())));
+    assert_eq!(s.worker.in_flight, 0);
+    assert!(s.worker.debits.is_empty());
+    assert!(s.worker.held_here().is_empty(), "no hold is left behind");
+    let haiku = BODY.replace("claude-sonnet-4-5", "claude-haiku-4-5-20251001");
+    assert_eq!(serve(&mut s, &seen, &h, &haiku, NOW_MS), None);
+    let opus = BODY.replace("claude-sonnet-4-5", "claude-opus-4-8");
+    assert_eq!(serve(&mut s, &seen, &h, &opus, NOW_MS), None);
+    let fallback = opus.replace(
+        r#""max_tokens""#,
+        r#""fallbacks":[{"model":"claude-sonnet-4-6"}],"max_tokens""#,
+    );
+    assert_eq!(
+        serve(&mut s, &seen, &h, &fallback, NOW_MS),
+        Some(Refusal::ModelNotAllowed("claude-sonnet-4-6".into()))
+    );
+    // At its expiry the key is refused on its headers.
+    assert_eq!(
+        serve(&mut s, &seen, &h, &opus, NOW_MS + 1000),
+        Some(Refusal::ExpiredKey(NOW_MS + 1000))
+    );
 }
