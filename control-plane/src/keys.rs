@@ -505,7 +505,8 @@ pub async fn limits_spent(
             "spend_this_period": money::plain(spent),
             "period_resets_at": resets,
         });
-        let dedupe = format!("{}:{key}:{}", events::KEY_LIMIT_REACHED, started.timestamp());
+        // Once per period is `limit_alerted_for`'s work; the key names this crossing.
+        let dedupe = format!("{}:{key}:{}:{version}", events::KEY_LIMIT_REACHED, started.timestamp());
         events::emit(conn, account, events::KEY_LIMIT_REACHED, &dedupe, data, now).await?;
     }
     Ok(())

@@ -117,9 +117,6 @@ fn key_state(row: KeyRow, now: chrono::DateTime<chrono::Utc>) -> KeyState {
             KeyStatus::Active
         },
         version: sync::to_wire(version),
-        limit: None,
-        allowed_models: Vec::new(),
-        expires_at: None,
         limit,
         allowed_models,
         expires_at,

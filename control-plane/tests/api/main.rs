@@ -15,6 +15,7 @@ mod dashboard_billing;
 mod debits;
 mod errors;
 mod helpers;
+mod key_limits;
 mod modifiers;
 mod openapi;
 mod payments;

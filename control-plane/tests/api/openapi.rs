@@ -15,6 +15,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/accounts/{id}/keys"),
     ("get", "/v1/accounts/{id}/keys"),
     ("delete", "/v1/keys/{key_id}"),
+    ("patch", "/v1/keys/{key_id}"),
     ("post", "/v1/accounts/{id}/credits"),
     ("get", "/v1/accounts/{id}/ledger"),
     ("post", "/v1/accounts/{id}/password-link"),
