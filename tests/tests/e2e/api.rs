@@ -295,6 +295,24 @@ impl Api {
         assert_eq!(status, 204, "revoking {key_id}: {v}");
     }
 
+    /// `PATCH /v1/keys/{key_id}`: the key as listed after the change.
+    pub async fn patch_key(&self, key_id: Uuid, change: Value) -> Value {
+        self.admin_ok(Method::PATCH, &format!("/v1/keys/{key_id}"), Some(change))
+            .await
+    }
+
+    /// The key as `GET /v1/accounts/{id}/keys` lists it.
+    pub async fn listed_key(&self, account: Uuid, key_id: Uuid) -> Value {
+        let list = self
+            .admin_ok(Method::GET, &format!("/v1/accounts/{account}/keys"), None)
+            .await;
+        list["data"]
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["id"] == key_id.to_string()))
+            .cloned()
+            .unwrap_or_else(|| panic!("key {key_id} not listed: {list}"))
+    }
+
     pub async fn set_status(&self, account: Uuid, status: &str) {
         self.admin_ok(
             Method::PATCH,

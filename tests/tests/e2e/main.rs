@@ -21,6 +21,7 @@ mod concurrency;
 mod dashboard;
 mod harness;
 mod hostile;
+mod key_limits;
 mod modifiers;
 mod outage;
 mod prices;

@@ -21,7 +21,7 @@ use crate::pricing::{dec, sonnet_4_5, Tokens};
 const SONNET: &str = "claude-sonnet-4-5";
 
 /// The ceiling the gateway computes for `Call::messages(.., SONNET, false)`, from the same body.
-fn sonnet_ceiling() -> Decimal {
+pub(crate) fn sonnet_ceiling() -> Decimal {
     let body = message_body(SONNET, false).to_string();
     let mut meter = RequestMeter::new();
     meter.feed(body.as_bytes());
@@ -164,7 +164,7 @@ async fn race(
 
 /// Answers that cost close to their ceiling (250 of 256 output tokens), so that serving more
 /// than the balance covers shows as an overdraft.
-fn near_ceiling() -> Tokens {
+pub(crate) fn near_ceiling() -> Tokens {
     Tokens {
         input: 10,
         output: 250,
