@@ -154,6 +154,20 @@ fn key_of(row: KeyRow, now: DateTime<Utc>) -> Key {
     }
 }
 
+/// An account's keys as listed, newest first (at most `limit`).
+pub async fn list_for_account(conn: &mut PgConnection, account_id: Uuid, limit: i64) -> ApiResult<Vec<Key>> {
+    let now = Utc::now();
+    let rows: Vec<KeyRow> = sqlx::query_as(&format!(
+        "{KEY_SELECT} WHERE k.account_id = $2 ORDER BY k.created_at DESC, k.id DESC LIMIT $3"
+    ))
+    .bind(now)
+    .bind(account_id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| key_of(r, now)).collect())
+}
+
 /// One key as listed.
 pub async fn fetch_key(conn: &mut PgConnection, key_id: Uuid) -> ApiResult<Key> {
     let now = Utc::now();

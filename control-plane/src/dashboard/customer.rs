@@ -1,5 +1,6 @@
 //! The customer's own pages: the overview with the live balance (server-sent events), and API keys
-//! (create shows the secret once; revoke).
+//! (create shows the secret once; spend this period and last use; limits, allowed models and
+//! expiry editable; revoke).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -21,7 +22,9 @@ use uuid::Uuid;
 use super::html::{credits, csrf_field, page, request_options, when, Nav};
 use super::session::{token_hash, CustomerSession, Posted};
 use super::{ApiClient, PageError, PageResult};
+use crate::keys::Key;
 use crate::{money, AppState};
+use metering::keylimit::LimitPeriod;
 
 /// How often the balance stream looks at the database (one primary-key read per open page).
 const BALANCE_POLL: Duration = Duration::from_millis(500);
@@ -169,27 +172,28 @@ async fn balance_stream(headers: HeaderMap, State(state): State<AppState>) -> Pa
     Ok(Sse::new(events).keep_alive(keep_alive).into_response())
 }
 
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    id: Uuid,
-    name: String,
-    prefix: String,
-    status: String,
-    created_at: DateTime<Utc>,
-    revoked_at: Option<DateTime<Utc>>,
+async fn keys_of(state: &AppState, account_id: Uuid) -> PageResult<Vec<Key>> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(crate::keys::list_for_account(&mut conn, account_id, 500).await?)
 }
 
-async fn keys_of(state: &AppState, account_id: Uuid) -> PageResult<Vec<KeyRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, name, prefix, status, created_at, revoked_at FROM api_keys
-         WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT 500",
-    )
-    .bind(account_id)
-    .fetch_all(&state.pool)
-    .await?)
+/// "50 / 100 credits per day", or the spend this month without a limit.
+fn key_spend(k: &Key) -> String {
+    match &k.limit {
+        Some(l) => {
+            let per = match l.period {
+                LimitPeriod::Day => "per day",
+                LimitPeriod::Week => "per week",
+                LimitPeriod::Month => "per month",
+                LimitPeriod::Total => "in total",
+            };
+            format!("{} / {} credits {per}", credits(k.spend_this_period), credits(l.credits))
+        }
+        None => format!("{} credits this month", credits(k.spend_this_period)),
+    }
 }
 
-fn keys_page(session: &CustomerSession, keys: &[KeyRow], created: Option<(&str, &str)>) -> String {
+fn keys_page(session: &CustomerSession, keys: &[Key], created: Option<(&str, &str)>) -> String {
     let body = html! {
         @if let Some((name, secret)) = created {
             div.card #new-key {
@@ -203,17 +207,23 @@ fn keys_page(session: &CustomerSession, keys: &[KeyRow], created: Option<(&str, 
             button type="submit" { "Create key" }
         }
         table #keys {
-            thead { tr { th { "Name" } th { "Prefix" } th { "Status" } th { "Created" } th {} } }
+            thead { tr { th { "Name" } th { "Prefix" } th { "Status" } th { "Spend" } th { "Last used" } th { "Created" } th {} } }
             tbody {
                 @for k in keys {
                     tr {
-                        td { (k.name) }
+                        td { (k.name)
+                            @if !k.allowed_models.is_empty() { br; span.muted { "models: " (k.allowed_models.join(", ")) } }
+                            @if let Some(at) = k.expires_at { br; span.muted { @if k.expired { "expired " } @else { "expires " } (when(at)) } } }
                         td.mono { (k.prefix) "…" }
                         td class={ "status-" (k.status) } { (k.status)
                             @if let Some(at) = k.revoked_at { " " span.muted { (when(at)) } } }
+                        td.spend { (key_spend(k)) }
+                        td { @match k.last_used_at { Some(at) => (when(at)), None => span.muted { "never" } } }
                         td { (when(k.created_at)) }
                         td {
                             @if k.status == "active" {
+                                a href={ "/dashboard/keys/" (k.id) } { "Limits" }
+                                " "
                                 form.inline method="post" action={ "/dashboard/keys/" (k.id) "/revoke" }
                                     data-confirm={ "Revoke key " (k.name) "? Requests with it stop within seconds." } {
                                     (csrf_field(&session.csrf))
@@ -227,6 +237,118 @@ fn keys_page(session: &CustomerSession, keys: &[KeyRow], created: Option<(&str, 
         }
     };
     page("API keys", nav(session), body).into_string()
+}
+
+/// The key's limits as a form: a limit per period (empty: none), the models it may use, the
+/// day it expires.
+fn key_limits_page(session: &CustomerSession, k: &Key, error: Option<&str>) -> String {
+    let period = k.limit.as_ref().map_or(LimitPeriod::Month, |l| l.period);
+    let body = html! {
+        p { a href="/dashboard/keys" { "← API keys" } }
+        @if let Some(e) = error { div.card.error #limits-error { (e) } }
+        p { "Spend: " (key_spend(k)) @if let Some(at) = k.period_resets_at { " (resets " (when(at)) ")" } }
+        form.card #limits method="post" action={ "/dashboard/keys/" (k.id) } {
+            (csrf_field(&session.csrf))
+            label { "Limit (credits; empty: no limit)"
+                input type="text" name="limit_credits" inputmode="decimal" maxlength="20"
+                    value=(k.limit.as_ref().map(|l| money::plain(l.credits)).unwrap_or_default()); }
+            label { "Per"
+                select name="limit_period" {
+                    @for p in [LimitPeriod::Day, LimitPeriod::Week, LimitPeriod::Month, LimitPeriod::Total] {
+                        option value=(p.as_str()) selected[p == period] { (p.as_str()) }
+                    }
+                }
+            }
+            label { "Models it may use (comma-separated ids, or prefixes such as claude-sonnet-*; empty: all)"
+                input type="text" name="allowed_models" maxlength="4000" value=(k.allowed_models.join(", ")); }
+            label { "Expires on (UTC date; empty: never)"
+                input type="date" name="expires_on" value=(k.expires_at.map(|e| e.format("%Y-%m-%d").to_string()).unwrap_or_default()); }
+            button type="submit" { "Save" }
+        }
+    };
+    page(&format!("Key {}", k.name), nav(session), body).into_string()
+}
+
+async fn own_key(state: &AppState, session: &CustomerSession, key_id: Uuid) -> PageResult<Key> {
+    let mut conn = state.pool.acquire().await?;
+    match crate::keys::fetch_key(&mut conn, key_id).await {
+        Ok(k) if k.account_id == session.account_id => Ok(k),
+        _ => Err(PageError::NotFound(format!("you have no key {key_id}"))),
+    }
+}
+
+async fn key_limits(
+    session: CustomerSession,
+    State(state): State<AppState>,
+    axum::extract::Path(key_id): axum::extract::Path<Uuid>,
+) -> PageResult<Html<String>> {
+    let k = own_key(&state, &session, key_id).await?;
+    Ok(Html(key_limits_page(&session, &k, None)))
+}
+
+#[derive(Deserialize)]
+struct LimitsForm {
+    #[serde(default)]
+    limit_credits: String,
+    #[serde(default)]
+    limit_period: String,
+    #[serde(default)]
+    allowed_models: String,
+    #[serde(default)]
+    expires_on: String,
+}
+
+impl LimitsForm {
+    /// The change as `PATCH /v1/keys/{key_id}` takes it.
+    fn patch(&self) -> Result<serde_json::Value, String> {
+        let credits = self.limit_credits.trim();
+        let limit = if credits.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!({"credits": credits, "period": self.limit_period.trim()})
+        };
+        let models: Vec<&str> = self
+            .allowed_models
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .collect();
+        let day = self.expires_on.trim();
+        let expires = if day.is_empty() {
+            serde_json::Value::Null
+        } else {
+            let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                .map_err(|_| format!("{day:?} is not a date (YYYY-MM-DD)"))?;
+            json!(date.and_time(chrono::NaiveTime::MIN).and_utc())
+        };
+        Ok(json!({"limit": limit, "allowed_models": models, "expires_at": expires}))
+    }
+}
+
+async fn save_key_limits(
+    State(state): State<AppState>,
+    Extension(api): Extension<ApiClient>,
+    axum::extract::Path(key_id): axum::extract::Path<Uuid>,
+    Posted { session, form }: Posted<CustomerSession, LimitsForm>,
+) -> PageResult<Response> {
+    let k = own_key(&state, &session, key_id).await?;
+    let saved = match form.patch() {
+        Ok(change) => {
+            api.json(&session.actor(), Method::PATCH, &format!("/v1/keys/{key_id}"), Some(&change))
+                .await
+        }
+        Err(e) => Err(PageError::Refused(StatusCode::BAD_REQUEST, e)),
+    };
+    match saved {
+        Ok(_) => Ok(Redirect::to("/dashboard/keys").into_response()),
+        // A mistake in the form is shown on the form, with what was there.
+        Err(PageError::Refused(status, message)) => Ok((
+            status,
+            Html(key_limits_page(&session, &k, Some(&message))),
+        )
+            .into_response()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn keys(session: CustomerSession, State(state): State<AppState>) -> PageResult<Html<String>> {
@@ -291,5 +413,6 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard", get(overview))
         .route("/dashboard/balance/stream", get(balance_stream))
         .route("/dashboard/keys", get(keys).post(create_key))
+        .route("/dashboard/keys/{key_id}", get(key_limits).post(save_key_limits))
         .route("/dashboard/keys/{key_id}/revoke", post(revoke_key))
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::web::*;
@@ -416,4 +417,80 @@ async fn the_customer_sees_the_speed_and_region_billed() {
         "{requests}"
     );
     assert!(!requests.contains("list_usd"), "no operator cost for customers");
+}
+
+#[tokio::test]
+async fn a_customer_sets_a_keys_limit_models_and_expiry_and_sees_its_spend() {
+    let app = spawn_app().await;
+    let (account, mut web) = signed_in_customer(&app, "alice").await;
+    app.grant(account, "100", "g1").await;
+    let (key, secret) = app.create_key(account, "ci").await;
+    let d = debit(account, &secret, "claude-sonnet-4-5", usage(10_000, 0), chrono::Utc::now());
+    app.debits(vec![d]).await;
+    let list = web.get("/dashboard/keys").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains("4.2 credits this month"), "{}", list.body);
+    assert!(list.body.contains(&format!("/dashboard/keys/{key}")));
+    let csrf = web.csrf(&format!("/dashboard/keys/{key}")).await;
+    let saved = web
+        .post(
+            &format!("/dashboard/keys/{key}"),
+            &[
+                ("csrf", &csrf),
+                ("limit_credits", "25"),
+                ("limit_period", "week"),
+                ("allowed_models", "claude-sonnet-*, claude-haiku-4-5"),
+                ("expires_on", "2099-01-31"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location(), "/dashboard/keys");
+    let (_, keys) = app.admin_get(&format!("/v1/accounts/{account}/keys")).await;
+    let k = &keys["data"][0];
+    assert_eq!(k["limit"], json!({"credits": "25", "period": "week"}));
+    assert_eq!(k["allowed_models"], json!(["claude-sonnet-*", "claude-haiku-4-5"]));
+    assert_eq!(k["expires_at"], "2099-01-31T00:00:00Z");
+    let list = web.get("/dashboard/keys").await;
+    assert!(list.body.contains("4.2 / 25 credits per week"), "{}", list.body);
+    let (_, audit) = app.admin_get(&format!("/v1/audit?target=key:{key}")).await;
+    assert!(audit.to_string().contains("customer"), "the customer is the actor: {audit}");
+
+    // A mistake is shown on the form and changes nothing.
+    for (field, value, needle) in [
+        ("limit_credits", "-3", "limit.credits"),
+        ("allowed_models", "gpt-4o", "gpt-4o"),
+        ("expires_on", "soon", "not a date"),
+    ] {
+        let csrf = web.csrf(&format!("/dashboard/keys/{key}")).await;
+        let mut form = vec![
+            ("csrf", csrf.as_str()),
+            ("limit_credits", "25"),
+            ("limit_period", "week"),
+            ("allowed_models", ""),
+            ("expires_on", ""),
+        ];
+        form.retain(|(f, _)| *f != field);
+        form.push((field, value));
+        let page = web.post(&format!("/dashboard/keys/{key}"), &form).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{field}");
+        assert!(page.body.contains(needle), "{field}: {}", page.body);
+    }
+    let (_, keys) = app.admin_get(&format!("/v1/accounts/{account}/keys")).await;
+    assert_eq!(keys["data"][0]["allowed_models"], json!(["claude-sonnet-*", "claude-haiku-4-5"]));
+
+    // Another account's key is not there to edit.
+    let bob = app.create_account("bob").await;
+    let (bob_key, _) = app.create_key(bob, "bobs").await;
+    assert_eq!(web.get(&format!("/dashboard/keys/{bob_key}")).await.status, StatusCode::NOT_FOUND);
+    let csrf = web.csrf("/dashboard/keys").await;
+    let p = web
+        .post(
+            &format!("/dashboard/keys/{bob_key}"),
+            &[("csrf", &csrf), ("limit_credits", "1"), ("limit_period", "day")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+    let (_, keys) = app.admin_get(&format!("/v1/accounts/{bob}/keys")).await;
+    assert_eq!(keys["data"][0]["limit"], Value::Null);
 }
