@@ -511,19 +511,75 @@ pub async fn limits_spent(
             .bind(started)
             .execute(&mut *conn)
             .await?;
-        let resets = LimitPeriod::parse(&period).and_then(|p| p.bounds(now).1);
+        let reached = LimitReached { key, account, credits, period, started, spent };
+        reached.emit(conn, &version.to_string(), now).await?;
+    }
+    Ok(())
+}
+
+/// Keys a gateway refused for their limit (its hold report says which): `key.limit_reached` for
+/// each limited key not yet told this period. Under spend control `reserve` this is how a key
+/// whose last request did not fit is told, its spend short of the limit.
+pub async fn limits_refused(
+    conn: &mut PgConnection,
+    keys: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let due: Vec<(Uuid, Uuid, Decimal, String, DateTime<Utc>, Decimal)> = sqlx::query_as(
+        "WITH told AS (
+             UPDATE api_keys k SET limit_alerted_for = key_period_start(k.limit_period, $2)
+             WHERE k.id = ANY($1) AND k.limit_credits IS NOT NULL
+               AND k.limit_alerted_for IS DISTINCT FROM key_period_start(k.limit_period, $2)
+             RETURNING k.id, k.account_id, k.limit_credits, k.limit_period,
+                 key_period_start(k.limit_period, $2) AS started)
+         SELECT t.*, (SELECT coalesce(sum(u.cost), 0) FROM usage_records u
+                      WHERE u.key_id = t.id AND u.admitted_at >= t.started)
+         FROM told t",
+    )
+    .bind(keys)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (key, account, credits, period, started, spent) in due {
+        let reached = LimitReached { key, account, credits, period, started, spent };
+        reached.emit(conn, "refused", now).await?;
+    }
+    Ok(())
+}
+
+/// A key whose period's spend reached its limit, or whose requests no longer fit what is left.
+struct LimitReached {
+    key: Uuid,
+    account: Uuid,
+    credits: Decimal,
+    period: String,
+    started: DateTime<Utc>,
+    spent: Decimal,
+}
+
+impl LimitReached {
+    async fn emit(&self, conn: &mut PgConnection, why: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        let resets = LimitPeriod::parse(&self.period).and_then(|p| p.bounds(now).1);
         let data = serde_json::json!({
-            "account_id": account,
-            "key_id": key,
-            "limit": { "credits": money::plain(credits), "period": period },
-            "spend_this_period": money::plain(spent),
+            "account_id": self.account,
+            "key_id": self.key,
+            "limit": { "credits": money::plain(self.credits), "period": self.period },
+            "spend_this_period": money::plain(self.spent),
             "period_resets_at": resets,
         });
         // Once per period is `limit_alerted_for`'s work; the key names this crossing.
-        let dedupe = format!("{}:{key}:{}:{version}", events::KEY_LIMIT_REACHED, started.timestamp());
-        events::emit(conn, account, events::KEY_LIMIT_REACHED, &dedupe, data, now).await?;
+        let dedupe = format!(
+            "{}:{}:{}:{why}",
+            events::KEY_LIMIT_REACHED,
+            self.key,
+            self.started.timestamp()
+        );
+        events::emit(conn, self.account, events::KEY_LIMIT_REACHED, &dedupe, data, now).await?;
+        Ok(())
     }
-    Ok(())
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

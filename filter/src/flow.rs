@@ -233,7 +233,8 @@ impl RequestFlow {
                 .map(|a| worker.account_view(&entry.account_id, a));
             if let Some(account) = account {
                 admit_known(route, &entry, &account, now)?;
-                let budget = key_budget(worker, store, route, &entry)?;
+                let budget = key_budget(worker, store, route, &entry)
+                    .inspect_err(|_| worker.note_limited(store, entry.key_id, now))?;
                 let admitted = Admitted {
                     route,
                     end_of_stream,
@@ -345,7 +346,8 @@ impl RequestFlow {
             return Err(Refusal::LookupFailed);
         };
         admit_known(route, &k, &a, millis(clock))?;
-        let budget = key_budget(worker, store, route, &k)?;
+        let budget = key_budget(worker, store, route, &k)
+            .inspect_err(|_| worker.note_limited(store, k.key_id, millis(clock)))?;
         let admitted = Admitted {
             route,
             end_of_stream,
@@ -488,6 +490,7 @@ impl RequestFlow {
                         if let Some(hold) = self.hold.take() {
                             worker.release_hold(hold);
                         }
+                        worker.note_limited(store, budget, now_ms);
                         refusal = Some(Refusal::KeyCeilingExceeded(Box::new((
                             shortfall(available),
                             limit,

@@ -25,6 +25,10 @@ use crate::store::{update, Change, SharedStore, UpdateError};
 pub const REGISTRY_KEY: &str = "cs.workers";
 pub const OTHERS_KEY: &str = "cs.others";
 pub const GATEWAY_KEY: &str = "cs.gateway";
+/// Keys refused for their limit, not yet reported (16 bytes each).
+pub const LIMITED_KEY: &str = "cs.limited";
+/// Keys `cs.limited` keeps at most: past it, more wait for the next refusal after a report.
+const MAX_LIMITED: usize = 1024;
 
 /// A worker with holds rewrites its report at least this often, so that the leader can tell it
 /// from a worker that is gone.
@@ -189,6 +193,56 @@ pub fn read_others<S: SharedStore + ?Sized>(store: &S) -> HashMap<Uuid, Decimal>
 }
 
 /// One worker's side: writes its report when it changed, and at least every [`HEARTBEAT_MS`].
+fn decode_uuids(bytes: &[u8]) -> Vec<Uuid> {
+    bytes
+        .chunks_exact(16)
+        .filter_map(|c| <[u8; 16]>::try_from(c).ok().map(Uuid::from_bytes))
+        .collect()
+}
+
+/// Notes a key refused for its limit, for the next hold report.
+pub fn note_limited<S: SharedStore + ?Sized>(store: &S, key: Uuid, attempts: u32) -> Result<(), UpdateError> {
+    update(store, LIMITED_KEY, attempts, |current| {
+        let keys = current.map(decode_uuids).unwrap_or_default();
+        if keys.contains(&key) || keys.len() >= MAX_LIMITED {
+            return Change::Keep(());
+        }
+        let mut bytes = current.map(<[u8]>::to_vec).unwrap_or_default();
+        bytes.truncate(keys.len() * 16);
+        bytes.extend_from_slice(key.as_bytes());
+        Change::Write(bytes, ())
+    })
+}
+
+/// The keys noted since the last report.
+pub fn limited<S: SharedStore + ?Sized>(store: &S) -> Vec<Uuid> {
+    store.get(LIMITED_KEY).0.map(|b| decode_uuids(&b)).unwrap_or_default()
+}
+
+/// Drops the keys a report delivered (noted again meanwhile or not: one event per period).
+pub fn reported_limited<S: SharedStore + ?Sized>(
+    store: &S,
+    sent: &[Uuid],
+    attempts: u32,
+) -> Result<(), UpdateError> {
+    if sent.is_empty() {
+        return Ok(());
+    }
+    update(store, LIMITED_KEY, attempts, |current| {
+        let keys = current.map(decode_uuids).unwrap_or_default();
+        let kept: Vec<u8> = keys
+            .iter()
+            .filter(|k| !sent.contains(k))
+            .flat_map(|k| *k.as_bytes())
+            .collect();
+        if kept.len() == keys.len() * 16 {
+            Change::Keep(())
+        } else {
+            Change::Write(kept, ())
+        }
+    })
+}
+
 #[derive(Debug, Default)]
 pub struct Reporter {
     last: Option<(u64, Vec<(Uuid, Decimal)>)>,
@@ -279,6 +333,25 @@ mod tests {
             4,
         );
         assert!(decode_ids(&s.get(REGISTRY_KEY).0.unwrap()).contains(&3));
+    }
+
+    #[test]
+    fn keys_refused_for_their_limit_are_noted_once_until_reported() {
+        let s = MemoryStore::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        note_limited(&s, a, 4).unwrap();
+        note_limited(&s, a, 4).unwrap();
+        note_limited(&s, b, 4).unwrap();
+        assert_eq!(limited(&s), vec![a, b]);
+        let sent = limited(&s);
+        let c = Uuid::from_u128(3);
+        note_limited(&s, c, 4).unwrap();
+        reported_limited(&s, &sent, 4).unwrap();
+        assert_eq!(limited(&s), vec![c], "noted after the report was built: kept");
+        s.set(LIMITED_KEY, b"short", None).unwrap();
+        assert!(limited(&s).is_empty(), "damage reads as nothing");
+        note_limited(&s, a, 4).unwrap();
+        assert_eq!(limited(&s), vec![a]);
     }
 
     #[test]

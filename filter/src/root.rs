@@ -49,6 +49,9 @@ pub struct BillingRoot {
     holds_ok_ms: u64,
     /// The Envoy's id in hold reports (`cs.gateway`), once read.
     gateway: Option<uuid::Uuid>,
+    /// Keys refused for their limit that the report in flight carries (dropped from
+    /// `cs.limited` once it is answered).
+    limited_sent: Vec<uuid::Uuid>,
     draining: bool,
     /// `proxy_done` was called: the tick may still fire once, it must not call it again.
     done: bool,
@@ -65,6 +68,7 @@ impl BillingRoot {
             reporter: holds::Reporter::default(),
             holds_ok_ms: 0,
             gateway: None,
+            limited_sent: Vec::new(),
             draining: false,
             done: false,
         }
@@ -194,10 +198,12 @@ impl BillingRoot {
         if let Err(e) = holds::forget(&HostStore, &gone, s.cas_retries) {
             log::warn!("silent workers not dropped from the hold registry: {e}");
         }
+        self.limited_sent = holds::limited(&HostStore);
         serde_json::to_vec(&HoldReport {
             protocol: PROTOCOL_VERSION,
             gateway,
             holds: report,
+            limited_keys: self.limited_sent.clone(),
         })
         .ok()
     }
@@ -209,6 +215,10 @@ impl BillingRoot {
             Some(others) => {
                 self.holds_ok_ms = now;
                 holds::write_others(&HostStore, others);
+                let sent = std::mem::take(&mut self.limited_sent);
+                if let Err(e) = holds::reported_limited(&HostStore, &sent, shared.settings.cas_retries) {
+                    log::warn!("reported limited keys not dropped (they are reported again): {e}");
+                }
             }
             None => {
                 let stale = duration_ms(shared.settings.stale_after);

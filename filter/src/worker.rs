@@ -54,6 +54,8 @@ pub struct Worker {
     spent_unacked: HashMap<Uuid, Decimal>,
     /// What other Envoys' requests in flight hold, per account, as the control plane last said.
     others: HashMap<Uuid, Decimal>,
+    /// Keys this worker noted as refused for their limit, and when (see [`Self::note_limited`]).
+    limited_noted: HashMap<Uuid, u64>,
     pub ids: DebitIds,
 }
 
@@ -129,6 +131,7 @@ impl Worker {
             leases: HashMap::new(),
             spent_unacked: HashMap::new(),
             others: HashMap::new(),
+            limited_noted: HashMap::new(),
             ids: DebitIds::new(seed),
             settings,
         }
@@ -455,6 +458,26 @@ impl Worker {
             *sum = add(*sum, *amount);
         }
         out
+    }
+
+    /// A key was refused for its limit: noted in shared data for the next hold report (the
+    /// control plane sends `key.limit_reached`, once per period), at most once a minute per key
+    /// from this worker, so that a caller retrying a spent key costs no write per refusal.
+    pub fn note_limited<S: SharedStore + ?Sized>(&mut self, store: &S, key: Uuid, now_ms: u64) {
+        const AGAIN_AFTER_MS: u64 = 60_000;
+        if self
+            .limited_noted
+            .get(&key)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < AGAIN_AFTER_MS)
+        {
+            return;
+        }
+        if self.limited_noted.len() >= 4096 {
+            self.limited_noted.clear();
+        }
+        if crate::holds::note_limited(store, key, self.settings.cas_retries).is_ok() {
+            self.limited_noted.insert(key, now_ms);
+        }
     }
 
     /// What the control plane says other Envoys hold (read from shared data on each tick).

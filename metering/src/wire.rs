@@ -138,6 +138,10 @@ pub struct HoldReport {
     pub gateway: Uuid,
     #[serde(default)]
     pub holds: Vec<AccountHold>,
+    /// Keys this gateway refused for their limit since its last report (protocol 4): the control
+    /// plane sends `key.limit_reached` for each, once per period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limited_keys: Vec<Uuid>,
 }
 
 /// `GET /internal/v1/snapshot?since=<version>&cursor=<cursor>&limit=<n>`.

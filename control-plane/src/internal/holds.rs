@@ -2,7 +2,7 @@
 //! `POST /internal/v1/snapshot`), the credits its requests in flight hold per account, and gets
 //! back what the *other* gateways hold,
 //! which it subtracts from what its own requests may hold (spend control `reserve` across
-//! several Envoys). A report replaces the gateway's previous one; reports older than
+//! several Envoys); and the keys it refused for their limit (`key.limit_reached`). A report replaces the gateway's previous one; reports older than
 //! [`FRESH_SECS`] (a gateway gone) no longer count, and are deleted after [`KEEP_SECS`].
 
 use metering::wire::{AccountHold, HoldReport};
@@ -18,6 +18,8 @@ pub const FRESH_SECS: f64 = 15.0;
 pub const KEEP_SECS: f64 = 600.0;
 /// Accounts one report may list.
 pub const MAX_ACCOUNTS: usize = 100_000;
+/// Keys refused for their limit one report may list.
+pub const MAX_LIMITED_KEYS: usize = 10_000;
 
 /// Replaces the gateway's holds with its report and reads what the other gateways hold.
 pub async fn exchange(state: &AppState, report: &HoldReport) -> ApiResult<Vec<AccountHold>> {
@@ -34,6 +36,11 @@ pub async fn exchange(state: &AppState, report: &HoldReport) -> ApiResult<Vec<Ac
         return Err(ApiError::invalid(
             "held credits must be above 0, with at most 20 decimal places",
         ));
+    }
+    if report.limited_keys.len() > MAX_LIMITED_KEYS {
+        return Err(ApiError::invalid(format!(
+            "a hold report lists at most {MAX_LIMITED_KEYS} limited keys"
+        )));
     }
     let (accounts, credits): (Vec<Uuid>, Vec<Decimal>) =
         report.holds.iter().map(|h| (h.account_id, h.credits)).unzip();
@@ -70,6 +77,7 @@ pub async fn exchange(state: &AppState, report: &HoldReport) -> ApiResult<Vec<Ac
     .bind(FRESH_SECS)
     .fetch_all(&mut *tx)
     .await?;
+    crate::keys::limits_refused(&mut tx, &report.limited_keys, chrono::Utc::now()).await?;
     tx.commit().await?;
     Ok(others
         .into_iter()

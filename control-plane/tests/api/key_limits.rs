@@ -287,3 +287,53 @@ async fn an_expired_key_is_refused_by_the_customer_api() {
     assert_error(s, &body, StatusCode::UNAUTHORIZED, "authentication_error");
     assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
 }
+
+/// Under `reserve` a key's last request may not fit while its spend is short of the limit: the
+/// gateway's hold report names the keys it refused, and each limited key is told once a period.
+#[tokio::test]
+async fn keys_a_gateway_refused_for_their_limit_are_told_once_per_period() {
+    let app = spawn_app().await;
+    let account = app.create_account("acme").await;
+    let (s, b) = app
+        .admin_json(
+            Method::PATCH,
+            &format!("/v1/accounts/{account}"),
+            json!({"webhook_url": "https://hooks.example.com/cs"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (key, _) = app.create_key(account, "ci").await;
+    let (unlimited, _) = app.create_key(account, "other").await;
+    patch(&app, key, json!({"limit": {"credits": "5", "period": "week"}})).await;
+    let report = |keys: Vec<Uuid>| {
+        let app = &app;
+        async move {
+            let (s, b) = send(app.internal(Method::POST, "/internal/v1/snapshot?protocol=4").json(
+                &json!({"protocol": 4, "gateway": Uuid::new_v4(), "holds": [], "limited_keys": keys}),
+            ))
+            .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        }
+    };
+    let events = || async {
+        sqlx::query_scalar::<_, String>("SELECT body FROM webhook_events WHERE type = 'key.limit_reached'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap()
+    };
+    report(vec![key, unlimited, Uuid::new_v4()]).await;
+    let sent = events().await;
+    assert_eq!(sent.len(), 1, "only the limited key: {sent:?}");
+    let body: Value = serde_json::from_str(&sent[0]).unwrap();
+    assert_eq!(body["data"]["key_id"], key.to_string());
+    assert_eq!(dec(&body["data"]["spend_this_period"]), d("0"));
+    report(vec![key]).await;
+    assert_eq!(events().await.len(), 1, "once per period");
+    // Too many keys in one report is refused, in the error shape.
+    let many: Vec<Uuid> = (0..10_001).map(|_| Uuid::new_v4()).collect();
+    let (s, b) = send(app.internal(Method::POST, "/internal/v1/snapshot?protocol=4").json(
+        &json!({"protocol": 4, "gateway": Uuid::new_v4(), "limited_keys": many}),
+    ))
+    .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_request_error");
+}

@@ -503,6 +503,7 @@ fn a_key_limit_is_held_like_the_balance_and_its_refusal_names_the_limit() {
     assert!(short.available < short.ceiling);
     assert_eq!(limit.credits, Decimal::from(100));
     assert_eq!(limit.resets_at_ms, Some(NOW_MS + 3_600_000));
+    assert_eq!(crate::holds::limited(&s.store), vec![budget], "noted for the hold report");
     third.settle(&mut s.worker, &s.store, &Unobserved, true, clock(NOW_MS));
     // The refused request's holds went back: the budget holds the two in flight, exactly (it is
     // near its end: no spare), the account those two plus its lease's spare.
@@ -554,6 +555,11 @@ fn a_spent_key_limit_is_refused_at_the_headers_in_both_spend_controls() {
         };
         assert_eq!(l.credits, Decimal::from(10));
         assert_eq!(s.worker.in_flight, 0);
+        assert_eq!(crate::holds::limited(&s.store), vec![Uuid::from_u128(1)]);
+        // A caller retrying costs no write per refusal.
+        let writes = s.store.sets.get();
+        assert!(serve(&mut s, &Unobserved, &h, BODY, NOW_MS + 1).is_some());
+        assert_eq!(s.store.sets.get(), writes);
         // A key with some budget left under `balance` is admitted whatever the ceiling.
         rules(&s, Some(("10", "0.01")), &[], None);
         let mut s2 = setup("1000", control);

@@ -301,6 +301,23 @@ impl Api {
             .await
     }
 
+    pub async fn set_webhook(&self, account: Uuid, url: &str) {
+        self.admin_ok(
+            Method::PATCH,
+            &format!("/v1/accounts/{account}"),
+            Some(json!({"webhook_url": url})),
+        )
+        .await;
+    }
+
+    /// The account's webhook delivery log (`GET /v1/accounts/{id}/webhook-events`), newest first.
+    pub async fn webhook_events(&self, account: Uuid) -> Vec<Value> {
+        let log = self
+            .admin_ok(Method::GET, &format!("/v1/accounts/{account}/webhook-events"), None)
+            .await;
+        log["data"].as_array().cloned().unwrap_or_default()
+    }
+
     /// The key as `GET /v1/accounts/{id}/keys` lists it.
     pub async fn listed_key(&self, account: Uuid, key_id: Uuid) -> Value {
         let list = self

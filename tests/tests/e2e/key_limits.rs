@@ -37,6 +37,7 @@ async fn refused_before_upstream(api: &Api, reply: &Reply, status: u16, kind: &s
 async fn a_key_limit_is_reserved_like_the_balance_and_its_refusal_says_when_it_resets() {
     let api = Api::new(harness::shared());
     let tenant = api.tenant("1000").await;
+    api.set_webhook(tenant.account, "https://hooks.example.com/cs").await;
     let k = 5;
     let limit = (sonnet_ceiling() * Decimal::from(k) + dec("0.01")).round_dp(2);
     // Set before the key's first use: the lookup carries it.
@@ -76,6 +77,18 @@ async fn a_key_limit_is_reserved_like_the_balance_and_its_refusal_says_when_it_r
     );
     let listed = api.listed_key(tenant.account, tenant.key_id).await;
     assert_eq!(dec(listed["spend_this_period"].as_str().unwrap()), spent);
+    // Its spend is short of the limit, but its requests no longer fit: the Envoy's hold report
+    // names it and the account's webhook is told, once.
+    let told = eventually("key.limit_reached", WAIT, || async {
+        let log = api.webhook_events(tenant.account).await;
+        let told: Vec<serde_json::Value> = log
+            .into_iter()
+            .filter(|e| e["type"] == "key.limit_reached")
+            .collect();
+        (!told.is_empty()).then_some(told)
+    })
+    .await;
+    assert_eq!(told.len(), 1, "{told:?}");
     let last: DateTime<Utc> = listed["last_used_at"].as_str().unwrap().parse().unwrap();
     assert!(Utc::now() - last < chrono::Duration::minutes(1));
     // The account kept its credits: only the key was stopped.
