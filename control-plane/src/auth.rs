@@ -143,12 +143,14 @@ impl FromRequestParts<AppState> for Customer {
         .await?;
         match row {
             Some((.., true)) => Err(ApiError::Unauthenticated("this API key has expired".into())),
-            Some((key_id, account_id, key_name, key_prefix, status, _)) if status == "active" => Ok(Customer {
-                account_id,
-                key_id,
-                key_name,
-                key_prefix,
-            }),
+            Some((key_id, account_id, key_name, key_prefix, status, _)) if status == "active" => {
+                Ok(Customer {
+                    account_id,
+                    key_id,
+                    key_name,
+                    key_prefix,
+                })
+            }
             Some(_) => Err(ApiError::Unauthenticated("this API key has been revoked".into())),
             None => Err(ApiError::Unauthenticated("invalid API key".into())),
         }

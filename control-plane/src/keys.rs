@@ -7,10 +7,10 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use metering::apikey;
 use metering::keylimit::{check_model_pattern, LimitPeriod, MAX_ALLOWED_MODELS};
-use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgPool};
 use rand::RngCore;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -127,7 +127,21 @@ const KEY_SELECT: &str = "SELECT k.id, k.account_id, k.name, k.prefix, k.status,
     FROM api_keys k";
 
 fn key_of(row: KeyRow, now: DateTime<Utc>) -> Key {
-    let (id, account_id, name, prefix, status, created_at, revoked_at, credits, period, allowed_models, expires_at, spent, last_used_at) = row;
+    let (
+        id,
+        account_id,
+        name,
+        prefix,
+        status,
+        created_at,
+        revoked_at,
+        credits,
+        period,
+        allowed_models,
+        expires_at,
+        spent,
+        last_used_at,
+    ) = row;
     let limit = match (credits, period.as_deref().and_then(LimitPeriod::parse)) {
         (Some(credits), Some(period)) => Some(KeyLimit {
             credits: money::canonical(credits),
@@ -362,7 +376,12 @@ pub async fn update_key(
     let (set_limit, credits, period, resets) = match &limit {
         None => (false, None, None, None),
         Some(None) => (true, None, None, None),
-        Some(Some(l)) => (true, Some(l.credits), Some(l.period.as_str()), l.period.bounds(now).1),
+        Some(Some(l)) => (
+            true,
+            Some(l.credits),
+            Some(l.period.as_str()),
+            l.period.bounds(now).1,
+        ),
     };
     sqlx::query(
         "UPDATE api_keys SET sync_version = $2,
@@ -392,11 +411,10 @@ pub async fn update_key(
 /// with their next snapshot (called before each snapshot's first page: within a sync period of
 /// the boundary). Keys another caller is rolling over are skipped.
 pub async fn roll_over_periods(pool: &PgPool) -> ApiResult<u64> {
-    let due: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM api_keys WHERE limit_resets_at <= now())",
-    )
-    .fetch_one(pool)
-    .await?;
+    let due: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE limit_resets_at <= now())")
+            .fetch_one(pool)
+            .await?;
     if !due {
         return Ok(0);
     }
@@ -511,7 +529,14 @@ pub async fn limits_spent(
             .bind(started)
             .execute(&mut *conn)
             .await?;
-        let reached = LimitReached { key, account, credits, period, started, spent };
+        let reached = LimitReached {
+            key,
+            account,
+            credits,
+            period,
+            started,
+            spent,
+        };
         reached.emit(conn, &version.to_string(), now).await?;
     }
     Ok(())
@@ -544,7 +569,14 @@ pub async fn limits_refused(
     .fetch_all(&mut *conn)
     .await?;
     for (key, account, credits, period, started, spent) in due {
-        let reached = LimitReached { key, account, credits, period, started, spent };
+        let reached = LimitReached {
+            key,
+            account,
+            credits,
+            period,
+            started,
+            spent,
+        };
         reached.emit(conn, "refused", now).await?;
     }
     Ok(())

@@ -50,17 +50,18 @@ pub fn apply_key<S: SharedStore + ?Sized>(
 /// The entry a key row is stored as.
 pub fn key_entry_of(key: &KeyState) -> KeyEntry {
     let millis = |t: chrono::DateTime<chrono::Utc>| u64::try_from(t.timestamp_millis()).unwrap_or(0);
-    let rules = (key.limit.is_some() || !key.allowed_models.is_empty() || key.expires_at.is_some()).then(|| {
-        std::rc::Rc::new(KeyRules {
-            expires_at_ms: key.expires_at.map(millis),
-            limit: key.limit.as_ref().map(|l| KeyLimit {
-                credits: l.credits,
-                period: l.period,
-                resets_at_ms: l.resets_at.map(millis),
-            }),
-            allowed_models: key.allowed_models.clone(),
-        })
-    });
+    let rules =
+        (key.limit.is_some() || !key.allowed_models.is_empty() || key.expires_at.is_some()).then(|| {
+            std::rc::Rc::new(KeyRules {
+                expires_at_ms: key.expires_at.map(millis),
+                limit: key.limit.as_ref().map(|l| KeyLimit {
+                    credits: l.credits,
+                    period: l.period,
+                    resets_at_ms: l.resets_at.map(millis),
+                }),
+                allowed_models: key.allowed_models.clone(),
+            })
+        });
     KeyEntry {
         key_id: key.key_id,
         account_id: key.account_id,

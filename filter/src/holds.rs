@@ -216,7 +216,11 @@ pub fn note_limited<S: SharedStore + ?Sized>(store: &S, key: Uuid, attempts: u32
 
 /// The keys noted since the last report.
 pub fn limited<S: SharedStore + ?Sized>(store: &S) -> Vec<Uuid> {
-    store.get(LIMITED_KEY).0.map(|b| decode_uuids(&b)).unwrap_or_default()
+    store
+        .get(LIMITED_KEY)
+        .0
+        .map(|b| decode_uuids(&b))
+        .unwrap_or_default()
 }
 
 /// Drops the keys a report delivered (noted again meanwhile or not: one event per period).

@@ -356,7 +356,9 @@ mod tests {
             resets_at_ms: None,
             ..day_limit()
         };
-        assert!(Refusal::KeyLimitReached(total).message().contains("100 credits in total"));
+        assert!(Refusal::KeyLimitReached(total)
+            .message()
+            .contains("100 credits in total"));
         let r = Refusal::KeyCeilingExceeded(Box::new((shortfall(true), day_limit())));
         assert_eq!((r.status(), r.error_type()), (402, "billing_error"));
         assert_eq!(

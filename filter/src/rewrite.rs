@@ -6,9 +6,9 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use metering::keylimit::model_allowed;
 use metering::billable::{self, Unbillable};
 use metering::ceiling::{ceiling, Ceiling, CeilingRules};
+use metering::keylimit::model_allowed;
 use metering::request::{RequestFields, RequestMeter};
 use metering::wire::Route;
 use metering::{PriceTable, RequestedOptions};
@@ -271,7 +271,10 @@ pub fn plan_request(
         let named = std::iter::once(&model)
             .chain(&fields.fallbacks)
             .chain(&fields.tools.advisor_models);
-        if let Some(m) = named.into_iter().find(|m| !model_allowed(prices, allowed_models, m)) {
+        if let Some(m) = named
+            .into_iter()
+            .find(|m| !model_allowed(prices, allowed_models, m))
+        {
             return Err(Refusal::ModelNotAllowed(m.clone()));
         }
     }

@@ -173,7 +173,11 @@ impl KeyEntry {
     /// length byte and its bytes).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(if self.rules.is_some() { FORMAT_V2 } else { FORMAT_V1 });
+        out.push(if self.rules.is_some() {
+            FORMAT_V2
+        } else {
+            FORMAT_V1
+        });
         out.push(key_status_byte(self.status));
         out.extend_from_slice(self.key_id.as_bytes());
         out.extend_from_slice(self.account_id.as_bytes());

@@ -93,7 +93,9 @@ pub fn model_allowed<S: AsRef<str>>(table: &PriceTable, allowed: &[S], model: &s
 /// model or family, or be a prefix (`...*`) that at least one priced family has.
 pub fn check_model_pattern(table: &PriceTable, entry: &str) -> Result<(), String> {
     if entry.is_empty() || entry.len() > MAX_MODEL_PATTERN {
-        return Err(format!("each allowed model must be 1 to {MAX_MODEL_PATTERN} characters"));
+        return Err(format!(
+            "each allowed model must be 1 to {MAX_MODEL_PATTERN} characters"
+        ));
     }
     if !entry
         .bytes()
@@ -105,15 +107,18 @@ pub fn check_model_pattern(table: &PriceTable, entry: &str) -> Result<(), String
         ));
     }
     let known = match entry.strip_suffix('*') {
-        Some(prefix) => table.entries().iter().any(|e| {
-            e.model.starts_with(prefix) || e.aliases.iter().any(|a| a.starts_with(prefix))
-        }),
+        Some(prefix) => table
+            .entries()
+            .iter()
+            .any(|e| e.model.starts_with(prefix) || e.aliases.iter().any(|a| a.starts_with(prefix))),
         None => table.family_of(entry).is_some(),
     };
     if known {
         Ok(())
     } else {
-        Err(format!("allowed model {entry:?} names no model of the price table"))
+        Err(format!(
+            "allowed model {entry:?} names no model of the price table"
+        ))
     }
 }
 
@@ -149,7 +154,12 @@ mod tests {
             (Some(at("2028-02-01T00:00:00Z")), Some(at("2028-03-01T00:00:00Z")))
         );
         assert_eq!(LimitPeriod::Total.bounds(t), (None, None));
-        for p in [LimitPeriod::Day, LimitPeriod::Week, LimitPeriod::Month, LimitPeriod::Total] {
+        for p in [
+            LimitPeriod::Day,
+            LimitPeriod::Week,
+            LimitPeriod::Month,
+            LimitPeriod::Total,
+        ] {
             assert_eq!(LimitPeriod::parse(p.as_str()), Some(p));
         }
         assert_eq!(LimitPeriod::parse("year"), None);

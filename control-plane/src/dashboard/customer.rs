@@ -187,7 +187,11 @@ fn key_spend(k: &Key) -> String {
                 LimitPeriod::Month => "per month",
                 LimitPeriod::Total => "in total",
             };
-            format!("{} / {} credits {per}", credits(k.spend_this_period), credits(l.credits))
+            format!(
+                "{} / {} credits {per}",
+                credits(k.spend_this_period),
+                credits(l.credits)
+            )
         }
         None => format!("{} credits this month", credits(k.spend_this_period)),
     }
@@ -334,19 +338,22 @@ async fn save_key_limits(
     let k = own_key(&state, &session, key_id).await?;
     let saved = match form.patch() {
         Ok(change) => {
-            api.json(&session.actor(), Method::PATCH, &format!("/v1/keys/{key_id}"), Some(&change))
-                .await
+            api.json(
+                &session.actor(),
+                Method::PATCH,
+                &format!("/v1/keys/{key_id}"),
+                Some(&change),
+            )
+            .await
         }
         Err(e) => Err(PageError::Refused(StatusCode::BAD_REQUEST, e)),
     };
     match saved {
         Ok(_) => Ok(Redirect::to("/dashboard/keys").into_response()),
         // A mistake in the form is shown on the form, with what was there.
-        Err(PageError::Refused(status, message)) => Ok((
-            status,
-            Html(key_limits_page(&session, &k, Some(&message))),
-        )
-            .into_response()),
+        Err(PageError::Refused(status, message)) => {
+            Ok((status, Html(key_limits_page(&session, &k, Some(&message)))).into_response())
+        }
         Err(e) => Err(e),
     }
 }

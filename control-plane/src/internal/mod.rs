@@ -97,7 +97,8 @@ fn account_state((account_id, status, balance, version, spend_control): AccountR
 /// A key row as the gateways need it, its limit's remaining credits as of `now` (the instant its
 /// period's spend was summed at).
 fn key_state(row: KeyRow, now: chrono::DateTime<chrono::Utc>) -> KeyState {
-    let (key_hash, key_id, account_id, status, version, credits, period, allowed_models, expires_at, spent) = row;
+    let (key_hash, key_id, account_id, status, version, credits, period, allowed_models, expires_at, spent) =
+        row;
     let limit = match (credits, period.as_deref().and_then(LimitPeriod::parse)) {
         (Some(credits), Some(period)) => Some(KeyLimitState {
             credits: crate::money::canonical(credits),
@@ -347,10 +348,10 @@ async fn lookup_key(
     let (version, _) = sync::current(&mut conn).await?;
     let now = chrono::Utc::now();
     let key: Option<KeyRow> = sqlx::query_as(&format!("{KEY_COLUMNS} WHERE k.key_hash = $2"))
-    .bind(now)
-    .bind(&q.key_hash)
-    .fetch_optional(&mut *conn)
-    .await?;
+        .bind(now)
+        .bind(&q.key_hash)
+        .fetch_optional(&mut *conn)
+        .await?;
     let account = match &key {
         Some((_, _, account_id, ..)) => sqlx::query_as::<_, AccountRow>(
             "SELECT l.id, a.status, l.balance, l.sync_version, a.spend_control FROM ledger_accounts l

@@ -425,7 +425,13 @@ async fn a_customer_sets_a_keys_limit_models_and_expiry_and_sees_its_spend() {
     let (account, mut web) = signed_in_customer(&app, "alice").await;
     app.grant(account, "100", "g1").await;
     let (key, secret) = app.create_key(account, "ci").await;
-    let d = debit(account, &secret, "claude-sonnet-4-5", usage(10_000, 0), chrono::Utc::now());
+    let d = debit(
+        account,
+        &secret,
+        "claude-sonnet-4-5",
+        usage(10_000, 0),
+        chrono::Utc::now(),
+    );
     app.debits(vec![d]).await;
     let list = web.get("/dashboard/keys").await;
     assert_eq!(list.status, StatusCode::OK);
@@ -449,12 +455,18 @@ async fn a_customer_sets_a_keys_limit_models_and_expiry_and_sees_its_spend() {
     let (_, keys) = app.admin_get(&format!("/v1/accounts/{account}/keys")).await;
     let k = &keys["data"][0];
     assert_eq!(k["limit"], json!({"credits": "25", "period": "week"}));
-    assert_eq!(k["allowed_models"], json!(["claude-sonnet-*", "claude-haiku-4-5"]));
+    assert_eq!(
+        k["allowed_models"],
+        json!(["claude-sonnet-*", "claude-haiku-4-5"])
+    );
     assert_eq!(k["expires_at"], "2099-01-31T00:00:00Z");
     let list = web.get("/dashboard/keys").await;
     assert!(list.body.contains("4.2 / 25 credits per week"), "{}", list.body);
     let (_, audit) = app.admin_get(&format!("/v1/audit?target=key:{key}")).await;
-    assert!(audit.to_string().contains("customer"), "the customer is the actor: {audit}");
+    assert!(
+        audit.to_string().contains("customer"),
+        "the customer is the actor: {audit}"
+    );
 
     // A mistake is shown on the form and changes nothing.
     for (field, value, needle) in [
@@ -477,12 +489,18 @@ async fn a_customer_sets_a_keys_limit_models_and_expiry_and_sees_its_spend() {
         assert!(page.body.contains(needle), "{field}: {}", page.body);
     }
     let (_, keys) = app.admin_get(&format!("/v1/accounts/{account}/keys")).await;
-    assert_eq!(keys["data"][0]["allowed_models"], json!(["claude-sonnet-*", "claude-haiku-4-5"]));
+    assert_eq!(
+        keys["data"][0]["allowed_models"],
+        json!(["claude-sonnet-*", "claude-haiku-4-5"])
+    );
 
     // Another account's key is not there to edit.
     let bob = app.create_account("bob").await;
     let (bob_key, _) = app.create_key(bob, "bobs").await;
-    assert_eq!(web.get(&format!("/dashboard/keys/{bob_key}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        web.get(&format!("/dashboard/keys/{bob_key}")).await.status,
+        StatusCode::NOT_FOUND
+    );
     let csrf = web.csrf("/dashboard/keys").await;
     let p = web
         .post(

@@ -70,10 +70,21 @@ async fn a_limit_reaches_the_gateways_and_the_list_shows_spend_this_period_and_l
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["limit"], json!({"credits": "50", "period": "day"}));
-    assert_eq!(body["allowed_models"], json!(["claude-sonnet-4-5", "claude-opus-*"]), "deduplicated");
+    assert_eq!(
+        body["allowed_models"],
+        json!(["claude-sonnet-4-5", "claude-opus-*"]),
+        "deduplicated"
+    );
     assert_eq!(body["expired"], false);
     let tomorrow = LimitPeriod::Day.bounds(Utc::now()).1.unwrap();
-    assert_eq!(body["period_resets_at"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(), tomorrow);
+    assert_eq!(
+        body["period_resets_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        tomorrow
+    );
 
     // The gateways get it with the next delta: the remaining budget and when it resets.
     let delta = app.snapshot(&format!("?since={}", version(&before))).await;
@@ -81,8 +92,18 @@ async fn a_limit_reaches_the_gateways_and_the_list_shows_spend_this_period_and_l
     assert_eq!(row["limit"]["credits"], "50");
     assert_eq!(row["limit"]["period"], "day");
     assert_eq!(dec(&row["limit"]["remaining"]), d("50"));
-    assert_eq!(row["limit"]["resets_at"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(), tomorrow);
-    assert_eq!(row["allowed_models"], json!(["claude-sonnet-4-5", "claude-opus-*"]));
+    assert_eq!(
+        row["limit"]["resets_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        tomorrow
+    );
+    assert_eq!(
+        row["allowed_models"],
+        json!(["claude-sonnet-4-5", "claude-opus-*"])
+    );
     assert!(row["expires_at"].is_string());
     assert!(key_row(&delta, other).is_none());
 
@@ -90,7 +111,10 @@ async fn a_limit_reaches_the_gateways_and_the_list_shows_spend_this_period_and_l
     let now = Utc::now();
     let yesterday = LimitPeriod::Day.bounds(now).0.unwrap() - Duration::minutes(1);
     let ack = app
-        .debits(vec![spend(account, &secret, 10_000, yesterday), spend(account, &secret, 20_000, now)])
+        .debits(vec![
+            spend(account, &secret, 10_000, yesterday),
+            spend(account, &secret, 20_000, now),
+        ])
         .await;
     let acked_at = ack.results[1].version;
     let row = listed(&app, account, key).await;
@@ -120,13 +144,25 @@ async fn a_limit_reaches_the_gateways_and_the_list_shows_spend_this_period_and_l
     assert_eq!(dec(&found["key"]["limit"]["remaining"]), d("41.6"));
 
     // null removes the limit and the expiry, [] allows every model again; each change is audited.
-    let (s, body) = patch(&app, key, json!({"limit": null, "allowed_models": [], "expires_at": null})).await;
+    let (s, body) = patch(
+        &app,
+        key,
+        json!({"limit": null, "allowed_models": [], "expires_at": null}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!((body["limit"].clone(), body["expires_at"].clone()), (Value::Null, Value::Null));
+    assert_eq!(
+        (body["limit"].clone(), body["expires_at"].clone()),
+        (Value::Null, Value::Null)
+    );
     assert_eq!(body["allowed_models"], json!([]));
     let month = LimitPeriod::Month.bounds(now).0.unwrap();
     let this_month = if yesterday >= month { d("12.6") } else { d("8.4") };
-    assert_eq!(dec(&body["spend_this_period"]), this_month, "without a limit: this month");
+    assert_eq!(
+        dec(&body["spend_this_period"]),
+        this_month,
+        "without a limit: this month"
+    );
     let (_, audit) = app.admin_get(&format!("/v1/audit?target=key:{key}")).await;
     assert_eq!(audit.to_string().matches("key.update").count(), 2, "{audit}");
 }
@@ -138,13 +174,22 @@ async fn bad_limits_are_refused_with_the_field_named() {
     let (key, _) = app.create_key(account, "ci").await;
     for (body, needle) in [
         (json!({}), "nothing to change"),
-        (json!({"limit": {"credits": "0", "period": "day"}}), "limit.credits"),
-        (json!({"limit": {"credits": "-5", "period": "week"}}), "limit.credits"),
+        (
+            json!({"limit": {"credits": "0", "period": "day"}}),
+            "limit.credits",
+        ),
+        (
+            json!({"limit": {"credits": "-5", "period": "week"}}),
+            "limit.credits",
+        ),
         (json!({"limit": {"credits": 2.5, "period": "week"}}), "inexact"),
         (json!({"limit": {"credits": "5", "period": "year"}}), "period"),
         (json!({"limit": {"credits": "5"}}), "period"),
         (json!({"allowed_models": ["gpt-4o"]}), "gpt-4o"),
-        (json!({"allowed_models": ["claude-sonet-4-5"]}), "claude-sonet-4-5"),
+        (
+            json!({"allowed_models": ["claude-sonet-4-5"]}),
+            "claude-sonet-4-5",
+        ),
         (json!({"allowed_models": ["claude-*-4"]}), "prefix"),
         (json!({"allowed_models": vec!["claude-opus-*"; 65]}), "at most 64"),
         (json!({"expires_at": "tomorrow"}), "expires_at"),
@@ -159,7 +204,10 @@ async fn bad_limits_are_refused_with_the_field_named() {
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found_error");
     // Nothing was changed by the refused calls.
     let row = listed(&app, account, key).await;
-    assert_eq!((row["limit"].clone(), row["allowed_models"].clone()), (Value::Null, json!([])));
+    assert_eq!(
+        (row["limit"].clone(), row["allowed_models"].clone()),
+        (Value::Null, json!([]))
+    );
 }
 
 #[tokio::test]
@@ -187,10 +235,12 @@ async fn key_limit_reached_is_sent_once_per_period() {
         .unwrap()
     };
     // 4.2 credits: below the limit.
-    app.debits(vec![spend(account, &secret, 10_000, Utc::now())]).await;
+    app.debits(vec![spend(account, &secret, 10_000, Utc::now())])
+        .await;
     assert!(events().await.is_empty());
     // 8.4: reached (served requests are debited in full, past the limit).
-    app.debits(vec![spend(account, &secret, 10_000, Utc::now())]).await;
+    app.debits(vec![spend(account, &secret, 10_000, Utc::now())])
+        .await;
     let sent = events().await;
     assert_eq!(sent.len(), 1);
     let body: Value = serde_json::from_str(&sent[0].1).unwrap();
@@ -201,11 +251,13 @@ async fn key_limit_reached_is_sent_once_per_period() {
     assert_eq!(dec(&body["data"]["spend_this_period"]), d("8.4"));
     assert!(body["data"]["period_resets_at"].is_string());
     // More spend in the same period: no second event.
-    app.debits(vec![spend(account, &secret, 10_000, Utc::now())]).await;
+    app.debits(vec![spend(account, &secret, 10_000, Utc::now())])
+        .await;
     assert_eq!(events().await.len(), 1);
     // A new limit is a new start: reaching it again is told again.
     patch(&app, key, json!({"limit": {"credits": "15", "period": "month"}})).await;
-    app.debits(vec![spend(account, &secret, 10_000, Utc::now())]).await;
+    app.debits(vec![spend(account, &secret, 10_000, Utc::now())])
+        .await;
     assert_eq!(events().await.len(), 2);
 }
 
@@ -216,7 +268,8 @@ async fn a_period_that_ends_gives_the_gateways_the_new_budget() {
     app.grant(account, "1000", "g1").await;
     let (key, secret) = app.create_key(account, "ci").await;
     patch(&app, key, json!({"limit": {"credits": "10", "period": "day"}})).await;
-    app.debits(vec![spend(account, &secret, 10_000, Utc::now())]).await;
+    app.debits(vec![spend(account, &secret, 10_000, Utc::now())])
+        .await;
     let snap = app.snapshot("").await;
     assert_eq!(dec(&key_row(&snap, key).unwrap()["limit"]["remaining"]), d("5.8"));
     // As if the day ended: the spend is moved to yesterday and the key's reset is due.
@@ -276,7 +329,11 @@ async fn an_expired_key_is_refused_by_the_customer_api() {
     let account = app.create_account("acme").await;
     let (key, secret) = app.create_key(account, "ci").await;
     let me = || async {
-        send(app.req(Method::GET, "/v1/me").header("x-api-key", secret.as_str())).await
+        send(
+            app.req(Method::GET, "/v1/me")
+                .header("x-api-key", secret.as_str()),
+        )
+        .await
     };
     assert_eq!(me().await.0, StatusCode::OK);
     let past = (Utc::now() - Duration::seconds(1)).to_rfc3339();
@@ -305,16 +362,17 @@ async fn keys_a_gateway_refused_for_their_limit_are_told_once_per_period() {
     let (key, _) = app.create_key(account, "ci").await;
     let (unlimited, _) = app.create_key(account, "other").await;
     patch(&app, key, json!({"limit": {"credits": "5", "period": "week"}})).await;
-    let report = |keys: Vec<Uuid>| {
-        let app = &app;
-        async move {
-            let (s, b) = send(app.internal(Method::POST, "/internal/v1/snapshot?protocol=4").json(
+    let report =
+        |keys: Vec<Uuid>| {
+            let app = &app;
+            async move {
+                let (s, b) = send(app.internal(Method::POST, "/internal/v1/snapshot?protocol=4").json(
                 &json!({"protocol": 4, "gateway": Uuid::new_v4(), "holds": [], "limited_keys": keys}),
             ))
             .await;
-            assert_eq!(s, StatusCode::OK, "{b}");
-        }
-    };
+                assert_eq!(s, StatusCode::OK, "{b}");
+            }
+        };
     let events = || async {
         sqlx::query_scalar::<_, String>("SELECT body FROM webhook_events WHERE type = 'key.limit_reached'")
             .fetch_all(&app.pool)
@@ -331,9 +389,10 @@ async fn keys_a_gateway_refused_for_their_limit_are_told_once_per_period() {
     assert_eq!(events().await.len(), 1, "once per period");
     // Too many keys in one report is refused, in the error shape.
     let many: Vec<Uuid> = (0..10_001).map(|_| Uuid::new_v4()).collect();
-    let (s, b) = send(app.internal(Method::POST, "/internal/v1/snapshot?protocol=4").json(
-        &json!({"protocol": 4, "gateway": Uuid::new_v4(), "limited_keys": many}),
-    ))
+    let (s, b) = send(
+        app.internal(Method::POST, "/internal/v1/snapshot?protocol=4")
+            .json(&json!({"protocol": 4, "gateway": Uuid::new_v4(), "limited_keys": many})),
+    )
     .await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_request_error");
 }

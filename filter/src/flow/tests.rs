@@ -503,7 +503,11 @@ fn a_key_limit_is_held_like_the_balance_and_its_refusal_names_the_limit() {
     assert!(short.available < short.ceiling);
     assert_eq!(limit.credits, Decimal::from(100));
     assert_eq!(limit.resets_at_ms, Some(NOW_MS + 3_600_000));
-    assert_eq!(crate::holds::limited(&s.store), vec![budget], "noted for the hold report");
+    assert_eq!(
+        crate::holds::limited(&s.store),
+        vec![budget],
+        "noted for the hold report"
+    );
     third.settle(&mut s.worker, &s.store, &Unobserved, true, clock(NOW_MS));
     // The refused request's holds went back: the budget holds the two in flight, exactly (it is
     // near its end: no spare), the account those two plus its lease's spare.
@@ -512,7 +516,9 @@ fn a_key_limit_is_held_like_the_balance_and_its_refusal_names_the_limit() {
     assert_eq!(held.get(&budget), Some(&two));
     assert!(held.get(&s.account).is_some_and(|a| *a >= two));
     for flow in [&mut first, &mut second] {
-        assert!(flow.on_response_headers(200, Some("application/json"), None).is_some());
+        assert!(flow
+            .on_response_headers(200, Some("application/json"), None)
+            .is_some());
         flow.feed(MESSAGE.as_bytes());
         flow.settle(&mut s.worker, &s.store, &Unobserved, false, clock(NOW_MS));
     }
@@ -522,7 +528,11 @@ fn a_key_limit_is_held_like_the_balance_and_its_refusal_names_the_limit() {
     assert!(account.holds.is_empty() && key.holds.is_empty());
     let spent = Decimal::from(1000) - account.spendable();
     assert_eq!(spent, Decimal::new(1764, 5) * Decimal::from(2));
-    assert_eq!(Decimal::new(12, 1) - key.spendable(), spent, "the key spent what the account did");
+    assert_eq!(
+        Decimal::new(12, 1) - key.spendable(),
+        spent,
+        "the key spent what the account did"
+    );
     // The debits carry the budget: their acknowledgement settles both entries.
     let body = s.worker.debits.start_batch(1000, None).unwrap();
     let sent: metering::wire::DebitBatch = serde_json::from_slice(&body).unwrap();
@@ -576,7 +586,12 @@ fn a_spent_key_limit_is_refused_at_the_headers_in_both_spend_controls() {
 #[test]
 fn allowed_models_and_expiry_are_enforced_before_the_upstream() {
     let mut s = setup("1000", SpendControl::Reserve);
-    rules(&s, None, &["claude-opus-*", "claude-haiku-4-5"], Some(NOW_MS + 1000));
+    rules(
+        &s,
+        None,
+        &["claude-opus-*", "claude-haiku-4-5"],
+        Some(NOW_MS + 1000),
+    );
     fresh(&mut s);
     let h = headers(&s.key.clone());
     let seen = Seen::default();

@@ -313,7 +313,11 @@ impl Api {
     /// The account's webhook delivery log (`GET /v1/accounts/{id}/webhook-events`), newest first.
     pub async fn webhook_events(&self, account: Uuid) -> Vec<Value> {
         let log = self
-            .admin_ok(Method::GET, &format!("/v1/accounts/{account}/webhook-events"), None)
+            .admin_ok(
+                Method::GET,
+                &format!("/v1/accounts/{account}/webhook-events"),
+                None,
+            )
             .await;
         log["data"].as_array().cloned().unwrap_or_default()
     }

@@ -37,12 +37,16 @@ async fn refused_before_upstream(api: &Api, reply: &Reply, status: u16, kind: &s
 async fn a_key_limit_is_reserved_like_the_balance_and_its_refusal_says_when_it_resets() {
     let api = Api::new(harness::shared());
     let tenant = api.tenant("1000").await;
-    api.set_webhook(tenant.account, "https://hooks.example.com/cs").await;
+    api.set_webhook(tenant.account, "https://hooks.example.com/cs")
+        .await;
     let k = 5;
     let limit = (sonnet_ceiling() * Decimal::from(k) + dec("0.01")).round_dp(2);
     // Set before the key's first use: the lookup carries it.
-    api.patch_key(tenant.key_id, json!({"limit": {"credits": limit.to_string(), "period": "day"}}))
-        .await;
+    api.patch_key(
+        tenant.key_id,
+        json!({"limit": {"credits": limit.to_string(), "period": "day"}}),
+    )
+    .await;
     let tokens = near_ceiling();
     let script = json!({"usage": tokens.anthropic_usage(), "answer_after_ms": 1_500});
     let replies: Vec<Reply> = join_all((0..40).map(|i| {
@@ -94,8 +98,11 @@ async fn a_key_limit_is_reserved_like_the_balance_and_its_refusal_says_when_it_r
     // The account kept its credits: only the key was stopped.
     assert_eq!(api.balance(tenant.account).await, dec("1000") - spent);
     // A higher limit serves again within a sync period.
-    api.patch_key(tenant.key_id, json!({"limit": {"credits": "100", "period": "day"}}))
-        .await;
+    api.patch_key(
+        tenant.key_id,
+        json!({"limit": {"credits": "100", "period": "day"}}),
+    )
+    .await;
     eventually("a raised key limit served", WAIT, || async {
         let r = api.send(Call::messages(&tenant.key, SONNET, false)).await;
         (r.status == 200).then_some(())
@@ -110,8 +117,11 @@ async fn a_key_limit_is_reserved_like_the_balance_and_its_refusal_says_when_it_r
 async fn a_spent_key_limit_gets_402_under_balance_too() {
     let api = Api::new(harness::shared());
     let tenant = api.tenant_balance_mode("1000").await;
-    api.patch_key(tenant.key_id, json!({"limit": {"credits": "0.01", "period": "total"}}))
-        .await;
+    api.patch_key(
+        tenant.key_id,
+        json!({"limit": {"credits": "0.01", "period": "total"}}),
+    )
+    .await;
     api.send(Call::messages(&tenant.key, SONNET, false))
         .await
         .assert_ok();
@@ -168,7 +178,9 @@ async fn models_not_allowed_get_403_and_an_expired_key_401_before_the_upstream()
     let listed = api.patch_key(tenant.key_id, json!({"expires_at": past})).await;
     assert_eq!(listed["expired"], true);
     let message = eventually("an expired key refused", WAIT, || async {
-        let r = api.send(Call::messages(&tenant.key, "claude-haiku-4-5", false)).await;
+        let r = api
+            .send(Call::messages(&tenant.key, "claude-haiku-4-5", false))
+            .await;
         if r.status == 200 {
             return count();
         }
