@@ -41,12 +41,26 @@ async fn a_key_limit_is_reserved_like_the_balance_and_its_refusal_says_when_it_r
         .await;
     let k = 5;
     let limit = (sonnet_ceiling() * Decimal::from(k) + dec("0.01")).round_dp(2);
-    // Set before the key's first use: the lookup carries it.
     api.patch_key(
         tenant.key_id,
         json!({"limit": {"credits": limit.to_string(), "period": "day"}}),
     )
     .await;
+    // In force within 2 s (as a revocation or a top-up), whether the gateway learns of the key by
+    // a lookup or already had it from a snapshot: a request that may cost more than the whole
+    // limit is refused, before the upstream, and costs nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let whole =
+        json!({"model": SONNET, "max_tokens": 64000, "messages": [{"role": "user", "content": "hi"}]});
+    let reply = api
+        .send(
+            Call::new(Method::POST, "/v1/messages")
+                .key(&tenant.key)
+                .json(&whole),
+        )
+        .await;
+    let message = refused_before_upstream(&api, &reply, 402, "billing_error").await;
+    assert!(message.contains("this API key's limit of"), "{message}");
     let tokens = near_ceiling();
     let script = json!({"usage": tokens.anthropic_usage(), "answer_after_ms": 1_500});
     let replies: Vec<Reply> = join_all((0..40).map(|i| {
