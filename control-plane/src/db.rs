@@ -2,6 +2,8 @@
 //! embedded migrations, seed the default prices.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -48,7 +50,9 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), ApiError> {
 pub async fn connect(url: &str) -> Result<PgPool, ApiError> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
+        // Not longer: while the database is out of reach, a request waits this long for a
+        // connection before its 503 (and `Health` answers the ones after it at once).
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         // A statement after connecting rather than a startup option: connection poolers in
         // front of PostgreSQL refuse or drop startup options.
         .after_connect(|conn, _| {
@@ -74,4 +78,68 @@ pub async fn prepare(url: &str) -> Result<PgPool, ApiError> {
         tracing::info!(source, "added the versions of a shipped price table");
     }
     Ok(pool)
+}
+
+/// How long a request waits for a connection.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A health check that takes longer says the database is down.
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Whether the database answers, as the last check (or a request that could not reach it) found.
+/// While it does not, requests that need it get 503 at once instead of each waiting for a
+/// connection that will not come, and `/readyz` answers at once; a watcher checks again every
+/// 250 ms until it answers (every second while it does).
+pub struct Health {
+    down: AtomicBool,
+    pool: PgPool,
+}
+
+impl Health {
+    /// Starts the watcher, which ends when the last holder of the returned handle is gone.
+    pub fn watch(pool: PgPool) -> Arc<Health> {
+        let health = Arc::new(Health {
+            down: AtomicBool::new(false),
+            pool,
+        });
+        let weak: Weak<Health> = Arc::downgrade(&health);
+        tokio::spawn(async move {
+            loop {
+                let Some(h) = weak.upgrade() else { return };
+                let up = h.check().await;
+                let was_down = h.down.swap(!up, Ordering::Relaxed);
+                if was_down && up {
+                    tracing::info!("the database answers again");
+                } else if !was_down && !up {
+                    tracing::warn!("the database does not answer: requests that need it get 503");
+                }
+                drop(h);
+                tokio::time::sleep(if up {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(250)
+                })
+                .await;
+            }
+        });
+        health
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// A request found the database out of reach: the next ones are answered at once, until the
+    /// watcher's next check says otherwise.
+    pub fn mark_down(&self) {
+        self.down.store(true, Ordering::Relaxed);
+    }
+
+    /// A connection and `SELECT 1` within [`CHECK_TIMEOUT`].
+    pub async fn check(&self) -> bool {
+        let probe = async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("SELECT 1").execute(&mut *conn).await
+        };
+        matches!(tokio::time::timeout(CHECK_TIMEOUT, probe).await, Ok(Ok(_)))
+    }
 }

@@ -33,17 +33,58 @@ pub enum ApiError {
     /// 422: well-formed, but not acceptable (e.g. a price table the change would make invalid).
     #[error("{0}")]
     Unprocessable(String),
-    /// 503: the database is unreachable (readiness).
+    /// 503: something the request needs is not available right now (readiness, a processor).
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the database cannot be reached (connection refused or lost, pool timeout): the
+    /// request was not applied, and may be retried. Marks the database down (see `db::Health`).
+    #[error("the database is unavailable; the request was not applied: retry shortly")]
+    DatabaseUnavailable(String),
     /// 500: logged in full, answered with a generic message.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// What a database error means for the caller: the database out of reach (503), a text with a NUL
+/// byte, which PostgreSQL cannot store (400), or anything else (500).
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if unreachable(&e) {
+            return Self::DatabaseUnavailable(e.to_string());
+        }
+        if let sqlx::Error::Database(db) = &e {
+            // 22021: "invalid byte sequence for encoding UTF8: 0x00"; 22P05: untranslatable.
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                return Self::Invalid("text must not contain NUL bytes (\\u0000)".into());
+            }
+        }
+        Self::Database(e)
+    }
+}
+
+/// Whether the error says the database cannot be reached (rather than that a statement failed).
+pub fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions, the server shutting down or starting, too many connections.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+/// Set on a response whose request failed because the database was out of reach.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseWasUnreachable;
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -68,7 +109,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,7 +123,9 @@ impl ApiError {
             Self::Forbidden(_) => "permission_error",
             Self::NotFound(_) => "not_found_error",
             Self::TooLarge(_) => "request_too_large",
-            Self::Unavailable(_) | Self::Database(_) | Self::Internal(_) => "api_error",
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) | Self::Database(_) | Self::Internal(_) => {
+                "api_error"
+            }
         }
     }
 }
@@ -109,6 +152,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = match &self {
+            Self::DatabaseUnavailable(e) => {
+                tracing::warn!(error = %e, "database unreachable");
+                self.to_string()
+            }
             Self::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 "internal error; the request was not applied".to_owned()
@@ -126,7 +173,12 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
-        (status, Json(body)).into_response()
+        let unreachable = matches!(self, Self::DatabaseUnavailable(_));
+        let mut response = (status, Json(body)).into_response();
+        if unreachable {
+            response.extensions_mut().insert(DatabaseWasUnreachable);
+        }
+        response
     }
 }
 

@@ -27,7 +27,7 @@ pub mod sync;
 pub mod usage;
 pub mod webhooks;
 
-mod db;
+pub mod db;
 mod telemetry;
 
 use std::future::Future;
@@ -60,6 +60,8 @@ pub struct AppState {
     pub prices: Arc<PriceCache>,
     /// The payment processors' clients (configured or not).
     pub payments: Arc<payments::Payments>,
+    /// Whether the database answers (see [`db::Health`]).
+    pub db: Arc<db::Health>,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
         let payments = payments::Payments::new(&config.payments)?;
         Ok(Self {
             payments: Arc::new(payments),
+            db: db::Health::watch(pool.clone()),
             pool,
             config: Arc::new(config),
             prices: Arc::new(prices),
@@ -105,6 +108,40 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed("method not allowed on this route; see GET /openapi.json".into())
 }
 
+/// Routes that answer without the database.
+fn needs_database(path: &str) -> bool {
+    !matches!(path, "/healthz" | "/readyz" | "/openapi.json" | "/metrics")
+        && !path.starts_with("/dashboard/assets/")
+}
+
+/// Before any route: a NUL byte in the path or query is refused (PostgreSQL cannot store it, and
+/// no name or id has one); while the database is out of reach, requests that need it are
+/// answered 503 at once. A request that found it out of reach marks it so.
+async fn guard(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = req.uri();
+    let nul = |s: &str| s.contains("%00") || s.contains('\0');
+    if nul(uri.path()) || uri.query().is_some_and(nul) {
+        return ApiError::invalid("the request's path or query contains a NUL byte (%00)").into_response();
+    }
+    if state.db.is_down() && needs_database(uri.path()) {
+        return ApiError::DatabaseUnavailable("marked down by the last check".into()).into_response();
+    }
+    let response = next.run(req).await;
+    if response
+        .extensions()
+        .get::<error::DatabaseWasUnreachable>()
+        .is_some()
+    {
+        state.db.mark_down();
+    }
+    response
+}
+
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
@@ -117,6 +154,7 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard::router(api_client))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
         .layer(Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));

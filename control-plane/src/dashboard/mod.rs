@@ -55,13 +55,15 @@ pub enum PageError {
 
 impl From<sqlx::Error> for PageError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(format!("database: {e}"))
+        ApiError::from(e).into()
     }
 }
 
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
         match e.status() {
+            // Out of reach for a moment: said as it is, with its status.
+            StatusCode::SERVICE_UNAVAILABLE => Self::Refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             s if s.is_server_error() => Self::Internal(e.to_string()),
             StatusCode::NOT_FOUND => Self::NotFound(e.to_string()),
             s => Self::Refused(s, e.to_string()),

@@ -73,11 +73,34 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     .await
 }
 
+/// The app whose database connections go through `route` (the database URL in, the URL the app
+/// connects with out: e.g. through a proxy a test can cut); `TestApp::pool` connects directly.
+pub async fn spawn_app_routed(route: impl FnOnce(&str) -> String) -> TestApp {
+    spawn_app_inner(
+        Decimal::from_str("0.70").unwrap(),
+        PaymentConfig::default(),
+        |_| {},
+        |router| router,
+        route,
+    )
+    .await
+}
+
 async fn spawn_app_configured(
     price_factor: Decimal,
     payments: PaymentConfig,
     tweak: impl FnOnce(&mut Config),
     wrap: impl FnOnce(axum::Router) -> axum::Router,
+) -> TestApp {
+    spawn_app_inner(price_factor, payments, tweak, wrap, str::to_owned).await
+}
+
+async fn spawn_app_inner(
+    price_factor: Decimal,
+    payments: PaymentConfig,
+    tweak: impl FnOnce(&mut Config),
+    wrap: impl FnOnce(axum::Router) -> axum::Router,
+    route: impl FnOnce(&str) -> String,
 ) -> TestApp {
     let base = base_url();
     let db_name = format!("cs_test_{}", Uuid::new_v4().simple());
@@ -85,6 +108,9 @@ async fn spawn_app_configured(
     let pool = control_plane::prepare(&url)
         .await
         .expect("prepare the test database");
+    let app_pool = control_plane::connect(&route(&url))
+        .await
+        .expect("connect the app");
     let mut config = Config {
         control_port: 0,
         bind_addr: [127, 0, 0, 1].into(),
@@ -103,7 +129,7 @@ async fn spawn_app_configured(
         spend_control: Default::default(),
     };
     tweak(&mut config);
-    let state = AppState::new(pool.clone(), config).await.expect("state");
+    let state = AppState::new(app_pool, config).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service =

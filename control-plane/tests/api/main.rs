@@ -14,6 +14,7 @@ mod dashboard;
 mod dashboard_billing;
 mod debits;
 mod errors;
+mod faults;
 mod helpers;
 mod key_limits;
 mod modifiers;
