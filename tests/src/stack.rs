@@ -3,7 +3,6 @@
 //! so both run exactly the same binaries, configuration template and ports.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -56,7 +55,12 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &'static str, cmd: &mut Command, log_dir: &Path) -> Result<Proc, String> {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        // Appended: a process restarted by the supervisor keeps the log of the one that stopped.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         // Its own process group: a terminal's Ctrl-C reaches only the supervisor, which then stops
         // the processes in order (Envoy drained before the control plane goes away).
@@ -222,11 +226,17 @@ pub struct Stack {
     upstream: Option<(String, u16, bool)>,
     /// Each Envoy's name and admin port.
     envoy_admin_ports: Vec<(&'static str, u16)>,
+    /// The operator insisted on stopping (see [`shutdown`]): no more waiting for debits.
+    abandoned: bool,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         while let Some(mut p) = self.procs.pop() {
+            if self.abandoned {
+                p.stop(Duration::from_secs(5));
+                continue;
+            }
             let admin = self
                 .envoy_admin_ports
                 .iter()
@@ -317,6 +327,7 @@ impl Stack {
         std::fs::create_dir_all(&config.work_dir)
             .map_err(|e| format!("{}: {e}", config.work_dir.display()))?;
         let mut stack = Stack {
+            abandoned: false,
             config,
             plugin_extra,
             procs: Vec::new(),
@@ -482,6 +493,43 @@ impl Stack {
         )
     }
 
+    /// Starts the control plane again without waiting for it (see [`Supervisor`]): the one that
+    /// stopped is reaped first.
+    pub fn respawn_control_plane(&mut self) -> Result<(), String> {
+        if let Some(i) = self.procs.iter().position(|p| p.name == "control-plane") {
+            let mut old = self.procs.remove(i);
+            old.stop(Duration::from_secs(1));
+        }
+        let c = self.config.clone();
+        let p = Proc::spawn("control-plane", &mut control_plane_command(&c), &c.work_dir)?;
+        // Stopped before Envoy (reverse order): Envoy drains into a running control plane.
+        let at = self
+            .procs
+            .iter()
+            .position(|p| p.name.starts_with("envoy"))
+            .unwrap_or(self.procs.len());
+        self.procs.insert(at, p);
+        Ok(())
+    }
+
+    /// SIGKILL to the control plane (a crash), waited for.
+    pub fn kill_control_plane(&mut self) {
+        if let Some(p) = self.proc_mut("control-plane") {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    /// Debits the Envoys still owe the control plane, and requests they are serving.
+    pub fn owed(&self) -> (i64, i64) {
+        self.envoy_admin_ports.iter().fold((0, 0), |(d, r), (_, port)| {
+            (
+                d + envoy_stat(*port, DEBIT_GAUGE).unwrap_or(0),
+                r + envoy_stat(*port, ACTIVE_REQUESTS).unwrap_or(0),
+            )
+        })
+    }
+
     /// True while every process is running.
     pub fn healthy(&mut self) -> Result<(), String> {
         for p in &mut self.procs {
@@ -575,4 +623,146 @@ fn dechunk(mut body: &str) -> String {
         body = rest.get(n + 2..).unwrap_or_default();
     }
     out
+}
+
+/// Keeps the control plane running under `cargo xtask up`: one that stopped (crashed, killed) is
+/// started again after 1 s, then 2, 4, ... up to 30 s between attempts while it keeps stopping,
+/// back to 1 s once one has been ready. Envoy goes on serving meanwhile (known keys, on cached
+/// balances, `fail_mode: open`) and keeps the debits until the control plane takes them.
+#[derive(Debug)]
+pub struct Supervisor {
+    /// Restarts so far.
+    pub restarts: u32,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    /// A restarted control plane not yet ready.
+    starting: bool,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor {
+            restarts: 0,
+            backoff: FIRST_BACKOFF,
+            retry_at: None,
+            starting: false,
+        }
+    }
+}
+
+impl Supervisor {
+    /// A control plane it started is not ready yet, or one that stopped waits for its restart.
+    pub fn recovering(&self) -> bool {
+        self.starting || self.retry_at.is_some()
+    }
+
+    /// One look at the processes: what happened, to say; an error when a process other than the
+    /// control plane stopped (nothing to restart it into: Envoy's debits went with it).
+    pub fn tick(&mut self, stack: &mut Stack) -> Result<Vec<String>, String> {
+        let mut said = Vec::new();
+        for p in &mut stack.procs {
+            if p.name != "control-plane" && !p.is_running() {
+                return Err(format!("{} stopped:\n{}", p.name, p.log_tail(40)));
+            }
+        }
+        let port = stack.config.control_port;
+        let running = stack.proc_mut("control-plane").is_some_and(|p| p.is_running());
+        if running {
+            if self.starting && http_status(port, "/readyz") == Some(200) {
+                self.starting = false;
+                self.backoff = FIRST_BACKOFF;
+                said.push(format!(
+                    "control plane ready again (restart {}); Envoy delivers what it kept",
+                    self.restarts
+                ));
+            }
+            return Ok(said);
+        }
+        match self.retry_at {
+            None => {
+                let log = stack
+                    .proc_mut("control-plane")
+                    .map(|p| p.log.display().to_string())
+                    .unwrap_or_default();
+                said.push(format!(
+                    "control plane stopped (its log: {log}); Envoy keeps serving and keeps the debits; restarting in {:?}",
+                    self.backoff
+                ));
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.starting = false;
+            }
+            Some(at) if Instant::now() >= at => {
+                self.retry_at = None;
+                self.restarts += 1;
+                self.starting = true;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                match stack.respawn_control_plane() {
+                    Ok(()) => said.push(format!("control plane started again (restart {})", self.restarts)),
+                    Err(e) => said.push(format!("control plane not started: {e}")),
+                }
+            }
+            Some(_) => {}
+        }
+        Ok(said)
+    }
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every debit reached the control plane.
+    Drained,
+    /// The operator insisted: these debits were still owed, and are lost.
+    Abandoned { debits: i64 },
+}
+
+/// A stop that loses nothing unless the operator insists: the Envoys take no new connections,
+/// the control plane stays supervised (restarted if it stops), and the stop waits until every
+/// request being served has ended and every debit has been delivered; `insist()` (a second
+/// Ctrl-C) ends the wait, after which the stack stops at once, and what it abandons is counted.
+/// `say` gets a line every 5 s while it waits, naming what is still owed.
+pub fn shutdown(
+    stack: &mut Stack,
+    supervisor: &mut Supervisor,
+    mut insist: impl FnMut() -> bool,
+    mut say: impl FnMut(&str),
+) -> Stopped {
+    for (_, port) in &stack.envoy_admin_ports {
+        let _ = http_json("POST", *port, "/drain_listeners", None, None);
+    }
+    let settle = Duration::from_millis(stack.config.sync_period_ms).saturating_mul(2);
+    let mut clear_since: Option<Instant> = None;
+    let mut last_said: Option<Instant> = None;
+    loop {
+        match supervisor.tick(stack) {
+            Ok(lines) => lines.iter().for_each(|l| say(l)),
+            Err(e) => say(&e),
+        }
+        let (debits, requests) = stack.owed();
+        let cp_up = http_status(stack.config.control_port, "/readyz") == Some(200);
+        if debits == 0 && requests == 0 && cp_up {
+            if clear_since.get_or_insert_with(Instant::now).elapsed() >= settle {
+                return Stopped::Drained;
+            }
+        } else {
+            clear_since = None;
+        }
+        if insist() {
+            stack.abandoned = true;
+            return Stopped::Abandoned { debits };
+        }
+        if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            last_said = Some(Instant::now());
+            if debits > 0 || requests > 0 {
+                say(&format!(
+                    "waiting: {requests} request(s) being served, {debits} debit(s) not yet with the control plane ({}); Ctrl-C again stops now and loses them",
+                    if cp_up { "up" } else { "not answering" }
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -4,13 +4,15 @@
 //! binaries and filter, and starts the control plane and Envoy (and, in demo mode, the fake
 //! upstream plus a demo account with credits and a key). Configuration is the contract's
 //! environment variables; tokens that are not given are generated once and kept under `.data/`.
+//! A control plane that stops is restarted with backoff while Envoy keeps serving; Ctrl-C stops
+//! only once every debit has been delivered, unless pressed again (see `tests::stack::shutdown`).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::stack::{self, Stack, StackConfig, Upstream};
+use tests::stack::{self, Stack, StackConfig, Stopped, Supervisor, Upstream};
 
 use crate::shell::{self, cargo, exec, step, Result};
 use crate::{postgres, tools};
@@ -155,14 +157,33 @@ pub fn run() -> Result {
         let key = step("demo account", || demo_account(&c))?;
         print_demo(&c, &key);
     }
-    println!("\nCtrl-C stops everything this command started.");
+    println!("\nCtrl-C stops everything this command started (after Envoy's debits are delivered).");
+    // A control plane that stops is restarted, with backoff, while Envoy serves on its buffer.
+    let mut supervisor = Supervisor::default();
     loop {
         if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
             break;
         }
-        stack.healthy()?;
+        for line in supervisor.tick(&mut stack)? {
+            println!("{line}");
+        }
     }
-    println!("\nstopping...");
+    println!(
+        "\nstopping: Envoy takes no new connections; waiting for the requests being served and \
+         for every debit to reach the control plane (Ctrl-C again to stop at once and lose them)"
+    );
+    let stopped = stack::shutdown(
+        &mut stack,
+        &mut supervisor,
+        || rx.try_recv().is_ok(),
+        |line| println!("{line}"),
+    );
+    match stopped {
+        Stopped::Drained => println!("every debit delivered; stopping"),
+        Stopped::Abandoned { debits } => {
+            println!("stopping at once: {debits} debit(s) not delivered are lost (served, never billed)")
+        }
+    }
     drop(stack);
     drop(pg);
     Ok(())

@@ -91,6 +91,11 @@ impl OwnedGateway {
         }
     }
 
+    /// The processes, for the supervision and fault tests.
+    pub fn stack(&mut self) -> &mut Stack {
+        self.running.stack.as_mut().expect("stack running")
+    }
+
     /// SIGTERM to the control plane, waited for.
     pub fn stop_control_plane(&mut self) {
         let stack = self.running.stack.as_mut().expect("stack running");

@@ -29,6 +29,7 @@ mod pricing;
 mod refusals;
 mod reserve;
 mod streaming;
+mod supervision;
 mod timings;
 // The dashboard suite's WebDriver client, shared rather than copied.
 #[allow(dead_code)]
