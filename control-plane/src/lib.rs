@@ -17,6 +17,7 @@ pub mod invoices;
 pub mod keys;
 pub mod ledger;
 pub mod me;
+pub mod metrics;
 pub mod money;
 pub mod openapi;
 pub mod page;
@@ -152,6 +153,8 @@ pub fn app(state: AppState) -> Router {
     );
     let router = router
         .merge(dashboard::router(api_client))
+        .route("/metrics", axum::routing::get(metrics::scrape))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))

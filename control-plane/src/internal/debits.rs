@@ -442,3 +442,36 @@ async fn insert_usage(
     .await?;
     Ok(())
 }
+
+/// Counts a batch's outcomes and, for each debit applied now, the time from its admission to the
+/// commit (`ledger_lag_seconds`). A compact answer lists only the debits not applied.
+pub fn observe(
+    ack: &DebitAck,
+    admitted: &[(Uuid, chrono::DateTime<chrono::Utc>)],
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let m = &*crate::metrics::METRICS;
+    let listed: HashMap<Uuid, DebitOutcome> = ack.results.iter().map(|r| (r.debit_id, r.outcome)).collect();
+    let compact = ack.applied_at_version.is_some();
+    for (i, (id, at)) in admitted.iter().enumerate() {
+        // A full answer is in the batch's order (an id repeated in a batch has one result each).
+        let outcome = if compact {
+            listed.get(id).copied().unwrap_or(DebitOutcome::Applied)
+        } else {
+            ack.results.get(i).map_or(DebitOutcome::Rejected, |r| r.outcome)
+        };
+        let label = match outcome {
+            DebitOutcome::Applied => {
+                let lag = (now - *at).num_milliseconds().max(0) as f64 / 1000.0;
+                m.ledger_lag_seconds.observe(lag);
+                "applied"
+            }
+            DebitOutcome::Duplicate => "duplicate",
+            DebitOutcome::Conflict => "conflict",
+            DebitOutcome::Rejected => "rejected",
+        };
+        m.debits
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome: label })
+            .inc();
+    }
+}

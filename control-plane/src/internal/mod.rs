@@ -166,6 +166,7 @@ async fn snapshot_with_holds(
     ApiQuery(q): ApiQuery<SnapshotQuery>,
     ApiJson(report): ApiJson<metering::wire::HoldReport>,
 ) -> ApiResult<Json<Snapshot>> {
+    crate::metrics::METRICS.gateway_seen(report.gateway);
     let others = holds::exchange(&state, &report).await?;
     let mut page = snapshot_page(&state, q).await?;
     page.others = Some(others);
@@ -299,6 +300,9 @@ fn page_of(
             after,
         })
     });
+    let m = &*crate::metrics::METRICS;
+    m.snapshot_pages.inc();
+    m.snapshot_version.set(cursor.v);
     Snapshot {
         protocol,
         version: sync::to_wire(cursor.v),
@@ -322,7 +326,16 @@ async fn post_debits(
     State(state): State<AppState>,
     ApiJson(batch): ApiJson<DebitBatch>,
 ) -> ApiResult<Json<DebitAck>> {
-    debits::apply(&state, batch).await.map(Json)
+    let m = &*crate::metrics::METRICS;
+    m.debit_batches.inc();
+    m.debit_batch_size.observe(batch.debits.len() as f64);
+    let started = std::time::Instant::now();
+    let admitted: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)> =
+        batch.debits.iter().map(|d| (d.debit_id, d.admitted_at)).collect();
+    let ack = debits::apply(&state, batch).await?;
+    m.debit_batch_seconds.observe(started.elapsed().as_secs_f64());
+    debits::observe(&ack, &admitted, chrono::Utc::now());
+    Ok(Json(ack))
 }
 
 /// A key (by hash) the gateway's cache has not seen, with its account.

@@ -124,6 +124,15 @@ pub async fn deliver_due(
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            let outcome = match status {
+                "delivered" => "delivered",
+                "failed" => "failed",
+                _ => "retrying",
+            };
+            crate::metrics::METRICS
+                .webhook_deliveries
+                .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                .inc();
             match status {
                 "delivered" => report.delivered += 1,
                 "failed" => {

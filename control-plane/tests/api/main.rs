@@ -17,6 +17,7 @@ mod errors;
 mod faults;
 mod helpers;
 mod key_limits;
+mod metrics;
 mod modifiers;
 mod openapi;
 mod payments;
