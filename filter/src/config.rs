@@ -1,15 +1,17 @@
 //! The plugin configuration: the JSON Envoy hands to `on_configure`, parsed once into [`Settings`],
 //! validated, and shared read-only by every request of the worker.
 //!
-//! Schema (every field but `internal_token` optional; defaults in brackets):
+//! Schema (every field but `internal_token` or `internal_token_env` optional; defaults in brackets):
 //!
 //! | field | meaning |
 //! |---|---|
 //! | `internal_token` | bearer token for the control plane's internal API (required, non-empty) |
+//! | `internal_token_env` | instead: the name of the VM's environment variable holding it (Envoy `vm_config.environment_variables`, Istio `vmConfig.env`), so that no manifest holds the secret |
 //! | `control_plane_cluster` | Envoy cluster of the control plane [`billing-control`] |
 //! | `control_plane_authority` | `:authority` of internal calls [the cluster name] |
 //! | `upstream_api_key` | operator key set on upstream requests [none: no key set, e.g. fake upstream] |
 //! | `upstream_api_key_header` | instead: copy the operator key from this request header (then removed) |
+//! | `upstream_api_key_env` | instead: the name of the VM's environment variable holding the operator key |
 //! | `routes` | `[{"method","path" or "path_prefix","kind"}]`, kind one of `anthropic_messages`, `openai_chat_completions`, `free`, `control_plane` [the contract's six routes] |
 //! | `sync_period_ms` | snapshot pull period of the leader [250] |
 //! | `flush_period_ms` | debit flush period, also the backoff base [500] |
@@ -66,11 +68,16 @@ struct PluginConfig {
     control_plane_cluster: String,
     #[serde(default)]
     control_plane_authority: Option<String>,
-    internal_token: String,
+    #[serde(default)]
+    internal_token: Option<String>,
+    #[serde(default)]
+    internal_token_env: Option<String>,
     #[serde(default)]
     upstream_api_key: Option<String>,
     #[serde(default)]
     upstream_api_key_header: Option<String>,
+    #[serde(default)]
+    upstream_api_key_env: Option<String>,
     #[serde(default)]
     routes: Option<Vec<RouteRuleConfig>>,
     #[serde(default = "default_sync_period_ms")]
@@ -331,15 +338,43 @@ fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// A secret given inline or by the name of the VM's environment variable that holds it (read
+/// once, at configuration). The variable's name may be logged; its value never is.
+fn secret(field: &str, inline: Option<String>, env: Option<String>) -> Result<Option<String>, String> {
+    match (inline, env) {
+        (Some(_), Some(_)) => Err(format!("set {field} or {field}_env, not both")),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(name)) => match std::env::var(&name) {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => Err(format!(
+                "{field}_env names {name:?}, which is not in the VM's environment (Envoy \
+                 vm_config.environment_variables, Istio vmConfig.env)"
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
 impl PluginConfig {
-    fn validate(self) -> Result<Settings, String> {
-        if self.internal_token.trim().is_empty() {
+    fn validate(mut self) -> Result<Settings, String> {
+        let internal_token = secret(
+            "internal_token",
+            self.internal_token.take(),
+            self.internal_token_env.take(),
+        )?
+        .unwrap_or_default();
+        if internal_token.trim().is_empty() {
             return Err("internal_token is empty; set it to the control plane's INTERNAL_TOKEN".into());
         }
+        let upstream_api_key = secret(
+            "upstream_api_key",
+            self.upstream_api_key.take(),
+            self.upstream_api_key_env.take(),
+        )?;
         if self.control_plane_cluster.trim().is_empty() {
             return Err("control_plane_cluster is empty; name the Envoy cluster of the control plane".into());
         }
-        let upstream_key = match (self.upstream_api_key, self.upstream_api_key_header) {
+        let upstream_key = match (upstream_api_key, self.upstream_api_key_header) {
             (Some(_), Some(_)) => {
                 return Err("set upstream_api_key or upstream_api_key_header, not both".into());
             }
@@ -469,7 +504,7 @@ impl PluginConfig {
         Ok(Settings {
             control_plane_cluster: self.control_plane_cluster,
             control_plane_authority: authority,
-            internal_token: self.internal_token,
+            internal_token,
             upstream_key,
             routes,
             sync_period: Duration::from_millis(sync),
@@ -623,5 +658,25 @@ mod tests {
         .unwrap();
         assert_eq!(s.routes.len(), 2);
         assert!(parse(r#"{"internal_token":"t","routes":[{"method":"GET","kind":"free"}]}"#).is_err());
+    }
+
+    #[test]
+    fn secrets_can_come_from_the_vm_environment_and_only_one_way() {
+        // Names no other test uses: the process environment is shared by the tests.
+        std::env::set_var("CS_TEST_INTERNAL_TOKEN", "from-env");
+        std::env::set_var("CS_TEST_UPSTREAM_KEY", "sk-ant-env");
+        let s = parse(
+            r#"{"internal_token_env":"CS_TEST_INTERNAL_TOKEN","upstream_api_key_env":"CS_TEST_UPSTREAM_KEY"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.internal_token, "from-env");
+        assert_eq!(s.upstream_key, UpstreamKey::Inline("sk-ant-env".into()));
+        assert!(!s.summary().contains("from-env") && !s.summary().contains("sk-ant-env"));
+        let e = parse(r#"{"internal_token":"t","internal_token_env":"CS_TEST_INTERNAL_TOKEN"}"#).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = parse(r#"{"internal_token_env":"CS_TEST_NOT_SET_ANYWHERE"}"#).unwrap_err();
+        assert!(e.contains("CS_TEST_NOT_SET_ANYWHERE") && e.contains("environment"), "{e}");
+        let e = parse(r#"{}"#).unwrap_err();
+        assert!(e.contains("internal_token"), "{e}");
     }
 }
