@@ -22,3 +22,8 @@ COPY --from=build /src/target/wasm32-wasip1/wasm/filter.wasm /etc/claudestore/fi
 COPY envoy/envoy.yaml /etc/claudestore/envoy.yaml.template
 COPY envoy/render.sh /etc/claudestore/render.sh
 ENTRYPOINT ["/bin/sh", "/etc/claudestore/render.sh"]
+
+# The filter as Istio pulls it (WasmPlugin / TrafficExtension `url: oci://...`): an image whose
+# only layer holds the module as /plugin.wasm.
+FROM scratch AS wasm-plugin
+COPY --from=build /src/target/wasm32-wasip1/wasm/filter.wasm ./plugin.wasm

@@ -32,8 +32,10 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), ApiError> {
             .await
         {
             Ok(_) => tracing::info!(database = %name, "created the database"),
-            // Another instance created it at the same moment.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            // Another instance created it at the same moment: PostgreSQL says so as
+            // duplicate_database, or, when both inserted the catalog row at once, as a unique
+            // violation of pg_database's name index.
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e.into()),
         }
     }

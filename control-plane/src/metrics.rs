@@ -157,7 +157,9 @@ impl Metrics {
         );
         // Every outcome shown from the start (at 0), so that a rate over it exists.
         for outcome in ["delivered", "retrying", "failed"] {
-            m.webhook_deliveries.get_or_create(&OutcomeLabels { outcome }).inc_by(0);
+            m.webhook_deliveries
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(0);
         }
         for outcome in ["applied", "duplicate", "conflict", "rejected"] {
             m.debits.get_or_create(&OutcomeLabels { outcome }).inc_by(0);

@@ -675,7 +675,10 @@ mod tests {
         let e = parse(r#"{"internal_token":"t","internal_token_env":"CS_TEST_INTERNAL_TOKEN"}"#).unwrap_err();
         assert!(e.contains("not both"), "{e}");
         let e = parse(r#"{"internal_token_env":"CS_TEST_NOT_SET_ANYWHERE"}"#).unwrap_err();
-        assert!(e.contains("CS_TEST_NOT_SET_ANYWHERE") && e.contains("environment"), "{e}");
+        assert!(
+            e.contains("CS_TEST_NOT_SET_ANYWHERE") && e.contains("environment"),
+            "{e}"
+        );
         let e = parse(r#"{}"#).unwrap_err();
         assert!(e.contains("internal_token"), "{e}");
     }

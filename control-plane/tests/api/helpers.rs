@@ -28,14 +28,14 @@ pub struct TestApp {
     server: tokio::task::JoinHandle<()>,
 }
 
-fn base_url() -> String {
+pub fn base_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// `url` with its database replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
+pub fn with_database(url: &str, db: &str) -> String {
     let (main, query) = url.split_once('?').map_or((url, None), |(m, q)| (m, Some(q)));
     let prefix = main.rsplit_once('/').map_or(main, |(p, _)| p);
     match query {

@@ -24,6 +24,7 @@ mod payments;
 mod prices_plans;
 mod snapshot;
 mod spend_control;
+mod startup;
 mod usage;
 mod web;
 mod webhooks;
