@@ -32,6 +32,7 @@ escape() { printf '%s' "$1" | sed 's/[&|\\]/\\&/g'; }
 sed -e "s|\${GATEWAY_PORT}|$(escape "${GATEWAY_PORT:-10000}")|g" \
     -e "s|\${ENVOY_ADMIN_PORT}|$(escape "${ENVOY_ADMIN_PORT:-9901}")|g" \
     -e "s|\${CONTROL_PORT}|$(escape "${CONTROL_PORT:-8080}")|g" \
+    -e "s|\${CONTROL_EXTRA_ENDPOINTS}||g" \
     -e "s|\${UPSTREAM_HOST}|$(escape "$host")|g" \
     -e "s|\${UPSTREAM_PORT}|$(escape "$port")|g" \
     -e "s|\${UPSTREAM_TLS}|$tls|g" \

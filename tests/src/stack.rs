@@ -228,6 +228,8 @@ pub struct Stack {
     envoy_admin_ports: Vec<(&'static str, u16)>,
     /// The operator insisted on stopping (see [`shutdown`]): no more waiting for debits.
     abandoned: bool,
+    /// Ports of the control plane's other replicas ([`Stack::add_control_plane`]).
+    extra_control_ports: Vec<u16>,
 }
 
 impl Drop for Stack {
@@ -328,6 +330,7 @@ impl Stack {
             .map_err(|e| format!("{}: {e}", config.work_dir.display()))?;
         let mut stack = Stack {
             abandoned: false,
+            extra_control_ports: Vec::new(),
             config,
             plugin_extra,
             procs: Vec::new(),
@@ -442,6 +445,7 @@ impl Stack {
             ("GATEWAY_PORT", gateway_port.to_string()),
             ("ENVOY_ADMIN_PORT", admin_port.to_string()),
             ("CONTROL_PORT", c.control_port.to_string()),
+            ("CONTROL_EXTRA_ENDPOINTS", self.extra_endpoints()),
             ("UPSTREAM_HOST", host.to_owned()),
             ("UPSTREAM_PORT", port.to_string()),
             ("UPSTREAM_TLS", tls.to_string()),
@@ -510,6 +514,43 @@ impl Stack {
             .unwrap_or(self.procs.len());
         self.procs.insert(at, p);
         Ok(())
+    }
+
+    /// Another replica of the control plane on `port` (same database and tokens). Envoys started
+    /// after it balance over every replica (see `envoy/envoy.yaml`, `CONTROL_EXTRA_ENDPOINTS`).
+    pub fn add_control_plane(&mut self, name: &'static str, port: u16) -> Result<(), String> {
+        let c = self.config.clone();
+        let mut cmd = control_plane_command(&c);
+        cmd.env("CONTROL_PORT", port.to_string());
+        let p = Proc::spawn(name, &mut cmd, &c.work_dir)?;
+        let mut p = p;
+        wait_ready(&mut p, port, "/readyz", Duration::from_secs(90))?;
+        let at = self
+            .procs
+            .iter()
+            .position(|p| p.name.starts_with("envoy"))
+            .unwrap_or(self.procs.len());
+        self.procs.insert(at, p);
+        self.extra_control_ports.push(port);
+        Ok(())
+    }
+
+    fn extra_endpoints(&self) -> String {
+        self.extra_control_ports
+            .iter()
+            .map(|port| {
+                format!("- endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n        ")
+    }
+
+    /// SIGKILL to a control plane process (`control-plane`, or a replica's name): a crash.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(p) = self.proc_mut(name) {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
     }
 
     /// SIGKILL to the control plane (a crash), waited for.

@@ -105,6 +105,17 @@ fn validate_envoy(envoy: &Path, wasm: &Path) -> Result {
             ("GATEWAY_PORT", "10000".to_owned()),
             ("ENVOY_ADMIN_PORT", "9901".to_owned()),
             ("CONTROL_PORT", "8080".to_owned()),
+            // The TLS rendering also has two more control plane replicas.
+            (
+                "CONTROL_EXTRA_ENDPOINTS",
+                if tls == "true" {
+                    [8081, 8082]
+                        .map(|p| format!("- endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }}"))
+                        .join("\n        ")
+                } else {
+                    String::new()
+                },
+            ),
             ("UPSTREAM_HOST", host.to_owned()),
             ("UPSTREAM_PORT", port.to_owned()),
             ("UPSTREAM_TLS", tls.to_owned()),

@@ -19,6 +19,7 @@ mod bodies;
 mod call;
 mod concurrency;
 mod dashboard;
+mod fleet;
 mod harness;
 mod hostile;
 mod key_limits;

@@ -577,6 +577,7 @@ pub fn render_variant(
         ("GATEWAY_PORT", port.to_string()),
         ("ENVOY_ADMIN_PORT", admin.to_string()),
         ("CONTROL_PORT", c.control_port.to_string()),
+        ("CONTROL_EXTRA_ENDPOINTS", String::new()),
         ("UPSTREAM_HOST", "127.0.0.1".to_owned()),
         ("UPSTREAM_PORT", upstream_port.to_string()),
         ("UPSTREAM_TLS", "false".to_owned()),
