@@ -38,7 +38,7 @@ pub enum ApiError {
     Unavailable(String),
     /// 503: the database cannot be reached (connection refused or lost, pool timeout): the
     /// request was not applied, and may be retried. Marks the database down (see `db::Health`).
-    #[error("the database is unavailable; the request was not applied: retry shortly")]
+    #[error("the database is unavailable: {0}")]
     DatabaseUnavailable(String),
     /// 500: logged in full, answered with a generic message.
     #[error("database error: {0}")]
@@ -154,7 +154,7 @@ impl IntoResponse for ApiError {
         let message = match &self {
             Self::DatabaseUnavailable(e) => {
                 tracing::warn!(error = %e, "database unreachable");
-                self.to_string()
+                "the database is unavailable; the request was not applied: retry shortly".to_owned()
             }
             Self::Database(e) => {
                 tracing::error!(error = %e, "database error");

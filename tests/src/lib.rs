@@ -2,6 +2,7 @@
 //! `fake-anthropic` binary that `cargo xtask up` runs in demo mode.
 
 pub mod fake;
+pub mod pg;
 pub mod stack;
 
 /// The repository root (this crate lives in `tests/`).

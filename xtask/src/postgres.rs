@@ -3,11 +3,11 @@
 //! machine's PostgreSQL binaries (and stopped again when the handle is dropped).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use crate::shell::{self, exec, output, Result};
+use tests::pg::Cluster;
+
+use crate::shell::{self, Result};
 
 const PRIVATE_PORT: u16 = 54329;
 
@@ -15,12 +15,7 @@ pub struct Postgres {
     /// A URL of the server without a database name, e.g. `postgres://postgres@127.0.0.1:5432`.
     pub server_url: String,
     /// Set when this process started a private cluster (stopped on drop).
-    private: Option<PrivateCluster>,
-}
-
-struct PrivateCluster {
-    bin: PathBuf,
-    data: PathBuf,
+    private: Option<Cluster>,
 }
 
 impl Postgres {
@@ -32,10 +27,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some(p) = &self.private {
-            let mut stop = as_postgres_user(&p.bin.join("pg_ctl"));
-            stop.args(["stop", "-m", "fast", "-D"]).arg(&p.data);
-            let _ = exec(&mut stop);
+        if let Some(cluster) = &self.private {
+            let _ = cluster.stop();
         }
     }
 }
@@ -66,70 +59,11 @@ pub fn ensure() -> Result<Postgres> {
     start_private_cluster()
 }
 
-fn postgres_bin_dir() -> Result<PathBuf> {
-    if let Some(dir) = output(Command::new("pg_config").arg("--bindir")) {
-        let dir = PathBuf::from(dir.trim());
-        if dir.join("initdb").exists() {
-            return Ok(dir);
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|_| "no PostgreSQL server binaries found (install Debian's postgresql package)".to_owned())?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_owned())
-}
-
-fn is_root() -> bool {
-    output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0")
-}
-
-/// PostgreSQL refuses to run as root: as root, run its tools as the `postgres` system user.
-fn as_postgres_user(program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
 fn start_private_cluster() -> Result<Postgres> {
-    let bin = postgres_bin_dir()?;
-    let data = shell::root().join(".data").join("postgres");
-    if !data.join("PG_VERSION").exists() {
-        std::fs::create_dir_all(&data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
-        if is_root() {
-            exec(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data))?;
-        }
-        exec(
-            as_postgres_user(&bin.join("initdb"))
-                .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "-D"])
-                .arg(&data),
-        )?;
-    }
-    let log = data.join("server.log");
-    exec(
-        as_postgres_user(&bin.join("pg_ctl"))
-            .args(["start", "-w", "-t", "60", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .arg("-o")
-            .arg(format!(
-                "-p {PRIVATE_PORT} -c listen_addresses=127.0.0.1 -k {}",
-                data.display()
-            )),
-    )?;
+    let cluster = Cluster::init(&shell::root().join(".data").join("postgres"), PRIVATE_PORT)?;
+    cluster.start()?;
     Ok(Postgres {
-        server_url: format!("postgres://postgres@127.0.0.1:{PRIVATE_PORT}"),
-        private: Some(PrivateCluster { bin, data }),
+        server_url: cluster.server_url(),
+        private: Some(cluster),
     })
 }

@@ -161,6 +161,22 @@ impl Api {
         }
     }
 
+    /// Sends `call` through Envoy and reads the whole answer; `None` when the connection failed or
+    /// broke (a gateway killed under the test).
+    pub async fn try_send(&self, call: Call) -> Option<Reply> {
+        let marker = call.marker.clone();
+        let resp = call.request(&self.http, &self.gw.url).send().await.ok()?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.ok()?.to_vec();
+        Some(Reply {
+            status,
+            headers,
+            body,
+            marker,
+        })
+    }
+
     /// Sends `call` through Envoy and returns as soon as the headers are in.
     pub async fn start(&self, call: Call) -> reqwest::Response {
         let marker = call.marker.clone();

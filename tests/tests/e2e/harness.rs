@@ -91,6 +91,15 @@ impl OwnedGateway {
         }
     }
 
+    /// A stack whose control plane uses the PostgreSQL server at `server` (a URL without a
+    /// database), e.g. a private cluster a fault test stops and starts.
+    pub fn start_on(options: Options, server: &str) -> OwnedGateway {
+        match start_on(&options, server) {
+            Ok((gw, running)) => OwnedGateway { gw, running },
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// The processes, for the supervision and fault tests.
     pub fn stack(&mut self) -> &mut Stack {
         self.running.stack.as_mut().expect("stack running")
@@ -259,14 +268,18 @@ fn with_database(url: &str, db: &str) -> String {
 static STACKS: AtomicU32 = AtomicU32::new(0);
 
 fn start(options: &Options) -> Result<(Gateway, Running), String> {
+    start_on(options, &server_url())
+}
+
+fn start_on(options: &Options, server: &str) -> Result<(Gateway, Running), String> {
+    let server = server.to_owned();
     let bins = locate()?;
     let n = STACKS.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     let work_dir = target_dir().join("e2e").join(format!("run-{pid}-{n}"));
     let _ = std::fs::remove_dir_all(&work_dir);
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
-    let server = server_url();
-    if n == 0 {
+    if n == 0 && server == server_url() {
         drop_abandoned_databases(&server);
         remove_abandoned_work_dirs();
     }

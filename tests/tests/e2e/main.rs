@@ -17,6 +17,7 @@ mod api;
 mod billing;
 mod bodies;
 mod call;
+mod chaos;
 mod concurrency;
 mod dashboard;
 mod fleet;
