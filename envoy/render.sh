@@ -41,4 +41,6 @@ sed -e "s|\${GATEWAY_PORT}|$(escape "${GATEWAY_PORT:-10000}")|g" \
     "$template" > "$out"
 chmod 600 "$out"
 if grep -q '\${' "$out"; then echo "unrendered placeholder in $out" >&2; exit 1; fi
-exec envoy -c "$out" --concurrency "${ENVOY_CONCURRENCY:-2}" "$@"
+# A drain answers with `connection: close` at once and closes the listeners a second later (see
+# docs/operations.md, "Loss window").
+exec envoy -c "$out" --concurrency "${ENVOY_CONCURRENCY:-2}" --drain-time-s 1 --drain-strategy immediate "$@"

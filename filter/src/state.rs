@@ -249,6 +249,10 @@ impl KeyEntry {
                 });
             }
             let n = r.u8()?;
+            // Never more than an encoding writes: a value round-trips or does not decode.
+            if usize::from(n) > MAX_MODELS {
+                return None;
+            }
             for _ in 0..n {
                 let len = usize::from(r.u8()?);
                 let m = std::str::from_utf8(r.slice(len)?).ok()?;
@@ -620,6 +624,21 @@ mod tests {
         };
         let back = KeyEntry::decode(&long.encode()).unwrap();
         assert_eq!(back.rules.unwrap().allowed_models, vec![String::new()]);
+        // More models than an encoding writes do not decode (found by the shared_data fuzz target:
+        // such a value did not round-trip).
+        let many = KeyEntry {
+            rules: Some(Rc::new(KeyRules {
+                allowed_models: vec!["m".to_owned(); MAX_MODELS],
+                ..KeyRules::default()
+            })),
+            ..long
+        };
+        let mut bytes = many.encode();
+        assert_eq!(KeyEntry::decode(&bytes), Some(many));
+        let count = bytes.len() - MAX_MODELS * 2 - 1;
+        bytes[count] += 1;
+        bytes.extend_from_slice(&[1, b'm']);
+        assert_eq!(KeyEntry::decode(&bytes), None);
     }
 
     #[test]

@@ -268,8 +268,11 @@ pub const ACTIVE_REQUESTS: &str = "http.gateway.downstream_rq_active";
 
 /// Envoy exits on SIGTERM without waiting for the filter's last flush, so a stop drains first,
 /// within `deadline`:
-/// 1. `POST /drain_listeners` (not graceful): the listeners stop accepting connections at once;
-///    requests already being served go on;
+/// 1. `POST /drain_listeners?graceful` (Envoy started with `--drain-strategy immediate
+///    --drain-time-s 1`): every answer from then on carries `connection: close`, and the listeners
+///    stop accepting a second later. A plain `/drain_listeners` only closes the listeners: callers
+///    with keep-alive connections go on being served on them until Envoy exits, and those last
+///    requests' debits were lost (measured: 3 of 83 in a rolling restart under load);
 /// 2. wait until none is being served any more (`downstream_rq_active` 0): each has then handed
 ///    its debit to the filter;
 /// 3. wait until the filter's gauge reads 0 on two reads at least two sync periods apart, so that
@@ -277,7 +280,7 @@ pub const ACTIVE_REQUESTS: &str = "http.gateway.downstream_rq_active";
 ///    in reverse start order).
 pub fn drain_envoy(admin_port: u16, sync_period: Duration, deadline: Duration) -> bool {
     let until = Instant::now() + deadline;
-    let _ = http_json("POST", admin_port, "/drain_listeners", None, None);
+    let _ = http_json("POST", admin_port, "/drain_listeners?graceful", None, None);
     let mut served = false;
     while Instant::now() < until {
         if envoy_stat(admin_port, ACTIVE_REQUESTS) == Some(0) {
@@ -381,6 +384,13 @@ impl Stack {
             .args(["--concurrency", &c.envoy_concurrency.to_string()])
             .args([
                 "--disable-hot-restart",
+                // A drain (`drain_listeners?graceful`) answers every request from its start with
+                // `connection: close`, so that keep-alive callers leave instead of being served
+                // on their open connections until Envoy exits; the listeners close 1 s later.
+                "--drain-time-s",
+                "1",
+                "--drain-strategy",
+                "immediate",
                 "--log-level",
                 "warn",
                 "--component-log-level",
@@ -480,6 +490,29 @@ impl Stack {
         let drained = drain_envoy(port, sync_period, ENVOY_DRAIN_DEADLINE);
         p.stop(Duration::from_secs(5));
         drained
+    }
+
+    /// Drains the Envoy `name` (see [`drain_envoy`]), stops it, and starts it again on the same
+    /// ports: a rolling restart. Whether its debits were all delivered before it stopped.
+    pub fn restart_envoy(&mut self, name: &'static str, gateway_port: u16) -> Result<bool, String> {
+        let admin = self
+            .envoy_admin_ports
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| *p)
+            .ok_or_else(|| format!("no Envoy named {name}"))?;
+        let drained = drain_envoy(
+            admin,
+            Duration::from_millis(self.config.sync_period_ms),
+            ENVOY_DRAIN_DEADLINE,
+        );
+        if let Some(i) = self.procs.iter().position(|p| p.name == name) {
+            let mut old = self.procs.remove(i);
+            old.stop(Duration::from_secs(5));
+        }
+        self.envoy_admin_ports.retain(|(n, _)| *n != name);
+        self.launch_envoy(name, gateway_port, admin)?;
+        Ok(drained)
     }
 
     /// Restarts a stopped control plane with the same configuration.
@@ -772,7 +805,7 @@ pub fn shutdown(
     mut say: impl FnMut(&str),
 ) -> Stopped {
     for (_, port) in &stack.envoy_admin_ports {
-        let _ = http_json("POST", *port, "/drain_listeners", None, None);
+        let _ = http_json("POST", *port, "/drain_listeners?graceful", None, None);
     }
     let settle = Duration::from_millis(stack.config.sync_period_ms).saturating_mul(2);
     let mut clear_since: Option<Instant> = None;

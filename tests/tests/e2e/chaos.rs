@@ -117,6 +117,41 @@ async fn postgres_stopped_and_started_during_a_load_loses_and_doubles_nothing() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A rolling restart of an Envoy during a load: drained (new connections refused, requests being
+/// served finish, debits delivered), stopped, started again on the same port: every request it
+/// served is billed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_drained_and_restarted_during_a_load_bills_every_request_once() {
+    let mut owned = OwnedGateway::start(options());
+    let mut gw_b = owned.gw.clone();
+    gw_b.url = owned.add_envoy("envoy-b");
+    let port: u16 = gw_b.url.rsplit(':').next().unwrap().parse().unwrap();
+    let api = Api::new(&owned.gw);
+    let tenant = api.tenant("1000").await;
+    Api::new(&gw_b)
+        .send(Call::messages(&tenant.key, SONNET, false))
+        .await
+        .assert_ok();
+    let gw = gw_b.clone();
+    let t = tenant.clone();
+    let traffic = tokio::spawn(async move { load(&gw, &t, 3, 40, Duration::from_millis(40)).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let drained = tokio::task::block_in_place(|| owned.stack().restart_envoy("envoy-b", port)).unwrap();
+    let (served, refused) = traffic.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows = api.usage(tenant.account).await;
+    let (lost, doubled) = count(&served, &rows);
+    eprintln!(
+        "measured (Envoy drained and restarted during a load): {} served, {refused} refused or \
+         cut while it restarted, {} recorded, lost {lost}, doubled {doubled}",
+        served.len() + 1,
+        rows.len()
+    );
+    assert!(drained, "the drain delivered every debit before the stop");
+    assert_eq!((lost, doubled), (0, 0));
+    api.assert_ledger_invariants().await;
+}
+
 /// The private cluster, stopped however the test ends.
 struct Stopped(Cluster);
 
