@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -560,4 +561,56 @@ impl Api {
             "usage records without their transfer: {unmatched:?}"
         );
     }
+}
+
+/// `callers` callers, each sending `n` requests `gap` apart (caller `c` through `gws[c % len]`,
+/// streaming every other request), none of them failing the test when a gateway goes away: the
+/// ids served, and how many were answered otherwise or cut.
+pub async fn load(
+    gws: &[Gateway],
+    tenant: &Tenant,
+    callers: usize,
+    n: usize,
+    gap: Duration,
+) -> (Vec<Uuid>, usize) {
+    let tasks = (0..callers).map(|c| {
+        let api = Api::new(&gws[c % gws.len()]);
+        let key = tenant.key.clone();
+        tokio::spawn(async move {
+            let mut served = Vec::new();
+            let mut other = 0;
+            for i in 0..n {
+                match api
+                    .try_send(Call::messages(&key, "claude-sonnet-4-5", (c + i) % 2 == 0))
+                    .await
+                {
+                    Some(r) if r.status == 200 => served.push(r.request_id()),
+                    _ => other += 1,
+                }
+                tokio::time::sleep(gap).await;
+            }
+            (served, other)
+        })
+    });
+    let mut served = Vec::new();
+    let mut other = 0;
+    for r in join_all(tasks).await {
+        let (s, o) = r.unwrap();
+        served.extend(s);
+        other += o;
+    }
+    (served, other)
+}
+
+/// (lost, doubled) of the served ids in the usage records.
+pub fn count(served: &[Uuid], rows: &[UsageRow]) -> (usize, usize) {
+    let lost = served
+        .iter()
+        .filter(|id| !rows.iter().any(|r| r.request_id == **id))
+        .count();
+    let doubled = served
+        .iter()
+        .filter(|id| rows.iter().filter(|r| r.request_id == **id).count() > 1)
+        .count();
+    (lost, doubled)
 }

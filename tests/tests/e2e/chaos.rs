@@ -5,68 +5,17 @@
 
 use std::time::Duration;
 
-use futures_util::future::join_all;
-use serde_json::json;
 use tests::pg::Cluster;
 use tests::stack;
-use uuid::Uuid;
 
-use crate::api::{Api, Tenant, UsageRow};
+use crate::api::{count, load, Api};
 use crate::call::Call;
-use crate::harness::{Gateway, Options, OwnedGateway};
+use crate::harness::{Options, OwnedGateway};
 
 const SONNET: &str = "claude-sonnet-4-5";
 
 fn options() -> Options {
-    Options {
-        fail_mode: "open",
-        sync_period_ms: 100,
-        flush_period_ms: 100,
-        envoy_concurrency: 2,
-        plugin_extra: json!({"stale_after_ms": 1000}),
-    }
-}
-
-/// `callers` callers, each sending `n` requests `gap` apart through `gw`: the ids served, and how
-/// many were answered otherwise.
-async fn load(gw: &Gateway, tenant: &Tenant, callers: usize, n: usize, gap: Duration) -> (Vec<Uuid>, usize) {
-    let tasks = (0..callers).map(|c| {
-        let api = Api::new(gw);
-        let key = tenant.key.clone();
-        tokio::spawn(async move {
-            let mut served = Vec::new();
-            let mut other = 0;
-            for i in 0..n {
-                match api.try_send(Call::messages(&key, SONNET, (c + i) % 2 == 0)).await {
-                    Some(r) if r.status == 200 => served.push(r.request_id()),
-                    _ => other += 1,
-                }
-                tokio::time::sleep(gap).await;
-            }
-            (served, other)
-        })
-    });
-    let mut served = Vec::new();
-    let mut other = 0;
-    for r in join_all(tasks).await {
-        let (s, o) = r.unwrap();
-        served.extend(s);
-        other += o;
-    }
-    (served, other)
-}
-
-/// (lost, doubled) of the served ids in the usage records.
-fn count(served: &[Uuid], rows: &[UsageRow]) -> (usize, usize) {
-    let lost = served
-        .iter()
-        .filter(|id| !rows.iter().any(|r| r.request_id == **id))
-        .count();
-    let doubled = served
-        .iter()
-        .filter(|id| rows.iter().filter(|r| r.request_id == **id).count() > 1)
-        .count();
-    (lost, doubled)
+    Options::faults("open")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +33,7 @@ async fn postgres_stopped_and_started_during_a_load_loses_and_doubles_nothing() 
         .assert_ok();
     let gw = owned.gw.clone();
     let t = tenant.clone();
-    let traffic = tokio::spawn(async move { load(&gw, &t, 3, 40, Duration::from_millis(60)).await });
+    let traffic = tokio::spawn(async move { load(&[gw], &t, 3, 40, Duration::from_millis(60)).await });
     tokio::time::sleep(Duration::from_millis(800)).await;
     tokio::task::block_in_place(|| cluster.stop()).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -134,7 +83,7 @@ async fn envoy_drained_and_restarted_during_a_load_bills_every_request_once() {
         .assert_ok();
     let gw = gw_b.clone();
     let t = tenant.clone();
-    let traffic = tokio::spawn(async move { load(&gw, &t, 3, 40, Duration::from_millis(40)).await });
+    let traffic = tokio::spawn(async move { load(&[gw], &t, 3, 40, Duration::from_millis(40)).await });
     tokio::time::sleep(Duration::from_millis(700)).await;
     let drained = tokio::task::block_in_place(|| owned.stack().restart_envoy("envoy-b", port)).unwrap();
     let (served, refused) = traffic.await.unwrap();
@@ -187,14 +136,14 @@ async fn envoy_killed_loses_at_most_its_last_flush_window() {
     let gap = Duration::from_millis(20);
     let gw = gw_b.clone();
     let t = tenant.clone();
-    let traffic = tokio::spawn(async move { load(&gw, &t, 4, 30, gap).await });
+    let traffic = tokio::spawn(async move { load(&[gw], &t, 4, 30, gap).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| owned.stack().kill("envoy-b"));
     let (served, _cut) = traffic.await.unwrap();
     // What reached the control plane: wait until nothing more arrives.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rows = api.usage(tenant.account).await;
-    let served_ids: Vec<Uuid> = served;
+    let served_ids = served;
     let (lost, doubled) = count(&served_ids, &rows);
     // 4 callers, one request each per ~20 ms plus its time: at most one flush period (100 ms) of
     // their requests, plus one batch in flight, doubled for scheduling on 2 cores.

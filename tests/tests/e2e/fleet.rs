@@ -5,13 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::json;
 use tests::stack;
-use uuid::Uuid;
 
-use crate::api::{Api, Tenant};
+use crate::api::{count, load, Api, Tenant};
 use crate::call::Call;
 use crate::harness::{Options, OwnedGateway};
 
@@ -105,51 +103,15 @@ async fn two_envoys_and_two_control_planes_bill_once_through_a_replica_killed_un
             .await
             .assert_ok();
     }
-    let load = join_all((0..6).map(|caller| {
-        let api = if caller % 2 == 0 {
-            Api::new(&gw_a)
-        } else {
-            Api::new(&gw_b)
-        };
-        let key = tenant.key.clone();
-        tokio::spawn(async move {
-            let mut served: Vec<Uuid> = Vec::new();
-            let mut other = 0;
-            for i in 0..20 {
-                let r = api
-                    .send(Call::messages(&key, SONNET, (caller + i) % 3 == 0))
-                    .await;
-                if r.status == 200 {
-                    served.push(r.request_id());
-                } else {
-                    other += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-            (served, other)
-        })
-    }));
+    let gws = [gw_a.clone(), gw_b.clone()];
+    let traffic = load(&gws, &tenant, 6, 20, Duration::from_millis(40));
     let kill = async {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         tokio::task::block_in_place(|| owned.stack().kill("control-plane"));
     };
-    let (results, ()) = tokio::join!(load, kill);
-    let mut served = Vec::new();
-    let mut refused = 0;
-    for r in results {
-        let (s, o) = r.unwrap();
-        served.extend(s);
-        refused += o;
-    }
+    let ((served, refused), ()) = tokio::join!(traffic, kill);
     let rows = a.usage_settled(tenant.account, served.len()).await;
-    let doubled = served
-        .iter()
-        .filter(|id| rows.iter().filter(|r| r.request_id == **id).count() > 1)
-        .count();
-    let lost = served
-        .iter()
-        .filter(|id| !rows.iter().any(|r| r.request_id == **id))
-        .count();
+    let (lost, doubled) = count(&served, &rows);
     eprintln!(
         "measured (2 Envoys, 2 control planes, one SIGKILLed at 1 s): {} served, {refused} refused, \
          {} recorded, lost {lost}, doubled {doubled}; top-up seen by both in {top_up:?}, \

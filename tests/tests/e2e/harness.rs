@@ -31,6 +31,18 @@ pub struct Options {
 }
 
 impl Options {
+    /// A stack for fault tests: short sync and flush periods, and the control plane counted as
+    /// unreachable after 1 s without a snapshot.
+    pub fn faults(fail_mode: &'static str) -> Options {
+        Options {
+            fail_mode,
+            sync_period_ms: 100,
+            flush_period_ms: 100,
+            envoy_concurrency: 2,
+            plugin_extra: serde_json::json!({"stale_after_ms": 1000}),
+        }
+    }
+
     /// The shared stack: the product's default sync period (so the 2-second promises are measured
     /// as shipped), a short flush period so that debits arrive quickly, two Envoy workers so that
     /// shared data between worker VMs is exercised.

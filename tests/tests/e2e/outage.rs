@@ -15,15 +15,8 @@ use crate::pricing::{dec, sonnet_4_5, Tokens};
 
 const SONNET: &str = "claude-sonnet-4-5";
 
-/// Short periods; the control plane counts as unreachable after 1 s without a snapshot.
 fn options(fail_mode: &'static str) -> Options {
-    Options {
-        fail_mode,
-        sync_period_ms: 100,
-        flush_period_ms: 100,
-        envoy_concurrency: 2,
-        plugin_extra: json!({"stale_after_ms": 1000}),
-    }
+    Options::faults(fail_mode)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tests::stack::{shutdown, Stopped, Supervisor};
 use uuid::Uuid;
 
@@ -17,13 +16,7 @@ use crate::harness::{Options, OwnedGateway};
 const SONNET: &str = "claude-sonnet-4-5";
 
 fn options() -> Options {
-    Options {
-        fail_mode: "open",
-        sync_period_ms: 100,
-        flush_period_ms: 100,
-        envoy_concurrency: 2,
-        plugin_extra: json!({"stale_after_ms": 1000}),
-    }
+    Options::faults("open")
 }
 
 /// Ticks the supervisor (as `up` does every half second) until `done` or the deadline.
@@ -101,10 +94,9 @@ async fn a_control_plane_killed_during_a_load_is_restarted_and_every_debit_arriv
     api.assert_ledger_invariants().await;
 }
 
-/// Envoy holds debits the control plane has not taken (it was killed): a stop waits for them,
-/// restarts the control plane, and ends once they are delivered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_waits_until_the_debits_envoy_holds_are_delivered() {
+/// A gateway whose control plane was killed after the tenant's first request was recorded, and
+/// `n` requests served since: their debits are held by Envoy.
+async fn holding_debits(n: i64) -> (OwnedGateway, Api, crate::api::Tenant) {
     let mut owned = OwnedGateway::start(options());
     let api = Api::new(&owned.gw);
     let tenant = api.tenant("100").await;
@@ -113,15 +105,23 @@ async fn a_stop_waits_until_the_debits_envoy_holds_are_delivered() {
         .assert_ok();
     api.usage_settled(tenant.account, 1).await;
     owned.stack().kill_control_plane();
-    for i in 0..3 {
+    for i in 0..n {
         api.send(Call::messages(&tenant.key, SONNET, i == 1))
             .await
             .assert_ok();
     }
-    eventually("three debits held", Duration::from_secs(5), || async {
-        (api.filter_stat("debit_buffer.size").await == 3).then_some(())
+    eventually("the debits held", Duration::from_secs(5), || async {
+        (api.filter_stat("debit_buffer.size").await == n).then_some(())
     })
     .await;
+    (owned, api, tenant)
+}
+
+/// Envoy holds debits the control plane has not taken (it was killed): a stop waits for them,
+/// restarts the control plane, and ends once they are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_until_the_debits_envoy_holds_are_delivered() {
+    let (mut owned, api, tenant) = holding_debits(3).await;
     let mut said = Vec::new();
     let stopped = tokio::task::block_in_place(|| {
         let mut supervisor = Supervisor::default();
@@ -147,23 +147,7 @@ async fn a_stop_waits_until_the_debits_envoy_holds_are_delivered() {
 /// once and says how many debits it abandons.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_at_once_and_counts_the_debits_abandoned() {
-    let mut owned = OwnedGateway::start(options());
-    let api = Api::new(&owned.gw);
-    let tenant = api.tenant("100").await;
-    api.send(Call::messages(&tenant.key, SONNET, false))
-        .await
-        .assert_ok();
-    api.usage_settled(tenant.account, 1).await;
-    owned.stack().kill_control_plane();
-    for _ in 0..2 {
-        api.send(Call::messages(&tenant.key, SONNET, false))
-            .await
-            .assert_ok();
-    }
-    eventually("two debits held", Duration::from_secs(5), || async {
-        (api.filter_stat("debit_buffer.size").await == 2).then_some(())
-    })
-    .await;
+    let (mut owned, _api, _tenant) = holding_debits(2).await;
     let started = Instant::now();
     let stopped = tokio::task::block_in_place(|| {
         let mut supervisor = Supervisor::default();
