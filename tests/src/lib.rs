@@ -2,6 +2,7 @@
 //! `fake-anthropic` binary that `cargo xtask up` runs in demo mode.
 
 pub mod fake;
+pub mod istio;
 pub mod pg;
 pub mod stack;
 

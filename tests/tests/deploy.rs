@@ -445,3 +445,85 @@ fn the_grafana_dashboard_queries_metrics_that_exist() {
         }
     }
 }
+
+/// The module image built from the release filter (as `cargo xtask istio` builds it, which
+/// `cargo xtask test` builds before the tests) is an OCI image layout Istio pulls, and the rendered
+/// manifests pin it by digest in both forms.
+#[test]
+fn the_module_image_is_an_oci_layout_and_the_rendered_manifests_pin_it() {
+    use tests::istio::{render, sha256_hex, write_layout, LAYER_MEDIA_TYPE, PLACEHOLDER_SHA256};
+    let wasm_path = root().join("target/wasm32-wasip1/wasm/filter.wasm");
+    let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build it with `cargo build -p filter --target wasm32-wasip1 --profile wasm` \
+             (cargo xtask test does)",
+            wasm_path.display()
+        )
+    });
+    let out = std::env::temp_dir().join(format!("cs-istio-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let image = write_layout(&wasm, &out.join("image"), "latest").unwrap();
+    assert_eq!(
+        image,
+        write_layout(&wasm, &out.join("again"), "latest").unwrap(),
+        "deterministic"
+    );
+    let read = |rel: &str| std::fs::read(out.join("image").join(rel)).unwrap();
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let bytes = read(&format!("blobs/sha256/{hex}"));
+        assert_eq!(sha256_hex(&bytes), hex, "a blob's name is its digest");
+        bytes
+    };
+    let layout: Value = serde_json::from_slice(&read("oci-layout")).unwrap();
+    assert_eq!(layout["imageLayoutVersion"], "1.0.0");
+    let index: Value = serde_json::from_slice(&read("index.json")).unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["digest"], format!("sha256:{}", image.manifest_digest));
+    let manifest_bytes = blob(entry["digest"].as_str().unwrap());
+    assert_eq!(entry["size"], manifest_bytes.len());
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    assert_eq!(manifest["schemaVersion"], 2);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "one layer: the module");
+    assert_eq!(layers[0]["mediaType"], LAYER_MEDIA_TYPE);
+    assert_eq!(
+        blob(layers[0]["digest"].as_str().unwrap()),
+        wasm,
+        "the layer is the module itself"
+    );
+    assert_eq!(layers[0]["size"], wasm.len());
+    blob(manifest["config"]["digest"].as_str().unwrap());
+
+    render(
+        &root().join("deploy/istio"),
+        &out.join("deploy"),
+        "registry.example/cs/filter",
+        &image,
+    )
+    .unwrap();
+    let pinned_url = format!(
+        "oci://registry.example/cs/filter@sha256:{}",
+        image.manifest_digest
+    );
+    for rel in ["kustomization.yaml", "traffic-extension/kustomization.yaml"] {
+        let text = std::fs::read_to_string(out.join("deploy").join(rel)).unwrap();
+        let doc = to_json(&YamlLoader::load_from_str(&text).unwrap()[0]);
+        let ops =
+            to_json(&YamlLoader::load_from_str(doc["patches"][0]["patch"].as_str().unwrap()).unwrap()[0]);
+        let value = |suffix: &str| {
+            ops.as_array()
+                .unwrap()
+                .iter()
+                .find(|op| op["path"].as_str().unwrap().ends_with(suffix))
+                .map(|op| op["value"].clone())
+                .unwrap()
+        };
+        assert_eq!(value("/url"), pinned_url.as_str(), "{rel}");
+        assert_eq!(value("/sha256"), image.manifest_digest.as_str(), "{rel}");
+        assert!(!text.contains(PLACEHOLDER_SHA256), "{rel}: a placeholder left");
+    }
+    // The rendered tree is the source tree but for the pin.
+    assert!(out.join("deploy/common/routing.yaml").exists());
+    let _ = std::fs::remove_dir_all(&out);
+}

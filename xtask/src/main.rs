@@ -2,6 +2,7 @@
 //! the project-local `.tools/` (idempotently) and starts the services it needs.
 
 mod bench;
+mod istio;
 mod postgres;
 mod shell;
 mod test;
@@ -11,7 +12,7 @@ mod up;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask <up | test [--skip-install] | bench [--quick | --instructions | --gateway-only [--filter-set NAME=JSON]... | --ledger [--reps N] [--bin PATH]...]>";
+    "usage: cargo xtask <up | test [--skip-install] | istio [REPOSITORY] | bench [--quick | --instructions | --gateway-only [--filter-set NAME=JSON]... | --ledger [--reps N] [--bin PATH]...]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         Some("up") => up::run(),
         Some("test") => test::run(args.get(1..).unwrap_or_default()),
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("istio") => istio::run(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
