@@ -241,3 +241,69 @@ pub async fn find(
     .fetch_optional(conn)
     .await
 }
+
+/// What [`check`] found: every violation of the ledger's invariants, in words (none when sound),
+/// and each ledger account's balance.
+#[derive(Debug, Default)]
+pub struct Check {
+    pub violations: Vec<String>,
+    pub balances: HashMap<Uuid, Decimal>,
+}
+
+/// Reads the whole ledger and checks its invariants: the balances sum to zero; every transfer has
+/// exactly two entries that sum to zero; each balance is the sum of its entries and its last
+/// entry's `balance_after`; every usage record that cost something has its usage transfer of that
+/// amount. One auditor for every suite (and for an operator's query by hand); it reads every row,
+/// so it is for tests and audits, not for a request path.
+pub async fn check(conn: &mut PgConnection) -> Result<Check, sqlx::Error> {
+    let mut out = Check::default();
+    let total: Decimal = sqlx::query_scalar("SELECT coalesce(sum(balance), 0) FROM ledger_accounts")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !total.is_zero() {
+        out.violations
+            .push(format!("the ledger accounts sum to {total}, not 0"));
+    }
+    let unbalanced: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT t.id FROM transfers t LEFT JOIN entries e ON e.transfer_id = t.id
+         GROUP BY t.id HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 1) <> 0",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for t in unbalanced {
+        out.violations
+            .push(format!("transfer {t} is not two entries summing to 0"));
+    }
+    let rows: Vec<(Uuid, Decimal, Decimal, Option<Decimal>)> = sqlx::query_as(
+        "SELECT l.id, l.balance, coalesce((SELECT sum(amount) FROM entries e WHERE e.ledger_account_id = l.id), 0),
+            (SELECT balance_after FROM entries e WHERE e.ledger_account_id = l.id ORDER BY id DESC LIMIT 1)
+         FROM ledger_accounts l",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, balance, sum, last) in rows {
+        if balance != sum {
+            out.violations.push(format!(
+                "ledger account {id}: balance {balance} is not the sum of its entries {sum}"
+            ));
+        }
+        if balance != last.unwrap_or_default() {
+            out.violations.push(format!(
+                "ledger account {id}: balance {balance} differs from its last balance_after {last:?}"
+            ));
+        }
+        out.balances.insert(id, balance);
+    }
+    let unmatched: Vec<(Uuid, Decimal)> = sqlx::query_as(
+        "SELECT u.debit_id, u.cost FROM usage_records u LEFT JOIN transfers t ON t.id = u.transfer_id
+         WHERE u.cost > 0 AND (t.id IS NULL OR t.amount <> u.cost OR t.kind <> 'usage')",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (debit, cost) in unmatched {
+        out.violations.push(format!(
+            "usage record {debit} (cost {cost}) has no usage transfer of that amount"
+        ));
+    }
+    Ok(out)
+}

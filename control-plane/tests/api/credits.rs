@@ -358,8 +358,12 @@ async fn the_database_refuses_dangling_ledger_references() {
         assert_eq!(code, "23503", "{what}: {err}");
         drop(tx);
     }
-    // The same usage record with real references (no transfer: a free request) is accepted.
-    let usage_free = usage.replace("$3", "NULL");
+    // The same usage record with real references (no transfer: a free request, costing nothing)
+    // is accepted.
+    let usage_free = usage
+        .replace("$3", "NULL")
+        .replace("0, 0, 1, 1,\n", "0, 0, 0, 0,\n");
+    assert_ne!(usage_free, usage.replace("$3", "NULL"), "the free record costs 0");
     sqlx::query(&usage_free)
         .bind(account)
         .bind(key)

@@ -346,39 +346,12 @@ pub fn debit(account: Uuid, secret: &str, model: &str, usage: Usage, admitted_at
 /// sum to zero, each balance equals the sum of its entries and its last balance_after, and the sum
 /// over all ledger accounts is zero. Returns every customer balance.
 pub async fn audit_ledger(pool: &PgPool) -> HashMap<Uuid, Decimal> {
-    let total: Decimal = sqlx::query_scalar("SELECT coalesce(sum(balance), 0) FROM ledger_accounts")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    assert_eq!(total, Decimal::ZERO, "the ledger accounts do not sum to zero");
-    let bad: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT t.id FROM transfers t LEFT JOIN entries e ON e.transfer_id = t.id
-         GROUP BY t.id HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 1) <> 0) x",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(bad, 0, "transfers without two balanced entries");
-    let rows: Vec<(Uuid, Decimal, Decimal, Option<Decimal>)> = sqlx::query_as(
-        "SELECT l.id, l.balance, coalesce((SELECT sum(amount) FROM entries e WHERE e.ledger_account_id = l.id), 0),
-            (SELECT balance_after FROM entries e WHERE e.ledger_account_id = l.id ORDER BY id DESC LIMIT 1)
-         FROM ledger_accounts l",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut balances = HashMap::new();
-    for (id, balance, sum, last) in rows {
-        assert_eq!(
-            balance, sum,
-            "ledger account {id}: balance is not the sum of its entries"
-        );
-        assert_eq!(
-            balance,
-            last.unwrap_or_default(),
-            "ledger account {id}: last balance_after differs"
-        );
-        balances.insert(id, balance);
-    }
-    balances
+    let mut conn = pool.acquire().await.unwrap();
+    let check = control_plane::ledger::check(&mut conn).await.unwrap();
+    assert!(
+        check.violations.is_empty(),
+        "the ledger is not sound: {:#?}",
+        check.violations
+    );
+    check.balances
 }

@@ -528,37 +528,17 @@ impl Api {
             .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.gw.database_url))
     }
 
-    /// The ledger's invariants over the whole database: all balances sum to zero, every balance is
-    /// the sum of its entries, every charged usage record has its usage transfer of that amount.
+    /// The ledger's invariants over the whole database, by the control plane's one auditor
+    /// (`control_plane::ledger::check`).
     pub async fn assert_ledger_invariants(&self) {
         let mut db = self.db().await;
-        let total: Decimal = sqlx::query_scalar("SELECT COALESCE(SUM(balance), 0) FROM ledger_accounts")
-            .fetch_one(&mut db)
+        let check = control_plane::ledger::check(&mut db)
             .await
-            .expect("sum of balances");
-        assert_eq!(total, Decimal::ZERO, "the ledger's balances do not sum to zero");
-        let drifted: Vec<(Uuid, Decimal, Decimal)> = sqlx::query_as(
-            "SELECT la.id, la.balance, COALESCE(SUM(e.amount), 0) FROM ledger_accounts la
-             LEFT JOIN entries e ON e.ledger_account_id = la.id
-             GROUP BY la.id, la.balance HAVING la.balance <> COALESCE(SUM(e.amount), 0)",
-        )
-        .fetch_all(&mut db)
-        .await
-        .expect("balances against entries");
+            .expect("reading the ledger");
         assert!(
-            drifted.is_empty(),
-            "balances that are not the sum of their entries: {drifted:?}"
-        );
-        let unmatched: Vec<(Uuid, Decimal)> = sqlx::query_as(
-            "SELECT u.debit_id, u.cost FROM usage_records u LEFT JOIN transfers t ON t.id = u.transfer_id
-             WHERE u.cost > 0 AND (t.id IS NULL OR t.amount <> u.cost OR t.kind <> 'usage')",
-        )
-        .fetch_all(&mut db)
-        .await
-        .expect("usage against transfers");
-        assert!(
-            unmatched.is_empty(),
-            "usage records without their transfer: {unmatched:?}"
+            check.violations.is_empty(),
+            "the ledger is not sound: {:#?}",
+            check.violations
         );
     }
 }
