@@ -211,7 +211,8 @@ pub async fn list(
 }
 
 /// One CSV cell: quoted when needed, and a leading `= + - @` neutralised (spreadsheet formulas).
-fn cell(s: &str) -> String {
+/// The one guard of every CSV the control plane writes (the API's and the dashboard's).
+pub(crate) fn cell(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {

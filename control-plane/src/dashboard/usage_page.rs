@@ -18,7 +18,8 @@ use serde::Deserialize;
 use super::html::{credits, page, request_options as options, Nav};
 use super::session::CustomerSession;
 use super::PageResult;
-use crate::usage::{self, UsageQuery, UsageScope};
+// `cell`: the one CSV guard (quoted when needed, a leading formula character neutralised).
+use crate::usage::{self, cell, UsageQuery, UsageScope};
 use crate::{money, AppState};
 
 const PALETTE: &[&str] = &[
@@ -199,20 +200,6 @@ async fn usage_page(
         csrf: &session.csrf,
     };
     Ok(Html(page("Usage", nav, body).into_string()))
-}
-
-/// A CSV cell: quoted when needed, a leading formula character neutralised.
-fn cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_owned()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
 }
 
 fn csv_response(body: String, filename: &'static str) -> Response {
