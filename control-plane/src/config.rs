@@ -374,13 +374,7 @@ fn parse_factor(v: &str) -> Result<Decimal, ConfigError> {
             format!("{v:?} is not a decimal number such as 0.70"),
         )
     })?;
-    if f <= Decimal::ZERO || f > Decimal::from(10) {
-        return Err(invalid(
-            "PRICE_FACTOR",
-            format!("{f} must be above 0 and at most 10"),
-        ));
-    }
-    Ok(f)
+    metering::price::check_factor(f).map_err(|why| invalid("PRICE_FACTOR", why))
 }
 
 /// Where a generated token is kept.

@@ -443,11 +443,7 @@ impl PluginConfig {
         let price_factor = self
             .price_factor
             .unwrap_or_else(metering::price::default_price_factor);
-        if price_factor <= Decimal::ZERO || price_factor > Decimal::from(10) {
-            return Err(format!(
-                "price_factor {price_factor} must be above 0 and at most 10"
-            ));
-        }
+        metering::price::check_factor(price_factor).map_err(|why| format!("price_factor {why}"))?;
         let hold_ttl = in_range("hold_ttl_ms", self.hold_ttl_ms, 1_000, 86_400_000)?;
         let defaults = metering::ceiling::CeilingRules::default();
         let bytes_per_token = self

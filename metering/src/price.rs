@@ -297,13 +297,18 @@ struct Family {
     versions: std::ops::Range<usize>,
 }
 
+/// The one bound of a price factor (the fraction of the official price charged): above 0 and
+/// at most 10. `Err` says why, for the caller to name its setting.
+pub fn check_factor(factor: Decimal) -> Result<Decimal, String> {
+    if factor <= Decimal::ZERO || factor > Decimal::from(10) {
+        return Err(format!("{factor} must be above 0 and at most 10"));
+    }
+    Ok(factor)
+}
+
 impl PriceTable {
     pub fn new(mut entries: Vec<PriceEntry>, factor: Decimal) -> Result<Self, PriceError> {
-        if factor <= Decimal::ZERO || factor > Decimal::from(10) {
-            return Err(PriceError::Table(format!(
-                "price factor {factor} must be above 0 and at most 10"
-            )));
-        }
+        check_factor(factor).map_err(|why| PriceError::Table(format!("price factor {why}")))?;
         let mut named: HashMap<&str, &str> = HashMap::new();
         for e in &entries {
             e.validate()?;
