@@ -260,6 +260,10 @@ impl Drop for Stack {
 /// backoff (30 s by default), so a backlog from an outage gets one more attempt.
 pub const ENVOY_DRAIN_DEADLINE: Duration = Duration::from_secs(35);
 
+/// How long after `drain_listeners?graceful` the listeners close (Envoy's `--drain-time-s 1`, with
+/// a margin).
+const LISTENER_DRAIN: Duration = Duration::from_millis(1300);
+
 /// The filter's gauge of debits still owed to the control plane: buffered plus billed requests
 /// being served, summed over workers.
 pub const DEBIT_GAUGE: &str = "wasmcustom.claudestore.debit_buffer.size";
@@ -281,6 +285,9 @@ pub const ACTIVE_REQUESTS: &str = "http.gateway.downstream_rq_active";
 pub fn drain_envoy(admin_port: u16, sync_period: Duration, deadline: Duration) -> bool {
     let until = Instant::now() + deadline;
     let _ = http_json("POST", admin_port, "/drain_listeners?graceful", None, None);
+    // The listeners accept for the drain time (`--drain-time-s 1`): nothing is settled before they
+    // close, or a request accepted after the verdict would be cut by the stop.
+    let closed_at = Instant::now() + LISTENER_DRAIN;
     let mut served = false;
     while Instant::now() < until {
         if envoy_stat(admin_port, ACTIVE_REQUESTS) == Some(0) {
@@ -295,7 +302,9 @@ pub fn drain_envoy(admin_port: u16, sync_period: Duration, deadline: Duration) -
     let settle = sync_period.saturating_mul(2);
     let mut zero_since: Option<Instant> = None;
     while Instant::now() < until {
-        if envoy_stat(admin_port, DEBIT_GAUGE) == Some(0) {
+        let quiet = envoy_stat(admin_port, ACTIVE_REQUESTS) == Some(0)
+            && envoy_stat(admin_port, DEBIT_GAUGE) == Some(0);
+        if quiet && Instant::now() >= closed_at {
             if zero_since.get_or_insert_with(Instant::now).elapsed() >= settle {
                 return true;
             }
