@@ -816,6 +816,8 @@ pub fn shutdown(
     for (_, port) in &stack.envoy_admin_ports {
         let _ = http_json("POST", *port, "/drain_listeners?graceful", None, None);
     }
+    // As in `drain_envoy`: nothing is settled before the listeners close.
+    let closed_at = Instant::now() + LISTENER_DRAIN;
     let settle = Duration::from_millis(stack.config.sync_period_ms).saturating_mul(2);
     let mut clear_since: Option<Instant> = None;
     let mut last_said: Option<Instant> = None;
@@ -826,7 +828,7 @@ pub fn shutdown(
         }
         let (debits, requests) = stack.owed();
         let cp_up = http_status(stack.config.control_port, "/readyz") == Some(200);
-        if debits == 0 && requests == 0 && cp_up {
+        if debits == 0 && requests == 0 && cp_up && Instant::now() >= closed_at {
             if clear_since.get_or_insert_with(Instant::now).elapsed() >= settle {
                 return Stopped::Drained;
             }
