@@ -548,14 +548,19 @@ impl Stack {
         }
         let c = self.config.clone();
         let p = Proc::spawn("control-plane", &mut control_plane_command(&c), &c.work_dir)?;
-        // Stopped before Envoy (reverse order): Envoy drains into a running control plane.
+        self.insert_before_envoys(p);
+        Ok(())
+    }
+
+    /// A control plane process, placed before the Envoys: processes stop in reverse order, so
+    /// the Envoys drain into a running control plane.
+    fn insert_before_envoys(&mut self, p: Proc) {
         let at = self
             .procs
             .iter()
             .position(|p| p.name.starts_with("envoy"))
             .unwrap_or(self.procs.len());
         self.procs.insert(at, p);
-        Ok(())
     }
 
     /// Another replica of the control plane on `port` (same database and tokens). Envoys started
@@ -564,15 +569,9 @@ impl Stack {
         let c = self.config.clone();
         let mut cmd = control_plane_command(&c);
         cmd.env("CONTROL_PORT", port.to_string());
-        let p = Proc::spawn(name, &mut cmd, &c.work_dir)?;
-        let mut p = p;
+        let mut p = Proc::spawn(name, &mut cmd, &c.work_dir)?;
         wait_ready(&mut p, port, "/readyz", Duration::from_secs(90))?;
-        let at = self
-            .procs
-            .iter()
-            .position(|p| p.name.starts_with("envoy"))
-            .unwrap_or(self.procs.len());
-        self.procs.insert(at, p);
+        self.insert_before_envoys(p);
         self.extra_control_ports.push(port);
         Ok(())
     }

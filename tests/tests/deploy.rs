@@ -86,6 +86,16 @@ fn one<'a>(all: &'a [(PathBuf, Value)], kind: &str, file: &str) -> &'a Value {
     found[0]
 }
 
+/// The value a JSON patch (a list of operations) sets at the path ending in `suffix`.
+fn patch_value(ops: &Value, suffix: &str) -> Value {
+    ops.as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["path"].as_str().unwrap().ends_with(suffix))
+        .map(|op| op["value"].clone())
+        .unwrap()
+}
+
 fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -299,14 +309,7 @@ fn the_istio_plugin_is_pinned_secret_free_and_accepted_by_the_filter() {
         .map(|p| to_json(&YamlLoader::load_from_str(p["patch"].as_str().unwrap()).unwrap()[0]))
         .collect();
     assert_eq!(pins.len(), 2);
-    let value = |ops: &Value, suffix: &str| {
-        ops.as_array()
-            .unwrap()
-            .iter()
-            .find(|op| op["path"].as_str().unwrap().ends_with(suffix))
-            .map(|op| op["value"].clone())
-            .unwrap()
-    };
+    let value = patch_value;
     assert_eq!(value(&pins[0], "/url"), value(&pins[1], "/url"));
     assert_eq!(value(&pins[0], "/sha256"), value(&pins[1], "/sha256"));
     assert!(is_hex64(value(&pins[0], "/sha256").as_str().unwrap()));
@@ -511,14 +514,7 @@ fn the_module_image_is_an_oci_layout_and_the_rendered_manifests_pin_it() {
         let doc = to_json(&YamlLoader::load_from_str(&text).unwrap()[0]);
         let ops =
             to_json(&YamlLoader::load_from_str(doc["patches"][0]["patch"].as_str().unwrap()).unwrap()[0]);
-        let value = |suffix: &str| {
-            ops.as_array()
-                .unwrap()
-                .iter()
-                .find(|op| op["path"].as_str().unwrap().ends_with(suffix))
-                .map(|op| op["value"].clone())
-                .unwrap()
-        };
+        let value = |suffix: &str| patch_value(&ops, suffix);
         assert_eq!(value("/url"), pinned_url.as_str(), "{rel}");
         assert_eq!(value("/sha256"), image.manifest_digest.as_str(), "{rel}");
         assert!(!text.contains(PLACEHOLDER_SHA256), "{rel}: a placeholder left");
