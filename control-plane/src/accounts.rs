@@ -17,7 +17,8 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::page::{paginate, Page, PageParams};
-use crate::{money, sync, AppState};
+use crate::state::AppState;
+use crate::{money, sync};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -12,7 +12,7 @@ use crate::auth::Admin;
 use crate::error::ApiResult;
 use crate::extract::ApiQuery;
 use crate::page::{checked_limit, decode, paginate, Page};
-use crate::AppState;
+use crate::state::AppState;
 
 /// One action to record.
 pub struct Audit<'a> {

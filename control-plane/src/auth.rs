@@ -8,7 +8,7 @@ use metering::apikey;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 
 /// The optional header naming the operator behind the admin token, kept in the audit log.
 pub const ACTOR_HEADER: &str = "x-claudestore-actor";

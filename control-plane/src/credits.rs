@@ -21,7 +21,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::ledger::{self, NewTransfer, Posted};
 use crate::money::{self, Amount};
 use crate::page::{paginate, Page, PageParams};
-use crate::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

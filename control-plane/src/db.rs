@@ -6,10 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 
 use crate::error::ApiError;
+
+/// The embedded migrations (the workspace's top-level `migrations/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 fn options(url: &str) -> Result<PgConnectOptions, ApiError> {
     PgConnectOptions::from_str(url)
@@ -72,11 +76,11 @@ pub async fn connect(url: &str) -> Result<PgPool, ApiError> {
 pub async fn prepare(url: &str) -> Result<PgPool, ApiError> {
     create_database_if_missing(url).await?;
     let pool = connect(url).await?;
-    crate::MIGRATOR
+    MIGRATOR
         .run(&pool)
         .await
         .map_err(|e| ApiError::Internal(format!("migrations failed: {e}")))?;
-    for source in crate::prices::seed_defaults(&pool).await? {
+    for source in crate::prices::store::seed_defaults(&pool).await? {
         tracing::info!(source, "added the versions of a shipped price table");
     }
     Ok(pool)

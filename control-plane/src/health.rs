@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -44,7 +44,7 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
             return Err(ApiError::Unavailable("database did not answer in time".into()));
         }
     };
-    let missing = crate::MIGRATOR
+    let missing = crate::db::MIGRATOR
         .iter()
         .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
         .count();

@@ -22,8 +22,9 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::page::{paginate, Page, PageParams};
+use crate::state::AppState;
 use crate::webhooks::events;
-use crate::{money, sync, AppState};
+use crate::{money, sync};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -24,6 +24,7 @@ pub mod page;
 pub mod payments;
 pub mod plans;
 pub mod prices;
+pub mod state;
 pub mod sync;
 pub mod usage;
 pub mod webhooks;
@@ -36,50 +37,18 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::{Extension, Router};
-use sqlx::migrate::Migrator;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use config::Config;
-pub use db::{connect, create_database_if_missing, prepare};
+pub use db::{connect, create_database_if_missing, prepare, MIGRATOR};
 pub use error::ApiError;
 pub use prices::PriceCache;
+pub use state::AppState;
 pub use telemetry::init_tracing;
-
-/// The embedded migrations (the workspace's top-level `migrations/`).
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// Bodies of the public and admin API are small; the internal API raises its own limit.
 const BODY_LIMIT: usize = 256 * 1024;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub config: Arc<Config>,
-    pub prices: Arc<PriceCache>,
-    /// The payment processors' clients (configured or not).
-    pub payments: Arc<payments::Payments>,
-    /// Whether the database answers (see [`db::Health`]).
-    pub db: Arc<db::Health>,
-}
-
-impl AppState {
-    /// Loads the price table from the (migrated, seeded) database.
-    pub async fn new(pool: PgPool, config: Config) -> Result<Self, ApiError> {
-        let prices =
-            PriceCache::load(&pool, config.price_factor, config.upstream_inference_geo.clone()).await?;
-        let payments = payments::Payments::new(&config.payments)?;
-        Ok(Self {
-            payments: Arc::new(payments),
-            db: db::Health::watch(pool.clone()),
-            pool,
-            config: Arc::new(config),
-            prices: Arc::new(prices),
-        })
-    }
-}
 
 /// Every route with its OpenAPI description, merged from the resource modules.
 pub fn api() -> OpenApiRouter<AppState> {

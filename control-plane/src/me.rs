@@ -14,8 +14,9 @@ use uuid::Uuid;
 use crate::auth::Customer;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::ApiQuery;
+use crate::money;
+use crate::state::AppState;
 use crate::usage::{self, UsageQuery, UsageScope};
-use crate::{money, AppState};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeKey {

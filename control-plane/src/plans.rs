@@ -18,7 +18,7 @@ use crate::auth::Admin;
 use crate::error::{constraint_of, ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::money::{self, Amount};
-use crate::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Plan {

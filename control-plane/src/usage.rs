@@ -20,8 +20,9 @@ use uuid::Uuid;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
+use crate::money;
 use crate::page::{self, paginate, Page};
-use crate::{money, AppState};
+use crate::state::AppState;
 
 /// The most rows one CSV export returns (continue with the `x-next-cursor` header).
 const MAX_CSV_ROWS: i64 = 100_000;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::html::{credits, csrf_field, notice, page, when, Nav};
 use super::session::{AdminSession, Posted};
 use super::{ApiClient, PageError, PageResult};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn nav(s: &AdminSession) -> Nav<'_> {
     Nav::Admin {

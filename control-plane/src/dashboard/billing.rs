@@ -17,7 +17,7 @@ use super::admin::nav as admin_nav;
 use super::html::{csrf_field, page, Nav};
 use super::session::{AdminSession, CustomerSession, Posted};
 use super::{ApiClient, PageError, PageResult};
-use crate::AppState;
+use crate::state::AppState;
 
 const CRYPTO: &[(&str, &str)] = &[
     ("BTC", "Bitcoin"),

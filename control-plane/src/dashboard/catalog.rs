@@ -18,7 +18,8 @@ use super::admin::nav;
 use super::html::{credits, csrf_field, usd, when};
 use super::session::{AdminSession, Posted};
 use super::{ApiClient, PageError, PageResult};
-use crate::{money, AppState};
+use crate::money;
+use crate::state::AppState;
 
 /// `fast ×2, standard ×1`, or a dash when the model accepts no value.
 fn modifier_list(e: &metering::PriceEntry, modifier: Modifier) -> String {

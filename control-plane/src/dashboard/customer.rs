@@ -23,7 +23,8 @@ use super::html::{credits, csrf_field, page, request_options, when, Nav};
 use super::session::{token_hash, CustomerSession, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::keys::Key;
-use crate::{money, AppState};
+use crate::money;
+use crate::state::AppState;
 use metering::keylimit::LimitPeriod;
 
 /// How often the balance stream looks at the database (one primary-key read per open page).

@@ -36,7 +36,7 @@ use crate::audit::{self, Audit};
 use crate::auth::Admin;
 use crate::error::{constraint_of, ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiPath;
-use crate::AppState;
+use crate::state::AppState;
 
 const WINDOW_MINUTES: i64 = 15;
 const MAX_FAILURES_PER_EMAIL: i64 = 5;

@@ -28,7 +28,7 @@ use tower::ServiceExt;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 use html::{page, Nav};
 use session::Kind;
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::PageError;
-use crate::AppState;
+use crate::state::AppState;
 
 pub const CUSTOMER_COOKIE: &str = "cs_session";
 pub const ADMIN_COOKIE: &str = "cs_admin";

@@ -19,8 +19,9 @@ use super::html::{credits, page, request_options as options, Nav};
 use super::session::CustomerSession;
 use super::PageResult;
 // `cell`: the one CSV guard (quoted when needed, a leading formula character neutralised).
+use crate::money;
+use crate::state::AppState;
 use crate::usage::{self, cell, UsageQuery, UsageScope};
-use crate::{money, AppState};
 
 const PALETTE: &[&str] = &[
     "#b4532a", "#2a6fb4", "#2f8f4e", "#8e44ad", "#c0392b", "#d4a017", "#16a085", "#7f8c8d",

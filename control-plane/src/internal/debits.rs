@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{self, NewTransfer};
-use crate::{money, sync, AppState};
+use crate::state::AppState;
+use crate::{money, sync};
 
 /// The most debits one batch may carry.
 pub const MAX_BATCH: usize = 5000;

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
+use crate::state::AppState;
 
 /// A gateway reports every sync period (250 ms by default): one silent for this long is gone.
 pub const FRESH_SECS: f64 = 15.0;

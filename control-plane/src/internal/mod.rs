@@ -29,7 +29,8 @@ use uuid::Uuid;
 use crate::auth::Internal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::{page, sync, AppState};
+use crate::state::AppState;
+use crate::{page, sync};
 
 pub use debits::MAX_BATCH;
 

@@ -18,7 +18,7 @@ use crate::auth::{Admin, Customer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::page::{paginate, Page, PageParams};
-use crate::AppState;
+use crate::state::AppState;
 
 /// The admin, or a customer by one of the account's own keys.
 enum Viewer {

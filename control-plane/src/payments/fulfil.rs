@@ -9,7 +9,6 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::model::Purchase;
-use super::SALES;
 use crate::audit::Audit;
 use crate::config::PaymentConfig;
 use crate::error::{ApiError, ApiResult};
@@ -17,6 +16,10 @@ use crate::invoices;
 use crate::ledger::{self, NewTransfer, Posted};
 use crate::money;
 use crate::webhooks::events;
+
+/// The system ledger account `sales` (seeded by migration 0001): paid purchases move credits from
+/// it to the customer, refunds and chargebacks move them back. Its balance is minus the credits sold.
+pub const SALES: Uuid = Uuid::from_u128(3);
 
 /// How a purchase is settled: what to credit and invoice, who says so, on what evidence.
 #[derive(Debug, Clone)]

@@ -2,29 +2,22 @@
 //! currency code that names its network (`usdttrc20` is USDT on TRON); IPN callbacks
 //! (`POST /v1/webhooks/nowpayments`) are verified with `x-nowpayments-sig`, the hex HMAC-SHA512 of
 //! the body re-serialised with its keys sorted (recursively), keyed with the IPN secret.
+//! The callback's route is in `callbacks.rs`.
 
 use std::str::FromStr;
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::Json;
 use hmac::{Hmac, Mac};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sha2::Sha512;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::crypto::{
-    self, BoxFuture, CallbackError, CryptoCurrency, CryptoInvoice, CryptoOrder, CryptoProvider, CryptoReport,
+    BoxFuture, CallbackError, CryptoCurrency, CryptoInvoice, CryptoOrder, CryptoProvider, CryptoReport,
     CryptoStatus,
 };
-use super::model::{self, Delivery, WebhookReceipt};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::AppState;
 
 pub const SIGNATURE_HEADER: &str = "x-nowpayments-sig";
 
@@ -243,58 +236,4 @@ impl CryptoProvider for NowPayments {
             actually_paid,
         })
     }
-}
-
-/// A crypto processor's payment callback (NOWPayments IPN). Verified on the raw bytes with the
-/// IPN secret; applied once per distinct report; answered 200 only after the commit.
-#[utoipa::path(post, path = "/v1/webhooks/nowpayments", tag = "payments",
-    request_body(content = serde_json::Value, description = "the IPN body, signed in x-nowpayments-sig"),
-    responses(
-        (status = 200, description = "applied (or a redelivery)", body = WebhookReceipt),
-        (status = 400, description = "missing or wrong signature, malformed body", body = ErrorBody),
-        (status = 404, description = "crypto payments are not configured", body = ErrorBody)))]
-async fn nowpayments_webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<WebhookReceipt>> {
-    let provider = state.payments.crypto.clone().ok_or_else(|| {
-        ApiError::not_found(
-            "crypto payments are not configured (NOWPAYMENTS_API_KEY, NOWPAYMENTS_IPN_SECRET)",
-        )
-    })?;
-    let report = provider.verify_callback(&headers, &body).map_err(|e| {
-        tracing::warn!(error = %e, "refused a crypto payment callback");
-        ApiError::invalid(format!("callback refused: {e}"))
-    })?;
-    let name = provider.name();
-    let mut tx = match model::begin_event(&state.pool, name, &report.event_id, &report.raw_status).await? {
-        Delivery::Duplicate(receipt) => return Ok(Json(receipt)),
-        Delivery::New(tx) => tx,
-    };
-    let mut purchase = model::lock_by_provider_ref(&mut tx, name, &report.provider_ref).await?;
-    if purchase.is_none() {
-        // The callback may overtake the creation's own update of provider_ref: find it by order.
-        if let Some(order) = report.order_id {
-            purchase = model::lock(&mut tx, order)
-                .await?
-                .filter(|p| p.provider == name && p.provider_ref.is_none());
-        }
-    }
-    let (purchase_id, outcome) = match purchase {
-        None => {
-            tracing::warn!(payment = %report.provider_ref, "crypto callback for an unknown payment");
-            (None, "unknown_payment")
-        }
-        Some(p) => (
-            Some(p.id),
-            crypto::apply(&mut tx, &p, &report, &state.config.payments).await?,
-        ),
-    };
-    let receipt = model::finish_event(tx, name, &report.event_id, purchase_id, outcome).await?;
-    Ok(Json(receipt))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(nowpayments_webhook))
 }

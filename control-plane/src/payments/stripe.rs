@@ -1,25 +1,17 @@
 //! Card payments through Stripe Checkout: the REST calls (create a Checkout Session, refund a
-//! PaymentIntent), `Stripe-Signature` verification exactly as Stripe specifies, and
-//! `POST /v1/webhooks/stripe`.
+//! PaymentIntent), `Stripe-Signature` verification exactly as Stripe specifies, and applying the
+//! events of `POST /v1/webhooks/stripe` (the route is in `callbacks.rs`).
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Html;
-use axum::Json;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::fulfil::{self, Reversal, Settlement};
-use super::model::{self, Delivery, Purchase, WebhookReceipt};
+use super::model::{self, Purchase};
 use crate::config::PaymentConfig;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::AppState;
+use crate::error::ApiResult;
 
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
 /// Stripe's default tolerance between the signed timestamp and now, both ways.
@@ -295,7 +287,7 @@ async fn reverse_intent(
     Ok((Some(p.id), "refunded"))
 }
 
-async fn apply_event(
+pub(super) async fn apply_event(
     conn: &mut sqlx::PgConnection,
     event: &Value,
     event_id: &str,
@@ -373,72 +365,4 @@ async fn apply_event(
         }
         _ => Ok((None, "ignored")),
     }
-}
-
-/// Stripe's webhook. The signature is checked on the raw bytes before anything is parsed; each
-/// event is applied once (by event id) and answered 200 only after its transaction committed, so
-/// a redelivery after a lost reply finds the event and changes nothing.
-#[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "payments",
-    request_body(content = serde_json::Value, description = "a Stripe event, signed in Stripe-Signature"),
-    responses(
-        (status = 200, description = "applied (or a redelivery)", body = WebhookReceipt),
-        (status = 400, description = "missing, stale or wrong signature; malformed event", body = ErrorBody),
-        (status = 404, description = "card payments are not configured", body = ErrorBody)))]
-async fn stripe_webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<WebhookReceipt>> {
-    let secret = state
-        .payments
-        .stripe_webhook_secret
-        .as_deref()
-        .ok_or_else(|| ApiError::not_found("card payments are not configured (STRIPE_WEBHOOK_SECRET)"))?;
-    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    verify_signature(header, &body, secret, Utc::now().timestamp(), TOLERANCE_SECS).map_err(|e| {
-        tracing::warn!(error = %e, "refused a Stripe webhook");
-        ApiError::invalid(format!("webhook refused: {e}"))
-    })?;
-    let event: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("the event is not JSON: {e}")))?;
-    let (Some(event_id), Some(event_type)) = (event["id"].as_str(), event["type"].as_str()) else {
-        return Err(ApiError::invalid("the event has no id or type"));
-    };
-    let mut tx = match model::begin_event(&state.pool, "stripe", event_id, event_type).await? {
-        Delivery::Duplicate(receipt) => return Ok(Json(receipt)),
-        Delivery::New(tx) => tx,
-    };
-    let (purchase_id, outcome) = apply_event(&mut tx, &event, event_id, &state.config.payments).await?;
-    let receipt = model::finish_event(tx, "stripe", event_id, purchase_id, outcome).await?;
-    Ok(Json(receipt))
-}
-
-const PAGE: &str =
-    "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ClaudeStore</title></head>\
-    <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\">";
-
-/// Where Stripe Checkout returns the customer after paying.
-#[utoipa::path(get, path = "/checkout/complete", tag = "payments",
-    responses((status = 200, description = "a plain thank-you page", body = String, content_type = "text/html")))]
-async fn checkout_complete() -> Html<String> {
-    Html(format!(
-        "{PAGE}<h1>Thank you</h1><p>Your payment was received. The credits appear on your account as soon as \
-         the payment is confirmed, usually within a minute.</p></body></html>"
-    ))
-}
-
-/// Where Stripe Checkout returns the customer who cancelled.
-#[utoipa::path(get, path = "/checkout/cancelled", tag = "payments",
-    responses((status = 200, description = "a plain page", body = String, content_type = "text/html")))]
-async fn checkout_cancelled() -> Html<String> {
-    Html(format!(
-        "{PAGE}<h1>Payment cancelled</h1><p>Nothing was charged. The purchase expires unless you pay it.</p></body></html>"
-    ))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(stripe_webhook))
-        .routes(routes!(checkout_complete))
-        .routes(routes!(checkout_cancelled))
 }

@@ -13,7 +13,7 @@ use crate::auth::Admin;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::page::{paginate, Page, PageParams};
-use crate::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptView {
