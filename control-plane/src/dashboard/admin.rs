@@ -13,17 +13,11 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::html::{credits, csrf_field, notice, page, when, Nav};
+use super::html::{credits, csrf_field, notice, page, when};
+use super::nav;
 use super::session::{AdminSession, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::state::AppState;
-
-pub fn nav(s: &AdminSession) -> Nav<'_> {
-    Nav::Admin {
-        name: &s.name,
-        csrf: &s.csrf,
-    }
-}
 
 #[derive(sqlx::FromRow)]
 struct AccountRow {
@@ -91,7 +85,7 @@ async fn accounts(
             button type="submit" { "Create account" }
         }
     };
-    Ok(Html(page("Accounts", nav(&session), body).into_string()))
+    Ok(Html(page("Accounts", nav::admin(&session), body).into_string()))
 }
 
 #[derive(Deserialize)]
@@ -262,7 +256,7 @@ async fn account_page(
             }
         }
     };
-    Ok(Html(page("Account", nav(session), body).into_string()))
+    Ok(Html(page("Account", nav::admin(session), body).into_string()))
 }
 
 async fn account(

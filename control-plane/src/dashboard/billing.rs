@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::admin::nav as admin_nav;
-use super::html::{csrf_field, page, Nav};
+use super::html::{csrf_field, page};
+use super::nav;
 use super::session::{AdminSession, CustomerSession, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::state::AppState;
@@ -26,13 +26,6 @@ const CRYPTO: &[(&str, &str)] = &[
     ("USDT_ERC20", "USDT on Ethereum (ERC-20)"),
     ("USDC_ERC20", "USDC on Ethereum (ERC-20)"),
 ];
-
-fn customer_nav(s: &CustomerSession) -> Nav<'_> {
-    Nav::Customer {
-        name: &s.name,
-        csrf: &s.csrf,
-    }
-}
 
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_default()
@@ -115,7 +108,7 @@ async fn buy(
         }
     };
     Ok(Html(
-        page("Buy credits", customer_nav(&session), body).into_string(),
+        page("Buy credits", nav::customer(&session), body).into_string(),
     ))
 }
 
@@ -204,7 +197,9 @@ async fn purchase_page(
         }
         p { a href="/dashboard/purchases" { "All purchases" } }
     };
-    Ok(Html(page("Purchase", customer_nav(&session), body).into_string()))
+    Ok(Html(
+        page("Purchase", nav::customer(&session), body).into_string(),
+    ))
 }
 
 async fn purchase_status(
@@ -239,7 +234,7 @@ async fn purchases(
         }
     };
     Ok(Html(
-        page("Purchases", customer_nav(&session), body).into_string(),
+        page("Purchases", nav::customer(&session), body).into_string(),
     ))
 }
 
@@ -386,7 +381,7 @@ async fn admin_purchases(
             }
         }
     };
-    Ok(Html(page("Purchases", admin_nav(&session), body).into_string()))
+    Ok(Html(page("Purchases", nav::admin(&session), body).into_string()))
 }
 
 /// The console's form to record a Telegram sale for an account (shown on the account page).

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::admin::nav;
 use super::html::{credits, csrf_field, usd, when};
+use super::nav;
 use super::session::{AdminSession, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::money;
@@ -95,7 +95,7 @@ async fn prices(session: AdminSession, State(state): State<AppState>) -> PageRes
         }
     };
     Ok(Html(
-        super::html::page("Prices", nav(&session), body).into_string(),
+        super::html::page("Prices", nav::admin(&session), body).into_string(),
     ))
 }
 
@@ -238,7 +238,7 @@ async fn plans(session: AdminSession, State(state): State<AppState>) -> PageResu
         p.muted { "A plan's credits and price never change (purchases refer to it): add a plan and retire the old one." }
     };
     Ok(Html(
-        super::html::page("Plans", nav(&session), body).into_string(),
+        super::html::page("Plans", nav::admin(&session), body).into_string(),
     ))
 }
 

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::html::{credits, csrf_field, page, request_options, when, Nav};
+use super::html::{credits, csrf_field, page, request_options, when};
+use super::nav;
 use super::session::{token_hash, CustomerSession, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::keys::Key;
@@ -29,13 +30,6 @@ use metering::keylimit::LimitPeriod;
 
 /// How often the balance stream looks at the database (one primary-key read per open page).
 const BALANCE_POLL: Duration = Duration::from_millis(500);
-
-fn nav(s: &CustomerSession) -> Nav<'_> {
-    Nav::Customer {
-        name: &s.name,
-        csrf: &s.csrf,
-    }
-}
 
 async fn balance_of(state: &AppState, account_id: Uuid) -> PageResult<Decimal> {
     Ok(
@@ -123,7 +117,9 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
             }
         }
     };
-    Ok(Html(page("Overview", nav(&session), body).into_string()))
+    Ok(Html(
+        page("Overview", nav::customer(&session), body).into_string(),
+    ))
 }
 
 fn balance_event(balance: Decimal) -> Event {
@@ -241,7 +237,7 @@ fn keys_page(session: &CustomerSession, keys: &[Key], created: Option<(&str, &st
             }
         }
     };
-    page("API keys", nav(session), body).into_string()
+    page("API keys", nav::customer(session), body).into_string()
 }
 
 /// The key's limits as a form: a limit per period (empty: none), the models it may use, the
@@ -271,7 +267,7 @@ fn key_limits_page(session: &CustomerSession, k: &Key, error: Option<&str>) -> S
             button type="submit" { "Save" }
         }
     };
-    page(&format!("Key {}", k.name), nav(session), body).into_string()
+    page(&format!("Key {}", k.name), nav::customer(session), body).into_string()
 }
 
 async fn own_key(state: &AppState, session: &CustomerSession, key_id: Uuid) -> PageResult<Key> {

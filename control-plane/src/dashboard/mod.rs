@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod customer;
 pub mod html;
 pub mod login;
+pub mod nav;
 pub mod session;
 pub mod usage_page;
 

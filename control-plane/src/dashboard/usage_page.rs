@@ -15,7 +15,8 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::html::{credits, page, request_options as options, Nav};
+use super::html::{credits, page, request_options as options};
+use super::nav;
 use super::session::CustomerSession;
 use super::PageResult;
 // `cell`: the one CSV guard (quoted when needed, a leading formula character neutralised).
@@ -196,11 +197,7 @@ async fn usage_page(
             }
         }
     };
-    let nav = Nav::Customer {
-        name: &session.name,
-        csrf: &session.csrf,
-    };
-    Ok(Html(page("Usage", nav, body).into_string()))
+    Ok(Html(page("Usage", nav::customer(&session), body).into_string()))
 }
 
 fn csv_response(body: String, filename: &'static str) -> Response {

@@ -21,8 +21,7 @@ use uuid::Uuid;
 
 use crate::config::PaymentConfig;
 use crate::error::{ApiError, ApiResult};
-use crate::payments::fulfil::Settlement;
-use crate::payments::model::Purchase;
+use crate::payments::model::{Purchase, Settlement};
 
 pub use routes::router;
 

@@ -23,8 +23,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::fulfil::{self, Settlement};
-use super::model::Purchase;
+use super::fulfil;
+use super::model::{Purchase, Settlement};
 use crate::config::{PaymentConfig, UnderpayPolicy};
 use crate::error::ApiResult;
 use crate::money;

@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::model::Purchase;
+use super::model::{Purchase, Settlement};
 use crate::audit::Audit;
 use crate::config::PaymentConfig;
 use crate::error::{ApiError, ApiResult};
@@ -20,34 +20,6 @@ use crate::webhooks::events;
 /// The system ledger account `sales` (seeded by migration 0001): paid purchases move credits from
 /// it to the customer, refunds and chargebacks move them back. Its balance is minus the credits sold.
 pub const SALES: Uuid = Uuid::from_u128(3);
-
-/// How a purchase is settled: what to credit and invoice, who says so, on what evidence.
-#[derive(Debug, Clone)]
-pub struct Settlement {
-    /// Credits to grant: the plan's, or the share received.
-    pub credits: Decimal,
-    /// The USD total to invoice: the plan's price, or the share received.
-    pub amount_usd: Decimal,
-    /// `stripe`, `nowpayments`, `admin:<name>`, `expiry`.
-    pub actor: String,
-    /// The evidence: processor event id or payment id, Telegram reference.
-    pub reference: String,
-    /// Something a person should review (over-payment, a share credited).
-    pub note: Option<String>,
-}
-
-impl Settlement {
-    /// The whole plan.
-    pub fn full(p: &Purchase, actor: &str, reference: &str) -> Self {
-        Self {
-            credits: p.credits,
-            amount_usd: p.amount_usd,
-            actor: actor.to_owned(),
-            reference: reference.to_owned(),
-            note: None,
-        }
-    }
-}
 
 /// Marks a payable purchase paid: issues its invoice, credits the account (from `sales`, key
 /// `purchase:<id>`) and records the audit entry, all in the caller's transaction. Returns the

@@ -1,4 +1,4 @@
-//! A purchase as stored and as shown, and the statements that read and lock it.
+//! A purchase as stored and as shown, how one is settled, and the statements that read and lock it.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -103,6 +103,34 @@ impl Purchase {
     pub fn amount_cents(&self) -> Option<i64> {
         use rust_decimal::prelude::ToPrimitive;
         (self.amount_usd * Decimal::ONE_HUNDRED).to_i64()
+    }
+}
+
+/// How a purchase is settled: what to credit and invoice, who says so, on what evidence.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// Credits to grant: the plan's, or the share received.
+    pub credits: Decimal,
+    /// The USD total to invoice: the plan's price, or the share received.
+    pub amount_usd: Decimal,
+    /// `stripe`, `nowpayments`, `admin:<name>`, `expiry`.
+    pub actor: String,
+    /// The evidence: processor event id or payment id, Telegram reference.
+    pub reference: String,
+    /// Something a person should review (over-payment, a share credited).
+    pub note: Option<String>,
+}
+
+impl Settlement {
+    /// The whole plan.
+    pub fn full(p: &Purchase, actor: &str, reference: &str) -> Self {
+        Self {
+            credits: p.credits,
+            amount_usd: p.amount_usd,
+            actor: actor.to_owned(),
+            reference: reference.to_owned(),
+            note: None,
+        }
     }
 }
 

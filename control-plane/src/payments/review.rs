@@ -10,8 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::fulfil::{self, Reversal, Settlement};
-use super::model::{self, Purchase};
+use super::fulfil::{self, Reversal};
+use super::model::{self, Purchase, Settlement};
 use super::purchases::unavailable;
 use crate::accounts::check_text;
 use crate::auth::Admin;

@@ -8,8 +8,8 @@ use serde_json::Value;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::fulfil::{self, Reversal, Settlement};
-use super::model::{self, Purchase};
+use super::fulfil::{self, Reversal};
+use super::model::{self, Purchase, Settlement};
 use crate::config::PaymentConfig;
 use crate::error::ApiResult;
 
