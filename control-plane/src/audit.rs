@@ -1,18 +1,7 @@
-//! The audit log: every action that moves money or changes access, with who, when and why.
-//! `GET /v1/audit` lists it (admin), newest first, optionally for one target.
+//! The audit log's writer: every action that moves money or changes access is recorded, with who,
+//! when and why, in the transaction that does it. `GET /v1/audit` reads it (`audit_log.rs`).
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
-
-use crate::auth::Admin;
-use crate::error::ApiResult;
-use crate::extract::ApiQuery;
-use crate::page::{checked_limit, decode, paginate, Page};
-use crate::state::AppState;
 
 /// One action to record.
 pub struct Audit<'a> {
@@ -23,6 +12,7 @@ pub struct Audit<'a> {
     pub details: serde_json::Value,
 }
 
+/// Records `a` in the caller's transaction, so it commits or rolls back with the change it describes.
 pub async fn record(conn: &mut PgConnection, a: Audit<'_>) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO audit_log (actor, action, target, reason, details) VALUES ($1, $2, $3, $4, $5)")
         .bind(a.actor)
@@ -33,55 +23,4 @@ pub async fn record(conn: &mut PgConnection, a: Audit<'_>) -> Result<(), sqlx::E
         .execute(conn)
         .await?;
     Ok(())
-}
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub actor: String,
-    /// e.g. `credits.grant`, `credits.correction`, `key.create`, `key.revoke`, `account.status`,
-    /// `price.set`, `plan.create`, `plan.update`.
-    pub action: String,
-    /// What was acted on, e.g. `account:<uuid>`, `key:<uuid>`, `price:<model>`, `plan:<uuid>`.
-    pub target: String,
-    pub reason: Option<String>,
-    pub details: serde_json::Value,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-    /// Only entries about this target (e.g. `account:<uuid>`).
-    pub target: Option<String>,
-}
-
-/// The audit log, newest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    security(("admin_token" = [])),
-    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = crate::error::ErrorBody)))]
-async fn list_audit(
-    _admin: Admin,
-    state: axum::extract::State<AppState>,
-    ApiQuery(q): ApiQuery<AuditQuery>,
-) -> ApiResult<axum::Json<Page<AuditEntry>>> {
-    let limit = checked_limit(q.limit)?;
-    let after: Option<i64> = q.cursor.as_deref().map(decode).transpose()?;
-    let rows: Vec<AuditEntry> = sqlx::query_as(
-        "SELECT id, actor, action, target, reason, details, created_at FROM audit_log
-         WHERE ($1::bigint IS NULL OR id < $1) AND ($2::text IS NULL OR target = $2)
-         ORDER BY id DESC LIMIT $3",
-    )
-    .bind(after)
-    .bind(q.target)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(axum::Json(paginate(rows, limit, |r| r.id, |r| r)))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_audit))
 }

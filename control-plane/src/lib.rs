@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod audit_log;
 pub mod auth;
 pub mod config;
 pub mod credits;
@@ -62,7 +63,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(me::router())
         .merge(prices::router())
         .merge(plans::router())
-        .merge(audit::router())
+        .merge(audit_log::router())
         .merge(payments::router())
         .merge(invoices::router())
         .merge(internal::router())
