@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
-use crate::accountcache::EPOCH_SHARDS;
-use crate::refusal::Refusal;
-use crate::rewrite::Headers;
-use crate::store::{SetError, SharedStore};
+use filter_core::request::refusal::Refusal;
+use filter_core::request::rewrite::Headers;
+use filter_core::shared::accountcache::EPOCH_SHARDS;
+use filter_core::shared::store::{SetError, SharedStore};
 
 pub fn now() -> SystemTime {
     hostcalls::get_current_time().unwrap_or(UNIX_EPOCH)

@@ -7,17 +7,29 @@
 //! byte. Response: every chunk is metered as it passes (`Continue`); the request settles at the
 //! end of the stream, or in `on_log` when the stream was cut.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use metering::wire::KeyLookupResult;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::flow::{header_edits, BodyAction, Event, Forward, Observe, RequestFlow, Step};
 use crate::host::{self, Call, HostStore};
 use crate::metrics::Metrics;
-use crate::refusal::Refusal;
-use crate::rewrite::{HeaderEdit, Headers, REQUEST_ID_HEADER};
-use crate::root::Shared;
-use crate::route::RouteKind;
+use filter_core::config::Settings;
+use filter_core::request::flow::{header_edits, BodyAction, Event, Forward, Observe, RequestFlow, Step};
+use filter_core::request::refusal::Refusal;
+use filter_core::request::rewrite::{HeaderEdit, Headers, REQUEST_ID_HEADER};
+use filter_core::request::route::RouteKind;
+use filter_core::worker::Worker;
+
+/// What every context of the worker shares once configured.
+#[derive(Clone)]
+pub struct Shared {
+    pub settings: Rc<Settings>,
+    pub metrics: Rc<Metrics>,
+    pub worker: Rc<RefCell<Worker>>,
+}
 
 pub struct BillingHttp {
     shared: Option<Shared>,
@@ -232,16 +244,7 @@ impl HttpContext for BillingHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = host::response_headers();
-        let status = headers.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let upstream_id = headers
-            .get("request-id")
-            .or_else(|| headers.get("x-request-id"))
-            .map(str::to_owned);
-        let Some(debit_id) = self
-            .flow
-            .on_response_headers(status, headers.get("content-type"), upstream_id)
-        else {
+        let Some(debit_id) = self.flow.on_response(&host::response_headers()) else {
             return Action::Continue;
         };
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];

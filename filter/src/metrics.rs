@@ -14,8 +14,8 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use crate::host;
-use crate::refusal::Refusal;
-use crate::store::UpdateError;
+use filter_core::request::refusal::Refusal;
+use filter_core::shared::store::UpdateError;
 
 type Id = Option<u32>;
 
@@ -153,7 +153,7 @@ impl Metrics {
         .for_each(Counter::flush);
     }
 
-    /// This worker's share of `debit_buffer.size` ([`crate::worker::Worker::load`]: buffered
+    /// This worker's share of `debit_buffer.size` ([`filter_core::worker::Worker::load`]: buffered
     /// debits plus billed requests in flight), summed over workers by Envoy. Reported on every
     /// tick (at most one sync period apart, which is what a drain waits between its two reads of
     /// 0) and after every acknowledgement, not per request.

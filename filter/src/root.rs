@@ -8,40 +8,24 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use metering::wire::{HoldReport, Snapshot, PROTOCOL_VERSION};
+use metering::wire::{HoldReport, PROTOCOL_VERSION};
 use metering::PriceTable;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use crate::config::Settings;
-use crate::holds;
 use crate::host::{self, Call, HostStore};
-use crate::http::BillingHttp;
+use crate::http::{BillingHttp, Shared};
 use crate::metrics::Metrics;
-use crate::sync::{apply_page, hold_lease, release_lease, snapshot_path, SyncStatus};
-use crate::worker::{duration_ms, Worker};
-
-/// What every context of the worker shares once configured.
-#[derive(Clone)]
-pub struct Shared {
-    pub settings: Rc<Settings>,
-    pub metrics: Rc<Metrics>,
-    pub worker: Rc<RefCell<Worker>>,
-}
-
-/// The leader's progress through a (possibly paged) snapshot.
-#[derive(Default)]
-struct SyncProgress {
-    token: Option<u32>,
-    since: u64,
-    cursor: Option<String>,
-    next_at_ms: u64,
-}
+use filter_core::config::Settings;
+use filter_core::debits::buffer::{read_answer, Settlement};
+use filter_core::sync::holds;
+use filter_core::sync::snapshot::{apply_page, hold_lease, read_page, release_lease, Progress, SyncStatus};
+use filter_core::worker::{duration_ms, Worker};
 
 pub struct BillingRoot {
     worker_id: u64,
     shared: Option<Shared>,
-    sync: SyncProgress,
+    sync: Progress,
     flush_token: Option<u32>,
     /// This worker's hold report in shared data.
     reporter: holds::Reporter,
@@ -63,7 +47,7 @@ impl BillingRoot {
         Self {
             worker_id,
             shared: None,
-            sync: SyncProgress::default(),
+            sync: Progress::default(),
             flush_token: None,
             reporter: holds::Reporter::default(),
             holds_ok_ms: 0,
@@ -128,9 +112,7 @@ impl BillingRoot {
                 shared
                     .metrics
                     .report_sync_age(now.saturating_sub(status.last_ok_ms));
-                if self.sync.token.is_none() && now >= self.sync.next_at_ms {
-                    self.sync.since = status.version;
-                    self.sync.cursor = None;
+                if self.sync.start(status.version, now) {
                     self.request_snapshot(shared, now);
                 }
             }
@@ -147,13 +129,9 @@ impl BillingRoot {
 
     fn request_snapshot(&mut self, shared: &Shared, now: u64) {
         let s = &shared.settings;
-        let path = snapshot_path(
-            self.sync.since,
-            self.sync.cursor.as_deref(),
-            s.snapshot_page_limit,
-        );
+        let path = self.sync.path(s.snapshot_page_limit);
         // A sync's first page carries this Envoy's hold report; its answer, the other Envoys'.
-        let report = if self.sync.cursor.is_none() {
+        let report = if self.sync.first_page() {
             self.hold_report(shared, now)
         } else {
             None
@@ -168,14 +146,14 @@ impl BillingRoot {
             timeout: s.call_timeout,
         };
         match host::dispatch(&call) {
-            Ok(token) => self.sync.token = Some(token),
+            Ok(token) => self.sync.in_flight = Some(token),
             Err(e) => {
                 log::warn!(
                     "snapshot request to cluster {} not dispatched: {e:?}",
                     s.control_plane_cluster
                 );
                 shared.metrics.count(&shared.metrics.sync_failures);
-                self.sync.next_at_ms = now.saturating_add(duration_ms(s.sync_period));
+                self.sync.retry_later(now, duration_ms(s.sync_period));
             }
         }
     }
@@ -192,8 +170,7 @@ impl BillingRoot {
                 g
             }
         };
-        // A worker writes its report on its tick: three ticks at least.
-        let fresh = holds::FRESH_MS.max(duration_ms(s.tick_period()).saturating_mul(3));
+        let fresh = holds::fresh_ms(duration_ms(s.tick_period()));
         let (report, gone) = holds::gather(&HostStore, now, fresh);
         if let Err(e) = holds::forget(&HostStore, &gone, s.cas_retries) {
             log::warn!("silent workers not dropped from the hold registry: {e}");
@@ -221,8 +198,7 @@ impl BillingRoot {
                 }
             }
             None => {
-                let stale = duration_ms(shared.settings.stale_after);
-                if now.saturating_sub(self.holds_ok_ms) > stale {
+                if holds::others_stale(now, self.holds_ok_ms, duration_ms(shared.settings.stale_after)) {
                     holds::write_others(&HostStore, &[]);
                 }
             }
@@ -230,21 +206,15 @@ impl BillingRoot {
     }
 
     fn on_snapshot(&mut self, shared: &Shared, body_size: usize) {
-        self.sync.token = None;
+        self.sync.in_flight = None;
         let now = host::now_ms();
         let period = duration_ms(shared.settings.sync_period);
-        let page = match host::call_status() {
-            Some(200) => serde_json::from_slice::<Snapshot>(&host::call_body(body_size))
-                .map_err(|e| format!("unreadable snapshot: {e}")),
-            Some(status) => Err(format!("snapshot answered {status}")),
-            None => Err("snapshot request failed (timeout or connection error)".into()),
-        };
-        let page = match page {
+        let page = match read_page(host::call_status(), || host::call_body(body_size)) {
             Ok(page) => page,
             Err(e) => {
                 log::warn!("{e}; retrying in {period} ms");
                 shared.metrics.count(&shared.metrics.sync_failures);
-                self.sync.next_at_ms = now.saturating_add(period);
+                self.sync.retry_later(now, period);
                 self.others_answered(shared, None, now);
                 return;
             }
@@ -252,7 +222,7 @@ impl BillingRoot {
         if page.others.is_some() {
             self.others_answered(shared, page.others.as_deref(), now);
         }
-        let since = self.sync.since;
+        let since = self.sync.since();
         let outcome = apply_page(&HostStore, &page, since, now, shared.settings.cas_retries);
         if outcome.reset {
             log::warn!(
@@ -271,16 +241,14 @@ impl BillingRoot {
                 "snapshot page not fully applied ({}); fetching it again",
                 outcome.failures.len()
             );
-            self.sync.next_at_ms = now.saturating_add(period);
+            self.sync.retry_later(now, period);
             return;
         }
-        match page.next_cursor {
-            // The next page at once: a full snapshot should not take pages x period.
-            Some(cursor) if !self.draining => {
-                self.sync.cursor = Some(cursor);
-                self.request_snapshot(shared, now);
-            }
-            _ => self.sync.next_at_ms = now.saturating_add(period),
+        if self
+            .sync
+            .page_applied(page.next_cursor, self.draining, now, period)
+        {
+            self.request_snapshot(shared, now);
         }
     }
 
@@ -338,18 +306,7 @@ impl BillingRoot {
         let Ok(mut worker) = shared.worker.try_borrow_mut() else {
             return;
         };
-        let ack = match host::call_status() {
-            Some(200) => crate::debits::decode_ack(&host::call_body(body_size)).and_then(|ack| {
-                if worker.debits.covers(&ack) {
-                    Ok(ack)
-                } else {
-                    Err("the debit acknowledgement does not cover the batch sent".into())
-                }
-            }),
-            Some(status) => Err(format!("debits answered {status}")),
-            None => Err("debit request failed (timeout or connection error)".into()),
-        };
-        match ack {
+        match read_answer(&worker.debits, host::call_status(), || host::call_body(body_size)) {
             Ok(ack) => {
                 let (settlements, counts) = worker.debits.batch_acked(&ack, now);
                 let m = &shared.metrics;
@@ -358,7 +315,7 @@ impl BillingRoot {
                 m.add(&m.debits_dropped, counts.dropped);
                 m.add(&m.debits_retried, counts.requeued);
                 for s in &settlements {
-                    if let crate::debits::Settlement::Dropped { debit_id, reason, .. } = s {
+                    if let Settlement::Dropped { debit_id, reason, .. } = s {
                         log::error!("control plane refused debit {debit_id} for good: {reason}");
                     }
                 }
@@ -383,15 +340,10 @@ impl BillingRoot {
             }
         }
         shared.metrics.report_buffer(worker.load());
-        // A backlog of full batches keeps going at the ledger's pace, and a drain does not wait; a
-        // partial batch waits for the next tick. Each batch costs this worker a moment (the body,
-        // the answer) during which its requests wait: a few times per second that touches well
-        // under 1% of requests, after every answer (tens of times per second) it touched more.
         let s = &shared.settings;
-        let next_now = self.draining
-            || worker
-                .debits
-                .full_batch_waiting(s.debit_batch_max, s.debit_buffer_max);
+        let next_now = worker
+            .debits
+            .send_next_now(self.draining, s.debit_batch_max, s.debit_buffer_max);
         drop(worker);
         if next_now {
             self.flush(shared, now);
@@ -426,7 +378,7 @@ impl Context for BillingRoot {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        if self.sync.token == Some(token_id) {
+        if self.sync.in_flight == Some(token_id) {
             self.on_snapshot(&shared, body_size);
         } else if self.flush_token == Some(token_id) {
             self.on_debit_ack(&shared, body_size);

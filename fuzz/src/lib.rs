@@ -183,7 +183,7 @@ fn at() -> chrono::DateTime<chrono::Utc> {
 
 /// Decodes the bytes as each value the filter keeps in shared data.
 pub fn shared_data(data: &[u8]) {
-    use filter::state::{AccountEntry, KeyEntry};
+    use filter_core::shared::state::{AccountEntry, KeyEntry};
     if let Some(entry) = AccountEntry::decode(data) {
         let again = AccountEntry::decode(&entry.encode());
         assert_eq!(again.as_ref(), Some(&entry));
@@ -192,7 +192,7 @@ pub fn shared_data(data: &[u8]) {
     if let Some(key) = KeyEntry::decode(data) {
         assert_eq!(KeyEntry::decode(&key.encode()), Some(key));
     }
-    if let Some((written, holds)) = filter::holds::decode_report(data) {
-        assert_eq!(filter::holds::decode_report(&filter::holds::encode_report(written, &holds)), Some((written, holds)));
+    if let Some((written, holds)) = filter_core::sync::holds::decode_report(data) {
+        assert_eq!(filter_core::sync::holds::decode_report(&filter_core::sync::holds::encode_report(written, &holds)), Some((written, holds)));
     }
 }

@@ -333,7 +333,7 @@ impl Stack {
     }
 
     /// Like [`Stack::start`], with more fields of the filter's plugin configuration (see
-    /// `filter/src/config.rs`), e.g. `stale_after_ms` or `debit_buffer_max` for tests of bounds.
+    /// `filter-core/src/config.rs`), e.g. `stale_after_ms` or `debit_buffer_max` for tests of bounds.
     pub fn start_with(
         config: StackConfig,
         plugin_extra: serde_json::Map<String, serde_json::Value>,
@@ -423,7 +423,7 @@ impl Stack {
         Ok(())
     }
 
-    /// The filter's plugin configuration (see `filter/src/config.rs`).
+    /// The filter's plugin configuration (see `filter-core/src/config.rs`).
     pub fn plugin_config(&self) -> serde_json::Value {
         let c = &self.config;
         let mut cfg = serde_json::json!({

@@ -33,6 +33,8 @@ pub fn run(args: &[String]) -> Result {
             "clippy",
             "-p",
             "filter",
+            "-p",
+            "filter-core",
             "--target",
             "wasm32-wasip1",
             "--",
@@ -79,7 +81,7 @@ pub fn run(args: &[String]) -> Result {
     })?;
     // The benchmark's smoke mode: every figure must be produced (how fast is not checked here).
     step("cargo xtask bench --quick", || {
-        crate::bench::run(&["--quick".to_owned()])
+        crate::bench(&["--quick".to_owned()])
     })?;
     let fuzz = step("install cargo-fuzz", tools::ensure_cargo_fuzz)?;
     step("short fuzz run of every parser", || fuzz_all(&fuzz))?;

@@ -26,7 +26,7 @@ pub struct Options {
     pub sync_period_ms: u64,
     pub flush_period_ms: u64,
     pub envoy_concurrency: u32,
-    /// More plugin configuration fields (see `filter/src/config.rs`).
+    /// More plugin configuration fields (see `filter-core/src/config.rs`).
     pub plugin_extra: serde_json::Value,
 }
 
@@ -223,7 +223,7 @@ fn locate() -> Result<Binaries, String> {
         &b.control_plane,
         &["control-plane/src", "migrations", "metering/src"],
     );
-    warn_if_stale(&b.wasm, &["filter/src", "metering/src"]);
+    warn_if_stale(&b.wasm, &["filter/src", "filter-core/src", "metering/src"]);
     Ok(b)
 }
 

@@ -1,0 +1,151 @@
+//! The billing filter's own work per billed request, without Envoy: the `request_path`
+//! measurement (filter-core/src/request/flow/tests.rs: the request's flow as the HTTP context drives it, from
+//! the header decision to the settlement, an account under spend control `reserve`, plus its share
+//! of a debit batch, against in-memory shared data) run natively and compiled to wasm32-wasip1 under V8 (Node's, TurboFan only, as
+//! Envoy's V8 compiles modules). Set beside the Envoy CPU the filter adds, it splits that cost into
+//! our code and the rest (host calls, Envoy's side of the calls to the control plane).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::report::Report;
+use xtask::shell::{self, cargo, output, Result};
+use xtask::tools;
+
+/// Runs the module's WASI `_start` in Node; the proxy-wasm host functions the module imports are
+/// never called by this measurement and get stubs.
+const WASI_SHIM: &str = r#"import { readFile } from 'node:fs/promises';
+import { WASI } from 'node:wasi';
+const wasi = new WASI({ version: 'preview1', args: ['filter', ...process.argv.slice(3)], env: {}, returnOnExit: true });
+const module = await WebAssembly.compile(await readFile(process.argv[2]));
+const imports = wasi.getImportObject();
+for (const i of WebAssembly.Module.imports(module)) {
+  imports[i.module] ??= {};
+  imports[i.module][i.name] ??= () => 0;
+}
+const instance = await WebAssembly.instantiate(module, imports);
+wasi.start({ exports: { memory: instance.exports.memory, _start: instance.exports._start } });
+"#;
+
+/// (ns per billed request, of which ns its share of a debit batch) from the test's output.
+fn parse(text: &str) -> Option<(f64, f64)> {
+    let line = text.lines().find_map(|l| l.split("request_path: ").nth(1))?;
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<f64>().ok())
+        .collect();
+    match numbers.as_slice() {
+        [total, batch, ..] => Some((*total, *batch)),
+        _ => None,
+    }
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(f64, f64)> {
+    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(format!("{what} failed:\n{text}"));
+    }
+    parse(&text).ok_or_else(|| format!("{what}: no request_path figure in its output:\n{text}"))
+}
+
+/// The wasm32-wasip1 test binary of the filter's library, built in `profile`.
+fn wasm_test_binary(profile: &str) -> Result<PathBuf> {
+    let json = output(cargo().args([
+        "test",
+        "-p",
+        "filter-core",
+        "--lib",
+        "--profile",
+        profile,
+        "--target",
+        "wasm32-wasip1",
+        "--no-run",
+        "--message-format=json",
+    ]))
+    .ok_or("building the filter's tests for wasm32-wasip1 failed")?;
+    json.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|m| m.get("executable")?.as_str().map(PathBuf::from))
+        .ok_or_else(|| "cargo named no wasm test binary".into())
+}
+
+fn ensure_node() -> Result {
+    if output(Command::new("node").arg("--version")).is_some() {
+        return Ok(());
+    }
+    tools::ensure_debian_packages(&["nodejs"])
+}
+
+/// `profile`: `release` for the figures, `dev` for the smoke test.
+pub fn measure(report: &mut Report, work_dir: &Path, profile: &str) -> Result {
+    let (native, native_batch) = run(
+        cargo().args([
+            "test",
+            "-p",
+            "filter-core",
+            "--lib",
+            "--profile",
+            profile,
+            "request_path",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ]),
+        "the native request_path measurement",
+    )?;
+    ensure_node()?;
+    let wasm = wasm_test_binary(profile)?;
+    let shim = work_dir.join("run-wasi.mjs");
+    std::fs::write(&shim, WASI_SHIM).map_err(|e| format!("{}: {e}", shim.display()))?;
+    let (in_v8, in_v8_batch) = run(
+        Command::new("node")
+            .args(["--no-liftoff", "--no-warnings"])
+            .arg(&shim)
+            .arg(&wasm)
+            .args(["request_path", "--ignored", "--nocapture", "--test-threads=1"])
+            .current_dir(shell::root()),
+        "the request_path measurement in V8",
+    )?;
+    let us = |ns: f64| ns / 1e3;
+    report.add(
+        "filter_own_work_native",
+        us(native),
+        "us",
+        "the filter's own work per billed request, native build (request_path, 20,000 requests)",
+    );
+    report.add(
+        "filter_own_work_v8",
+        us(in_v8),
+        "us",
+        "the same, compiled to wasm32-wasip1 and run in Node's V8 with TurboFan only",
+    );
+    report.add(
+        "filter_batch_share_v8",
+        us(in_v8_batch),
+        "us",
+        "of which its share of a debit batch (encoding, answer, settlement), in V8",
+    );
+    report.add(
+        "filter_batch_share_native",
+        us(native_batch),
+        "us",
+        "of which its share of a debit batch, native",
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_figures_of_the_test_output() {
+        let text = "running 1 test\ntest request_path::request_path ... request_path: 14046 ns per billed \
+                    request, of which 1583 ns its share of a debit batch\nok\n";
+        assert_eq!(super::parse(text), Some((14046.0, 1583.0)));
+        assert_eq!(super::parse("nothing"), None);
+    }
+}
