@@ -1,4 +1,4 @@
-//! The plugin configuration: the JSON Envoy hands to `on_configure`, parsed once into [`Settings`],
+//! The plugin configuration: the JSON Envoy hands to `on_configure`, parsed once into [`Config`],
 //! validated, and shared read-only by every request of the worker.
 //!
 //! Schema (every field but `internal_token` or `internal_token_env` optional; defaults in brackets):
@@ -38,7 +38,7 @@
 //!
 //! Unknown fields are refused (`deny_unknown_fields`) so that a typo fails the load instead of
 //! silently falling back to a default. Secrets (internal token, upstream key) never appear in
-//! [`Settings::summary`], the only thing that is logged.
+//! [`Config::summary`], the only thing that is logged.
 
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ pub enum FailMode {
 /// The raw JSON shape. Field names are the public configuration schema (see the crate docs).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PluginConfig {
+struct RawConfig {
     #[serde(default = "default_cluster")]
     control_plane_cluster: String,
     #[serde(default)]
@@ -253,7 +253,7 @@ pub enum UpstreamKey {
 
 /// The validated configuration, immutable for the life of the plugin.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Config {
     pub control_plane_cluster: String,
     pub control_plane_authority: String,
     pub internal_token: String,
@@ -285,10 +285,10 @@ pub struct Settings {
     pub ceiling: metering::ceiling::CeilingRules,
 }
 
-impl Settings {
+impl Config {
     /// Parses and validates the plugin configuration. The error names the field and what to do.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let raw: PluginConfig =
+        let raw: RawConfig =
             serde_json::from_slice(bytes).map_err(|e| format!("plugin configuration is not valid: {e}"))?;
         raw.validate()
     }
@@ -355,8 +355,8 @@ fn secret(field: &str, inline: Option<String>, env: Option<String>) -> Result<Op
     }
 }
 
-impl PluginConfig {
-    fn validate(mut self) -> Result<Settings, String> {
+impl RawConfig {
+    fn validate(mut self) -> Result<Config, String> {
         let internal_token = secret(
             "internal_token",
             self.internal_token.take(),
@@ -497,7 +497,7 @@ impl PluginConfig {
             .control_plane_authority
             .filter(|a| !a.trim().is_empty())
             .unwrap_or_else(|| self.control_plane_cluster.clone());
-        Ok(Settings {
+        Ok(Config {
             control_plane_cluster: self.control_plane_cluster,
             control_plane_authority: authority,
             internal_token,
@@ -551,8 +551,8 @@ impl RouteRuleConfig {
 mod tests {
     use super::*;
 
-    fn parse(json: &str) -> Result<Settings, String> {
-        Settings::from_json(json.as_bytes())
+    fn parse(json: &str) -> Result<Config, String> {
+        Config::from_json(json.as_bytes())
     }
 
     #[test]

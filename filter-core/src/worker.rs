@@ -11,7 +11,7 @@ use metering::PriceTable;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::config::Settings;
+use crate::config::Config;
 use crate::debits::buffer::{DebitBuffer, PendingDebit, Settlement};
 use crate::debits::ids::DebitIds;
 use crate::request::admission::GatewayState;
@@ -27,7 +27,7 @@ use crate::shared::store::{SharedStore, UpdateError};
 use crate::sync::snapshot::{read_prices, SyncStatus};
 
 pub struct Worker {
-    pub settings: Rc<Settings>,
+    pub settings: Rc<Config>,
     pub debits: DebitBuffer,
     pub negative: NegativeCache,
     /// Lookups of keys not cached yet that this worker may still make (see `lookup_budget`).
@@ -109,7 +109,7 @@ pub struct Recorded {
 
 impl Worker {
     /// `seed`: entropy for the debit ids (see [`DebitIds`]).
-    pub fn new(settings: Rc<Settings>, fallback_prices: PriceTable, seed: [u8; 32]) -> Self {
+    pub fn new(settings: Rc<Config>, fallback_prices: PriceTable, seed: [u8; 32]) -> Self {
         Self {
             debits: DebitBuffer::new(
                 duration_ms(settings.flush_period),
@@ -696,7 +696,7 @@ mod tests {
     use uuid::Uuid;
 
     fn worker(json: &str) -> Worker {
-        let settings = Rc::new(Settings::from_json(json.as_bytes()).unwrap());
+        let settings = Rc::new(Config::from_json(json.as_bytes()).unwrap());
         Worker::new(
             settings,
             PriceTable::default_table(Decimal::new(70, 2)).unwrap(),

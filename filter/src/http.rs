@@ -16,7 +16,7 @@ use proxy_wasm::types::Action;
 
 use crate::host::{self, Call, HostStore};
 use crate::metrics::Metrics;
-use filter_core::config::Settings;
+use filter_core::config::Config;
 use filter_core::request::flow::{header_edits, BodyAction, Event, Forward, Observe, RequestFlow, Step};
 use filter_core::request::refusal::Refusal;
 use filter_core::request::rewrite::{HeaderEdit, Headers, REQUEST_ID_HEADER};
@@ -26,7 +26,7 @@ use filter_core::worker::Worker;
 /// What every context of the worker shares once configured.
 #[derive(Clone)]
 pub struct Shared {
-    pub settings: Rc<Settings>,
+    pub settings: Rc<Config>,
     pub metrics: Rc<Metrics>,
     pub worker: Rc<RefCell<Worker>>,
 }

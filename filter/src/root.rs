@@ -16,7 +16,7 @@ use proxy_wasm::types::ContextType;
 use crate::host::{self, Call, HostStore};
 use crate::http::{BillingHttp, Shared};
 use crate::metrics::Metrics;
-use filter_core::config::Settings;
+use filter_core::config::Config;
 use filter_core::debits::buffer::{read_answer, Settlement};
 use filter_core::sync::holds;
 use filter_core::sync::snapshot::{apply_page, hold_lease, read_page, release_lease, Progress, SyncStatus};
@@ -60,7 +60,7 @@ impl BillingRoot {
 
     fn configure(&mut self) -> Result<(), String> {
         let bytes = host::plugin_configuration().ok_or("the plugin configuration is empty")?;
-        let settings = Rc::new(Settings::from_json(&bytes)?);
+        let settings = Rc::new(Config::from_json(&bytes)?);
         let fallback = PriceTable::default_table(settings.price_factor)
             .map_err(|e| format!("the built-in price table cannot be loaded: {e}"))?;
         let seed =

@@ -235,7 +235,7 @@ fn the_control_plane_deployment_is_two_hardened_replicas_probed_on_its_own_route
 
 /// The filter's plugin configuration of a WasmPlugin or TrafficExtension, checked against the
 /// CRD's required fields, and parsed by the filter with the VM environment it names.
-fn check_wasm(w: &Value, what: &str) -> filter_core::config::Settings {
+fn check_wasm(w: &Value, what: &str) -> filter_core::config::Config {
     let url = w["url"]
         .as_str()
         .unwrap_or_else(|| panic!("{what}: url is required"));
@@ -270,7 +270,7 @@ fn check_wasm(w: &Value, what: &str) -> filter_core::config::Settings {
         std::env::set_var(var, format!("test-{secret}"));
     }
     let bytes = serde_json::to_vec(config).unwrap();
-    filter_core::config::Settings::from_json(&bytes)
+    filter_core::config::Config::from_json(&bytes)
         .unwrap_or_else(|e| panic!("{what}: the filter refuses its configuration: {e}"))
 }
 

@@ -24,7 +24,7 @@ use metering::wire::{KeyLookup, KeyLookupResult, SpendControl, PROTOCOL_VERSION}
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::config::{Settings, UpstreamKey};
+use crate::config::{Config, UpstreamKey};
 use crate::request::admission::{admit_known, extract_key, gateway_ready, key_shaped, well_formed_key};
 use crate::request::exchange::{Admission, Exchange};
 use crate::request::refusal::{Refusal, Shortfall};
@@ -142,11 +142,7 @@ fn millis(t: SystemTime) -> u64 {
 
 /// The header edits of an admitted request: the caller's key out, the operator's in (for the
 /// upstream), the gateway's own headers out, in the fewest host calls.
-pub fn header_edits<'a>(
-    headers: &'a Headers,
-    settings: &'a Settings,
-    route: RouteKind,
-) -> Vec<HeaderEdit<'a>> {
+pub fn header_edits<'a>(headers: &'a Headers, settings: &'a Config, route: RouteKind) -> Vec<HeaderEdit<'a>> {
     let key = if route == RouteKind::ControlPlane {
         &UpstreamKey::None
     } else {

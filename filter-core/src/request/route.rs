@@ -117,10 +117,10 @@ fn path_only(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::config::Config;
 
     fn table() -> RouteTable {
-        Settings::from_json(br#"{"internal_token":"t"}"#).unwrap().routes
+        Config::from_json(br#"{"internal_token":"t"}"#).unwrap().routes
     }
 
     #[test]

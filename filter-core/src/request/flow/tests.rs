@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::*;
-use crate::config::Settings;
+use crate::config::Config;
 use crate::shared::balances::{apply_account, apply_key, read_account};
 use crate::shared::store::MemoryStore;
 use crate::sync::snapshot::SyncStatus;
@@ -49,7 +49,7 @@ struct Setup {
 }
 
 fn setup(balance: &str, spend_control: SpendControl) -> Setup {
-    let settings = Settings::from_json(br#"{"internal_token":"t","upstream_api_key":"sk-op"}"#).unwrap();
+    let settings = Config::from_json(br#"{"internal_token":"t","upstream_api_key":"sk-op"}"#).unwrap();
     let prices = PriceTable::default_table(settings.price_factor).unwrap();
     let mut worker = Worker::new(std::rc::Rc::new(settings), prices, [9; 32]);
     let store = MemoryStore::default();
