@@ -4,100 +4,30 @@
 //! A served request's debit is always recorded, even below zero: the tokens were delivered. Every
 //! debit batch locks the `usage_revenue` ledger account, so debit batches apply one after another
 //! and the check for already-recorded ids (made after that lock) sees every earlier batch.
+//! What a batch comes to is decided in [`plan`], without the database; this module reads what
+//! the plan needs and writes what it says.
+
+mod plan;
 
 use std::collections::{HashMap, HashSet};
 
-use metering::wire::{Debit, DebitAck, DebitBatch, DebitOutcome, DebitResult, PROTOCOL_VERSION};
+use metering::wire::{DebitAck, DebitBatch, DebitOutcome, DebitResult, PROTOCOL_VERSION};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::ledger::{self, NewTransfer};
+use crate::ledger;
 use crate::state::AppState;
-use crate::{money, sync};
+use crate::sync;
+
+use plan::{Recorded, UsageRow};
 
 /// The most debits one batch may carry.
 pub const MAX_BATCH: usize = 5000;
-const MAX_TEXT: usize = 256;
-
-/// A debit's key id and cost, or why it can never be recorded.
-type Priced = Result<(Uuid, metering::Cost), String>;
-
-/// What gets stored for one applied debit.
-struct UsageRow<'a> {
-    debit: &'a Debit,
-    key_id: Uuid,
-    transfer_id: Option<Uuid>,
-    model_billed: String,
-    price_version: String,
-    cost: Decimal,
-    list_usd: Decimal,
-    served_model_unpriced: bool,
-    speed: Option<String>,
-    inference_geo: Option<String>,
-    multiplier: Decimal,
-    unpriced_report: bool,
-    fingerprint: String,
-}
-
 /// The keys of a batch's distinct hashes: (hash, key id, account id); see `apply_in`.
 pub const KEYS_BY_HASH: &str = "SELECT h.key_hash, k.id, k.account_id FROM UNNEST($1::text[]) AS h(key_hash)
      CROSS JOIN LATERAL (SELECT k.id, k.account_id FROM api_keys k WHERE k.key_hash = h.key_hash OFFSET 0) k";
-
-fn result(
-    debit_id: Uuid,
-    outcome: DebitOutcome,
-    version: i64,
-    credits: Option<Decimal>,
-    error: Option<String>,
-) -> DebitResult {
-    DebitResult {
-        debit_id,
-        outcome,
-        version: sync::to_wire(version),
-        credits: credits.map(money::canonical),
-        error,
-    }
-}
-
-fn rejected(debit_id: Uuid, why: String) -> DebitResult {
-    result(debit_id, DebitOutcome::Rejected, 0, None, Some(why))
-}
-
-/// Checks what needs no database: counts, sizes, formats.
-fn check(d: &Debit) -> Result<(), String> {
-    d.usage.validate().map_err(|e| e.to_string())?;
-    if d.key_hash.len() != 64
-        || !d
-            .key_hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err("key_hash must be 64 lowercase hex digits".into());
-    }
-    if d.model_requested.is_empty() || d.model_requested.len() > MAX_TEXT {
-        return Err(format!("model_requested must be 1 to {MAX_TEXT} bytes"));
-    }
-    let texts = [
-        &d.model_served,
-        &d.upstream_request_id,
-        &d.upstream_message_id,
-        &d.requested.speed,
-        &d.requested.inference_geo,
-    ];
-    if texts
-        .iter()
-        .any(|t| t.as_ref().is_some_and(|s| s.len() > MAX_TEXT))
-    {
-        return Err(format!("text fields are limited to {MAX_TEXT} bytes"));
-    }
-    Ok(())
-}
-
-fn fingerprint(d: &Debit) -> String {
-    ledger::fingerprint(&[&serde_json::to_string(d).unwrap_or_default()])
-}
 
 pub async fn apply(state: &AppState, batch: DebitBatch) -> ApiResult<DebitAck> {
     if batch.protocol == 0 {
@@ -156,7 +86,6 @@ async fn apply_in(
     // another while they hold it): fingerprints, key lookups, the price table and each cost. Keys
     // never move to another account and prices are effective-dated, so none of this depends on the
     // lock; the check for already-recorded ids, the balances and every write still come after it.
-    let fingerprints: Vec<String> = debits.iter().map(fingerprint).collect();
     let mut hashes: Vec<&str> = debits.iter().map(|d| d.key_hash.as_str()).collect();
     hashes.sort_unstable();
     hashes.dedup();
@@ -174,165 +103,66 @@ async fn apply_in(
         .collect();
     let (_, prices_version) = sync::current(conn).await?;
     let table = state.prices.at(conn, prices_version).await?;
-    // Per debit: whether it passed `check`, and its key and cost or why it cannot be recorded.
-    let mut priced: Vec<Option<(bool, Priced)>> = debits
-        .iter()
-        .map(|d| {
-            Some(match check(d) {
-                Err(why) => (false, Err(why)),
-                Ok(()) => (true, price(d, &keys, &table)),
-            })
-        })
-        .collect();
+    let prepared = plan::prepare(debits, &keys, &table);
 
     let mut lock_ids: Vec<Uuid> = debits.iter().map(|d| d.account_id).collect();
     lock_ids.push(ledger::USAGE_REVENUE);
-    let mut balances = ledger::lock_accounts(conn, &lock_ids).await?;
+    let balances = ledger::lock_accounts(conn, &lock_ids).await?;
 
     let ids: Vec<Uuid> = debits.iter().map(|d| d.debit_id).collect();
-    let existing: HashMap<Uuid, (String, i64, Decimal)> = sqlx::query_as::<_, (Uuid, String, i64, Decimal)>(
+    let recorded: HashMap<Uuid, Recorded> = sqlx::query_as::<_, (Uuid, String, i64, Decimal)>(
         "SELECT debit_id, fingerprint, sync_version, cost FROM usage_records WHERE debit_id = ANY($1)",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .map(|(id, fp, v, c)| (id, (fp, v, c)))
+    .map(|(id, fingerprint, version, cost)| {
+        let recorded = Recorded {
+            fingerprint,
+            version,
+            cost,
+        };
+        (id, recorded)
+    })
     .collect();
 
     let actor = format!(
         "gateway:{}",
         without_nul(batch.gateway_id.as_deref().unwrap_or("unnamed"))
     );
-    let mut results: Vec<DebitResult> = Vec::with_capacity(debits.len());
-    // Results still waiting for this batch's version: (index in results).
-    let mut pending_version: Vec<usize> = Vec::new();
-    // The first occurrence of each id in this batch: its fingerprint and the index of its result.
-    let mut in_batch: HashMap<Uuid, (String, usize)> = HashMap::new();
-    let mut transfers: Vec<NewTransfer> = Vec::new();
-    let mut rows: Vec<UsageRow> = Vec::new();
-    for ((d, fp), priced) in debits.iter().zip(fingerprints).zip(priced.iter_mut()) {
-        if let Some((seen_fp, first)) = in_batch.get(&d.debit_id) {
-            let repeat = match results.get(*first) {
-                Some(r) if *seen_fp == fp => {
-                    let mut r = r.clone();
-                    if r.outcome == DebitOutcome::Applied {
-                        r.outcome = DebitOutcome::Duplicate;
-                        pending_version.push(results.len());
-                    }
-                    r
-                }
-                _ => {
-                    let why = "the same debit_id came twice in the batch with different content".to_owned();
-                    result(d.debit_id, DebitOutcome::Conflict, 0, None, Some(why))
-                }
-            };
-            results.push(repeat);
-            continue;
-        }
-        in_batch.insert(d.debit_id, (fp.clone(), results.len()));
-        if let Some((stored_fp, version, cost)) = existing.get(&d.debit_id) {
-            results.push(if *stored_fp == fp {
-                result(d.debit_id, DebitOutcome::Duplicate, *version, Some(*cost), None)
-            } else {
-                let why = "debit_id was recorded before with different content".to_owned();
-                result(d.debit_id, DebitOutcome::Conflict, 0, None, Some(why))
-            });
-            continue;
-        }
-        // A malformed debit is told why first, then a missing account, then the key or the price.
-        let priced = match priced.take() {
-            Some((checked, p)) if !checked || balances.contains_key(&d.account_id) => p,
-            Some(_) => Err(format!("account {} does not exist", d.account_id)),
-            None => Err("the debit was priced once".to_owned()),
-        };
-        match priced {
-            Err(why) => results.push(rejected(d.debit_id, why)),
-            Ok((key_id, cost)) => {
-                let credits = cost.credits;
-                let transfer_id = (credits > Decimal::ZERO).then(ledger::new_transfer_id);
-                if let Some(id) = transfer_id {
-                    transfers.push(NewTransfer {
-                        id,
-                        scope: "debit",
-                        idempotency_key: d.debit_id.to_string(),
-                        kind: "usage",
-                        from: d.account_id,
-                        to: ledger::USAGE_REVENUE,
-                        amount: credits,
-                        reason: None,
-                        actor: actor.clone(),
-                        fingerprint: fp.clone(),
-                    });
-                }
-                pending_version.push(results.len());
-                results.push(result(d.debit_id, DebitOutcome::Applied, 0, Some(credits), None));
-                let unpriced_report = cost.reported_modifier_unpriced || cost.iteration_model_unpriced;
-                if unpriced_report {
-                    // The answer billed something the table cannot price exactly: the operator
-                    // adds the value or model (no content or key in this line).
-                    tracing::warn!(
-                        debit_id = %d.debit_id,
-                        model = %cost.model,
-                        speed = ?d.usage.speed,
-                        inference_geo = ?d.usage.inference_geo,
-                        iteration_models = ?d.usage.iterations.iter().filter_map(|i| i.model.as_deref()).collect::<Vec<_>>(),
-                        "a debit's answer names a modifier value or an iteration model without a price"
-                    );
-                }
-                rows.push(UsageRow {
-                    debit: d,
-                    key_id,
-                    transfer_id,
-                    model_billed: cost.model,
-                    price_version: cost.price_version,
-                    cost: credits,
-                    list_usd: cost.list_usd,
-                    served_model_unpriced: cost.served_model_unpriced,
-                    speed: cost.speed,
-                    inference_geo: cost.inference_geo,
-                    multiplier: cost.multiplier,
-                    unpriced_report,
-                    fingerprint: fp,
-                });
-            }
-        }
-    }
-    if rows.is_empty() {
-        return Ok(results);
-    }
-    let entries = ledger::entries_for(&transfers, &mut balances)?;
-    ledger::insert(conn, &transfers, &entries).await?;
-    let touched: HashSet<Uuid> = entries.iter().map(|e| e.account).collect();
-    balances.retain(|id, _| touched.contains(id));
-    let mut spent_keys: Vec<Uuid> = rows.iter().map(|r| r.key_id).collect();
-    spent_keys.sort_unstable();
-    spent_keys.dedup();
-    let limited = crate::keys::lock_limited(conn, &spent_keys).await?;
-    let version = sync::bump(conn).await?;
-    ledger::store_balances(conn, &balances, version).await?;
-    let accounts: Vec<Uuid> = balances.keys().copied().collect();
-    crate::webhooks::events::balances_changed(conn, &accounts, chrono::Utc::now()).await?;
-    insert_usage(conn, &rows, batch.gateway_id.as_deref(), version).await?;
-    crate::keys::limits_spent(conn, &limited, version, chrono::Utc::now()).await?;
-    for i in pending_version {
-        if let Some(r) = results.get_mut(i) {
-            r.version = sync::to_wire(version);
-        }
-    }
-    Ok(results)
-}
-
-/// The key's id and the cost of a debit that passed [`check`], or why it can never be recorded
-/// (whether its account exists is checked under the lock).
-fn price(d: &Debit, keys: &HashMap<String, (Uuid, Uuid)>, table: &metering::PriceTable) -> Priced {
-    let key_id = match keys.get(&d.key_hash) {
-        Some((key_id, account)) if *account == d.account_id => *key_id,
-        Some(_) => return Err("the key belongs to another account".into()),
-        None => return Err("no key has this hash".into()),
+    let mut plan = plan::plan(
+        debits,
+        prepared,
+        &recorded,
+        balances,
+        &actor,
+        ledger::new_transfer_id,
+    )?;
+    let Some(writes) = plan.writes.take() else {
+        return Ok(plan.results);
     };
-    let cost = metering::cost(table, &d.served_request()).map_err(|e| e.to_string())?;
-    Ok((key_id, cost))
+    for r in writes.rows.iter().filter(|r| r.unpriced_report) {
+        // The answer billed something the table cannot price exactly: the operator adds the
+        // value or model (no content or key in this line).
+        tracing::warn!(
+            debit_id = %r.debit.debit_id,
+            model = %r.model_billed,
+            speed = ?r.debit.usage.speed,
+            inference_geo = ?r.debit.usage.inference_geo,
+            iteration_models = ?r.debit.usage.iterations.iter().filter_map(|i| i.model.as_deref()).collect::<Vec<_>>(),
+            "a debit's answer names a modifier value or an iteration model without a price"
+        );
+    }
+    ledger::insert(conn, &writes.transfers, &writes.entries).await?;
+    let limited = crate::keys::lock_limited(conn, &writes.spent_keys).await?;
+    let version = sync::bump(conn).await?;
+    ledger::store_balances(conn, &writes.balances, version).await?;
+    let accounts: Vec<Uuid> = writes.balances.keys().copied().collect();
+    crate::webhooks::events::balances_changed(conn, &accounts, chrono::Utc::now()).await?;
+    insert_usage(conn, &writes.rows, batch.gateway_id.as_deref(), version).await?;
+    crate::keys::limits_spent(conn, &limited, version, chrono::Utc::now()).await?;
+    Ok(plan.stamped(version))
 }
 
 /// `text` with every NUL replaced by U+FFFD.
