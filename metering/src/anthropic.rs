@@ -32,9 +32,10 @@
 mod message;
 mod stream;
 
-pub use stream::AnthropicSseMeter;
+pub use stream::{AnthropicSseMeter, AnthropicStream};
 
-use crate::json::{JsonScanner, JsonSink, Limits, Path, Value};
+use crate::json::{JsonSink, Path, Value};
+use crate::meter::{Body, JsonMeter};
 use crate::usage::{MeterError, Metered};
 use message::MessageFields;
 
@@ -89,39 +90,15 @@ pub fn estimate_output(reported_output: u64, reported_thinking: u64, seen: &Cont
     (output, thinking.min(output))
 }
 
-/// The end of metering: the first error, else the metered usage once it passes validation.
-pub(crate) fn conclude(metered: Metered, error: Option<MeterError>) -> Result<Metered, MeterError> {
-    match error {
-        Some(e) => Err(e),
-        None => metered.usage.validate().map(|()| metered),
-    }
-}
-
-/// What `best_effort` answers: marked partial, and consistent even when the counts were not
-/// (thinking never above the output that includes it).
-pub(crate) fn best_effort(mut metered: Metered) -> Metered {
-    metered.partial = true;
-    metered.usage.thinking_tokens = metered.usage.thinking_tokens.min(metered.usage.output_tokens);
-    metered
-}
-
-/// Meters a non-streaming Messages response body.
-///
-/// `finish` answers an error for a body that is not one complete JSON document (a cut body
-/// included), so that nobody bills a truncated body as complete by accident; `best_effort`
-/// still gives what the part received reported. A complete body without
+/// Meters a non-streaming Messages response body (see [`JsonMeter`]). A complete body without
 /// `usage.output_tokens` is partial, with the output estimated from its text and thinking.
-pub struct AnthropicJsonMeter {
-    scanner: JsonScanner,
-    message: MessageSink,
-    error: Option<MeterError>,
-}
+pub type AnthropicJsonMeter = JsonMeter<AnthropicMessage>;
 
-/// The root message of a JSON response.
+/// A Messages response body, as the meter collects it.
 #[derive(Default)]
-struct MessageSink(MessageFields);
+pub struct AnthropicMessage(MessageFields);
 
-impl JsonSink for MessageSink {
+impl JsonSink for AnthropicMessage {
     fn capture_string(&mut self, path: Path<'_>) -> bool {
         MessageFields::wants_text(path)
     }
@@ -131,46 +108,9 @@ impl JsonSink for MessageSink {
     }
 }
 
-impl Default for AnthropicJsonMeter {
-    fn default() -> Self {
-        AnthropicJsonMeter::new()
-    }
-}
-
-impl AnthropicJsonMeter {
-    pub fn new() -> Self {
-        AnthropicJsonMeter {
-            scanner: JsonScanner::new(Limits::default()),
-            message: MessageSink::default(),
-            error: None,
-        }
-    }
-
-    /// Meters the next chunk of the body.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        if self.error.is_none() {
-            if let Err(e) = self.scanner.feed(chunk, &mut self.message) {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    /// The body ended: its usage, or why it cannot be billed as it stands.
-    pub fn finish(mut self) -> Result<Metered, MeterError> {
-        if self.error.is_none() {
-            self.error = self.scanner.finish(&mut self.message).err();
-        }
-        let (metered, error) = self.outcome();
-        conclude(metered, self.error.or(error))
-    }
-
-    /// What was metered so far, marked partial.
-    pub fn best_effort(&self) -> Metered {
-        best_effort(self.outcome().0)
-    }
-
-    fn outcome(&self) -> (Metered, Option<MeterError>) {
-        let message = &self.message.0;
+impl Body for AnthropicMessage {
+    fn metered(&self, complete: bool) -> (Metered, Option<MeterError>) {
+        let message = &self.0;
         let (mut usage, error) = message.usage.resolve();
         let reported = message.usage.has_output();
         if !reported {
@@ -181,7 +121,7 @@ impl AnthropicJsonMeter {
             usage,
             model: message.model.clone(),
             message_id: message.id.clone(),
-            partial: !reported || !self.scanner.is_done(),
+            partial: !reported || !complete,
             output_estimated: !reported,
         };
         (metered, error)

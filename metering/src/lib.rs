@@ -22,6 +22,7 @@ pub mod ceiling;
 pub mod cost;
 pub mod json;
 pub mod keylimit;
+pub mod meter;
 pub mod openai;
 pub mod price;
 pub mod request;

@@ -13,9 +13,10 @@
 //! captured strings of 256 bytes (`model`, `id`, `service_tier`, in the chunk being read and in
 //! the stream so far) and the SSE framer's 256 bytes: under 8 KiB per meter.
 
-use crate::anthropic::{best_effort, conclude, estimate_output, ContentSeen};
-use crate::json::{CountFields, JsonScanner, JsonSink, Limits, Path, Step, Value};
-use crate::sse::{EventMeter, JsonEvents, SseFramer, StreamEnd};
+use crate::anthropic::{estimate_output, ContentSeen};
+use crate::json::{CountFields, JsonSink, Path, Step, Value};
+use crate::meter::{Body, JsonMeter, SseMeter, Stream};
+use crate::sse::{EventMeter, StreamEnd};
 use crate::usage::{MeterError, Metered, Usage};
 
 const PROMPT: usize = 0;
@@ -40,7 +41,7 @@ const CHOICES: &[&str] = &["choices"];
 /// What a completion object (a JSON response, or one chunk of a stream) says. `message` is
 /// where a choice keeps its content: `message` in a response, `delta` in a chunk.
 #[derive(Clone, Debug)]
-struct CompletionFields<const CHUNK: bool> {
+pub struct CompletionFields<const CHUNK: bool> {
     model: Option<String>,
     id: Option<String>,
     service_tier: Option<String>,
@@ -109,7 +110,7 @@ impl<const CHUNK: bool> CompletionFields<CHUNK> {
         (usage, error)
     }
 
-    fn metered(&self, complete: bool) -> (Metered, Option<MeterError>) {
+    fn outcome(&self, complete: bool) -> (Metered, Option<MeterError>) {
         let (mut usage, error) = self.resolve();
         // An invalid count is an error for `finish`, and leaves `best_effort` to estimate.
         let reported = self.usage.count(COMPLETION).is_some();
@@ -163,48 +164,11 @@ impl<const CHUNK: bool> JsonSink for CompletionFields<CHUNK> {
 /// not one complete JSON document, as [`AnthropicJsonMeter`](crate::anthropic::AnthropicJsonMeter)
 /// does. Without `usage.completion_tokens` the result is partial, its output estimated from
 /// the choices' content.
-pub struct OpenAiJsonMeter {
-    scanner: JsonScanner,
-    body: CompletionFields<false>,
-    error: Option<MeterError>,
-}
+pub type OpenAiJsonMeter = JsonMeter<CompletionFields<false>>;
 
-impl Default for OpenAiJsonMeter {
-    fn default() -> Self {
-        OpenAiJsonMeter::new()
-    }
-}
-
-impl OpenAiJsonMeter {
-    pub fn new() -> Self {
-        OpenAiJsonMeter {
-            scanner: JsonScanner::new(Limits::default()),
-            body: CompletionFields::default(),
-            error: None,
-        }
-    }
-
-    /// Meters the next chunk of the body.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        if self.error.is_none() {
-            if let Err(e) = self.scanner.feed(chunk, &mut self.body) {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    /// The body ended: its usage, or why it cannot be billed as it stands.
-    pub fn finish(mut self) -> Result<Metered, MeterError> {
-        if self.error.is_none() {
-            self.error = self.scanner.finish(&mut self.body).err();
-        }
-        let (metered, error) = self.body.metered(self.scanner.is_done());
-        conclude(metered, self.error.or(error))
-    }
-
-    /// What was metered so far, marked partial.
-    pub fn best_effort(&self) -> Metered {
-        best_effort(self.body.metered(false).0)
+impl Body for CompletionFields<false> {
+    fn metered(&self, complete: bool) -> (Metered, Option<MeterError>) {
+        self.outcome(complete)
     }
 }
 
@@ -212,20 +176,18 @@ impl OpenAiJsonMeter {
 /// chunk that has one (with `stream_options.include_usage`, a final chunk with empty `choices`),
 /// content sizes for the estimate, and `data: [DONE]`. Partial without `[DONE]`, without a
 /// usage, after an `error` chunk, or when the stream ended inside an event.
-pub struct OpenAiSseMeter {
-    framer: SseFramer,
-    events: JsonEvents<StreamState>,
-}
+pub type OpenAiSseMeter = SseMeter<OpenAiStream>;
 
+/// What the chunks of a chat completion stream applied so far say.
 #[derive(Clone, Debug, Default)]
-struct StreamState {
+pub struct OpenAiStream {
     /// Model, id and tier as the chunks last gave them, the last usage reported, and all content.
     summary: CompletionFields<true>,
     done: bool,
     error_chunk: bool,
 }
 
-impl EventMeter for StreamState {
+impl EventMeter for OpenAiStream {
     type Event = CompletionFields<true>;
 
     const SENTINEL: Option<&'static [u8]> = Some(b"[DONE]");
@@ -255,42 +217,10 @@ impl EventMeter for StreamState {
     }
 }
 
-impl Default for OpenAiSseMeter {
-    fn default() -> Self {
-        OpenAiSseMeter::new()
-    }
-}
-
-impl OpenAiSseMeter {
-    pub fn new() -> Self {
-        OpenAiSseMeter {
-            framer: SseFramer::new(),
-            events: JsonEvents::new(StreamState::default()),
-        }
-    }
-
-    /// Meters the next chunk of the stream.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        self.framer.feed(chunk, &mut self.events);
-    }
-
-    /// The stream ended: its usage, or the first reason it cannot be billed as it stands.
-    pub fn finish(self) -> Result<Metered, MeterError> {
-        let (metered, error) = self.outcome();
-        conclude(metered, error)
-    }
-
-    /// What was metered so far, marked partial.
-    pub fn best_effort(&self) -> Metered {
-        best_effort(self.outcome().0)
-    }
-
-    fn outcome(&self) -> (Metered, Option<MeterError>) {
-        let end = self.framer.finish();
-        let (state, event_error) = self.events.settled(end);
+impl Stream for OpenAiStream {
+    fn metered(&self, end: StreamEnd) -> (Metered, Option<MeterError>) {
         let complete =
-            state.done && state.summary.usage_present && !state.error_chunk && end == StreamEnd::Clean;
-        let (metered, usage_error) = state.summary.metered(complete);
-        (metered, event_error.or(usage_error))
+            self.done && self.summary.usage_present && !self.error_chunk && end == StreamEnd::Clean;
+        self.summary.outcome(complete)
     }
 }

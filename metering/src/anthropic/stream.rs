@@ -2,9 +2,10 @@
 //! (the `event:` line is not trusted; the data is what SDKs act on).
 
 use super::message::{MessageFields, UsageFields};
-use super::{best_effort, conclude, estimate_output, ContentSeen};
+use super::{estimate_output, ContentSeen};
 use crate::json::{JsonSink, Path, Value};
-use crate::sse::{EventMeter, JsonEvents, SseFramer, StreamEnd};
+use crate::meter::{SseMeter, Stream};
+use crate::sse::{EventMeter, StreamEnd};
 use crate::usage::{MeterError, Metered};
 
 /// Meters a streaming Messages response.
@@ -21,14 +22,11 @@ use crate::usage::{MeterError, Metered};
 /// `output_tokens`, the output is estimated ([`estimate_output`]). An event whose data is not
 /// valid JSON makes `finish` answer its error; the other events are still metered for
 /// `best_effort`.
-pub struct AnthropicSseMeter {
-    framer: SseFramer,
-    events: JsonEvents<StreamState>,
-}
+pub type AnthropicSseMeter = SseMeter<AnthropicStream>;
 
-/// What the events applied so far say.
+/// What the events of a Messages stream applied so far say.
 #[derive(Clone, Debug, Default)]
-struct StreamState {
+pub struct AnthropicStream {
     /// `message_start`'s message.
     start: Option<MessageFields>,
     /// The `message_delta` usages, overlaid in order.
@@ -41,7 +39,7 @@ struct StreamState {
 
 /// What one event says.
 #[derive(Clone, Debug, Default)]
-struct EventFields {
+pub struct EventFields {
     kind: Option<String>,
     message: MessageFields,
     usage: UsageFields,
@@ -86,7 +84,7 @@ impl JsonSink for EventFields {
     }
 }
 
-impl EventMeter for StreamState {
+impl EventMeter for AnthropicStream {
     type Event = EventFields;
 
     fn apply(&mut self, event: &EventFields) {
@@ -104,8 +102,8 @@ impl EventMeter for StreamState {
     }
 }
 
-impl StreamState {
-    fn outcome(&self, end: StreamEnd) -> (Metered, Option<MeterError>) {
+impl Stream for AnthropicStream {
+    fn metered(&self, end: StreamEnd) -> (Metered, Option<MeterError>) {
         let start = self.start.clone().unwrap_or_default();
         let mut fields = start.usage.clone();
         fields.overlay(&self.deltas);
@@ -128,43 +126,5 @@ impl StreamState {
             output_estimated: !output_reported,
         };
         (metered, error)
-    }
-}
-
-impl Default for AnthropicSseMeter {
-    fn default() -> Self {
-        AnthropicSseMeter::new()
-    }
-}
-
-impl AnthropicSseMeter {
-    pub fn new() -> Self {
-        AnthropicSseMeter {
-            framer: SseFramer::new(),
-            events: JsonEvents::new(StreamState::default()),
-        }
-    }
-
-    /// Meters the next chunk of the stream.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        self.framer.feed(chunk, &mut self.events);
-    }
-
-    /// The stream ended: its usage, or the first reason it cannot be billed as it stands.
-    pub fn finish(self) -> Result<Metered, MeterError> {
-        let (metered, error) = self.outcome();
-        conclude(metered, error)
-    }
-
-    /// What was metered so far, marked partial.
-    pub fn best_effort(&self) -> Metered {
-        best_effort(self.outcome().0)
-    }
-
-    fn outcome(&self) -> (Metered, Option<MeterError>) {
-        let end = self.framer.finish();
-        let (state, event_error) = self.events.settled(end);
-        let (metered, usage_error) = state.outcome(end);
-        (metered, event_error.or(usage_error))
     }
 }
