@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use filter_core::sync::snapshot::Progress;
 use tests::stack::http_json;
 
 use crate::db::{bulk_accounts, psql, scalar};
@@ -49,7 +50,8 @@ fn count(page: &str, needle: &str) -> usize {
 }
 
 impl Scale<'_> {
-    fn fetch(&self, since: Option<i64>) -> Result<Fetched> {
+    /// Every page of the snapshot since `since` (0: a full one).
+    fn fetch(&self, since: u64) -> Result<Fetched> {
         let mut f = Fetched {
             bytes: 0,
             seconds: 0.0,
@@ -57,16 +59,12 @@ impl Scale<'_> {
             full: false,
             keys: 0,
         };
-        let mut cursor: Option<String> = None;
+        // Paged as the filter pages (the same cursor handling and query).
+        let mut paging = Progress::default();
+        paging.start(since, 0);
         let start = Instant::now();
         loop {
-            let mut path = format!("/internal/v1/snapshot?limit={PAGE_LIMIT}");
-            if let Some(s) = since {
-                path.push_str(&format!("&since={s}"));
-            }
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={c}"));
-            }
+            let path = paging.path(PAGE_LIMIT);
             let (status, page) = http_json("GET", self.control_port, &path, Some(self.internal_token), None)?;
             if status != 200 {
                 return Err(format!("snapshot page answered {status}: {page}"));
@@ -75,8 +73,7 @@ impl Scale<'_> {
             f.pages += 1;
             f.full |= page.contains("\"full\":true");
             f.keys += count(&page, "\"key_hash\":");
-            cursor = next_cursor(&page);
-            if cursor.is_none() {
+            if !paging.page_applied(next_cursor(&page), false, 0, 0) {
                 break;
             }
         }
@@ -155,7 +152,7 @@ impl Scale<'_> {
             "from the rows' commit until the filter's pages slow to the idle rate (within 1 s)",
         );
 
-        let full = self.fetch(None)?;
+        let full = self.fetch(0)?;
         if !full.full || (full.keys as f64) < total_keys {
             return Err(format!(
                 "the full snapshot held {} keys of {total_keys} (full: {})",
@@ -178,7 +175,7 @@ impl Scale<'_> {
             "full snapshot, every page fetched one after another",
         );
 
-        let since = scalar(self.database_url, "SELECT version FROM sync_state")? as i64;
+        let since = scalar(self.database_url, "SELECT version FROM sync_state")? as u64;
         let ids = psql(
             self.database_url,
             &format!(
@@ -199,7 +196,7 @@ impl Scale<'_> {
                 return Err(format!("revoking key {id} answered {status}: {body}"));
             }
         }
-        let delta = self.fetch(Some(since))?;
+        let delta = self.fetch(since)?;
         if delta.full || delta.keys != ids.len() {
             return Err(format!(
                 "the delta after {} revocations held {} keys (full: {})",
