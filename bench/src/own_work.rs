@@ -53,21 +53,18 @@ fn run(cmd: &mut Command, what: &str) -> Result<(f64, f64)> {
     parse(&text).ok_or_else(|| format!("{what}: no request_path figure in its output:\n{text}"))
 }
 
+/// `cargo test` of the filter's logic (`filter-core`, where `request_path` is), in `profile`.
+fn core_tests(profile: &str) -> Command {
+    let mut c = cargo();
+    c.args(["test", "-p", "filter-core", "--lib", "--profile", profile]);
+    c
+}
+
 /// The wasm32-wasip1 test binary of the filter's library, built in `profile`.
 fn wasm_test_binary(profile: &str) -> Result<PathBuf> {
-    let json = output(cargo().args([
-        "test",
-        "-p",
-        "filter-core",
-        "--lib",
-        "--profile",
-        profile,
-        "--target",
-        "wasm32-wasip1",
-        "--no-run",
-        "--message-format=json",
-    ]))
-    .ok_or("building the filter's tests for wasm32-wasip1 failed")?;
+    let json =
+        output(core_tests(profile).args(["--target", "wasm32-wasip1", "--no-run", "--message-format=json"]))
+            .ok_or("building the filter's tests for wasm32-wasip1 failed")?;
     json.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|m| m.get("executable")?.as_str().map(PathBuf::from))
@@ -84,18 +81,7 @@ fn ensure_node() -> Result {
 /// `profile`: `release` for the figures, `dev` for the smoke test.
 pub fn measure(report: &mut Report, work_dir: &Path, profile: &str) -> Result {
     let (native, native_batch) = run(
-        cargo().args([
-            "test",
-            "-p",
-            "filter-core",
-            "--lib",
-            "--profile",
-            profile,
-            "request_path",
-            "--",
-            "--ignored",
-            "--nocapture",
-        ]),
+        core_tests(profile).args(["request_path", "--", "--ignored", "--nocapture"]),
         "the native request_path measurement",
     )?;
     ensure_node()?;

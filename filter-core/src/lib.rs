@@ -22,3 +22,24 @@ pub mod request;
 pub mod shared;
 pub mod sync;
 pub mod worker;
+
+/// Values the tests of several modules build alike.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use metering::wire::{KeyState, KeyStatus};
+    use uuid::Uuid;
+
+    /// Key 1 of account 2 (hash `h`), without limits, as a snapshot row at `version`.
+    pub fn key_state(version: u64, status: KeyStatus) -> KeyState {
+        KeyState {
+            key_hash: "h".into(),
+            key_id: Uuid::from_u128(1),
+            account_id: Uuid::from_u128(2),
+            status,
+            version,
+            limit: None,
+            allowed_models: Vec::new(),
+            expires_at: None,
+        }
+    }
+}

@@ -1046,16 +1046,7 @@ mod tests {
     fn key_entry_is_read_once_per_sync_version() {
         let s = MemoryStore::default();
         let mut w = worker(r#"{"internal_token":"t"}"#);
-        let key = |status, version| metering::wire::KeyState {
-            key_hash: "h".into(),
-            key_id: Uuid::from_u128(1),
-            account_id: Uuid::from_u128(2),
-            status,
-            version,
-            limit: None,
-            allowed_models: Vec::new(),
-            expires_at: None,
-        };
+        let key = |status, version| crate::fixtures::key_state(version, status);
         crate::shared::balances::apply_key(&s, &key(KeyStatus::Active, 1), 0, 4).unwrap();
         w.observe_status(SyncStatus {
             version: 1,

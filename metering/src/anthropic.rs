@@ -36,7 +36,7 @@ pub use stream::{AnthropicSseMeter, AnthropicStream};
 
 use crate::json::{JsonSink, Path, Value};
 use crate::meter::{Body, JsonMeter};
-use crate::usage::{MeterError, Metered};
+use crate::usage::{MeterError, Metered, Usage};
 use message::MessageFields;
 
 /// How much content a response carried, for estimating output that was not reported.
@@ -108,22 +108,38 @@ impl JsonSink for AnthropicMessage {
     }
 }
 
+/// What a response reported, as metered: without a reported output count, the output (and
+/// thinking) estimated from the content seen ([`estimate_output`]) and marked so.
+pub(crate) fn reported(
+    mut usage: Usage,
+    output_reported: bool,
+    content: &ContentSeen,
+    model: Option<String>,
+    message_id: Option<String>,
+    partial: bool,
+) -> Metered {
+    if !output_reported {
+        (usage.output_tokens, usage.thinking_tokens) =
+            estimate_output(usage.output_tokens, usage.thinking_tokens, content);
+    }
+    Metered {
+        usage,
+        model,
+        message_id,
+        partial,
+        output_estimated: !output_reported,
+    }
+}
+
 impl Body for AnthropicMessage {
     fn metered(&self, complete: bool) -> (Metered, Option<MeterError>) {
         let message = &self.0;
-        let (mut usage, error) = message.usage.resolve();
-        let reported = message.usage.has_output();
-        if !reported {
-            (usage.output_tokens, usage.thinking_tokens) =
-                estimate_output(usage.output_tokens, usage.thinking_tokens, &message.content);
-        }
-        let metered = Metered {
-            usage,
-            model: message.model.clone(),
-            message_id: message.id.clone(),
-            partial: !reported || !complete,
-            output_estimated: !reported,
-        };
-        (metered, error)
+        let (usage, error) = message.usage.resolve();
+        let output = message.usage.has_output();
+        let (model, id) = (message.model.clone(), message.id.clone());
+        (
+            reported(usage, output, &message.content, model, id, !output || !complete),
+            error,
+        )
     }
 }

@@ -13,7 +13,7 @@
 //! captured strings of 256 bytes (`model`, `id`, `service_tier`, in the chunk being read and in
 //! the stream so far) and the SSE framer's 256 bytes: under 8 KiB per meter.
 
-use crate::anthropic::{estimate_output, ContentSeen};
+use crate::anthropic::{reported, ContentSeen};
 use crate::json::{CountFields, JsonSink, Path, Step, Value};
 use crate::meter::{Body, JsonMeter, SseMeter, Stream};
 use crate::sse::{EventMeter, StreamEnd};
@@ -111,21 +111,14 @@ impl<const CHUNK: bool> CompletionFields<CHUNK> {
     }
 
     fn outcome(&self, complete: bool) -> (Metered, Option<MeterError>) {
-        let (mut usage, error) = self.resolve();
+        let (usage, error) = self.resolve();
         // An invalid count is an error for `finish`, and leaves `best_effort` to estimate.
-        let reported = self.usage.count(COMPLETION).is_some();
-        if !reported {
-            (usage.output_tokens, usage.thinking_tokens) =
-                estimate_output(usage.output_tokens, usage.thinking_tokens, &self.content);
-        }
-        let metered = Metered {
-            usage,
-            model: self.model.clone(),
-            message_id: self.id.clone(),
-            partial: !complete || !reported,
-            output_estimated: !reported,
-        };
-        (metered, error)
+        let output = self.usage.count(COMPLETION).is_some();
+        let (model, id) = (self.model.clone(), self.id.clone());
+        (
+            reported(usage, output, &self.content, model, id, !complete || !output),
+            error,
+        )
     }
 }
 

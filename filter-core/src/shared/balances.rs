@@ -347,16 +347,7 @@ mod tests {
     use metering::wire::{AccountStatus, KeyStatus};
 
     fn key(version: u64, status: KeyStatus) -> KeyState {
-        KeyState {
-            key_hash: "h".into(),
-            key_id: Uuid::from_u128(1),
-            account_id: Uuid::from_u128(2),
-            status,
-            version,
-            limit: None,
-            allowed_models: Vec::new(),
-            expires_at: None,
-        }
+        crate::fixtures::key_state(version, status)
     }
 
     fn acct(balance: i64, version: u64) -> AccountState {

@@ -334,7 +334,7 @@ mod tests {
     use super::*;
     use crate::shared::balances::{read_account, read_key};
     use crate::shared::store::MemoryStore;
-    use metering::wire::{AccountState, AccountStatus, KeyState, KeyStatus};
+    use metering::wire::{AccountState, AccountStatus, KeyStatus};
     use rust_decimal::Decimal;
     use uuid::Uuid;
 
@@ -407,16 +407,7 @@ mod tests {
             protocol: 1,
             version,
             full: false,
-            keys: vec![KeyState {
-                key_hash: "h".into(),
-                key_id: Uuid::from_u128(1),
-                account_id: Uuid::from_u128(2),
-                status,
-                version,
-                limit: None,
-                allowed_models: Vec::new(),
-                expires_at: None,
-            }],
+            keys: vec![crate::fixtures::key_state(version, status)],
             accounts: vec![AccountState {
                 account_id: Uuid::from_u128(2),
                 status: AccountStatus::Active,

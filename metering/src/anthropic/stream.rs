@@ -2,7 +2,7 @@
 //! (the `event:` line is not trusted; the data is what SDKs act on).
 
 use super::message::{MessageFields, UsageFields};
-use super::{estimate_output, ContentSeen};
+use super::{reported, ContentSeen};
 use crate::json::{JsonSink, Path, Value};
 use crate::meter::{SseMeter, Stream};
 use crate::sse::{EventMeter, StreamEnd};
@@ -107,24 +107,16 @@ impl Stream for AnthropicStream {
         let start = self.start.clone().unwrap_or_default();
         let mut fields = start.usage.clone();
         fields.overlay(&self.deltas);
-        let (mut usage, error) = fields.resolve();
-        let output_reported = self.deltas.has_output();
-        if !output_reported {
-            (usage.output_tokens, usage.thinking_tokens) =
-                estimate_output(usage.output_tokens, usage.thinking_tokens, &self.content);
-        }
+        let (usage, error) = fields.resolve();
         let complete = self.start.is_some()
             && self.delta_usage_seen
             && self.stopped
             && !self.error_event
             && end == StreamEnd::Clean;
-        let metered = Metered {
-            usage,
-            model: start.model,
-            message_id: start.id,
-            partial: !complete,
-            output_estimated: !output_reported,
-        };
-        (metered, error)
+        let output = self.deltas.has_output();
+        (
+            reported(usage, output, &self.content, start.model, start.id, !complete),
+            error,
+        )
     }
 }
