@@ -36,7 +36,7 @@ impl AccountStatus {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Account {
     pub id: Uuid,
     pub name: String,

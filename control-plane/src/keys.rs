@@ -33,7 +33,7 @@ pub struct NewKey {
 }
 
 /// The creation response: the only place the secret ever appears.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedKey {
     pub id: Uuid,
     pub account_id: Uuid,

@@ -13,7 +13,7 @@ pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 1000;
 const MAX_CURSOR_LEN: usize = 512;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Page<T: ToSchema> {
     pub data: Vec<T>,
     /// Pass as `cursor` for the next page; null on the last page.

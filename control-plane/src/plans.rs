@@ -20,7 +20,7 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::money::{self, Amount};
 use crate::state::AppState;
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Plan {
     pub id: Uuid,
     pub name: String,
@@ -33,7 +33,7 @@ pub struct Plan {
     pub active: bool,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlanList {
     pub data: Vec<Plan>,
 }

@@ -13,10 +13,13 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::html::{credits, csrf_field, notice, page, when};
+use super::html::{as_written, credits, csrf_field, notice, page, when};
+use super::login::PasswordLink;
 use super::nav;
 use super::session::{AdminSession, Posted};
 use super::{ApiClient, PageError, PageResult};
+use crate::accounts::Account;
+use crate::keys::CreatedKey;
 use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
@@ -101,11 +104,10 @@ async fn create_account(
     Posted { session, form }: Posted<AdminSession, NewAccountForm>,
 ) -> PageResult<Redirect> {
     let body = json!({ "name": form.name, "email": form.email });
-    let created = api
+    let created: Account = api
         .json(&session.actor(), Method::POST, "/v1/accounts", Some(&body))
         .await?;
-    let id = created["id"].as_str().unwrap_or_default();
-    Ok(Redirect::to(&format!("/admin/accounts/{id}")))
+    Ok(Redirect::to(&format!("/admin/accounts/{}", created.id)))
 }
 
 #[derive(sqlx::FromRow)]
@@ -291,7 +293,7 @@ async fn post_credits(
         "reason": if reason.is_empty() { None } else { Some(reason) },
         "idempotency_key": form.idempotency_key,
     });
-    api.json(
+    api.call(
         &session.actor(),
         Method::POST,
         &format!("/v1/accounts/{id}/credits"),
@@ -317,7 +319,7 @@ async fn post_status(
     let reason = form.reason.trim();
     let body =
         json!({ "status": form.status, "reason": if reason.is_empty() { None } else { Some(reason) } });
-    api.json(
+    api.call(
         &session.actor(),
         Method::PATCH,
         &format!("/v1/accounts/{id}"),
@@ -340,7 +342,7 @@ async fn post_key(
     Posted { session, form }: Posted<AdminSession, NameForm>,
 ) -> PageResult<Html<String>> {
     let body = json!({ "name": form.name });
-    let created = api
+    let created: CreatedKey = api
         .json(
             &session.actor(),
             Method::POST,
@@ -350,8 +352,8 @@ async fn post_key(
         .await?;
     let extra = html! {
         div.card #new-key {
-            p { "New key " strong { (created["name"].as_str().unwrap_or_default()) } ": pass it on now, it is shown only this once." }
-            div.secret #new-key-secret { (created["key"].as_str().unwrap_or_default()) }
+            p { "New key " strong { (created.name) } ": pass it on now, it is shown only this once." }
+            div.secret #new-key-secret { (created.key) }
         }
     };
     account_page(&state, &session, id, Some(extra), None).await
@@ -366,7 +368,7 @@ async fn post_password_link(
     Path(id): Path<Uuid>,
     Posted { session, .. }: Posted<AdminSession, NoFields>,
 ) -> PageResult<Html<String>> {
-    let link = api
+    let link: PasswordLink = api
         .json(
             &session.actor(),
             Method::POST,
@@ -376,9 +378,9 @@ async fn post_password_link(
         .await?;
     let extra = html! {
         div.card #password-link {
-            p { "One-time " (link["purpose"].as_str().unwrap_or_default()) " link, valid until "
-                (link["expires_at"].as_str().unwrap_or_default()) ". Pass it on to the customer; it is shown only this once." }
-            div.secret #password-link-url { (link["url"].as_str().unwrap_or_default()) }
+            p { "One-time " (link.purpose) " link, valid until "
+                (as_written(link.expires_at)) ". Pass it on to the customer; it is shown only this once." }
+            div.secret #password-link-url { (link.url) }
         }
     };
     account_page(&state, &session, id, Some(extra), None).await
@@ -394,7 +396,7 @@ async fn revoke_key(
     Path(key_id): Path<Uuid>,
     Posted { session, form }: Posted<AdminSession, RevokeForm>,
 ) -> PageResult<Redirect> {
-    api.json(
+    api.call(
         &session.actor(),
         Method::DELETE,
         &format!("/v1/keys/{key_id}"),

@@ -9,14 +9,19 @@ use axum::response::{Html, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use maud::{html, Markup};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
-use super::html::{csrf_field, page};
+use super::html::{credits, csrf_field, page};
 use super::nav;
 use super::session::{AdminSession, CustomerSession, Posted};
 use super::{ApiClient, PageError, PageResult};
+use crate::invoices::InvoiceDocument;
+use crate::money;
+use crate::page::Page;
+use crate::payments::model::Purchase;
+use crate::plans::PlanList;
 use crate::state::AppState;
 
 const CRYPTO: &[(&str, &str)] = &[
@@ -27,13 +32,9 @@ const CRYPTO: &[(&str, &str)] = &[
     ("USDC_ERC20", "USDC on Ethereum (ERC-20)"),
 ];
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_default()
-}
-
-/// The number as the API wrote it, grouped for reading.
-fn amount(v: &Value, key: &str) -> String {
-    text(v, key).parse().map(super::html::credits).unwrap_or_default()
+/// An optional text of an answer, empty when absent.
+fn text(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or_default()
 }
 
 /// A QR code as inline SVG: dark modules as one path, drawn from the `qrcode` crate's matrix.
@@ -58,11 +59,16 @@ pub fn qr_svg(data: &str) -> Markup {
     }
 }
 
+/// The exact amount to send, as the API writes it; empty when not a crypto purchase.
+fn pay_amount(p: &Purchase) -> String {
+    p.pay_amount.map(money::plain).unwrap_or_default()
+}
+
 /// What a wallet scans: BIP-21 with the amount for Bitcoin, the address for the others.
-fn qr_payload(purchase: &Value) -> String {
-    let address = text(purchase, "pay_address");
-    match text(purchase, "pay_currency") {
-        "BTC" => format!("bitcoin:{address}?amount={}", text(purchase, "pay_amount")),
+fn qr_payload(purchase: &Purchase) -> String {
+    let address = text(&purchase.pay_address);
+    match text(&purchase.pay_currency) {
+        "BTC" => format!("bitcoin:{address}?amount={}", pay_amount(purchase)),
         _ => address.to_owned(),
     }
 }
@@ -72,22 +78,22 @@ async fn buy(
     State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
 ) -> PageResult<Html<String>> {
-    let plans = api.json(&session.actor(), Method::GET, "/v1/plans", None).await?;
+    let plans: PlanList = api.json(&session.actor(), Method::GET, "/v1/plans", None).await?;
     let card = state.config.payments.stripe_secret_key.is_some();
     let crypto = state.config.payments.nowpayments_api_key.is_some();
     let csrf = &session.csrf;
     let body = html! {
         @if !card && !crypto { p.notice.error { "Online payments are not set up here; ask support to sell you credits." } }
         div.plans {
-            @for plan in plans["data"].as_array().into_iter().flatten().filter(|p| p["active"] == true) {
+            @for plan in plans.data.iter().filter(|p| p.active) {
                 div.card.plan {
-                    h2 { (text(plan, "name")) }
-                    div.price { "$" (text(plan, "price_usd")) }
-                    div.muted { (amount(plan, "credits")) " credits" }
+                    h2 { (plan.name) }
+                    div.price { "$" (money::plain(plan.price_usd)) }
+                    div.muted { (credits(plan.credits)) " credits" }
                     @if card {
                         form method="post" action="/dashboard/buy" {
                             (csrf_field(csrf))
-                            input type="hidden" name="plan_id" value=(text(plan, "id"));
+                            input type="hidden" name="plan_id" value=(plan.id);
                             input type="hidden" name="method" value="card";
                             button type="submit" { "Pay by card" }
                         }
@@ -95,7 +101,7 @@ async fn buy(
                     @if crypto {
                         form.row method="post" action="/dashboard/buy" {
                             (csrf_field(csrf))
-                            input type="hidden" name="plan_id" value=(text(plan, "id"));
+                            input type="hidden" name="plan_id" value=(plan.id);
                             input type="hidden" name="method" value="crypto";
                             select name="currency" aria-label="Cryptocurrency" {
                                 @for (code, label) in CRYPTO { option value=(code) { (label) } }
@@ -132,18 +138,15 @@ async fn start_purchase(
         body["currency"] = json!(form.currency);
     }
     let path = format!("/v1/accounts/{}/purchases", session.account_id);
-    let purchase = api
+    let purchase: Purchase = api
         .json(&session.actor(), Method::POST, &path, Some(&body))
         .await?;
-    Ok(Redirect::to(&format!(
-        "/dashboard/purchases/{}",
-        text(&purchase, "id")
-    )))
+    Ok(Redirect::to(&format!("/dashboard/purchases/{}", purchase.id)))
 }
 
 /// The purchase, if it is the session's account's.
-async fn own_purchase(api: &ApiClient, session: &CustomerSession, id: Uuid) -> PageResult<Value> {
-    let purchase = api
+async fn own_purchase(api: &ApiClient, session: &CustomerSession, id: Uuid) -> PageResult<Purchase> {
+    let purchase: Purchase = api
         .json(
             &session.actor(),
             Method::GET,
@@ -151,7 +154,7 @@ async fn own_purchase(api: &ApiClient, session: &CustomerSession, id: Uuid) -> P
             None,
         )
         .await?;
-    if text(&purchase, "account_id") != session.account_id.to_string() {
+    if purchase.account_id != session.account_id {
         return Err(PageError::NotFound(format!("you have no purchase {id}")));
     }
     Ok(purchase)
@@ -170,28 +173,28 @@ async fn purchase_page(
     Path(id): Path<Uuid>,
 ) -> PageResult<Html<String>> {
     let p = own_purchase(&api, &session, id).await?;
-    let status = text(&p, "status");
+    let status = p.status.as_str();
     let body = html! {
         div.card #purchase data-purchase-status=(status) data-status-url={ "/dashboard/purchases/" (id) "/status" } {
-            p { strong { (text(&p, "plan_name")) } ": " (amount(&p, "credits")) " credits for $" (text(&p, "amount_usd")) }
+            p { strong { (p.plan_name) } ": " (credits(p.credits)) " credits for $" (money::plain(p.amount_usd)) }
             p { "Status: " strong #purchase-status class={ "status-" (status) } { (status) }
-                @if let Some(reason) = p["status_reason"].as_str() { " " span.muted { (reason) } } }
-            @if status == "pending" && text(&p, "method") == "card" {
-                p { a.button #checkout href=(text(&p, "checkout_url")) rel="noreferrer" { "Continue to the card payment" } }
+                @if let Some(reason) = &p.status_reason { " " span.muted { (reason) } } }
+            @if status == "pending" && p.method == "card" {
+                p { a.button #checkout href=(text(&p.checkout_url)) rel="noreferrer" { "Continue to the card payment" } }
             }
-            @if status == "pending" && text(&p, "method") == "crypto" {
+            @if status == "pending" && p.method == "crypto" {
                 div.cards {
                     div {
                         p { "Send exactly" }
-                        p.amount #pay-amount { (text(&p, "pay_amount")) " " (text(&p, "pay_currency")) }
-                        p { "on the " strong #network { (text(&p, "network")) } " network to" }
-                        p.secret #pay-address { (text(&p, "pay_address")) }
+                        p.amount #pay-amount { (pay_amount(&p)) " " (text(&p.pay_currency)) }
+                        p { "on the " strong #network { (text(&p.network)) } " network to" }
+                        p.secret #pay-address { (text(&p.pay_address)) }
                         p.muted { "This page updates by itself when the payment arrives (or reload it)." }
                     }
                     div.qr { (qr_svg(&qr_payload(&p))) }
                 }
             }
-            @if let Some(number) = p["invoice_number"].as_str() {
+            @if let Some(number) = &p.invoice_number {
                 p #invoice { "Invoice " (invoice_links(number)) }
             }
         }
@@ -202,13 +205,19 @@ async fn purchase_page(
     ))
 }
 
+/// What the purchase page polls for.
+#[derive(Serialize)]
+struct PurchaseStatus {
+    status: String,
+}
+
 async fn purchase_status(
     session: CustomerSession,
     Extension(api): Extension<ApiClient>,
     Path(id): Path<Uuid>,
-) -> PageResult<Json<Value>> {
+) -> PageResult<Json<PurchaseStatus>> {
     let p = own_purchase(&api, &session, id).await?;
-    Ok(Json(json!({ "status": p["status"] })))
+    Ok(Json(PurchaseStatus { status: p.status }))
 }
 
 async fn purchases(
@@ -216,18 +225,18 @@ async fn purchases(
     Extension(api): Extension<ApiClient>,
 ) -> PageResult<Html<String>> {
     let path = format!("/v1/accounts/{}/purchases?limit=200", session.account_id);
-    let list = api.json(&session.actor(), Method::GET, &path, None).await?;
+    let list: Page<Purchase> = api.json(&session.actor(), Method::GET, &path, None).await?;
     let body = html! {
         table #purchases {
             thead { tr { th { "Created" } th { "Plan" } th.num { "Credits" } th.num { "Price" } th { "Method" } th { "Status" } th { "Invoice" } } }
             tbody {
-                @for p in list["data"].as_array().into_iter().flatten() {
+                @for p in &list.data {
                     tr {
-                        td { a href={ "/dashboard/purchases/" (text(p, "id")) } { (text(p, "created_at").get(..16).unwrap_or_default()) } }
-                        td { (text(p, "plan_name")) } td.num { (amount(p, "credits")) } td.num { "$" (text(p, "amount_usd")) }
-                        td { (text(p, "method")) } td class={ "status-" (text(p, "status")) } { (text(p, "status")) }
-                        td { @if let Some(n) = p["invoice_number"].as_str() { (invoice_links(n)) }
-                             @if let Some(n) = p["credit_note_number"].as_str() { br; "Credit note " (invoice_links(n)) } }
+                        td { a href={ "/dashboard/purchases/" (p.id) } { (p.created_at.format("%Y-%m-%dT%H:%M")) } }
+                        td { (p.plan_name) } td.num { (credits(p.credits)) } td.num { "$" (money::plain(p.amount_usd)) }
+                        td { (p.method) } td class={ "status-" (p.status) } { (p.status) }
+                        td { @if let Some(n) = &p.invoice_number { (invoice_links(n)) }
+                             @if let Some(n) = &p.credit_note_number { br; "Credit note " (invoice_links(n)) } }
                     }
                 }
             }
@@ -256,7 +265,7 @@ async fn invoice(
     {
         return Err(PageError::NotFound("no such invoice".into()));
     }
-    let doc = api
+    let doc: InvoiceDocument = api
         .json(
             &session.actor(),
             Method::GET,
@@ -264,7 +273,7 @@ async fn invoice(
             None,
         )
         .await?;
-    if doc["buyer"]["account_id"].as_str() != Some(session.account_id.to_string().as_str()) {
+    if doc.buyer.account_id != Some(session.account_id) {
         return Err(PageError::NotFound(format!("you have no invoice {number}")));
     }
     let format = if q.format.as_deref() == Some("pdf") {
@@ -409,7 +418,7 @@ async fn telegram_sale(
     Posted { session, form }: Posted<AdminSession, SaleForm>,
 ) -> PageResult<Redirect> {
     let body = json!({ "plan_id": form.plan_id, "method": "telegram", "reference": form.reference });
-    api.json(
+    api.call(
         &session.actor(),
         Method::POST,
         &format!("/v1/accounts/{account_id}/purchases"),
@@ -436,7 +445,7 @@ async fn confirm(
     } else {
         json!({ "reference": reference })
     };
-    api.json(
+    api.call(
         &session.actor(),
         Method::POST,
         &format!("/v1/purchases/{id}/confirm"),
@@ -458,7 +467,7 @@ async fn refund(
     Posted { session, form }: Posted<AdminSession, RefundForm>,
 ) -> PageResult<Redirect> {
     let body = json!({ "reason": form.reason });
-    api.json(
+    api.call(
         &session.actor(),
         Method::POST,
         &format!("/v1/purchases/{id}/refund"),

@@ -180,7 +180,7 @@ async fn add_price(
     if !reason.is_empty() {
         body["reason"] = json!(reason);
     }
-    api.json(
+    api.call(
         &session.actor(),
         Method::PUT,
         &format!("/v1/prices/{model}"),
@@ -261,7 +261,7 @@ async fn add_plan(
         "credits": rate_field("credits", &form.credits)?,
         "price_usd": rate_field("price", &form.price_usd)?,
     });
-    api.json(&session.actor(), Method::POST, "/v1/plans", Some(&body))
+    api.call(&session.actor(), Method::POST, "/v1/plans", Some(&body))
         .await?;
     Ok(Redirect::to("/admin/plans"))
 }
@@ -284,7 +284,7 @@ async fn change_plan(
     if let Some(active) = form.active {
         body["active"] = json!(active);
     }
-    api.json(
+    api.call(
         &session.actor(),
         Method::PATCH,
         &format!("/v1/plans/{id}"),

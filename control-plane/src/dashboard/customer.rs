@@ -23,7 +23,7 @@ use super::html::{credits, csrf_field, page, request_options, when};
 use super::nav;
 use super::session::{token_hash, CustomerSession, Posted};
 use super::{ApiClient, PageError, PageResult};
-use crate::keys::Key;
+use crate::keys::{CreatedKey, Key};
 use crate::money;
 use crate::state::AppState;
 use metering::keylimit::LimitPeriod;
@@ -335,7 +335,7 @@ async fn save_key_limits(
     let k = own_key(&state, &session, key_id).await?;
     let saved = match form.patch() {
         Ok(change) => {
-            api.json(
+            api.call(
                 &session.actor(),
                 Method::PATCH,
                 &format!("/v1/keys/{key_id}"),
@@ -372,7 +372,7 @@ async fn create_key(
     Posted { session, form }: Posted<CustomerSession, NewKeyForm>,
 ) -> PageResult<Html<String>> {
     let path = format!("/v1/accounts/{}/keys", session.account_id);
-    let created = api
+    let created: CreatedKey = api
         .json(
             &session.actor(),
             Method::POST,
@@ -380,10 +380,12 @@ async fn create_key(
             Some(&json!({ "name": form.name })),
         )
         .await?;
-    let name = created["name"].as_str().unwrap_or_default();
-    let secret = created["key"].as_str().unwrap_or_default();
     let keys = keys_of(&state, session.account_id).await?;
-    Ok(Html(keys_page(&session, &keys, Some((name, secret)))))
+    Ok(Html(keys_page(
+        &session,
+        &keys,
+        Some((created.name.as_str(), created.key.as_str())),
+    )))
 }
 
 async fn revoke_key(
@@ -399,7 +401,7 @@ async fn revoke_key(
     if owner != Some(session.account_id) {
         return Err(PageError::NotFound(format!("you have no key {key_id}")));
     }
-    api.json(
+    api.call(
         &session.actor(),
         Method::DELETE,
         &format!("/v1/keys/{key_id}"),

@@ -4,7 +4,7 @@
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use maud::{html, Markup, DOCTYPE};
 use rust_decimal::Decimal;
 
@@ -121,6 +121,11 @@ pub fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// A time as the API writes it in JSON (RFC 3339 in UTC with `Z`, the fraction as needed).
+pub fn as_written(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
 /// Static assets: long-lived, same-origin, typed.
 pub fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut resp = body.into_response();
@@ -155,6 +160,21 @@ pub fn request_options(
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn times_are_shown_as_the_api_writes_them() {
+        for t in [
+            "2025-06-01T12:34:56Z",
+            "2025-06-01T12:34:56.120Z",
+            "2025-06-01T12:34:56.123456789Z",
+        ] {
+            let t: DateTime<Utc> = t.parse().unwrap();
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::Value::String(as_written(t))
+            );
+        }
+    }
 
     #[test]
     fn credits_are_grouped_and_rounded_for_display() {

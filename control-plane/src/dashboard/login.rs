@@ -244,7 +244,7 @@ async fn customer_logout(
 }
 
 /// The answer of `POST /v1/accounts/{id}/password-link`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PasswordLink {
     pub account_id: Uuid,
     /// `invite` (the account has no password yet) or `reset`.

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use maud::html;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use tower::ServiceExt;
 use utoipa_axum::router::OpenApiRouter;
@@ -147,14 +148,15 @@ impl ApiClient {
         resp.map_err(|e| PageError::Internal(format!("API call: {e}")))
     }
 
-    /// Sends one request and reads the JSON answer; API errors become [`PageError`]s.
-    pub async fn json(
+    /// Sends one request and reads the JSON answer as the API's type `T`; API errors become
+    /// [`PageError`]s.
+    pub async fn json<T: DeserializeOwned>(
         &self,
         actor: &str,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> PageResult<Value> {
+    ) -> PageResult<T> {
         let resp = self.send(actor, method, path, body).await?;
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
@@ -166,7 +168,8 @@ impl ApiClient {
             serde_json::from_slice(&bytes).map_err(|e| PageError::Internal(format!("API answer: {e}")))?
         };
         if status.is_success() {
-            return Ok(value);
+            return serde_json::from_value(value)
+                .map_err(|e| PageError::Internal(format!("API answer: {e}")));
         }
         let message = value["error"]["message"].as_str().unwrap_or("refused").to_owned();
         Err(match status {
@@ -174,6 +177,19 @@ impl ApiClient {
             StatusCode::NOT_FOUND => PageError::NotFound(message),
             s => PageError::Refused(s, message),
         })
+    }
+
+    /// Sends one request whose answer the page does not read (it must still be JSON, or empty).
+    pub async fn call(
+        &self,
+        actor: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> PageResult<()> {
+        self.json::<IgnoredAny>(actor, method, path, body)
+            .await
+            .map(|_| ())
     }
 }
 

@@ -29,7 +29,7 @@ impl Method {
 }
 
 /// One purchase of a plan. Method-specific fields are null for the other methods.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Purchase {
     pub id: Uuid,
     pub account_id: Uuid,
