@@ -1,6 +1,6 @@
 //! Configuration: the contract's environment variables, optionally read first from a TOML file
 //! (`--config FILE` or `CLAUDESTORE_CONFIG`) whose keys are the same names; the environment wins.
-//! Missing tokens are generated once and kept (mode 0600) under the data directory.
+//! Missing tokens are generated once and kept (mode 0600) under the data directory ([`crate::secrets`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,8 +8,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use rand::RngCore;
 use rust_decimal::Decimal;
+
+use crate::secrets::{self, SecretError};
 
 /// Every key the file or the environment may set.
 pub const KEYS: &[&str] = &[
@@ -40,7 +41,6 @@ pub const KEYS: &[&str] = &[
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/claudestore";
-const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -377,74 +377,12 @@ fn parse_factor(v: &str) -> Result<Decimal, ConfigError> {
     metering::price::check_factor(f).map_err(|why| invalid("PRICE_FACTOR", why))
 }
 
-/// Where a generated token is kept.
-pub fn token_path(data_dir: &Path, key: &str) -> PathBuf {
-    data_dir.join(key.to_ascii_lowercase())
-}
-
+/// The token of `key` ([`secrets::resolve`]), its errors named with `key`.
 fn resolve_token(key: &'static str, given: Option<&str>, data_dir: &Path) -> Result<String, ConfigError> {
-    if let Some(t) = given {
-        return check_token(key, t.trim()).map(str::to_owned);
-    }
-    let path = token_path(data_dir, key);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => check_token(key, t.trim()).map(str::to_owned).map_err(|e| {
-            ConfigError::Io(format!(
-                "{}: {e}; delete it to generate a new one",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let token = generate_token();
-            write_secret(&path, &token)
-                .map_err(|e| ConfigError::Io(format!("cannot keep {key} in {}: {e}", path.display())))?;
-            if key == "ADMIN_TOKEN" {
-                // Printed once, at generation, as the contract says; never logged afterwards.
-                println!("generated ADMIN_TOKEN={token} (kept in {})", path.display());
-            } else {
-                println!("generated {key}; it is kept in {}", path.display());
-            }
-            Ok(token)
-        }
-        Err(e) => Err(ConfigError::Io(format!("cannot read {}: {e}", path.display()))),
-    }
-}
-
-fn check_token<'a>(key: &'static str, t: &'a str) -> Result<&'a str, ConfigError> {
-    if t.len() < MIN_TOKEN_LEN {
-        return Err(invalid(
-            key,
-            format!("must be at least {MIN_TOKEN_LEN} characters"),
-        ));
-    }
-    if !t.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(key, "must be printable ASCII without spaces"));
-    }
-    Ok(t)
-}
-
-/// 32 random bytes, hex: 256 bits.
-pub fn generate_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
-fn write_secret(path: &Path, value: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(value.as_bytes())?;
-    file.write_all(b"\n")
+    secrets::resolve(key, given, data_dir).map_err(|e| match e {
+        SecretError::Invalid(reason) => invalid(key, reason),
+        SecretError::Io(message) => ConfigError::Io(message),
+    })
 }
 
 /// Reads the config file named by `--config FILE` (or `CLAUDESTORE_CONFIG`), then the environment.
@@ -503,28 +441,6 @@ mod tests {
         assert_eq!(config.admin_token, "file-admin-token-0123");
         assert_eq!(config.public_url, "http://127.0.0.1:9100");
         assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn generated_tokens_are_kept_private_and_reused() {
-        let dir = temp_dir();
-        let mut s = Settings::default();
-        s.set("DATA_DIR", &dir.display().to_string());
-        let first = s.clone().into_config().unwrap();
-        let second = s.into_config().unwrap();
-        assert_eq!(first.admin_token, second.admin_token);
-        assert_eq!(first.internal_token, second.internal_token);
-        assert_ne!(first.admin_token, first.internal_token);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(token_path(&dir, "INTERNAL_TOKEN"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

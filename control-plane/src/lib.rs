@@ -25,6 +25,7 @@ pub mod page;
 pub mod payments;
 pub mod plans;
 pub mod prices;
+pub mod secrets;
 pub mod state;
 pub mod sync;
 pub mod usage;
