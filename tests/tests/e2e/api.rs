@@ -211,6 +211,17 @@ impl Api {
     }
 
     /// A new account with one key and `credits` granted (none when "0").
+    /// Waits (polling the free `GET /v1/models`, so that nothing is billed while it waits) until
+    /// the gateway answers the key with `status`: a change that reaches the gateways by sync, a
+    /// mode that takes effect, a restart; the answer.
+    pub async fn until_models_answer(&self, key: &str, status: u16, what: &str, timeout: Duration) -> Reply {
+        eventually(what, timeout, || async {
+            let r = self.send(Call::new(Method::GET, "/v1/models").key(key)).await;
+            (r.status == status).then_some(r)
+        })
+        .await
+    }
+
     pub async fn tenant(&self, credits: &str) -> Tenant {
         self.tenant_with(credits, None).await
     }

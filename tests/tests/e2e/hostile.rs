@@ -279,15 +279,11 @@ async fn flood_of_minted_keys_is_capped_and_known_keys_are_still_served() {
     });
     let api = Api::new(&stack.gw);
     let tenant = api.tenant("10").await;
-    crate::api::eventually(
+    api.until_models_answer(
+        &tenant.key,
+        200,
         "the key is synced",
         std::time::Duration::from_secs(10),
-        || async {
-            let r = api
-                .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
-                .await;
-            (r.status == 200).then_some(())
-        },
     )
     .await;
     let lookups_before = api.filter_stat("lookups").await;

@@ -109,13 +109,8 @@ async fn fail_closed_outage_answers_503_until_the_control_plane_is_back() {
     let api = Api::new(&stack.gw);
     let tenant = api.tenant("100").await;
     // Fail-closed refuses until the first snapshot has been applied, a moment after Envoy is ready.
-    eventually("the first snapshot", Duration::from_secs(10), || async {
-        let r = api
-            .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
-            .await;
-        (r.status == 200).then_some(())
-    })
-    .await;
+    api.until_models_answer(&tenant.key, 200, "the first snapshot", Duration::from_secs(10))
+        .await;
     api.send(Call::messages(&tenant.key, SONNET, false))
         .await
         .assert_ok();
@@ -123,28 +118,25 @@ async fn fail_closed_outage_answers_503_until_the_control_plane_is_back() {
     stack.stop_control_plane();
     // Once the gateway notices (no successful sync for `stale_after_ms`), it refuses everything.
     // Polled on a free route, so that nothing served while it has not noticed yet is billed.
-    let models = eventually("503 in fail-closed mode", Duration::from_secs(20), || async {
-        let r = api
-            .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
-            .await;
-        (r.status == 503).then_some(r)
-    })
-    .await;
+    let models = api
+        .until_models_answer(
+            &tenant.key,
+            503,
+            "503 in fail-closed mode",
+            Duration::from_secs(20),
+        )
+        .await;
     models.assert_refused(503, "api_error");
     let refused = api.send(Call::messages(&tenant.key, SONNET, false)).await;
     refused.assert_refused(503, "api_error");
     assert!(api.upstream_saw(&refused.marker).await.is_empty());
 
     stack.restart_control_plane();
-    eventually(
+    api.until_models_answer(
+        &tenant.key,
+        200,
         "served again after the restart",
         Duration::from_secs(20),
-        || async {
-            let r = api
-                .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
-                .await;
-            (r.status == 200).then_some(())
-        },
     )
     .await;
     api.send(Call::messages(&tenant.key, SONNET, false))

@@ -81,15 +81,11 @@ async fn revoked_key_and_suspended_account_get_401_before_the_upstream() {
     api.revoke(revoked.key_id).await;
     api.set_status(suspended.account, "suspended").await;
     for tenant in [&revoked, &suspended] {
-        eventually(
+        api.until_models_answer(
+            &tenant.key,
+            401,
             "the refusal of a revoked key / suspended account",
             WAIT,
-            || async {
-                let r = api
-                    .send(Call::new(Method::GET, "/v1/models").key(&tenant.key))
-                    .await;
-                (r.status == 401).then_some(())
-            },
         )
         .await;
         let reply = api.send(Call::messages(&tenant.key, SONNET, false)).await;
@@ -102,13 +98,8 @@ async fn revoked_key_and_suspended_account_get_401_before_the_upstream() {
     assert_refused_before_upstream(&api, &reply, 401, "authentication_error").await;
     // Reactivated, the account's key works again.
     api.set_status(suspended.account, "active").await;
-    eventually("a reactivated account served", WAIT, || async {
-        let r = api
-            .send(Call::new(Method::GET, "/v1/models").key(&suspended.key))
-            .await;
-        (r.status == 200).then_some(())
-    })
-    .await;
+    api.until_models_answer(&suspended.key, 200, "a reactivated account served", WAIT)
+        .await;
     api.send(Call::messages(&suspended.key, SONNET, false))
         .await
         .assert_ok();
