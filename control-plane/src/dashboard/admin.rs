@@ -14,9 +14,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::html::{as_written, credits, csrf_field, notice, page, when};
-use super::login::PasswordLink;
+use super::login::link::PasswordLink;
 use super::nav;
-use super::session::{AdminSession, Posted};
+use super::session::{AdminSession, NoFields, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::accounts::Account;
 use crate::keys::CreatedKey;
@@ -358,9 +358,6 @@ async fn post_key(
     };
     account_page(&state, &session, id, Some(extra), None).await
 }
-
-#[derive(Deserialize)]
-struct NoFields {}
 
 async fn post_password_link(
     State(state): State<AppState>,

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::html::{credits, csrf_field, page, request_options, when};
 use super::nav;
-use super::session::{token_hash, CustomerSession, Posted};
+use super::session::{token_hash, CustomerSession, NoFields, Posted};
 use super::{ApiClient, PageError, PageResult};
 use crate::keys::{CreatedKey, Key};
 use crate::money;
@@ -410,9 +410,6 @@ async fn revoke_key(
     .await?;
     Ok(Redirect::to("/dashboard/keys"))
 }
-
-#[derive(Deserialize)]
-struct NoFields {}
 
 pub fn router() -> Router<AppState> {
     Router::new()

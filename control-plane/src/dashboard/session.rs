@@ -289,6 +289,10 @@ pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PageError> {
     serde_urlencoded::from_bytes(bytes).map_err(|e| PageError::BadRequest(format!("invalid form: {e}")))
 }
 
+/// A form with nothing but its CSRF token (sign-out, a button).
+#[derive(serde::Deserialize)]
+pub struct NoFields {}
+
 /// A form posted without a session (sign-in, password links), read with the same limit.
 pub struct PlainForm<T>(pub HeaderMap, pub T);
 
