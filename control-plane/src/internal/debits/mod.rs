@@ -25,6 +25,7 @@ use plan::{Recorded, UsageRow};
 
 /// The most debits one batch may carry.
 pub const MAX_BATCH: usize = 5000;
+
 /// The keys of a batch's distinct hashes: (hash, key id, account id); see `apply_in`.
 pub const KEYS_BY_HASH: &str = "SELECT h.key_hash, k.id, k.account_id FROM UNNEST($1::text[]) AS h(key_hash)
      CROSS JOIN LATERAL (SELECT k.id, k.account_id FROM api_keys k WHERE k.key_hash = h.key_hash OFFSET 0) k";
