@@ -156,11 +156,12 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Raw settings before validation: file values overlaid with the environment.
+/// The configuration as given, before validation (as the filter's `RawConfig`): file values
+/// overlaid with the environment; [`RawConfig::into_config`] validates it into a [`Config`].
 #[derive(Debug, Default, Clone)]
-pub struct Settings(HashMap<String, String>);
+pub struct RawConfig(HashMap<String, String>);
 
-impl Settings {
+impl RawConfig {
     /// Reads the TOML file (flat table of the [`KEYS`]); unknown keys are an error, not ignored.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
         let file_err = |reason: String| ConfigError::File {
@@ -308,7 +309,7 @@ impl Settings {
     }
 }
 
-impl Settings {
+impl RawConfig {
     fn payment_config(&self) -> Result<PaymentConfig, ConfigError> {
         let opt = |k: &str| self.get(k).map(str::to_owned);
         let d = PaymentConfig::default();
@@ -410,9 +411,9 @@ pub fn load(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Con
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-            Settings::from_toml(&text, &path)?
+            RawConfig::from_toml(&text, &path)?
         }
-        None => Settings::default(),
+        None => RawConfig::default(),
     };
     settings.with_env(env).into_config()
 }
@@ -433,7 +434,7 @@ mod tests {
             "CONTROL_PORT = 9000\nPRICE_FACTOR = \"0.5\"\nDATA_DIR = \"{}\"\nADMIN_TOKEN = \"file-admin-token-0123\"\n",
             dir.display()
         );
-        let settings = Settings::from_toml(&file, "test.toml").unwrap();
+        let settings = RawConfig::from_toml(&file, "test.toml").unwrap();
         let env = |k: &str| (k == "CONTROL_PORT").then(|| "9100".to_owned());
         let config = settings.with_env(env).into_config().unwrap();
         assert_eq!(config.control_port, 9100);
@@ -463,7 +464,7 @@ mod tests {
             ("WEBHOOK_SIGNING_KEY", "short"),
             ("SPEND_CONTROL", "prepaid"),
         ] {
-            let mut s = Settings::default();
+            let mut s = RawConfig::default();
             s.set("ADMIN_TOKEN", "admin-token-0123456789");
             s.set("INTERNAL_TOKEN", "internal-token-0123456789");
             s.set("WEBHOOK_SIGNING_KEY", "webhook-signing-key-0123456789");
@@ -471,7 +472,9 @@ mod tests {
             let err = s.into_config().unwrap_err().to_string();
             assert!(err.starts_with(key), "{key}={value}: {err}");
         }
-        let err = Settings::from_toml("NOPE = 1", "f.toml").unwrap_err().to_string();
+        let err = RawConfig::from_toml("NOPE = 1", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown key NOPE"), "{err}");
     }
 
@@ -504,7 +507,7 @@ mod tests {
 
     #[test]
     fn payment_settings_parse_with_defaults() {
-        let mut s = Settings::default();
+        let mut s = RawConfig::default();
         s.set("ADMIN_TOKEN", "admin-token-0123456789");
         s.set("INTERNAL_TOKEN", "internal-token-0123456789");
         s.set("WEBHOOK_SIGNING_KEY", "webhook-signing-key-0123456789");
@@ -526,7 +529,7 @@ mod tests {
 
     #[test]
     fn debug_output_has_no_secret() {
-        let mut s = Settings::default();
+        let mut s = RawConfig::default();
         s.set("ADMIN_TOKEN", "admin-token-0123456789");
         s.set("INTERNAL_TOKEN", "internal-token-0123456789");
         s.set("WEBHOOK_SIGNING_KEY", "webhook-signing-key-0123456789");

@@ -94,7 +94,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::{resolve, token_path};
-    use crate::config::Settings;
+    use crate::config::RawConfig;
 
     fn temp_dir() -> PathBuf {
         std::env::temp_dir().join(format!("cs-config-{}", uuid::Uuid::new_v4()))
@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn generated_tokens_are_kept_private_and_reused() {
         let dir = temp_dir();
-        let mut s = Settings::default();
+        let mut s = RawConfig::default();
         s.set("DATA_DIR", &dir.display().to_string());
         let first = s.clone().into_config().unwrap();
         let second = s.into_config().unwrap();
