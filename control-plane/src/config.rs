@@ -420,10 +420,11 @@ pub fn load(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Con
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn temp_dir() -> PathBuf {
+    /// A data directory of its own for a test.
+    pub(crate) fn temp_dir() -> PathBuf {
         std::env::temp_dir().join(format!("cs-config-{}", uuid::Uuid::new_v4()))
     }
 

@@ -91,14 +91,9 @@ fn write_secret(path: &Path, value: &str) -> std::io::Result<()> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::{resolve, token_path};
+    use crate::config::tests::temp_dir;
     use crate::config::RawConfig;
-
-    fn temp_dir() -> PathBuf {
-        std::env::temp_dir().join(format!("cs-config-{}", uuid::Uuid::new_v4()))
-    }
 
     #[test]
     fn generated_tokens_are_kept_private_and_reused() {
