@@ -38,6 +38,8 @@ pub const KEYS: &[&str] = &[
     "WEBHOOK_SIGNING_KEY",
     "WEBHOOK_ALLOW_PRIVATE",
     "SPEND_CONTROL",
+    "SUPPORT_CONTACT",
+    "TELEGRAM_CONTACT",
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/claudestore";
@@ -85,6 +87,83 @@ pub struct PaymentConfig {
     pub underpay_policy: UnderpayPolicy,
     /// Tax included in plan prices, as a fraction (`INVOICE_TAX_RATE`, e.g. 0.2); 0 = none.
     pub tax_rate: Decimal,
+    /// Where customers reach the operator (`SUPPORT_CONTACT`: an email address or an https URL).
+    pub support_contact: Option<Contact>,
+    /// Where customers buy credits over Telegram (`TELEGRAM_CONTACT`: `@name` or a t.me URL);
+    /// the console confirms such sales.
+    pub telegram_contact: Option<Contact>,
+}
+
+impl PaymentConfig {
+    /// Whether the seller printed on invoices is still the placeholder of an unset variable.
+    pub fn seller_placeholders(&self) -> Vec<&'static str> {
+        let d = PaymentConfig::default();
+        [
+            ("SELLER_NAME", self.seller_name == d.seller_name),
+            ("SELLER_ADDRESS", self.seller_address == d.seller_address),
+            ("SELLER_TAX_ID", self.seller_tax_id == d.seller_tax_id),
+        ]
+        .into_iter()
+        .filter_map(|(key, unset)| unset.then_some(key))
+        .collect()
+    }
+}
+
+/// A way to reach someone, as a page links to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// What the link says (`support@example.com`, `@claudestore_sales`).
+    pub label: String,
+    /// Where it goes (`mailto:...`, `https://...`).
+    pub href: String,
+}
+
+impl Contact {
+    /// An email address or an https URL.
+    fn support(key: &'static str, v: &str) -> Result<Contact, ConfigError> {
+        let v = v.trim();
+        let printable = !v.is_empty() && v.len() <= 254 && v.bytes().all(|b| b.is_ascii_graphic());
+        if printable && v.starts_with("https://") {
+            return Ok(Contact {
+                label: v.trim_start_matches("https://").to_owned(),
+                href: v.to_owned(),
+            });
+        }
+        match v.split_once('@') {
+            Some((user, domain))
+                if printable && !user.is_empty() && domain.contains('.') && !v.contains(':') =>
+            {
+                Ok(Contact {
+                    label: v.to_owned(),
+                    href: format!("mailto:{v}"),
+                })
+            }
+            _ => Err(invalid(
+                key,
+                format!("{v:?} must be an email address or an https:// URL"),
+            )),
+        }
+    }
+
+    /// A Telegram `@name` (5 to 32 letters, digits, underscores) or a `https://t.me/` URL.
+    fn telegram(key: &'static str, v: &str) -> Result<Contact, ConfigError> {
+        let v = v.trim();
+        let name = v
+            .strip_prefix('@')
+            .or_else(|| v.strip_prefix("https://t.me/"))
+            .unwrap_or_default();
+        if (5..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            Ok(Contact {
+                label: format!("@{name}"),
+                href: format!("https://t.me/{name}"),
+            })
+        } else {
+            Err(invalid(
+                key,
+                format!("{v:?} must be a Telegram @name or a https://t.me/ link"),
+            ))
+        }
+    }
 }
 
 impl Default for PaymentConfig {
@@ -103,6 +182,8 @@ impl Default for PaymentConfig {
             purchase_expiry: chrono::Duration::hours(24),
             underpay_policy: UnderpayPolicy::Hold,
             tax_rate: Decimal::ZERO,
+            support_contact: None,
+            telegram_contact: None,
         }
     }
 }
@@ -364,6 +445,14 @@ impl RawConfig {
             purchase_expiry,
             underpay_policy,
             tax_rate,
+            support_contact: self
+                .get("SUPPORT_CONTACT")
+                .map(|v| Contact::support("SUPPORT_CONTACT", v))
+                .transpose()?,
+            telegram_contact: self
+                .get("TELEGRAM_CONTACT")
+                .map(|v| Contact::telegram("TELEGRAM_CONTACT", v))
+                .transpose()?,
         })
     }
 }
@@ -426,6 +515,66 @@ pub(crate) mod tests {
     /// A data directory of its own for a test.
     pub(crate) fn temp_dir() -> PathBuf {
         std::env::temp_dir().join(format!("cs-config-{}", uuid::Uuid::new_v4()))
+    }
+
+    #[test]
+    fn contacts_are_an_email_or_https_and_a_telegram_name() {
+        let config = |pairs: &[(&str, &str)]| {
+            let mut s = RawConfig::default();
+            s.set("DATA_DIR", &temp_dir().display().to_string());
+            for (k, v) in pairs {
+                s.set(k, v);
+            }
+            s.into_config()
+        };
+        let c = config(&[
+            ("SUPPORT_CONTACT", "help@example.com"),
+            ("TELEGRAM_CONTACT", "@claudestore_sales"),
+        ])
+        .unwrap();
+        let support = c.payments.support_contact.unwrap();
+        assert_eq!(
+            (support.label.as_str(), support.href.as_str()),
+            ("help@example.com", "mailto:help@example.com")
+        );
+        let telegram = c.payments.telegram_contact.unwrap();
+        assert_eq!(
+            (telegram.label.as_str(), telegram.href.as_str()),
+            ("@claudestore_sales", "https://t.me/claudestore_sales")
+        );
+        let c = config(&[
+            ("SUPPORT_CONTACT", "https://help.example.com/x"),
+            ("TELEGRAM_CONTACT", "https://t.me/sales_bot"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.payments.support_contact.unwrap().href,
+            "https://help.example.com/x"
+        );
+        assert_eq!(c.payments.telegram_contact.unwrap().label, "@sales_bot");
+        for (key, bad) in [
+            ("SUPPORT_CONTACT", "javascript:alert(1)"),
+            ("SUPPORT_CONTACT", "http://plain.example.com"),
+            ("SUPPORT_CONTACT", "no at sign"),
+            ("TELEGRAM_CONTACT", "@ab"),
+            ("TELEGRAM_CONTACT", "https://evil.example/x"),
+            ("TELEGRAM_CONTACT", "@bad name"),
+        ] {
+            let err = config(&[(key, bad)]).err().unwrap().to_string();
+            assert!(err.starts_with(key), "{bad}: {err}");
+        }
+        let unset = config(&[]).unwrap();
+        assert_eq!(
+            unset.payments.seller_placeholders(),
+            ["SELLER_NAME", "SELLER_ADDRESS", "SELLER_TAX_ID"]
+        );
+        let set = config(&[
+            ("SELLER_NAME", "Example Ltd"),
+            ("SELLER_ADDRESS", "1 Road"),
+            ("SELLER_TAX_ID", "GB1"),
+        ])
+        .unwrap();
+        assert!(set.payments.seller_placeholders().is_empty());
     }
 
     #[test]

@@ -72,12 +72,21 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(dashboard::api_router())
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route; see GET /openapi.json")
+async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    dashboard::missing_page(&uri, &headers, axum::http::StatusCode::NOT_FOUND)
+        .unwrap_or_else(|| ApiError::not_found("no such route; see GET /openapi.json").into_response())
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed("method not allowed on this route; see GET /openapi.json".into())
+async fn method_not_allowed(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    dashboard::missing_page(&uri, &headers, axum::http::StatusCode::METHOD_NOT_ALLOWED).unwrap_or_else(|| {
+        ApiError::MethodNotAllowed("method not allowed on this route; see GET /openapi.json".into())
+            .into_response()
+    })
 }
 
 /// Routes that answer without the database.

@@ -9,6 +9,11 @@ use rust_decimal::Decimal;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serializer};
 
+/// What one credit costs at the list price (the smallest plan's): $0.005.
+pub fn credit_usd() -> Decimal {
+    Decimal::new(5, 3)
+}
+
 /// The most fractional digits an amount may have (the database keeps them all).
 pub const MAX_SCALE: u32 = 18;
 

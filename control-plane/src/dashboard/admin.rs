@@ -214,7 +214,7 @@ async fn account_page(
             button.danger type="submit" { @if next == "suspended" { "Suspend" } @else { "Reactivate" } }
         }
         h2 { "Telegram sale" }
-        (super::billing::telegram_sale_form(csrf, id, &plans))
+        (super::console_purchases::telegram_sale_form(csrf, id, &plans))
         p { a href="/admin/purchases" { "Purchases of every account" } }
         h2 { "Dashboard sign-in" }
         form.row method="post" action={ (base) "/password-link" } {

@@ -5,17 +5,18 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, Method};
-use axum::response::{Html, Redirect, Response};
-use axum::routing::{get, post};
+use axum::response::{Html, Response};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use maud::{html, Markup};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::html::{credits, csrf_field, page};
-use super::nav;
-use super::session::{AdminSession, CustomerSession, Posted};
+use super::form::{self, Done, Submitted};
+use super::html::credits;
+use super::session::CustomerSession;
 use super::{ApiClient, PageError, PageResult};
 use crate::invoices::InvoiceDocument;
 use crate::money;
@@ -73,26 +74,86 @@ fn qr_payload(purchase: &Purchase) -> String {
     }
 }
 
+/// A plan's price per credit, and what it saves against the dearest plan's (the list price).
+fn per_credit(price_usd: Decimal, credits: Decimal) -> Option<Decimal> {
+    (credits > Decimal::ZERO).then(|| price_usd / credits)
+}
+
+/// The saving of a price per credit against the list price, in whole percent (rounded down, so
+/// that a saving is never overstated).
+fn saving_percent(per_credit: Decimal, list: Decimal) -> Option<Decimal> {
+    if list <= Decimal::ZERO || per_credit >= list {
+        return None;
+    }
+    Some(((list - per_credit) / list * Decimal::from(100)).floor())
+}
+
+fn contact_link(c: &crate::config::Contact) -> Markup {
+    html! { a href=(c.href) rel="noreferrer" { (c.label) } }
+}
+
 async fn buy(
     session: CustomerSession,
     State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
 ) -> PageResult<Html<String>> {
     let plans: PlanList = api.json(&session.actor(), Method::GET, "/v1/plans", None).await?;
-    let card = state.config.payments.stripe_secret_key.is_some();
-    let crypto = state.config.payments.nowpayments_api_key.is_some();
+    let path = format!("/v1/accounts/{}/purchases?limit=50", session.account_id);
+    let recent: Page<Purchase> = api.json(&session.actor(), Method::GET, &path, None).await?;
+    let pending: Vec<&Purchase> = recent.data.iter().filter(|p| p.status == "pending").collect();
+    let payments = &state.config.payments;
+    let card = payments.stripe_secret_key.is_some();
+    let crypto = payments.nowpayments_api_key.is_some();
+    let telegram = payments.telegram_contact.as_ref();
+    let support = payments.support_contact.as_ref();
+    let active: Vec<_> = plans.data.iter().filter(|p| p.active).collect();
+    let list = active
+        .iter()
+        .filter_map(|p| per_credit(p.price_usd, p.credits))
+        .max()
+        .unwrap_or_else(money::credit_usd);
     let csrf = &session.csrf;
     let body = html! {
-        @if !card && !crypto { p.notice.error { "Online payments are not set up here; ask support to sell you credits." } }
+        @if !pending.is_empty() {
+            div.card #pending {
+                h2 { "Waiting for payment" }
+                @for p in &pending {
+                    p { (p.plan_name) ": " (credits(p.credits)) " credits for $" (money::plain(p.amount_usd)) " by " (p.method)
+                        ", started " (super::html::when(p.created_at)) ". "
+                        a.button href={ "/dashboard/purchases/" (p.id) } { "Continue" } }
+                }
+            }
+        }
+        ul.methods #methods {
+            li class=(if card { "on" } else { "off" }) { @if card { "Card: pay on the card processor's page." } @else { "Card payments are not available here." } }
+            li class=(if crypto { "on" } else { "off" }) { @if crypto { "Crypto: BTC, ETH, USDT or USDC, to an address shown on the next page." } @else { "Crypto payments are not available here." } }
+            li class=(if telegram.is_some() { "on" } else { "off" }) {
+                @match telegram {
+                    Some(c) => { "Telegram: message " (contact_link(c)) " with the plan and your email; your credits arrive once they confirm the payment." }
+                    None => { "Telegram sales are not available here." }
+                }
+            }
+        }
+        @if !card && !crypto && telegram.is_none() {
+            p.notice.error #no-methods {
+                "No way of paying is set up here yet. "
+                @match support { Some(c) => { "Contact us at " (contact_link(c)) " to buy credits." } None => { "Contact the operator of this service to buy credits." } }
+            }
+        }
         div.plans {
-            @for plan in plans.data.iter().filter(|p| p.active) {
+            @for plan in &active {
+                @let each = per_credit(plan.price_usd, plan.credits);
                 div.card.plan {
                     h2 { (plan.name) }
                     div.price { "$" (money::plain(plan.price_usd)) }
-                    div.muted { (credits(plan.credits)) " credits" }
+                    div { strong { (credits(plan.credits)) } " credits" }
+                    @if let Some(each) = each {
+                        div.muted.per-credit { "$" (money::plain(each.round_dp(6))) " a credit" }
+                        @if let Some(s) = saving_percent(each, list) { div.saving { "Save " (s) "%" } }
+                    }
                     @if card {
                         form method="post" action="/dashboard/buy" {
-                            (csrf_field(csrf))
+                            (form::fields(csrf))
                             input type="hidden" name="plan_id" value=(plan.id);
                             input type="hidden" name="method" value="card";
                             button type="submit" { "Pay by card" }
@@ -100,7 +161,7 @@ async fn buy(
                     }
                     @if crypto {
                         form.row method="post" action="/dashboard/buy" {
-                            (csrf_field(csrf))
+                            (form::fields(csrf))
                             input type="hidden" name="plan_id" value=(plan.id);
                             input type="hidden" name="method" value="crypto";
                             select name="currency" aria-label="Cryptocurrency" {
@@ -109,13 +170,15 @@ async fn buy(
                             button.secondary type="submit" { "Pay with crypto" }
                         }
                     }
+                    @if let Some(c) = telegram {
+                        a.button.secondary.telegram href=(c.href) rel="noreferrer" { "Buy on Telegram" }
+                    }
                 }
             }
         }
+        @if let Some(c) = support { p.muted #support { "Questions about paying? " (contact_link(c)) } }
     };
-    Ok(Html(
-        page("Buy credits", nav::customer(&session), body).into_string(),
-    ))
+    super::customer::render(&state, &session, "Buy credits", body).await
 }
 
 #[derive(Deserialize)]
@@ -127,21 +190,29 @@ struct BuyForm {
 }
 
 async fn start_purchase(
+    State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
-    Posted { session, form }: Posted<CustomerSession, BuyForm>,
-) -> PageResult<Redirect> {
-    if form.method != "card" && form.method != "crypto" {
-        return Err(PageError::BadRequest("pay by card or with crypto".into()));
+    Submitted { session, form, claim }: Submitted<CustomerSession, BuyForm>,
+) -> PageResult<Response> {
+    let started = async {
+        if form.method != "card" && form.method != "crypto" {
+            return Err(PageError::BadRequest("Pay by card or with crypto.".into()));
+        }
+        let mut body = json!({ "plan_id": form.plan_id, "method": form.method });
+        if form.method == "crypto" {
+            body["currency"] = json!(form.currency);
+        }
+        let path = format!("/v1/accounts/{}/purchases", session.account_id);
+        let purchase: Purchase = api
+            .json(&session.actor(), Method::POST, &path, Some(&body))
+            .await?;
+        Ok(Done::to(
+            format!("/dashboard/purchases/{}", purchase.id),
+            "Purchase started: pay below. You can leave and come back to it from Buy credits.",
+        ))
     }
-    let mut body = json!({ "plan_id": form.plan_id, "method": form.method });
-    if form.method == "crypto" {
-        body["currency"] = json!(form.currency);
-    }
-    let path = format!("/v1/accounts/{}/purchases", session.account_id);
-    let purchase: Purchase = api
-        .json(&session.actor(), Method::POST, &path, Some(&body))
-        .await?;
-    Ok(Redirect::to(&format!("/dashboard/purchases/{}", purchase.id)))
+    .await;
+    claim.finish(&state, started).await
 }
 
 /// The purchase, if it is the session's account's.
@@ -169,12 +240,16 @@ fn invoice_links(number: &str) -> Markup {
 
 async fn purchase_page(
     session: CustomerSession,
+    State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
     Path(id): Path<Uuid>,
+    uri: axum::http::Uri,
 ) -> PageResult<Html<String>> {
     let p = own_purchase(&api, &session, id).await?;
+    let done = form::outcome(&state, session.token(), &uri).await?;
     let status = p.status.as_str();
     let body = html! {
+        (form::notice(done.as_ref()))
         div.card #purchase data-purchase-status=(status) data-status-url={ "/dashboard/purchases/" (id) "/status" } {
             p { strong { (p.plan_name) } ": " (credits(p.credits)) " credits for $" (money::plain(p.amount_usd)) }
             p { "Status: " strong #purchase-status class={ "status-" (status) } { (status) }
@@ -200,9 +275,7 @@ async fn purchase_page(
         }
         p { a href="/dashboard/purchases" { "All purchases" } }
     };
-    Ok(Html(
-        page("Purchase", nav::customer(&session), body).into_string(),
-    ))
+    super::customer::render(&state, &session, "Purchase", body).await
 }
 
 /// What the purchase page polls for.
@@ -222,6 +295,7 @@ async fn purchase_status(
 
 async fn purchases(
     session: CustomerSession,
+    State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
 ) -> PageResult<Html<String>> {
     let path = format!("/v1/accounts/{}/purchases?limit=200", session.account_id);
@@ -242,9 +316,7 @@ async fn purchases(
             }
         }
     };
-    Ok(Html(
-        page("Purchases", nav::customer(&session), body).into_string(),
-    ))
+    super::customer::render(&state, &session, "Purchases", body).await
 }
 
 #[derive(Deserialize)]
@@ -312,171 +384,6 @@ async fn invoice(
     Ok(Response::from_parts(parts, body))
 }
 
-#[derive(sqlx::FromRow)]
-struct PurchaseRow {
-    id: Uuid,
-    account_id: Uuid,
-    account_name: String,
-    status: String,
-    plan_name: String,
-    amount_usd: rust_decimal::Decimal,
-    method: String,
-    reference: Option<String>,
-    invoice_number: Option<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
-
-#[derive(Deserialize)]
-struct StatusFilter {
-    status: Option<String>,
-}
-
-async fn admin_purchases(
-    session: AdminSession,
-    State(state): State<AppState>,
-    Query(f): Query<StatusFilter>,
-) -> PageResult<Html<String>> {
-    let status = f.status.filter(|s| !s.is_empty());
-    let rows: Vec<PurchaseRow> = sqlx::query_as(
-        "SELECT p.id, p.account_id, a.name AS account_name, p.status, p.plan_name, p.amount_usd, p.method,
-            p.reference, p.invoice_number, p.created_at
-         FROM purchases p JOIN accounts a ON a.id = p.account_id
-         WHERE $1::text IS NULL OR p.status = $1 ORDER BY p.created_at DESC, p.id DESC LIMIT 200",
-    )
-    .bind(&status)
-    .fetch_all(&state.pool)
-    .await?;
-    let csrf = &session.csrf;
-    let body = html! {
-        form.row method="get" action="/admin/purchases" {
-            label { "Status" select name="status" {
-                option value="" { "any" }
-                @for s in ["pending", "held", "paid", "refunded", "expired", "failed"] {
-                    option value=(s) selected[status.as_deref() == Some(s)] { (s) }
-                }
-            } }
-            button.secondary type="submit" { "Filter" }
-        }
-        table #admin-purchases {
-            thead { tr { th { "Created" } th { "Account" } th { "Plan" } th.num { "Price" } th { "Method" } th { "Status" } th { "Invoice" } th {} } }
-            tbody {
-                @for p in &rows {
-                    tr {
-                        td { (super::html::when(p.created_at)) }
-                        td { a href={ "/admin/accounts/" (p.account_id) } { (p.account_name) } }
-                        td { (p.plan_name) } td.num { (super::html::usd(p.amount_usd)) }
-                        td { (p.method) @if let Some(r) = &p.reference { br; span.muted { (r) } } }
-                        td class={ "status-" (p.status) } { (p.status) }
-                        td { (p.invoice_number.as_deref().unwrap_or("")) }
-                        td {
-                            @if p.method == "telegram" && (p.status == "pending" || p.status == "held") {
-                                form.row method="post" action={ "/admin/purchases/" (p.id) "/confirm" } {
-                                    (csrf_field(csrf))
-                                    input type="text" name="reference" placeholder="payment reference" maxlength="200";
-                                    button type="submit" { "Confirm paid" }
-                                }
-                            }
-                            @if p.status == "paid" {
-                                form.row method="post" action={ "/admin/purchases/" (p.id) "/refund" }
-                                    data-confirm="Refund this purchase? Its credits are taken back." {
-                                    (csrf_field(csrf))
-                                    input type="text" name="reason" placeholder="reason" required maxlength="1000";
-                                    button.danger type="submit" { "Refund" }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    Ok(Html(page("Purchases", nav::admin(&session), body).into_string()))
-}
-
-/// The console's form to record a Telegram sale for an account (shown on the account page).
-pub fn telegram_sale_form(csrf: &str, account_id: Uuid, plans: &[(Uuid, String)]) -> Markup {
-    html! {
-        form.row.card method="post" action={ "/admin/accounts/" (account_id) "/telegram-sale" } {
-            (csrf_field(csrf))
-            label { "Plan" select name="plan_id" { @for (id, name) in plans { option value=(id) { (name) } } } }
-            label { "Chat or order reference" input type="text" name="reference" required maxlength="200"; }
-            button.secondary type="submit" { "Record Telegram sale" }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct SaleForm {
-    plan_id: Uuid,
-    #[serde(default)]
-    reference: String,
-}
-
-async fn telegram_sale(
-    Extension(api): Extension<ApiClient>,
-    Path(account_id): Path<Uuid>,
-    Posted { session, form }: Posted<AdminSession, SaleForm>,
-) -> PageResult<Redirect> {
-    let body = json!({ "plan_id": form.plan_id, "method": "telegram", "reference": form.reference });
-    api.call(
-        &session.actor(),
-        Method::POST,
-        &format!("/v1/accounts/{account_id}/purchases"),
-        Some(&body),
-    )
-    .await?;
-    Ok(Redirect::to("/admin/purchases?status=pending"))
-}
-
-#[derive(Deserialize)]
-struct ConfirmForm {
-    #[serde(default)]
-    reference: String,
-}
-
-async fn confirm(
-    Extension(api): Extension<ApiClient>,
-    Path(id): Path<Uuid>,
-    Posted { session, form }: Posted<AdminSession, ConfirmForm>,
-) -> PageResult<Redirect> {
-    let reference = form.reference.trim();
-    let body = if reference.is_empty() {
-        json!({})
-    } else {
-        json!({ "reference": reference })
-    };
-    api.call(
-        &session.actor(),
-        Method::POST,
-        &format!("/v1/purchases/{id}/confirm"),
-        Some(&body),
-    )
-    .await?;
-    Ok(Redirect::to("/admin/purchases"))
-}
-
-#[derive(Deserialize)]
-struct RefundForm {
-    #[serde(default)]
-    reason: String,
-}
-
-async fn refund(
-    Extension(api): Extension<ApiClient>,
-    Path(id): Path<Uuid>,
-    Posted { session, form }: Posted<AdminSession, RefundForm>,
-) -> PageResult<Redirect> {
-    let body = json!({ "reason": form.reason });
-    api.call(
-        &session.actor(),
-        Method::POST,
-        &format!("/v1/purchases/{id}/refund"),
-        Some(&body),
-    )
-    .await?;
-    Ok(Redirect::to("/admin/purchases"))
-}
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/dashboard/buy", get(buy).post(start_purchase))
@@ -484,10 +391,6 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/purchases/{id}", get(purchase_page))
         .route("/dashboard/purchases/{id}/status", get(purchase_status))
         .route("/dashboard/invoices/{number}", get(invoice))
-        .route("/admin/purchases", get(admin_purchases))
-        .route("/admin/accounts/{id}/telegram-sale", post(telegram_sale))
-        .route("/admin/purchases/{id}/confirm", post(confirm))
-        .route("/admin/purchases/{id}/refund", post(refund))
 }
 
 #[cfg(test)]

@@ -1,27 +1,30 @@
-//! The customer's own pages: the overview with the live balance (server-sent events), and API keys
-//! (create shows the secret once; spend this period and last use; limits, allowed models and
-//! expiry editable; revoke).
+//! The customer's own pages: the overview with the live balance (server-sent events) and what it is
+//! worth, and API keys (create shows the secret once; spend this period and all time, last use;
+//! limits, allowed models and expiry editable; revoke). Every customer page goes through
+//! [`render`], which adds the low-balance banner.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::Uri;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use chrono::{DateTime, Utc};
 use futures_util::stream;
-use maud::html;
+use maud::{html, Markup};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::html::{credits, csrf_field, page, request_options, when};
+use super::form::{self, Done, Submitted};
+use super::html::{credits, page_with_banner, request_options, usd, when};
 use super::nav;
-use super::session::{token_hash, CustomerSession, NoFields, Posted};
+use super::session::{token_hash, CustomerSession, NoFields};
 use super::{ApiClient, PageError, PageResult};
 use crate::keys::{CreatedKey, Key};
 use crate::money;
@@ -38,6 +41,44 @@ async fn balance_of(state: &AppState, account_id: Uuid) -> PageResult<Decimal> {
             .fetch_one(&state.pool)
             .await?,
     )
+}
+
+/// The banner of every customer page while the balance is empty or below the account's alert
+/// threshold.
+fn low_balance_banner(balance: Decimal, threshold: Option<Decimal>) -> Markup {
+    html! {
+        @if balance <= Decimal::ZERO {
+            div.banner.error #low-balance role="alert" {
+                "Your balance is empty: API requests are refused until you buy credits. "
+                a href="/dashboard/buy" { "Buy credits" }
+            }
+        } @else if let Some(t) = threshold.filter(|t| balance < *t) {
+            div.banner.warn #low-balance role="status" {
+                "Your balance (" (credits(balance)) " credits) is below your alert threshold of " (credits(t)) " credits. "
+                a href="/dashboard/buy" { "Buy credits" } " to keep your requests served."
+            }
+        }
+    }
+}
+
+/// A customer page: the navigation, the low-balance banner, the title and the body.
+pub async fn render(
+    state: &AppState,
+    session: &CustomerSession,
+    title: &str,
+    body: Markup,
+) -> PageResult<Html<String>> {
+    let (balance, threshold): (Decimal, Option<Decimal>) = sqlx::query_as(
+        "SELECT l.balance, a.low_balance_threshold FROM accounts a JOIN ledger_accounts l ON l.id = a.id
+         WHERE a.id = $1",
+    )
+    .bind(session.account_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let banner = low_balance_banner(balance, threshold);
+    Ok(Html(
+        page_with_banner(title, nav::customer(session), banner, body).into_string(),
+    ))
 }
 
 #[derive(sqlx::FromRow)]
@@ -57,12 +98,13 @@ struct RecentRequest {
 
 async fn overview(session: CustomerSession, State(state): State<AppState>) -> PageResult<Html<String>> {
     let balance = balance_of(&state, session.account_id).await?;
-    let threshold: Option<Decimal> =
-        sqlx::query_scalar("SELECT low_balance_threshold FROM accounts WHERE id = $1")
-            .bind(session.account_id)
-            .fetch_one(&state.pool)
-            .await?;
-    let low = threshold.filter(|t| balance < *t);
+    let month: Decimal = sqlx::query_scalar(
+        "SELECT coalesce(sum(cost), 0) FROM usage_records
+         WHERE account_id = $1 AND admitted_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+    )
+    .bind(session.account_id)
+    .fetch_one(&state.pool)
+    .await?;
     let recent: Vec<RecentRequest> = sqlx::query_as(
         "SELECT admitted_at AS created_at, coalesce(model_served, model_requested) AS model,
             speed, inference_geo, service_tier,
@@ -75,17 +117,16 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
     .fetch_all(&state.pool)
     .await?;
     let body = html! {
-        @if let Some(t) = low {
-            p.notice.error #low-balance role="status" {
-                "Your balance is below the alert threshold of " (credits(t)) " credits. "
-                a href="/dashboard/buy" { "Buy credits" } " to keep your requests served."
-            }
-        }
         div.cards {
             div.card {
                 div.muted { "Balance (credits)" }
                 div.balance #balance data-live-balance data-balance=(money::plain(balance)) { (credits(balance)) }
-                div.muted { "Updates by itself as you use the API. 1 credit = $0.005." }
+                div.muted #balance-usd { "Worth " (usd(balance.max(Decimal::ZERO) * money::credit_usd())) " at $0.005 a credit. Updates by itself as you use the API." }
+            }
+            div.card {
+                div.muted { "Spent this month (UTC)" }
+                div.big #month-spend { (credits(month)) " credits" }
+                div.muted { "≈ " (usd(month * money::credit_usd())) " · " a href="/dashboard/usage" { "usage" } }
             }
             div.card {
                 div.muted { "Account" }
@@ -94,32 +135,33 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
                 div { "Status: " span class={ "status-" (session.status) } { (session.status) } }
             }
         }
-        p { a.button href="/dashboard/buy" { "Buy credits" } " " a href="/dashboard/usage" { "Usage by day and model" } }
+        p.actions { a.button href="/dashboard/buy" { "Buy credits" } a href="/dashboard/history" { "Balance history" } a href="/dashboard/prices" { "Prices" } }
         h2 { "Latest requests" }
         @if recent.is_empty() {
             p.muted { "No requests yet." }
         } @else {
-            table #recent {
-                thead { tr { th { "Time" } th { "Model" } th { "Ran as" } th { "Extra steps" } th.num { "Input" } th.num { "Output" } th.num { "Credits" } } }
-                tbody {
-                    @for r in &recent {
-                        tr {
-                            td { (when(r.created_at)) }
-                            td.mono { (r.model) @if r.partial { " (partial)" } }
-                            td { (request_options(r.speed.as_deref(), r.inference_geo.as_deref(), r.service_tier.as_deref())) }
-                            td { (r.steps.as_deref().unwrap_or("—")) }
-                            td.num { (r.input_tokens) }
-                            td.num { (r.output_tokens) }
-                            td.num { (credits(r.cost)) }
+            div.table-wrap {
+                table #recent {
+                    thead { tr { th { "Time" } th { "Model" } th.wide { "Ran as" } th.wide { "Extra steps" } th.num { "Input" } th.num { "Output" } th.num { "Credits" } } }
+                    tbody {
+                        @for r in &recent {
+                            tr {
+                                td { (when(r.created_at)) }
+                                td.mono { (r.model) @if r.partial { " (partial)" } }
+                                td.wide { (request_options(r.speed.as_deref(), r.inference_geo.as_deref(), r.service_tier.as_deref())) }
+                                td.wide { (r.steps.as_deref().unwrap_or("—")) }
+                                td.num { (r.input_tokens) }
+                                td.num { (r.output_tokens) }
+                                td.num { (credits(r.cost)) }
+                            }
                         }
                     }
                 }
             }
+            p { a href="/dashboard/usage#requests" { "Every request" } }
         }
     };
-    Ok(Html(
-        page("Overview", nav::customer(&session), body).into_string(),
-    ))
+    render(&state, &session, "Overview", body).await
 }
 
 fn balance_event(balance: Decimal) -> Event {
@@ -194,41 +236,64 @@ fn key_spend(k: &Key) -> String {
     }
 }
 
-fn keys_page(session: &CustomerSession, keys: &[Key], created: Option<(&str, &str)>) -> String {
-    let body = html! {
-        @if let Some((name, secret)) = created {
+/// Each key's spend since it was created.
+async fn all_time_spend(
+    state: &AppState,
+    account_id: Uuid,
+) -> PageResult<std::collections::HashMap<Uuid, Decimal>> {
+    let rows: Vec<(Uuid, Decimal)> = sqlx::query_as(
+        "SELECT key_id, sum(cost) FROM usage_records WHERE account_id = $1 AND key_id IS NOT NULL GROUP BY key_id",
+    )
+    .bind(account_id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+fn keys_page(
+    session: &CustomerSession,
+    keys: &[Key],
+    spent: &std::collections::HashMap<Uuid, Decimal>,
+    done: Option<&form::Outcome>,
+) -> Markup {
+    html! {
+        (form::notice(done))
+        @if let Some(secret) = done.and_then(|d| d.secret.as_deref()) {
             div.card #new-key {
-                p { "Your new key " strong { (name) } ". Copy it now: it is shown only this once." }
+                p { "Copy your new key now: it is shown only this once." }
                 div.secret #new-key-secret { (secret) }
             }
         }
         form.row.card method="post" action="/dashboard/keys" {
-            (csrf_field(&session.csrf))
+            (form::fields(&session.csrf))
             label { "Name" input type="text" name="name" required maxlength="200" placeholder="e.g. production"; }
             button type="submit" { "Create key" }
         }
-        table #keys {
-            thead { tr { th { "Name" } th { "Prefix" } th { "Status" } th { "Spend" } th { "Last used" } th { "Created" } th {} } }
-            tbody {
-                @for k in keys {
-                    tr {
-                        td { (k.name)
-                            @if !k.allowed_models.is_empty() { br; span.muted { "models: " (k.allowed_models.join(", ")) } }
-                            @if let Some(at) = k.expires_at { br; span.muted { @if k.expired { "expired " } @else { "expires " } (when(at)) } } }
-                        td.mono { (k.prefix) "…" }
-                        td class={ "status-" (k.status) } { (k.status)
-                            @if let Some(at) = k.revoked_at { " " span.muted { (when(at)) } } }
-                        td.spend { (key_spend(k)) }
-                        td { @match k.last_used_at { Some(at) => (when(at)), None => span.muted { "never" } } }
-                        td { (when(k.created_at)) }
-                        td {
-                            @if k.status == "active" {
-                                a href={ "/dashboard/keys/" (k.id) } { "Limits" }
-                                " "
-                                form.inline method="post" action={ "/dashboard/keys/" (k.id) "/revoke" }
-                                    data-confirm={ "Revoke key " (k.name) "? Requests with it stop within seconds." } {
-                                    (csrf_field(&session.csrf))
-                                    button.danger type="submit" { "Revoke" }
+        div.table-wrap {
+            table #keys {
+                thead { tr { th { "Name" } th.wide { "Prefix" } th { "Status" } th { "This period" } th.num { "All time" } th { "Last used" } th.wide { "Created" } th {} } }
+                tbody {
+                    @for k in keys {
+                        tr {
+                            td { (k.name)
+                                @if !k.allowed_models.is_empty() { br; span.muted { "models: " (k.allowed_models.join(", ")) } }
+                                @if let Some(at) = k.expires_at { br; span.muted { @if k.expired { "expired " } @else { "expires " } (when(at)) } } }
+                            td.mono.wide { (k.prefix) "…" }
+                            td class={ "status-" (k.status) } { (k.status)
+                                @if let Some(at) = k.revoked_at { " " span.muted { (when(at)) } } }
+                            td.spend { (key_spend(k)) }
+                            td.num.all-time { (credits(spent.get(&k.id).copied().unwrap_or_default())) }
+                            td { @match k.last_used_at { Some(at) => (when(at)), None => span.muted { "never" } } }
+                            td.wide { (when(k.created_at)) }
+                            td {
+                                @if k.status == "active" {
+                                    a href={ "/dashboard/keys/" (k.id) } { "Limits" }
+                                    " "
+                                    form.inline method="post" action={ "/dashboard/keys/" (k.id) "/revoke" }
+                                        data-confirm={ "Revoke key " (k.name) "? Requests with it stop within seconds." } {
+                                        (form::fields(&session.csrf))
+                                        button.danger type="submit" { "Revoke" }
+                                    }
                                 }
                             }
                         }
@@ -236,20 +301,19 @@ fn keys_page(session: &CustomerSession, keys: &[Key], created: Option<(&str, &st
                 }
             }
         }
-    };
-    page("API keys", nav::customer(session), body).into_string()
+    }
 }
 
 /// The key's limits as a form: a limit per period (empty: none), the models it may use, the
 /// day it expires.
-fn key_limits_page(session: &CustomerSession, k: &Key, error: Option<&str>) -> String {
+fn key_limits_page(session: &CustomerSession, k: &Key, error: Option<&str>) -> Markup {
     let period = k.limit.as_ref().map_or(LimitPeriod::Month, |l| l.period);
-    let body = html! {
+    html! {
         p { a href="/dashboard/keys" { "← API keys" } }
         @if let Some(e) = error { div.card.error #limits-error { (e) } }
         p { "Spend: " (key_spend(k)) @if let Some(at) = k.period_resets_at { " (resets " (when(at)) ")" } }
-        form.card #limits method="post" action={ "/dashboard/keys/" (k.id) } {
-            (csrf_field(&session.csrf))
+        form.card.stack #limits method="post" action={ "/dashboard/keys/" (k.id) } {
+            (form::fields(&session.csrf))
             label { "Limit (credits; empty: no limit)"
                 input type="text" name="limit_credits" inputmode="decimal" maxlength="20"
                     value=(k.limit.as_ref().map(|l| money::plain(l.credits)).unwrap_or_default()); }
@@ -266,15 +330,14 @@ fn key_limits_page(session: &CustomerSession, k: &Key, error: Option<&str>) -> S
                 input type="date" name="expires_on" value=(k.expires_at.map(|e| e.format("%Y-%m-%d").to_string()).unwrap_or_default()); }
             button type="submit" { "Save" }
         }
-    };
-    page(&format!("Key {}", k.name), nav::customer(session), body).into_string()
+    }
 }
 
 async fn own_key(state: &AppState, session: &CustomerSession, key_id: Uuid) -> PageResult<Key> {
     let mut conn = state.pool.acquire().await?;
     match crate::keys::fetch_key(&mut conn, key_id).await {
         Ok(k) if k.account_id == session.account_id => Ok(k),
-        _ => Err(PageError::NotFound(format!("you have no key {key_id}"))),
+        _ => Err(PageError::NotFound("You have no such key.".into())),
     }
 }
 
@@ -284,7 +347,13 @@ async fn key_limits(
     axum::extract::Path(key_id): axum::extract::Path<Uuid>,
 ) -> PageResult<Html<String>> {
     let k = own_key(&state, &session, key_id).await?;
-    Ok(Html(key_limits_page(&session, &k, None)))
+    render(
+        &state,
+        &session,
+        &format!("Key {}", k.name),
+        key_limits_page(&session, &k, None),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -330,9 +399,12 @@ async fn save_key_limits(
     State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
     axum::extract::Path(key_id): axum::extract::Path<Uuid>,
-    Posted { session, form }: Posted<CustomerSession, LimitsForm>,
+    Submitted { session, form, claim }: Submitted<CustomerSession, LimitsForm>,
 ) -> PageResult<Response> {
-    let k = own_key(&state, &session, key_id).await?;
+    let k = match own_key(&state, &session, key_id).await {
+        Ok(k) => k,
+        Err(e) => return claim.finish(&state, Err(e)).await,
+    };
     let saved = match form.patch() {
         Ok(change) => {
             api.call(
@@ -346,18 +418,40 @@ async fn save_key_limits(
         Err(e) => Err(PageError::Refused(StatusCode::BAD_REQUEST, e)),
     };
     match saved {
-        Ok(_) => Ok(Redirect::to("/dashboard/keys").into_response()),
+        Ok(()) => {
+            let done = Done::to(
+                "/dashboard/keys",
+                format!("The limits of key {} are saved.", k.name),
+            );
+            claim.finish(&state, Ok(done)).await
+        }
         // A mistake in the form is shown on the form, with what was there.
         Err(PageError::Refused(status, message)) => {
-            Ok((status, Html(key_limits_page(&session, &k, Some(&message)))).into_response())
+            claim.release(&state).await;
+            let page = render(
+                &state,
+                &session,
+                &format!("Key {}", k.name),
+                key_limits_page(&session, &k, Some(&message)),
+            )
+            .await?;
+            Ok((status, page).into_response())
         }
-        Err(e) => Err(e),
+        Err(e) => claim.finish(&state, Err(e)).await,
     }
 }
 
-async fn keys(session: CustomerSession, State(state): State<AppState>) -> PageResult<Html<String>> {
+async fn keys(session: CustomerSession, State(state): State<AppState>, uri: Uri) -> PageResult<Html<String>> {
+    let done = form::outcome(&state, session.token(), &uri).await?;
     let keys = keys_of(&state, session.account_id).await?;
-    Ok(Html(keys_page(&session, &keys, None)))
+    let spent = all_time_spend(&state, session.account_id).await?;
+    render(
+        &state,
+        &session,
+        "API keys",
+        keys_page(&session, &keys, &spent, done.as_ref()),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -369,46 +463,45 @@ struct NewKeyForm {
 async fn create_key(
     State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
-    Posted { session, form }: Posted<CustomerSession, NewKeyForm>,
-) -> PageResult<Html<String>> {
+    Submitted { session, form, claim }: Submitted<CustomerSession, NewKeyForm>,
+) -> PageResult<Response> {
     let path = format!("/v1/accounts/{}/keys", session.account_id);
-    let created: CreatedKey = api
-        .json(
+    let created = api
+        .json::<CreatedKey>(
             &session.actor(),
             Method::POST,
             &path,
             Some(&json!({ "name": form.name })),
         )
-        .await?;
-    let keys = keys_of(&state, session.account_id).await?;
-    Ok(Html(keys_page(
-        &session,
-        &keys,
-        Some((created.name.as_str(), created.key.as_str())),
-    )))
+        .await
+        .map(|created| {
+            Done::to("/dashboard/keys", format!("Key {} created.", created.name)).with_secret(created.key)
+        });
+    claim.finish(&state, created).await
 }
 
 async fn revoke_key(
     State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
     axum::extract::Path(key_id): axum::extract::Path<Uuid>,
-    Posted { session, .. }: Posted<CustomerSession, NoFields>,
-) -> PageResult<Redirect> {
-    let owner: Option<Uuid> = sqlx::query_scalar("SELECT account_id FROM api_keys WHERE id = $1")
-        .bind(key_id)
-        .fetch_optional(&state.pool)
+    Submitted { session, claim, .. }: Submitted<CustomerSession, NoFields>,
+) -> PageResult<Response> {
+    let revoked = async {
+        let k = own_key(&state, &session, key_id).await?;
+        api.call(
+            &session.actor(),
+            Method::DELETE,
+            &format!("/v1/keys/{key_id}"),
+            None,
+        )
         .await?;
-    if owner != Some(session.account_id) {
-        return Err(PageError::NotFound(format!("you have no key {key_id}")));
+        Ok(Done::to(
+            "/dashboard/keys",
+            format!("Key {} revoked: requests with it stop within seconds.", k.name),
+        ))
     }
-    api.call(
-        &session.actor(),
-        Method::DELETE,
-        &format!("/v1/keys/{key_id}"),
-        None,
-    )
-    .await?;
-    Ok(Redirect::to("/dashboard/keys"))
+    .await;
+    claim.finish(&state, revoked).await
 }
 
 pub fn router() -> Router<AppState> {

@@ -13,6 +13,28 @@ use crate::money;
 pub const CSS: &str = include_str!("assets/dashboard.css");
 pub const JS: &str = include_str!("assets/dashboard.js");
 
+/// The two sides of the site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Customer,
+    Admin,
+    /// Neither (an address outside both).
+    Other,
+}
+
+impl Side {
+    /// The side an address belongs to.
+    pub fn of(path: &str) -> Side {
+        if path == "/admin" || path.starts_with("/admin/") {
+            Side::Admin
+        } else if path == "/dashboard" || path.starts_with("/dashboard/") {
+            Side::Customer
+        } else {
+            Side::Other
+        }
+    }
+}
+
 /// Which navigation a page shows.
 pub enum Nav<'a> {
     /// Signed out: no navigation.
@@ -21,10 +43,47 @@ pub enum Nav<'a> {
     Customer { name: &'a str, csrf: &'a str },
     /// A signed-in admin.
     Admin { name: &'a str, csrf: &'a str },
+    /// The links of a side without knowing who is signed in (error pages).
+    Guest(Side),
+}
+
+/// The customer pages, in the navigation's order.
+pub const CUSTOMER_PAGES: &[(&str, &str)] = &[
+    ("/dashboard", "Overview"),
+    ("/dashboard/usage", "Usage"),
+    ("/dashboard/keys", "API keys"),
+    ("/dashboard/history", "Balance history"),
+    ("/dashboard/prices", "Prices"),
+    ("/dashboard/buy", "Buy credits"),
+    ("/dashboard/purchases", "Purchases"),
+    ("/dashboard/settings", "Settings"),
+];
+
+/// The console's pages, in the navigation's order.
+pub const ADMIN_PAGES: &[(&str, &str)] = &[
+    ("/admin", "Accounts"),
+    ("/admin/purchases", "Purchases"),
+    ("/admin/prices", "Prices"),
+    ("/admin/plans", "Plans"),
+    ("/admin/audit", "Audit log"),
+    ("/admin/margins", "Margins"),
+];
+
+fn links(pages: &[(&str, &str)]) -> Markup {
+    html! {
+        nav {
+            @for (href, label) in pages { a href=(href) { (label) } }
+        }
+    }
 }
 
 /// A whole page.
 pub fn page(title: &str, nav: Nav<'_>, body: Markup) -> Markup {
+    page_with_banner(title, nav, html! {}, body)
+}
+
+/// A whole page with a banner above its title (a warning that concerns every page of a side).
+pub fn page_with_banner(title: &str, nav: Nav<'_>, banner: Markup, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -37,30 +96,25 @@ pub fn page(title: &str, nav: Nav<'_>, body: Markup) -> Markup {
             }
             body {
                 header.top {
-                    span.brand { "ClaudeStore" }
+                    a.brand href="/dashboard" { "ClaudeStore" }
                     @match nav {
                         Nav::None => {}
                         Nav::Customer { name, csrf } => {
-                            nav {
-                                a href="/dashboard" { "Overview" }
-                                a href="/dashboard/usage" { "Usage" }
-                                a href="/dashboard/keys" { "API keys" }
-                                a href="/dashboard/buy" { "Buy credits" }
-                                a href="/dashboard/purchases" { "Purchases" }
-                            }
+                            (links(CUSTOMER_PAGES))
                             (signout("/dashboard/logout", name, csrf))
                         }
                         Nav::Admin { name, csrf } => {
-                            nav {
-                                a href="/admin" { "Accounts" }
-                                a href="/admin/purchases" { "Purchases" }
-                                a href="/admin/prices" { "Prices" }
-                                a href="/admin/plans" { "Plans" }
-                            }
+                            (links(ADMIN_PAGES))
                             (signout("/admin/logout", name, csrf))
+                        }
+                        Nav::Guest(Side::Customer) => { (links(CUSTOMER_PAGES)) }
+                        Nav::Guest(Side::Admin) => { (links(ADMIN_PAGES)) }
+                        Nav::Guest(Side::Other) => {
+                            nav { a href="/dashboard" { "Dashboard" } a href="/dashboard/login" { "Sign in" } }
                         }
                     }
                 }
+                (banner)
                 main { h1 { (title) } (body) }
             }
         }

@@ -6,10 +6,13 @@
 //! audit log and the sync version have one implementation. The pages add sign-in, ownership checks,
 //! CSRF checks and rendering. Reads that only a page needs (search, chart data) are plain queries.
 
+pub mod account;
 pub mod admin;
 pub mod billing;
 pub mod catalog;
+pub mod console_purchases;
 pub mod customer;
+pub mod form;
 pub mod html;
 pub mod login;
 pub mod nav;
@@ -53,6 +56,9 @@ pub enum PageError {
     Refused(StatusCode, String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The form was sent before: its result is at this address.
+    #[error("already sent")]
+    Again(String),
 }
 
 impl From<sqlx::Error> for PageError {
@@ -73,11 +79,17 @@ impl From<ApiError> for PageError {
     }
 }
 
+/// An error page's text, left on the response for [`error_pages`], which lays it out with the
+/// navigation of the side of the site it was asked on.
+#[derive(Clone, Debug)]
+struct ErrorText(String);
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let status = match &self {
             Self::SignIn(Kind::Customer) => return Redirect::to("/dashboard/login").into_response(),
             Self::SignIn(Kind::Admin) => return Redirect::to("/admin/login").into_response(),
+            Self::Again(location) => return Redirect::to(location).into_response(),
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -90,20 +102,102 @@ impl IntoResponse for PageError {
         };
         let message = match &self {
             Self::Internal(_) => {
-                "Something went wrong on our side; nothing was changed. Try again.".to_owned()
+                "Something went wrong on our side; nothing was changed. Try again in a moment.".to_owned()
             }
             other => other.to_string(),
         };
-        let body = page(
-            "Cannot do that",
-            Nav::None,
-            html! {
-                (html::notice("error", &message))
-                p.muted { "Use your browser's Back button to return to the form." }
-            },
-        );
-        (status, axum::response::Html(body.into_string())).into_response()
+        let mut resp = (status, error_page(html::Side::Other, &message)).into_response();
+        resp.extensions_mut().insert(ErrorText(message));
+        resp
     }
+}
+
+/// An error page: what happened in words, and the way on.
+fn error_page(side: html::Side, message: &str) -> axum::response::Html<String> {
+    let body = page(
+        "Cannot do that",
+        Nav::Guest(side),
+        html! {
+            (html::notice("error", message))
+            p.muted { "Nothing was changed. Use your browser's Back button to return to the form, or choose a page above." }
+        },
+    );
+    axum::response::Html(body.into_string())
+}
+
+/// What an error says to a customer: a message that names the operator's configuration (a
+/// payment method not set up, say) becomes plain words.
+fn for_customers(message: &str) -> String {
+    let names_configuration = crate::config::KEYS.iter().any(|key| message.contains(key));
+    if names_configuration {
+        "That is not available here at the moment. Choose another way, or contact us.".to_owned()
+    } else {
+        message.to_owned()
+    }
+}
+
+/// The text of an error answered by something other than a page (a path or query the router or an
+/// extractor refused, say `?days=abc`): in words, never the parser's.
+fn generic_error(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "There is no such page. Check the address, or choose a page above.",
+        StatusCode::METHOD_NOT_ALLOWED => "This page cannot be used that way. Choose a page above.",
+        StatusCode::PAYLOAD_TOO_LARGE => "What you sent is too large.",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "You cannot see this page. Sign in again.",
+        s if s.is_server_error() => {
+            "Something went wrong on our side; nothing was changed. Try again in a moment."
+        }
+        _ => "The address of this page has a value we cannot read. Check the link, or choose a page above.",
+    }
+}
+
+/// The page of a dashboard or console address no route answers (a person's browser only), in words
+/// and with the side's navigation; `None` elsewhere (the API answers JSON).
+pub fn missing_page(
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    status: StatusCode,
+) -> Option<Response> {
+    let side = html::Side::of(uri.path());
+    let wants_page = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    (side != html::Side::Other && wants_page)
+        .then(|| (status, error_page(side, generic_error(status))).into_response())
+}
+
+/// Every error a person's browser gets from the dashboard or the console is an HTML page with the
+/// navigation of its side, in words: the pages' own errors, and what the router or an extractor
+/// answered in plain text. Answers to scripts (JSON, the balance stream) are left as they are.
+async fn error_pages(req: Request, next: Next) -> Response {
+    let side = html::Side::of(req.uri().path());
+    let wants_page = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let message = match resp.extensions().get::<ErrorText>() {
+        Some(ErrorText(m)) => m.clone(),
+        None if wants_page => generic_error(status).to_owned(),
+        None => return resp,
+    };
+    let message = match side {
+        html::Side::Customer => for_customers(&message),
+        _ => message,
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Response::from_parts(parts, Body::from(error_page(side, &message).0))
 }
 
 pub type PageResult<T> = Result<T, PageError>;
@@ -251,10 +345,13 @@ pub fn router(client: ApiClient) -> Router<AppState> {
         )
         .merge(login::router())
         .merge(customer::router())
+        .merge(account::router())
         .merge(usage_page::router())
         .merge(admin::router())
         .merge(catalog::router())
         .merge(billing::router())
+        .merge(console_purchases::router())
         .layer(axum::Extension(client))
+        .layer(middleware::from_fn(error_pages))
         .layer(middleware::from_fn(security_headers))
 }

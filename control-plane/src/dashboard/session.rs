@@ -6,6 +6,7 @@
 //! `Secure` when `PUBLIC_URL` is https. The CSRF token is SHA-256 of a label and the session token:
 //! it is bound to the session, needs no storage, and does not reveal the cookie it came from.
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -264,19 +265,26 @@ struct CsrfOnly {
     csrf: String,
 }
 
+/// The session of a posted form and the form's bytes, once its `csrf` field has been checked
+/// against the session.
+pub async fn posted_body<S: Session + Send>(req: Request, state: &AppState) -> Result<(S, Bytes), PageError> {
+    let (mut parts, body) = req.into_parts();
+    let session = S::from_request_parts(&mut parts, state).await?;
+    let bytes = axum::body::to_bytes(body, FORM_LIMIT)
+        .await
+        .map_err(|_| PageError::BadRequest("What you sent is too large.".into()))?;
+    let given: CsrfOnly = parse_form(&bytes)?;
+    if !csrf_matches(&given.csrf, session.session_token()) {
+        return Err(PageError::Csrf);
+    }
+    Ok((session, bytes))
+}
+
 impl<S: Session + Send, T: DeserializeOwned> FromRequest<AppState> for Posted<S, T> {
     type Rejection = PageError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = req.into_parts();
-        let session = S::from_request_parts(&mut parts, state).await?;
-        let bytes = axum::body::to_bytes(body, FORM_LIMIT)
-            .await
-            .map_err(|_| PageError::BadRequest("the form is too large".into()))?;
-        let given: CsrfOnly = parse_form(&bytes)?;
-        if !csrf_matches(&given.csrf, session.session_token()) {
-            return Err(PageError::Csrf);
-        }
+        let (session, bytes) = posted_body::<S>(req, state).await?;
         Ok(Self {
             session,
             form: parse_form(&bytes)?,
@@ -286,7 +294,12 @@ impl<S: Session + Send, T: DeserializeOwned> FromRequest<AppState> for Posted<S,
 
 /// Parses an `application/x-www-form-urlencoded` body.
 pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PageError> {
-    serde_urlencoded::from_bytes(bytes).map_err(|e| PageError::BadRequest(format!("invalid form: {e}")))
+    serde_urlencoded::from_bytes(bytes).map_err(|e| {
+        tracing::debug!(error = %e, "unreadable form");
+        PageError::BadRequest(
+            "The form had a value we cannot read. Go back, check what you entered and send it again.".into(),
+        )
+    })
 }
 
 /// A form with nothing but its CSRF token (sign-out, a button).

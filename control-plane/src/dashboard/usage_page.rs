@@ -1,10 +1,12 @@
-//! The customer's usage: credits per UTC day and model as an SVG bar chart drawn here (no script,
-//! no external asset), the same numbers as a table, and CSV downloads (the table, and every
-//! request through the API's own export, without the operator's cost column).
+//! The customer's usage over a date range, optionally one key's or one model's: credits per UTC day
+//! and model as an SVG bar chart drawn here (no script, no external asset), the same numbers as a
+//! table, the request log paged to its end, and CSV downloads of both (the requests through the
+//! API's own export, without the operator's cost column).
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::http::Uri;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -13,10 +15,8 @@ use chrono::{Duration, NaiveDate, Utc};
 use maud::{html, Markup};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use serde::Deserialize;
 
-use super::html::{credits, page, request_options as options};
-use super::nav;
+use super::html::{credits, request_options as options};
 use super::session::CustomerSession;
 use super::PageResult;
 // `cell`: the one CSV guard (quoted when needed, a leading formula character neutralised).
@@ -28,16 +28,130 @@ const PALETTE: &[&str] = &[
     "#b4532a", "#2a6fb4", "#2f8f4e", "#8e44ad", "#c0392b", "#d4a017", "#16a085", "#7f8c8d",
 ];
 
-#[derive(Deserialize)]
-struct RangeParams {
-    days: Option<i64>,
+/// The longest range the page draws, in days.
+const MAX_DAYS: i64 = 366;
+
+/// What the page shows: a range of UTC days (both included), one key or all, one model or all,
+/// and where the request log is. Read leniently from the address: what does not parse is
+/// ignored and said on the page, never an error.
+#[derive(Debug, Clone, PartialEq)]
+struct Filters {
+    from: NaiveDate,
+    to: NaiveDate,
+    key: Option<uuid::Uuid>,
+    model: Option<String>,
+    /// The request log's cursor (the API's).
+    cursor: Option<String>,
+    /// Parameters that were ignored, in words.
+    ignored: Vec<String>,
 }
 
-impl RangeParams {
+impl Filters {
+    fn of(query: Option<&str>, today: NaiveDate) -> Filters {
+        let mut days = 30;
+        let (mut from, mut to, mut key, mut model, mut cursor) = (None, None, None, None, None);
+        let mut ignored = Vec::new();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let v = v.trim();
+            if v.is_empty() {
+                continue;
+            }
+            match &*k {
+                "days" => match v.parse::<i64>() {
+                    Ok(d) if (1..=MAX_DAYS).contains(&d) => days = d,
+                    _ => ignored.push(format!("the range {v:?} (whole days, 1 to {MAX_DAYS})")),
+                },
+                "from" | "to" => match NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+                    Ok(d) if &*k == "from" => from = Some(d),
+                    Ok(d) => to = Some(d),
+                    Err(_) => ignored.push(format!("the date {v:?} (YYYY-MM-DD)")),
+                },
+                "key" => match uuid::Uuid::parse_str(v) {
+                    Ok(id) => key = Some(id),
+                    Err(_) => ignored.push("a key that is not one of yours".into()),
+                },
+                "model" if v.len() <= 256 => model = Some(v.to_owned()),
+                "cursor" if v.len() <= 512 => cursor = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        let to = to.unwrap_or(today);
+        let mut from = from.unwrap_or(to - Duration::days(days - 1));
+        if from > to {
+            ignored.push("a start after the end (the range was swapped)".into());
+            from = to;
+        }
+        if (to - from).num_days() >= MAX_DAYS {
+            ignored.push(format!("days beyond {MAX_DAYS} (the range was shortened)"));
+            from = to - Duration::days(MAX_DAYS - 1);
+        }
+        Filters {
+            from,
+            to,
+            key,
+            model,
+            cursor,
+            ignored,
+        }
+    }
+
     fn days(&self) -> i64 {
-        self.days.filter(|d| [7, 30, 90].contains(d)).unwrap_or(30)
+        (self.to - self.from).num_days() + 1
+    }
+
+    /// This page's address with other filters (no cursor: the request log from its start).
+    fn query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("from", &self.from.to_string());
+        q.append_pair("to", &self.to.to_string());
+        if let Some(k) = self.key {
+            q.append_pair("key", &k.to_string());
+        }
+        if let Some(m) = &self.model {
+            q.append_pair("model", m);
+        }
+        q.finish()
+    }
+
+    /// The same range ending today over `days` days.
+    fn last(&self, days: i64, today: NaiveDate) -> Filters {
+        Filters {
+            from: today - Duration::days(days - 1),
+            to: today,
+            cursor: None,
+            ignored: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The API's filters for the request log and its CSV.
+    fn usage_query(&self, format: Option<&str>) -> UsageQuery {
+        UsageQuery {
+            from: Some(self.from.and_time(chrono::NaiveTime::MIN).and_utc()),
+            to: Some(
+                (self.to + Duration::days(1))
+                    .and_time(chrono::NaiveTime::MIN)
+                    .and_utc(),
+            ),
+            key_id: self.key,
+            model: self.model.clone(),
+            cursor: if format.is_some() {
+                None
+            } else {
+                self.cursor.clone()
+            },
+            limit: if format.is_some() {
+                Some(100_000)
+            } else {
+                Some(REQUESTS_PAGE)
+            },
+            format: format.map(str::to_owned),
+        }
     }
 }
+
+/// Requests per page of the log.
+const REQUESTS_PAGE: i64 = 50;
 
 #[derive(sqlx::FromRow)]
 struct DayModel {
@@ -57,8 +171,7 @@ struct DayModel {
     cost: Decimal,
 }
 
-async fn daily(state: &AppState, account: uuid::Uuid, days: i64) -> PageResult<(NaiveDate, Vec<DayModel>)> {
-    let first = Utc::now().date_naive() - Duration::days(days - 1);
+async fn daily(state: &AppState, account: uuid::Uuid, f: &Filters) -> PageResult<Vec<DayModel>> {
     let rows = sqlx::query_as(
         "SELECT (admitted_at AT TIME ZONE 'UTC')::date AS date, coalesce(model_served, model_requested) AS model,
             speed, inference_geo, service_tier, count(*) AS requests,
@@ -66,14 +179,20 @@ async fn daily(state: &AppState, account: uuid::Uuid, days: i64) -> PageResult<(
                 AS steps, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
             sum(cache_write_5m_tokens + cache_write_1h_tokens)::bigint AS cache_write_tokens,
             sum(cache_read_tokens)::bigint AS cache_read_tokens, sum(cost) AS cost
-         FROM usage_records WHERE account_id = $1 AND admitted_at >= $2::date
+         FROM usage_records WHERE account_id = $1
+           AND admitted_at >= $2::date AT TIME ZONE 'UTC' AND admitted_at < ($3::date + 1) AT TIME ZONE 'UTC'
+           AND ($4::uuid IS NULL OR key_id = $4)
+           AND ($5::text IS NULL OR coalesce(model_served, model_requested) = $5)
          GROUP BY 1, 2, 3, 4, 5 ORDER BY 1 DESC, 2, 3 NULLS FIRST, 4 NULLS FIRST, 5 NULLS FIRST",
     )
     .bind(account)
-    .bind(first)
+    .bind(f.from)
+    .bind(f.to)
+    .bind(f.key)
+    .bind(&f.model)
     .fetch_all(&state.pool)
     .await?;
-    Ok((first, rows))
+    Ok(rows)
 }
 
 /// The segments of one day's bar, bottom up: (top y, height, row).
@@ -88,18 +207,30 @@ fn stack<'a>(list: &[&'a DayModel], base: f64, scale: f64) -> Vec<(f64, f64, &'a
         .collect()
 }
 
+/// How a chart is drawn: its width in user units (text is 11 units high), its element id.
+struct ChartSize {
+    width: f64,
+    id: &'static str,
+    class: &'static str,
+}
+
+/// Wide, for screens of a laptop and more.
+const WIDE: ChartSize = ChartSize {
+    width: 900.0,
+    id: "usage-chart",
+    class: "chart chart-wide",
+};
+/// Narrow, for phones: about as many units as pixels, so that its text stays readable.
+const NARROW: ChartSize = ChartSize {
+    width: 360.0,
+    id: "usage-chart-narrow",
+    class: "chart chart-narrow",
+};
+
 /// Stacked bars: one per day, one colour per model, height = credits.
-fn chart(first: NaiveDate, days: i64, rows: &[DayModel]) -> Markup {
-    let models: Vec<&str> = {
-        let mut m: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
-        m.sort_unstable();
-        m.dedup();
-        m
-    };
-    let color = |model: &str| {
-        let i = models.iter().position(|m| *m == model).unwrap_or(0);
-        PALETTE.get(i % PALETTE.len()).copied().unwrap_or("#888")
-    };
+fn chart(first: NaiveDate, days: i64, rows: &[DayModel], size: &ChartSize) -> Markup {
+    let models = models_of(rows);
+    let color = |model: &str| color_of(&models, model);
     let mut per_day: BTreeMap<NaiveDate, Vec<&DayModel>> = BTreeMap::new();
     for r in rows {
         per_day.entry(r.date).or_default().push(r);
@@ -113,14 +244,22 @@ fn chart(first: NaiveDate, days: i64, rows: &[DayModel]) -> Markup {
         .to_f64()
         .unwrap_or(0.0);
     let max = if max > 0.0 { max } else { 1.0 };
-    let (w, h, left, bottom, top) = (900.0_f64, 260.0_f64, 70.0_f64, 28.0_f64, 12.0_f64);
+    let w = size.width;
+    let (h, left, bottom, top) = (
+        if w < 500.0 { 220.0_f64 } else { 260.0_f64 },
+        60.0_f64,
+        28.0_f64,
+        12.0_f64,
+    );
     let plot_w = w - left - 10.0;
     let plot_h = h - bottom - top;
     let slot = plot_w / days as f64;
     let bar = (slot * 0.8).max(1.0);
-    let label_every = (days / 10).max(1);
+    // A date label is about 36 units wide.
+    let labels = ((plot_w / 44.0) as i64).clamp(1, 10);
+    let label_every = (days / labels).max(1);
     html! {
-        svg.chart #usage-chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (w) " " (h) }
+        svg class=(size.class) id=(size.id) xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (w) " " (h) }
             role="img" aria-label="Credits per day and model" {
             @for i in 0..=4 {
                 @let y = top + plot_h - plot_h * f64::from(i) / 4.0;
@@ -142,10 +281,30 @@ fn chart(first: NaiveDate, days: i64, rows: &[DayModel]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The models of the rows, in the order (and so the colours) the charts use.
+fn models_of(rows: &[DayModel]) -> Vec<&str> {
+    let mut m: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
+    m.sort_unstable();
+    m.dedup();
+    m
+}
+
+fn color_of(models: &[&str], model: &str) -> &'static str {
+    let i = models.iter().position(|m| *m == model).unwrap_or(0);
+    PALETTE.get(i % PALETTE.len()).copied().unwrap_or("#888")
+}
+
+/// The charts' legend: one colour per model.
+fn legend(rows: &[DayModel]) -> Markup {
+    let models = models_of(rows);
+    html! {
         div.legend {
             @for m in &models {
                 span {
-                    svg.swatch xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10" { rect width="10" height="10" fill=(color(m)) {} }
+                    svg.swatch xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10" { rect width="10" height="10" fill=(color_of(&models, m)) {} }
                     span.mono { (m) }
                 }
             }
@@ -153,51 +312,165 @@ fn chart(first: NaiveDate, days: i64, rows: &[DayModel]) -> Markup {
     }
 }
 
+/// A request of the log, as the API lists it.
+#[derive(serde::Deserialize)]
+struct RequestRow {
+    request_id: uuid::Uuid,
+    key_id: uuid::Uuid,
+    model: String,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_write_5m_tokens: i64,
+    cache_write_1h_tokens: i64,
+    cache_read_tokens: i64,
+    cost: Decimal,
+    partial: bool,
+    created_at: chrono::DateTime<Utc>,
+}
+
+/// The account's usage listing (the API's), as `format` (`None`: a page of JSON rows).
+async fn usage_listing(
+    state: &AppState,
+    account_id: uuid::Uuid,
+    f: &Filters,
+    format: Option<&str>,
+) -> PageResult<Response> {
+    let scope = UsageScope {
+        account_id,
+        show_list_usd: false,
+    };
+    Ok(usage::list(&state.pool, scope, f.usage_query(format), &HeaderMap::new()).await?)
+}
+
+/// A page of the request log.
+#[derive(serde::Deserialize)]
+struct LogPage {
+    data: Vec<RequestRow>,
+    next_cursor: Option<String>,
+}
+
+async fn request_log(state: &AppState, account_id: uuid::Uuid, f: &Filters) -> PageResult<LogPage> {
+    let resp = usage_listing(state, account_id, f, None).await?;
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
+        .await
+        .map_err(|e| super::PageError::Internal(format!("usage listing: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| super::PageError::Internal(format!("usage listing: {e}")))
+}
+
 async fn usage_page(
     session: CustomerSession,
     State(state): State<AppState>,
-    Query(q): Query<RangeParams>,
+    uri: Uri,
 ) -> PageResult<Html<String>> {
-    let days = q.days();
-    let (first, rows) = daily(&state, session.account_id, days).await?;
+    let today = Utc::now().date_naive();
+    let f = Filters::of(uri.query(), today);
+    let rows = daily(&state, session.account_id, &f).await?;
+    let keys: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
+        "SELECT id, name, prefix FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC LIMIT 500",
+    )
+    .bind(session.account_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let models: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT coalesce(model_served, model_requested) FROM usage_records WHERE account_id = $1 ORDER BY 1 LIMIT 200",
+    )
+    .bind(session.account_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let log = request_log(&state, session.account_id, &f).await?;
+    let key_name = |id: uuid::Uuid| keys.iter().find(|k| k.0 == id).map_or("—", |k| k.1.as_str());
     let total: Decimal = rows.iter().map(|r| r.cost).sum();
+    let requests: i64 = rows.iter().map(|r| r.requests).sum();
+    let query = f.query();
     let body = html! {
-        p {
-            "Range: "
-            @for d in [7, 30, 90] {
-                @if d == days { strong { (d) " days" } } @else { a href={ "/dashboard/usage?days=" (d) } { (d) " days" } }
-                " "
-            }
-            " · Total: " strong #usage-total { (credits(total)) } " credits"
+        @if !f.ignored.is_empty() {
+            p.notice.error #ignored role="status" { "Ignored " (f.ignored.join("; ")) "." }
         }
-        (chart(first, days, &rows))
+        form.row.card #usage-filters method="get" action="/dashboard/usage" {
+            label { "From" input type="date" name="from" value=(f.from); }
+            label { "To" input type="date" name="to" value=(f.to); }
+            label { "Key" select name="key" {
+                option value="" { "All keys" }
+                @for (id, name, prefix) in &keys { option value=(id) selected[f.key == Some(*id)] { (name) " (" (prefix) "…)" } }
+            } }
+            label { "Model" select name="model" {
+                option value="" { "All models" }
+                @for m in &models { option value=(m) selected[f.model.as_deref() == Some(m.as_str())] { (m) } }
+            } }
+            button type="submit" { "Show" }
+        }
+        p.ranges {
+            "Last "
+            @for d in [7, 30, 90] {
+                a href={ "/dashboard/usage?" (f.last(d, today).query()) } { (d) " days" } " "
+            }
+            " · " (f.days()) " days: " strong #usage-total { (credits(total)) } " credits"
+            " (≈ " (super::html::usd(total * money::credit_usd())) ") in " strong #usage-requests { (requests) } " requests"
+        }
+        div.chart-box {
+            (chart(f.from, f.days(), &rows, &WIDE))
+            (chart(f.from, f.days(), &rows, &NARROW))
+            (legend(&rows))
+        }
         p {
-            a href={ "/dashboard/usage.csv?days=" (days) } download { "Download this table (CSV)" }
+            a href={ "/dashboard/usage.csv?" (query) } download { "Download the days (CSV)" }
             " · "
-            a href="/dashboard/usage/requests.csv" download { "Every request (CSV)" }
+            a #requests-csv href={ "/dashboard/usage/requests.csv?" (query) } download { "Download every request (CSV)" }
         }
         @if rows.is_empty() {
             p.muted { "No usage in this range." }
         } @else {
-            table #usage-table {
-                thead { tr {
-                    th { "Day (UTC)" } th { "Model" } th { "Ran as" } th.num { "Requests" } th.num { "Extra steps" } th.num { "Input" } th.num { "Output" }
-                    th.num { "Cache writes" } th.num { "Cache reads" } th.num { "Credits" }
-                } }
-                tbody {
-                    @for r in &rows {
-                        tr {
-                            td { (r.date) } td.mono { (r.model) } td { (options(r.speed.as_deref(), r.inference_geo.as_deref(), r.service_tier.as_deref())) }
-                            td.num { (r.requests) } td.num { (r.steps) } td.num { (r.input_tokens) }
-                            td.num { (r.output_tokens) } td.num { (r.cache_write_tokens) } td.num { (r.cache_read_tokens) }
-                            td.num { (credits(r.cost)) }
+            div.table-wrap {
+                table #usage-table {
+                    thead { tr {
+                        th { "Day (UTC)" } th { "Model" } th.wide { "Ran as" } th.num { "Requests" } th.num.wide { "Extra steps" } th.num { "Input" } th.num { "Output" }
+                        th.num.wide { "Cache writes" } th.num.wide { "Cache reads" } th.num { "Credits" }
+                    } }
+                    tbody {
+                        @for r in &rows {
+                            tr {
+                                td { (r.date) } td.mono { (r.model) } td.wide { (options(r.speed.as_deref(), r.inference_geo.as_deref(), r.service_tier.as_deref())) }
+                                td.num { (r.requests) } td.num.wide { (r.steps) } td.num { (r.input_tokens) }
+                                td.num { (r.output_tokens) } td.num.wide { (r.cache_write_tokens) } td.num.wide { (r.cache_read_tokens) }
+                                td.num { (credits(r.cost)) }
+                            }
                         }
                     }
                 }
             }
         }
+        h2 #requests { "Requests" }
+        @if log.data.is_empty() {
+            p.muted { "No requests in this range." }
+        } @else {
+            div.table-wrap {
+                table #request-log {
+                    thead { tr { th { "Time" } th { "Key" } th { "Model" } th.num { "Input" } th.num { "Output" } th.num.wide { "Cache" } th.num { "Credits" } th.wide { "Request id" } } }
+                    tbody {
+                        @for r in &log.data {
+                            tr {
+                                td { (r.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                                td { (key_name(r.key_id)) }
+                                td.mono { (r.model) @if r.partial { " (partial)" } }
+                                td.num { (r.input_tokens) } td.num { (r.output_tokens) }
+                                td.num.wide { (r.cache_write_5m_tokens + r.cache_write_1h_tokens + r.cache_read_tokens) }
+                                td.num { (credits(r.cost)) }
+                                td.mono.wide { (r.request_id) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p.pager {
+            @if f.cursor.is_some() { a href={ "/dashboard/usage?" (query) "#requests" } { "Newest" } }
+            @if let Some(next) = &log.next_cursor {
+                @let mut q = form_urlencoded::Serializer::new(query.clone());
+                a #requests-next href={ "/dashboard/usage?" (q.append_pair("cursor", next).finish()) "#requests" } { "Older requests" }
+            }
+        }
     };
-    Ok(Html(page("Usage", nav::customer(&session), body).into_string()))
+    super::customer::render(&state, &session, "Usage", body).await
 }
 
 fn csv_response(body: String, filename: &'static str) -> Response {
@@ -214,9 +487,10 @@ fn csv_response(body: String, filename: &'static str) -> Response {
 async fn usage_csv(
     session: CustomerSession,
     State(state): State<AppState>,
-    Query(q): Query<RangeParams>,
+    uri: Uri,
 ) -> PageResult<Response> {
-    let (_, rows) = daily(&state, session.account_id, q.days()).await?;
+    let f = Filters::of(uri.query(), Utc::now().date_naive());
+    let rows = daily(&state, session.account_id, &f).await?;
     let mut out = String::from(
         "date,model,speed,inference_geo,service_tier,requests,steps,input_tokens,output_tokens,cache_write_tokens,\
          cache_read_tokens,credits\n",
@@ -241,20 +515,15 @@ async fn usage_csv(
     Ok(csv_response(out, "attachment; filename=\"usage-daily.csv\""))
 }
 
+/// Every request of the filters, as the API's CSV (the first 100,000; its `x-next-cursor` says
+/// where more start).
 async fn requests_csv(
     session: CustomerSession,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    uri: Uri,
 ) -> PageResult<Response> {
-    let scope = UsageScope {
-        account_id: session.account_id,
-        show_list_usd: false,
-    };
-    let q = UsageQuery {
-        format: Some("csv".into()),
-        ..UsageQuery::default()
-    };
-    Ok(usage::list(&state.pool, scope, q, &headers).await?)
+    let f = Filters::of(uri.query(), Utc::now().date_naive());
+    usage_listing(&state, session.account_id, &f, Some("csv")).await
 }
 
 pub fn router() -> Router<AppState> {
@@ -265,6 +534,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -285,10 +555,41 @@ mod tests {
             cache_read_tokens: 0,
             cost: Decimal::from(12),
         }];
-        let svg = chart(today - Duration::days(6), 7, &rows).into_string();
+        let svg = chart(today - Duration::days(6), 7, &rows, &WIDE).into_string();
         assert!(!svg.contains("<script>"), "{svg}");
         assert!(svg.contains("&lt;script&gt;"), "{svg}");
         assert_eq!(svg.matches("<rect x=").count(), 1, "{svg}");
+    }
+
+    #[test]
+    fn filters_are_read_leniently_and_said_when_ignored() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 6).unwrap();
+        let f = Filters::of(None, today);
+        assert_eq!((f.from, f.to, f.days()), (today - Duration::days(29), today, 30));
+        let f = Filters::of(Some("days=abc&key=nope&from=2026-13-01"), today);
+        assert_eq!(f.days(), 30);
+        assert_eq!(f.ignored.len(), 3, "{:?}", f.ignored);
+        assert!(f.key.is_none());
+        let f = Filters::of(
+            Some("from=2026-11-01&to=2026-11-30&model=claude-sonnet-4-5&days=7"),
+            today,
+        );
+        assert_eq!(
+            (f.from.to_string(), f.to.to_string(), f.days()),
+            ("2026-11-01".into(), "2026-11-30".into(), 30)
+        );
+        assert_eq!(f.query(), "from=2026-11-01&to=2026-11-30&model=claude-sonnet-4-5");
+        let f = Filters::of(Some("from=2026-12-05&to=2026-12-01"), today);
+        assert_eq!(
+            (f.from, f.to),
+            (f.to, NaiveDate::from_ymd_opt(2026, 12, 1).unwrap())
+        );
+        assert_eq!(f.ignored.len(), 1);
+        let f = Filters::of(Some("from=2020-01-01"), today);
+        assert_eq!(f.days(), MAX_DAYS);
+        let q = Filters::of(Some("days=7"), today).usage_query(None);
+        assert_eq!(q.limit, Some(REQUESTS_PAGE));
+        assert_eq!(q.to.unwrap().date_naive(), today + Duration::days(1));
     }
 
     #[test]

@@ -219,17 +219,40 @@ async fn forms_refuse_a_missing_or_foreign_csrf_token() {
         .unwrap();
     assert_eq!(count, 0);
     let csrf = web.csrf("/dashboard/keys").await;
-    let created = web
-        .post("/dashboard/keys", &[("name", "mine"), ("csrf", &csrf)])
-        .await;
+    let form = [
+        ("name", "mine"),
+        ("csrf", csrf.as_str()),
+        ("form_token", "a-single-use-form-token-1"),
+    ];
+    let answer = web.post("/dashboard/keys", &form).await;
+    let created = web.follow(&answer).await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     assert!(
         created.body.contains("id=\"new-key-secret\">csk_"),
         "the secret is shown once"
     );
+    let again = web.get(answer.location()).await;
+    assert!(
+        again.body.contains("Key mine created."),
+        "the result is shown again"
+    );
+    assert!(
+        !again.body.contains("id=\"new-key-secret\""),
+        "but the secret only once"
+    );
     let listed = web.get("/dashboard/keys").await;
     assert!(listed.body.contains("mine"));
     assert!(!listed.body.contains("id=\"new-key-secret\""), "and only once");
+    // The same form sent again (a refresh, a double click) creates nothing more.
+    let resent = web.post_again("/dashboard/keys", &form).await;
+    assert_eq!(resent.status, StatusCode::SEE_OTHER);
+    assert_eq!(resent.location(), answer.location());
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE account_id = $1")
+        .bind(account)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "one key for two submissions of one form");
 }
 
 #[tokio::test]
@@ -393,7 +416,7 @@ async fn the_customer_sees_the_speed_and_region_billed() {
         "{overview}"
     );
     assert!(
-        overview.contains("<td>compaction</td>"),
+        overview.contains(">compaction</td>"),
         "the steps billed on top, not the message: {overview}"
     );
     let table = web.get("/dashboard/usage").await.body;
@@ -451,7 +474,12 @@ async fn a_customer_sets_a_keys_limit_models_and_expiry_and_sees_its_spend() {
         )
         .await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
-    assert_eq!(saved.location(), "/dashboard/keys");
+    assert!(
+        saved.location().starts_with("/dashboard/keys?done="),
+        "{}",
+        saved.location()
+    );
+    assert!(web.follow(&saved).await.body.contains("are saved"));
     let (_, keys) = app.admin_get(&format!("/v1/accounts/{account}/keys")).await;
     let k = &keys["data"][0];
     assert_eq!(k["limit"], json!({"credits": "25", "period": "week"}));

@@ -106,12 +106,36 @@ impl Web {
         self.send(req).await
     }
 
+    /// Posts a form. A form with a CSRF token and without a `form_token` gets a fresh one, as
+    /// each rendering of a page's form has (single-use: posting the same one again is a
+    /// resubmission, see [`Web::post_again`]).
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        if fields.iter().any(|(k, _)| *k == "csrf") && !fields.iter().any(|(k, _)| *k == "form_token") {
+            fields.push(("form_token", &token));
+        }
+        let req = self
+            .client
+            .request(Method::POST, format!("{}{path}", self.base))
+            .form(&fields);
+        self.send(req).await
+    }
+
+    /// Posts exactly these fields (a refresh after a POST sends the same form again).
+    pub async fn post_again(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let req = self
             .client
             .request(Method::POST, format!("{}{path}", self.base))
             .form(form);
         self.send(req).await
+    }
+
+    /// Follows a redirect answered to a form (303 to the page that shows its result).
+    pub async fn follow(&mut self, answer: &Page) -> Page {
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        let location = answer.location().to_owned();
+        self.get(&location).await
     }
 
     /// Signs in through the form (loading it first for its token).

@@ -20,6 +20,7 @@ mod fakes;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod pages;
 mod purchase;
 mod scenarios;
 mod webdriver;

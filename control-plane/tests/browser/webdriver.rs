@@ -215,7 +215,65 @@ impl Browser {
         v.as_str().map(str::to_owned)
     }
 
-    /// A full-page PNG under `dir`.
+    /// Resizes the window so that the page is `width` CSS pixels wide (headless: no window chrome).
+    pub async fn set_width(&self, width: u32) {
+        let v = self
+            .post("/window/rect", json!({ "width": width, "height": 900 }))
+            .await;
+        assert!(v.is_object(), "resize to {width}: {v}");
+        let inner = self.script("return window.innerWidth;").await;
+        assert_eq!(
+            inner.as_u64(),
+            Some(u64::from(width)),
+            "the page is not {width} px wide"
+        );
+    }
+
+    /// How far the page is wider than the window (0: no sideways scroll), and the widest element
+    /// that sticks out, to say what to fix.
+    pub async fn overflow(&self) -> (i64, String) {
+        let v = self
+            .script(
+                "const w = document.documentElement.clientWidth;
+                 let worst = '', most = 0;
+                 for (const e of document.querySelectorAll('body *')) {
+                   const r = e.getBoundingClientRect();
+                   let p = e.parentElement, clipped = false;
+                   while (p) { const o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll' || o === 'hidden') { clipped = true; break; } p = p.parentElement; }
+                   if (!clipped && r.right - w > most) { most = r.right - w; worst = e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className; }
+                 }
+                 return [document.documentElement.scrollWidth - w, worst];",
+            )
+            .await;
+        (
+            v[0].as_i64().unwrap_or(i64::MAX),
+            v[1].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// A PNG of the whole page (the window grown to the page's height for the shot, then put
+    /// back), under `dir`.
+    pub async fn full_page_screenshot(&self, dir: &Path, name: &str) -> PathBuf {
+        let size = self
+            .script("return [window.innerWidth, window.innerHeight, document.documentElement.scrollHeight];")
+            .await;
+        let (width, height, full) = (
+            size[0].as_u64().unwrap_or(1280),
+            size[1].as_u64().unwrap_or(900),
+            size[2].as_u64().unwrap_or(900),
+        );
+        self.post(
+            "/window/rect",
+            json!({ "width": width, "height": full.clamp(height, 8000) }),
+        )
+        .await;
+        let path = self.screenshot(dir, name).await;
+        self.post("/window/rect", json!({ "width": width, "height": height }))
+            .await;
+        path
+    }
+
+    /// A PNG of what the window shows, under `dir`.
     pub async fn screenshot(&self, dir: &Path, name: &str) -> PathBuf {
         let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let png = base64::engine::general_purpose::STANDARD

@@ -9,6 +9,7 @@
 //! sign-in forms carry a token bound to a short-lived cookie (login CSRF).
 
 mod admin;
+mod change;
 mod csrf;
 mod customer;
 pub mod link;
@@ -29,4 +30,5 @@ pub fn router() -> Router<AppState> {
         .merge(customer::router())
         .merge(link::router())
         .merge(admin::router())
+        .merge(change::router())
 }
