@@ -145,7 +145,7 @@ async fn buy(
                 @let each = per_credit(plan.price_usd, plan.credits);
                 div.card.plan {
                     h2 { (plan.name) }
-                    div.price { "$" (money::plain(plan.price_usd)) }
+                    div.price { (super::html::usd(plan.price_usd)) }
                     div { strong { (credits(plan.credits)) } " credits" }
                     @if let Some(each) = each {
                         div.muted.per-credit { "$" (money::plain(each.round_dp(6))) " a credit" }

@@ -150,13 +150,7 @@ pub fn credits(d: Decimal) -> String {
         None => ("", text.as_str()),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
+    let grouped = group(int);
     if frac.is_empty() {
         format!("{sign}{grouped}")
     } else {
@@ -165,10 +159,29 @@ pub fn credits(d: Decimal) -> String {
 }
 
 /// USD with two decimals.
+/// USD with two decimals and grouped thousands: `$1,250.00`.
 pub fn usd(d: Decimal) -> String {
     let mut r = d.round_dp(2);
     r.rescale(2);
-    format!("${r}")
+    let text = r.to_string();
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.as_str()),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, "00"));
+    format!("{sign}${}.{frac}", group(int))
+}
+
+/// Digits grouped by thousands with commas.
+fn group(int: &str) -> String {
+    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    grouped
 }
 
 pub fn when(t: DateTime<Utc>) -> String {

@@ -10,6 +10,7 @@ mod accounts_keys;
 mod concurrency;
 mod console;
 mod credits;
+mod customer_pages;
 mod dashboard;
 mod dashboard_billing;
 mod debits;

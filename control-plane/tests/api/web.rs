@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
+#[derive(Clone)]
 pub struct Web {
     base: String,
     client: reqwest::Client,
@@ -103,6 +104,15 @@ impl Web {
 
     pub async fn get(&mut self, path: &str) -> Page {
         let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    /// A GET as a browser sends it (`Accept: text/html`).
+    pub async fn get_as_browser(&mut self, path: &str) -> Page {
+        let req = self.client.get(format!("{}{path}", self.base)).header(
+            reqwest::header::ACCEPT,
+            "text/html,application/xhtml+xml,*/*;q=0.8",
+        );
         self.send(req).await
     }
 

@@ -254,6 +254,9 @@ impl Browser {
     /// A PNG of the whole page (the window grown to the page's height for the shot, then put
     /// back), under `dir`.
     pub async fn full_page_screenshot(&self, dir: &Path, name: &str) -> PathBuf {
+        let width = self.script("return window.innerWidth;").await;
+        self.post("/window/rect", json!({ "width": width, "height": 900 }))
+            .await;
         let size = self
             .script("return [window.innerWidth, window.innerHeight, document.documentElement.scrollHeight];")
             .await;
