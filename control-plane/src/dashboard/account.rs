@@ -254,7 +254,7 @@ async fn settings(
             (form::fields(csrf))
             label { "Name on invoices (empty: " (session.name) ")"
                 input type="text" name="name" maxlength="200" value=(s.billing_name.unwrap_or_default()); }
-            label { "Address" textarea name="address" rows="3" maxlength="1000" { (s.address.unwrap_or_default()) } }
+            label { "Address" textarea name="address" rows="3" maxlength="500" { (s.address.unwrap_or_default()) } }
             label { "Tax id (VAT number)" input type="text" name="tax_id" maxlength="64" value=(s.tax_id.unwrap_or_default()); }
             button type="submit" { "Save billing details" }
         }
@@ -301,7 +301,8 @@ async fn save_billing(
 ) -> PageResult<Response> {
     let details = json!({
         "name": optional(&form.name),
-        "address": optional(&form.address),
+        // Browsers send a textarea's line breaks as CR LF; the address keeps LF only.
+        "address": optional(&form.address.replace("\r\n", "\n").replace('\r', "\n")),
         "tax_id": optional(&form.tax_id),
     });
     let saved = api

@@ -113,22 +113,19 @@ async fn usage_is_filtered_by_range_key_and_model_and_the_request_log_pages_to_i
 async fn the_balance_history_lists_every_transfer_in_words() {
     let app = spawn_app().await;
     let (account, mut web) = signed_in_customer(&app, "history").await;
-    let (s, _) = app
-        .admin_json(
-            Method::POST,
-            &format!("/v1/accounts/{account}/credits"),
-            json!({"credits": "500", "idempotency_key": "welcome", "reason": "welcome bonus"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = app
-        .admin_json(
-            Method::POST,
-            &format!("/v1/accounts/{account}/credits"),
-            json!({"credits": "-20", "idempotency_key": "fix", "reason": "double grant"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    for (credits, key, reason) in [
+        ("500", "welcome", "welcome bonus"),
+        ("-20", "fix", "double grant"),
+    ] {
+        let (s, _) = app
+            .admin_json(
+                Method::POST,
+                &format!("/v1/accounts/{account}/credits"),
+                json!({"credits": credits, "idempotency_key": key, "reason": reason}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
     let (_, secret) = app.create_key(account, "k").await;
     let many: Vec<_> = (0..60)
         .map(|i| {

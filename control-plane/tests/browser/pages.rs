@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::scenarios::{signed_in, ONE_BROWSER};
+use crate::scenarios::{account_named, signed_in, ONE_BROWSER};
 use crate::webdriver::Browser;
 use crate::{browser_available, screenshots, workdir};
 
@@ -42,15 +42,7 @@ async fn every_customer_page_fits_a_phone_and_a_laptop() {
     }
     let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
-    let (s, body) = app
-        .admin_json(
-            Method::POST,
-            "/v1/accounts",
-            json!({"name": "Grace Brewster Murray Hopper", "email": "grace.hopper@example.com"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let account = id(&body["id"]);
+    let account = account_named(&app, "Grace Brewster Murray Hopper", "grace.hopper@example.com").await;
     let (key_id, secret) = app
         .create_key(account, "a key with a rather long name for a phone screen")
         .await;

@@ -14,7 +14,7 @@ use crate::{browser_available, password_link, screenshots, workdir};
 /// One Chromium at a time: the machine has two cores.
 pub static ONE_BROWSER: Mutex<()> = Mutex::const_new(());
 
-const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct horse battery staple";
 
 pub async fn signed_in(app: &TestApp, browser: &Browser, account: uuid::Uuid) {
     let link = password_link(app, account).await;
@@ -30,6 +30,19 @@ pub async fn signed_in(app: &TestApp, browser: &Browser, account: uuid::Uuid) {
     );
 }
 
+/// A customer account with this name and email.
+pub async fn account_named(app: &TestApp, name: &str, email: &str) -> uuid::Uuid {
+    let (s, body) = app
+        .admin_json(
+            Method::POST,
+            "/v1/accounts",
+            json!({"name": name, "email": email}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    id(&body["id"])
+}
+
 #[tokio::test]
 async fn customer_sees_the_balance_drop_without_reloading_and_manages_keys() {
     if !browser_available() {
@@ -37,15 +50,7 @@ async fn customer_sees_the_balance_drop_without_reloading_and_manages_keys() {
     }
     let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
-    let (s, body) = app
-        .admin_json(
-            Method::POST,
-            "/v1/accounts",
-            json!({"name": "Ada Lovelace", "email": "ada@example.com"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let account = id(&body["id"]);
+    let account = account_named(&app, "Ada Lovelace", "ada@example.com").await;
     let (_, secret) = app.create_key(account, "production").await;
     app.grant(account, "5000", "welcome").await;
     let earlier = Utc::now() - chrono::Duration::days(2);

@@ -125,6 +125,12 @@ impl Browser {
         assert!(v.is_null(), "navigate to {url}: {v}");
     }
 
+    /// The browser's reload (a GET of the page shown; after a form, of its result page).
+    pub async fn refresh(&self) {
+        let v = self.post("/refresh", json!({})).await;
+        assert!(v.is_null(), "refresh: {v}");
+    }
+
     pub async fn url(&self) -> String {
         let v = self.call(reqwest::Method::GET, "/url", None).await;
         v.as_str().unwrap_or_default().to_owned()
