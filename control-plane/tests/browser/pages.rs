@@ -78,6 +78,14 @@ async fn every_customer_page_fits_a_phone_and_a_laptop() {
     }
     app.debits(debits).await;
     let browser = Browser::start(&workdir("pages")).await;
+    // Signed out: the sign-in pages and the page of a password link.
+    let link = crate::password_link(&app, account).await;
+    let signed_out: Vec<(&str, String)> = vec![
+        ("sign-in", "/dashboard/login".into()),
+        ("console-sign-in", "/admin/login".into()),
+        ("password-link", link),
+    ];
+    check_pages(&browser, &app.url, "signed-out", &signed_out).await;
     signed_in(&app, &browser, account).await;
     let pages: Vec<(&str, String)> = vec![
         ("overview", "/dashboard".into()),
