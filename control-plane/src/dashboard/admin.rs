@@ -1,9 +1,11 @@
-//! The admin console's accounts: search and create, one account's page (balance, status, credits
-//! grant or correction with a reason, keys, sign-in link, ledger). Changes go through the API.
+//! The admin console's accounts: search and create, one account's page (balance, status, credits,
+//! keys, sign-in link, ledger). Accounts with a negative balance are marked. Every form posts once,
+//! redirects and shows its result once ([`super::form`]); a new key or a password link is a secret
+//! shown once. Credits go through [`super::console_credits`]. Changes go through the API.
 
 use axum::extract::{Path, Query, State};
-use axum::http::Method;
-use axum::response::{Html, Redirect};
+use axum::http::{Method, Uri};
+use axum::response::{Html, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use chrono::{DateTime, Utc};
@@ -13,13 +15,16 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::html::{as_written, credits, csrf_field, notice, page, when};
+use super::console_credits::{self, CreditsEntry};
+use super::console_page::render;
+use super::form::{self, Done, Submitted};
+use super::html::{as_written, credits, usd, when};
 use super::login::link::PasswordLink;
-use super::nav;
-use super::session::{AdminSession, NoFields, Posted};
-use super::{ApiClient, PageError, PageResult};
+use super::session::{AdminSession, NoFields};
+use super::{ApiClient, PageResult};
 use crate::accounts::Account;
 use crate::keys::CreatedKey;
+use crate::money;
 use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
@@ -44,11 +49,18 @@ fn like_pattern(q: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// A balance below zero, said in a word beside the number (colour alone is not enough).
+pub(super) fn negative_mark(balance: Decimal) -> Markup {
+    html! { @if balance < Decimal::ZERO { " " span.negative-word { "negative" } } }
+}
+
 async fn accounts(
     session: AdminSession,
     State(state): State<AppState>,
     Query(p): Query<SearchParams>,
+    uri: Uri,
 ) -> PageResult<Html<String>> {
+    let done = form::outcome(&state, session.token(), &uri).await?;
     let q = p.q.trim();
     let rows: Vec<AccountRow> = sqlx::query_as(
         "SELECT a.id, a.name, a.email, a.status, l.balance, a.created_at
@@ -61,34 +73,37 @@ async fn accounts(
     .fetch_all(&state.pool)
     .await?;
     let body = html! {
+        (form::notice(done.as_ref()))
         form.row method="get" action="/admin" {
             label { "Search name, email or id" input type="search" name="q" value=(q); }
             button.secondary type="submit" { "Search" }
         }
-        table #accounts {
-            thead { tr { th { "Name" } th { "Email" } th { "Status" } th.num { "Balance" } th { "Created" } } }
-            tbody {
-                @for a in &rows {
-                    tr {
-                        td { a href={ "/admin/accounts/" (a.id) } { (a.name) } }
-                        td { (a.email) }
-                        td class={ "status-" (a.status) } { (a.status) }
-                        td.num { (credits(a.balance)) }
-                        td { (when(a.created_at)) }
+        div.table-wrap {
+            table #accounts {
+                thead { tr { th { "Name" } th { "Email" } th { "Status" } th.num { "Balance" } th.wide { "Created" } } }
+                tbody {
+                    @for a in &rows {
+                        tr.negative[a.balance < Decimal::ZERO] {
+                            td { a href={ "/admin/accounts/" (a.id) } { (a.name) } }
+                            td { (a.email) }
+                            td class={ "status-" (a.status) } { (a.status) }
+                            td.num { (credits(a.balance)) (negative_mark(a.balance)) }
+                            td.wide { (when(a.created_at)) }
+                        }
                     }
                 }
             }
         }
         @if rows.is_empty() { p.muted { "No account matches." } }
         h2 { "New account" }
-        form.row.card method="post" action="/admin/accounts" {
-            (csrf_field(&session.csrf))
+        form.row.card #new-account method="post" action="/admin/accounts" {
+            (form::fields(&session.csrf))
             label { "Name" input type="text" name="name" required maxlength="200"; }
             label { "Email" input type="email" name="email" required maxlength="254"; }
             button type="submit" { "Create account" }
         }
     };
-    Ok(Html(page("Accounts", nav::admin(&session), body).into_string()))
+    Ok(render(&state, &session, "Accounts", body))
 }
 
 #[derive(Deserialize)]
@@ -100,14 +115,21 @@ struct NewAccountForm {
 }
 
 async fn create_account(
+    State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
-    Posted { session, form }: Posted<AdminSession, NewAccountForm>,
-) -> PageResult<Redirect> {
-    let body = json!({ "name": form.name, "email": form.email });
-    let created: Account = api
-        .json(&session.actor(), Method::POST, "/v1/accounts", Some(&body))
-        .await?;
-    Ok(Redirect::to(&format!("/admin/accounts/{}", created.id)))
+    Submitted { session, form, claim }: Submitted<AdminSession, NewAccountForm>,
+) -> PageResult<Response> {
+    let body = json!({ "name": form.name.trim(), "email": form.email.trim() });
+    let created = api
+        .json::<Account>(&session.actor(), Method::POST, "/v1/accounts", Some(&body))
+        .await
+        .map(|a| {
+            Done::to(
+                format!("/admin/accounts/{}", a.id),
+                format!("Account {} created.", a.name),
+            )
+        });
+    claim.finish(&state, created).await
 }
 
 #[derive(sqlx::FromRow)]
@@ -129,27 +151,48 @@ struct KeyRow {
     created_at: DateTime<Utc>,
 }
 
+/// Which secret a result carries, named in the address it redirects to.
 #[derive(Deserialize)]
-struct Done {
-    done: Option<String>,
+struct Shown {
+    shown: Option<String>,
 }
 
-fn done_text(code: Option<&str>) -> Option<&'static str> {
-    match code? {
-        "credits" => Some("Credits posted."),
-        "status" => Some("Status changed."),
-        "revoked" => Some("Key revoked."),
-        _ => None,
+/// What the account page shows on top of the account: a form's result, and the credits form as
+/// it was sent when it has to be corrected.
+#[derive(Default)]
+pub(super) struct Extras<'a> {
+    pub done: Option<form::Outcome>,
+    pub shown: Option<&'a str>,
+    pub credits: CreditsEntry<'a>,
+}
+
+/// The card of a secret shown once (a new key, a password link), or, on a later showing of the
+/// same result, what to do if it was not copied.
+fn secret_card(shown: Option<&str>, secret: Option<&str>) -> Markup {
+    html! {
+        @match (shown, secret) {
+            (Some("key"), Some(s)) => div.card #new-key {
+                p { "Pass the new key on now: it is shown only this once." }
+                div.secret #new-key-secret { (s) }
+            },
+            (Some("link"), Some(s)) => div.card #password-link {
+                p { "Pass this link on to the customer now: it is shown only this once, and works once." }
+                div.secret #password-link-url { (s) }
+            },
+            (Some("key" | "link"), None) => p.muted #secret-gone {
+                "The secret was shown once and is not kept. If it was not copied, revoke it and create another."
+            },
+            _ => {}
+        }
     }
 }
 
-/// One account's page; `extra` is shown on top (a new key's secret, a new sign-in link).
-async fn account_page(
+/// One account's page.
+pub(super) async fn account_page(
     state: &AppState,
     session: &AdminSession,
     id: Uuid,
-    extra: Option<Markup>,
-    done: Option<&str>,
+    extras: Extras<'_>,
 ) -> PageResult<Html<String>> {
     let mut conn = state.pool.acquire().await?;
     let account = crate::accounts::fetch(&mut conn, id).await?;
@@ -179,35 +222,32 @@ async fn account_page(
             .await?;
     let base = format!("/admin/accounts/{id}");
     let csrf = &session.csrf;
+    let negative = account.balance < Decimal::ZERO;
     let body = html! {
-        @if let Some(text) = done_text(done) { (notice("ok", text)) }
-        @if let Some(extra) = extra { (extra) }
+        (form::notice(extras.done.as_ref()))
+        (secret_card(extras.shown, extras.done.as_ref().and_then(|d| d.secret.as_deref())))
         div.cards {
-            div.card {
+            div.card.negative[negative] #balance-card {
                 div.muted { "Balance (credits)" }
                 div.balance #balance { (credits(account.balance)) }
+                div.muted { "Worth " (usd(account.balance * money::credit_usd())) " at $0.005 a credit" (negative_mark(account.balance)) }
+                @if negative { p.notice.error { "The balance is negative: this account's API requests are refused until it is above zero." } }
             }
             div.card {
                 div { strong #account-name { (account.name) } }
                 div { (account.email) }
-                div.mono.muted { (account.id) }
+                div.mono.muted.id { (account.id) }
                 div { "Status: " span #account-status class={ "status-" (account.status) } { (account.status) } }
                 div.muted { "Dashboard password: "
                     @if let Some(at) = has_login { "set " (when(at)) } @else { "not set" } }
             }
         }
         h2 { "Grant or correct credits" }
-        form.row.card #credits-form method="post" action={ (base) "/credits" } {
-            (csrf_field(csrf))
-            input type="hidden" name="idempotency_key" value={ "console-" (Uuid::new_v4()) };
-            label { "Credits (negative to correct)" input type="text" name="credits" required inputmode="decimal" placeholder="1000"; }
-            label { "Reason" input type="text" name="reason" required maxlength="1000"; }
-            button type="submit" { "Post" }
-        }
+        (console_credits::credits_form(csrf, id, &extras.credits))
         h2 { "Status" }
-        form.row.card method="post" action={ (base) "/status" }
+        form.row.card #status-form method="post" action={ (base) "/status" }
             data-confirm="Change this account's status? Suspension stops every key within seconds." {
-            (csrf_field(csrf))
+            (form::fields(csrf))
             @let next = if account.status == "active" { "suspended" } else { "active" };
             input type="hidden" name="status" value=(next);
             label { "Reason" input type="text" name="reason" maxlength="1000"; }
@@ -215,92 +255,73 @@ async fn account_page(
         }
         h2 { "Telegram sale" }
         (super::console_purchases::telegram_sale_form(csrf, id, &plans))
-        p { a href="/admin/purchases" { "Purchases of every account" } }
+        p { a href="/admin/purchases" { "Purchases of every account" } " · "
+            a href={ "/admin/audit?target=account:" (id) } { "Audit log of this account" } }
         h2 { "Dashboard sign-in" }
-        form.row method="post" action={ (base) "/password-link" } {
-            (csrf_field(csrf))
+        form.row #password-link-form method="post" action={ (base) "/password-link" } {
+            (form::fields(csrf))
             button.secondary type="submit" {
                 @if has_login.is_some() { "Create a password reset link" } @else { "Create an invite link" }
             }
         }
         h2 { "API keys" }
-        form.row method="post" action={ (base) "/keys" } {
-            (csrf_field(csrf))
+        form.row #key-form method="post" action={ (base) "/keys" } {
+            (form::fields(csrf))
             label { "Name" input type="text" name="name" required maxlength="200"; }
             button.secondary type="submit" { "Create key" }
         }
-        table #keys {
-            thead { tr { th { "Name" } th { "Prefix" } th { "Status" } th { "Created" } th {} } }
-            tbody {
-                @for k in &keys {
-                    tr {
-                        td { (k.name) } td.mono { (k.prefix) "…" }
-                        td class={ "status-" (k.status) } { (k.status) } td { (when(k.created_at)) }
-                        td { @if k.status == "active" {
-                            form.inline method="post" action={ "/admin/keys/" (k.id) "/revoke" } data-confirm="Revoke this key?" {
-                                (csrf_field(csrf))
-                                input type="hidden" name="account_id" value=(id);
-                                button.danger type="submit" { "Revoke" }
-                            }
-                        } }
+        div.table-wrap {
+            table #keys {
+                thead { tr { th { "Name" } th.wide { "Prefix" } th { "Status" } th.wide { "Created" } th {} } }
+                tbody {
+                    @for k in &keys {
+                        tr {
+                            td { (k.name) } td.mono.wide { (k.prefix) "…" }
+                            td class={ "status-" (k.status) } { (k.status) } td.wide { (when(k.created_at)) }
+                            td { @if k.status == "active" {
+                                form.inline method="post" action={ "/admin/keys/" (k.id) "/revoke" } data-confirm="Revoke this key?" {
+                                    (form::fields(csrf))
+                                    input type="hidden" name="account_id" value=(id);
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            } }
+                        }
                     }
                 }
             }
         }
         h2 { "Ledger (grants, corrections, purchases, refunds)" }
-        table #ledger {
-            thead { tr { th { "Time" } th { "Kind" } th.num { "Credits" } th.num { "Balance after" } th { "Reason" } th { "By" } } }
-            tbody {
-                @for l in &ledger {
-                    tr { td { (when(l.created_at)) } td { (l.kind) } td.num { (credits(l.amount)) }
-                        td.num { (credits(l.balance_after)) } td { (l.reason.as_deref().unwrap_or("")) } td { (l.actor) } }
+        div.table-wrap {
+            table #ledger {
+                thead { tr { th { "Time" } th { "Kind" } th.num { "Credits" } th.num { "Balance after" } th { "Reason" } th.wide { "By" } } }
+                tbody {
+                    @for l in &ledger {
+                        tr.negative[l.balance_after < Decimal::ZERO] {
+                            td { (when(l.created_at)) } td { (l.kind) } td.num { (credits(l.amount)) }
+                            td.num { (credits(l.balance_after)) } td { (l.reason.as_deref().unwrap_or("")) } td.wide { (l.actor) }
+                        }
+                    }
                 }
             }
         }
     };
-    Ok(Html(page("Account", nav::admin(session), body).into_string()))
+    Ok(render(state, session, "Account", body))
 }
 
 async fn account(
     session: AdminSession,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-    Query(d): Query<Done>,
+    Query(s): Query<Shown>,
+    uri: Uri,
 ) -> PageResult<Html<String>> {
-    account_page(&state, &session, id, None, d.done.as_deref()).await
-}
-
-#[derive(Deserialize)]
-struct CreditsForm {
-    #[serde(default)]
-    credits: String,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    idempotency_key: String,
-}
-
-async fn post_credits(
-    Extension(api): Extension<ApiClient>,
-    Path(id): Path<Uuid>,
-    Posted { session, form }: Posted<AdminSession, CreditsForm>,
-) -> PageResult<Redirect> {
-    let amount = form.credits.trim().replace([',', ' '], "");
-    crate::money::parse_plain(&amount).map_err(|e| PageError::BadRequest(format!("credits: {e}")))?;
-    let reason = form.reason.trim();
-    let body = json!({
-        "credits": amount,
-        "reason": if reason.is_empty() { None } else { Some(reason) },
-        "idempotency_key": form.idempotency_key,
-    });
-    api.call(
-        &session.actor(),
-        Method::POST,
-        &format!("/v1/accounts/{id}/credits"),
-        Some(&body),
-    )
-    .await?;
-    Ok(Redirect::to(&format!("/admin/accounts/{id}?done=credits")))
+    let done = form::outcome(&state, session.token(), &uri).await?;
+    let extras = Extras {
+        done,
+        shown: s.shown.as_deref(),
+        ..Extras::default()
+    };
+    account_page(&state, &session, id, extras).await
 }
 
 #[derive(Deserialize)]
@@ -312,21 +333,31 @@ struct StatusForm {
 }
 
 async fn post_status(
+    State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
     Path(id): Path<Uuid>,
-    Posted { session, form }: Posted<AdminSession, StatusForm>,
-) -> PageResult<Redirect> {
+    Submitted { session, form, claim }: Submitted<AdminSession, StatusForm>,
+) -> PageResult<Response> {
     let reason = form.reason.trim();
     let body =
         json!({ "status": form.status, "reason": if reason.is_empty() { None } else { Some(reason) } });
-    api.call(
-        &session.actor(),
-        Method::PATCH,
-        &format!("/v1/accounts/{id}"),
-        Some(&body),
-    )
-    .await?;
-    Ok(Redirect::to(&format!("/admin/accounts/{id}?done=status")))
+    let changed = api
+        .call(
+            &session.actor(),
+            Method::PATCH,
+            &format!("/v1/accounts/{id}"),
+            Some(&body),
+        )
+        .await
+        .map(|()| {
+            let said = if form.status == "suspended" {
+                "Account suspended: its keys stop within seconds."
+            } else {
+                "Account reactivated."
+            };
+            Done::to(format!("/admin/accounts/{id}"), said)
+        });
+    claim.finish(&state, changed).await
 }
 
 #[derive(Deserialize)]
@@ -339,48 +370,53 @@ async fn post_key(
     State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
     Path(id): Path<Uuid>,
-    Posted { session, form }: Posted<AdminSession, NameForm>,
-) -> PageResult<Html<String>> {
+    Submitted { session, form, claim }: Submitted<AdminSession, NameForm>,
+) -> PageResult<Response> {
     let body = json!({ "name": form.name });
-    let created: CreatedKey = api
-        .json(
+    let created = api
+        .json::<CreatedKey>(
             &session.actor(),
             Method::POST,
             &format!("/v1/accounts/{id}/keys"),
             Some(&body),
         )
-        .await?;
-    let extra = html! {
-        div.card #new-key {
-            p { "New key " strong { (created.name) } ": pass it on now, it is shown only this once." }
-            div.secret #new-key-secret { (created.key) }
-        }
-    };
-    account_page(&state, &session, id, Some(extra), None).await
+        .await
+        .map(|k| {
+            Done::to(
+                format!("/admin/accounts/{id}?shown=key"),
+                format!("Key {} created.", k.name),
+            )
+            .with_secret(k.key)
+        });
+    claim.finish(&state, created).await
 }
 
 async fn post_password_link(
     State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
     Path(id): Path<Uuid>,
-    Posted { session, .. }: Posted<AdminSession, NoFields>,
-) -> PageResult<Html<String>> {
-    let link: PasswordLink = api
-        .json(
+    Submitted { session, claim, .. }: Submitted<AdminSession, NoFields>,
+) -> PageResult<Response> {
+    let link = api
+        .json::<PasswordLink>(
             &session.actor(),
             Method::POST,
             &format!("/v1/accounts/{id}/password-link"),
             None,
         )
-        .await?;
-    let extra = html! {
-        div.card #password-link {
-            p { "One-time " (link.purpose) " link, valid until "
-                (as_written(link.expires_at)) ". Pass it on to the customer; it is shown only this once." }
-            div.secret #password-link-url { (link.url) }
-        }
-    };
-    account_page(&state, &session, id, Some(extra), None).await
+        .await
+        .map(|l| {
+            Done::to(
+                format!("/admin/accounts/{id}?shown=link"),
+                format!(
+                    "One-time {} link created, valid until {}.",
+                    l.purpose,
+                    as_written(l.expires_at)
+                ),
+            )
+            .with_secret(l.url)
+        });
+    claim.finish(&state, link).await
 }
 
 #[derive(Deserialize)]
@@ -389,21 +425,26 @@ struct RevokeForm {
 }
 
 async fn revoke_key(
+    State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
     Path(key_id): Path<Uuid>,
-    Posted { session, form }: Posted<AdminSession, RevokeForm>,
-) -> PageResult<Redirect> {
-    api.call(
-        &session.actor(),
-        Method::DELETE,
-        &format!("/v1/keys/{key_id}"),
-        None,
-    )
-    .await?;
-    Ok(Redirect::to(&format!(
-        "/admin/accounts/{}?done=revoked",
-        form.account_id
-    )))
+    Submitted { session, form, claim }: Submitted<AdminSession, RevokeForm>,
+) -> PageResult<Response> {
+    let revoked = api
+        .call(
+            &session.actor(),
+            Method::DELETE,
+            &format!("/v1/keys/{key_id}"),
+            None,
+        )
+        .await
+        .map(|()| {
+            Done::to(
+                format!("/admin/accounts/{}", form.account_id),
+                "Key revoked: requests with it stop within seconds.",
+            )
+        });
+    claim.finish(&state, revoked).await
 }
 
 pub fn router() -> Router<AppState> {
@@ -411,7 +452,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin", get(accounts))
         .route("/admin/accounts", post(create_account))
         .route("/admin/accounts/{id}", get(account))
-        .route("/admin/accounts/{id}/credits", post(post_credits))
         .route("/admin/accounts/{id}/status", post(post_status))
         .route("/admin/accounts/{id}/keys", post(post_key))
         .route("/admin/accounts/{id}/password-link", post(post_password_link))

@@ -1,9 +1,10 @@
 //! The console's catalogue: the price table (every version; add one effective from a date) and
-//! the credit plans (add, rename, retire or offer again). Changes go through the API.
+//! the credit plans (add, rename, retire or offer again). Changes go through the API; each form
+//! posts once and its result is shown once on the page it redirects to.
 
 use axum::extract::{Path, State};
-use axum::http::Method;
-use axum::response::{Html, Redirect};
+use axum::http::{Method, Uri};
+use axum::response::{Html, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use chrono::{NaiveDate, Utc};
@@ -14,9 +15,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::html::{credits, csrf_field, usd, when};
-use super::nav;
-use super::session::{AdminSession, Posted};
+use super::console_page::render;
+use super::form::{self, Done, Submitted};
+use super::html::{credits, usd, when};
+use super::session::AdminSession;
 use super::{ApiClient, PageError, PageResult};
 use crate::money;
 use crate::state::AppState;
@@ -34,7 +36,8 @@ fn modifier_list(e: &metering::PriceEntry, modifier: Modifier) -> String {
         .join(", ")
 }
 
-async fn prices(session: AdminSession, State(state): State<AppState>) -> PageResult<Html<String>> {
+async fn prices(session: AdminSession, State(state): State<AppState>, uri: Uri) -> PageResult<Html<String>> {
+    let done = form::outcome(&state, session.token(), &uri).await?;
     let mut conn = state.pool.acquire().await?;
     let table = state.prices.latest(&mut conn).await?;
     let now = Utc::now();
@@ -52,9 +55,11 @@ async fn prices(session: AdminSession, State(state): State<AppState>) -> PageRes
     };
     let rate = |d: Decimal| money::plain(d);
     let body = html! {
+        (form::notice(done.as_ref()))
         p.muted { "Official USD per million tokens; customers pay " (money::plain(table.factor())) " of it, in credits of $0.005. "
             "Speed and inference geo: the values each model accepts and the multiplier of every rate (they stack); "
             "a request asking for a value not listed is refused. New versions keep them; change them with PUT /v1/prices/{model}." }
+        div.table-wrap {
         table #prices {
             thead { tr {
                 th { "Model" } th { "Effective from" } th { "State" } th.num { "Input" } th.num { "Output" }
@@ -78,9 +83,10 @@ async fn prices(session: AdminSession, State(state): State<AppState>) -> PageRes
                 }
             }
         }
+        }
         h2 { "Add a price version" }
         form.stack.card #price-form method="post" action="/admin/prices" {
-            (csrf_field(&session.csrf))
+            (form::fields(&session.csrf))
             label { "Model family id" input type="text" name="model" required maxlength="128" placeholder="claude-sonnet-4-5"; }
             label { "Effective from (UTC; today means now)" input type="date" name="effective_from" required value=(now.date_naive()); }
             label { "Input (USD / Mtok)" input type="text" name="input" required inputmode="decimal"; }
@@ -94,9 +100,7 @@ async fn prices(session: AdminSession, State(state): State<AppState>) -> PageRes
             p.muted { "Prompt-size tiers and aliases: PUT /v1/prices/{model} in the API." }
         }
     };
-    Ok(Html(
-        super::html::page("Prices", nav::admin(&session), body).into_string(),
-    ))
+    Ok(render(&state, &session, "Prices", body))
 }
 
 #[derive(Deserialize)]
@@ -127,11 +131,8 @@ fn rate_field(name: &str, value: &str) -> PageResult<Value> {
     Ok(Value::String(v.to_owned()))
 }
 
-async fn add_price(
-    State(state): State<AppState>,
-    Extension(api): Extension<ApiClient>,
-    Posted { session, form }: Posted<AdminSession, PriceForm>,
-) -> PageResult<Redirect> {
+/// The price version a form describes, as `PUT /v1/prices/{model}` takes it: the model and the body.
+async fn price_version(state: &AppState, form: &PriceForm) -> PageResult<(String, Value)> {
     let model = form.model.trim();
     // The model becomes a path segment: only the characters the API accepts in a model id.
     if model.is_empty()
@@ -180,14 +181,33 @@ async fn add_price(
     if !reason.is_empty() {
         body["reason"] = json!(reason);
     }
-    api.call(
-        &session.actor(),
-        Method::PUT,
-        &format!("/v1/prices/{model}"),
-        Some(&body),
-    )
-    .await?;
-    Ok(Redirect::to("/admin/prices"))
+    Ok((model.to_owned(), body))
+}
+
+async fn add_price(
+    State(state): State<AppState>,
+    Extension(api): Extension<ApiClient>,
+    Submitted { session, form, claim }: Submitted<AdminSession, PriceForm>,
+) -> PageResult<Response> {
+    let added = async {
+        let (model, body) = price_version(&state, &form).await?;
+        api.call(
+            &session.actor(),
+            Method::PUT,
+            &format!("/v1/prices/{model}"),
+            Some(&body),
+        )
+        .await?;
+        Ok(Done::to(
+            "/admin/prices",
+            format!(
+                "Price version of {model} added, effective from {}.",
+                form.effective_from.trim()
+            ),
+        ))
+    }
+    .await;
+    claim.finish(&state, added).await
 }
 
 #[derive(sqlx::FromRow)]
@@ -199,13 +219,16 @@ struct PlanRow {
     active: bool,
 }
 
-async fn plans(session: AdminSession, State(state): State<AppState>) -> PageResult<Html<String>> {
+async fn plans(session: AdminSession, State(state): State<AppState>, uri: Uri) -> PageResult<Html<String>> {
+    let done = form::outcome(&state, session.token(), &uri).await?;
     let rows: Vec<PlanRow> =
         sqlx::query_as("SELECT id, name, credits, price_usd, active FROM plans ORDER BY price_usd, name")
             .fetch_all(&state.pool)
             .await?;
     let csrf = &session.csrf;
     let body = html! {
+        (form::notice(done.as_ref()))
+        div.table-wrap {
         table #plans {
             thead { tr { th { "Name" } th.num { "Credits" } th.num { "Price" } th { "Offered" } th { "Rename" } th {} } }
             tbody {
@@ -214,12 +237,12 @@ async fn plans(session: AdminSession, State(state): State<AppState>) -> PageResu
                         td { (p.name) } td.num { (credits(p.credits)) } td.num { (usd(p.price_usd)) }
                         td { @if p.active { "yes" } @else { span.muted { "retired" } } }
                         td { form.row method="post" action={ "/admin/plans/" (p.id) } {
-                            (csrf_field(csrf))
+                            (form::fields(csrf))
                             input type="text" name="name" value=(p.name) required maxlength="200";
                             button.secondary type="submit" { "Rename" }
                         } }
                         td { form.inline method="post" action={ "/admin/plans/" (p.id) } {
-                            (csrf_field(csrf))
+                            (form::fields(csrf))
                             input type="hidden" name="active" value=(!p.active);
                             button.secondary type="submit" { @if p.active { "Retire" } @else { "Offer again" } }
                         } }
@@ -227,9 +250,10 @@ async fn plans(session: AdminSession, State(state): State<AppState>) -> PageResu
                 }
             }
         }
+        }
         h2 { "New plan" }
         form.row.card method="post" action="/admin/plans" {
-            (csrf_field(csrf))
+            (form::fields(csrf))
             label { "Name" input type="text" name="name" required maxlength="200"; }
             label { "Credits" input type="text" name="credits" required inputmode="decimal"; }
             label { "Price (USD)" input type="text" name="price_usd" required inputmode="decimal"; }
@@ -237,9 +261,7 @@ async fn plans(session: AdminSession, State(state): State<AppState>) -> PageResu
         }
         p.muted { "A plan's credits and price never change (purchases refer to it): add a plan and retire the old one." }
     };
-    Ok(Html(
-        super::html::page("Plans", nav::admin(&session), body).into_string(),
-    ))
+    Ok(render(&state, &session, "Plans", body))
 }
 
 #[derive(Deserialize)]
@@ -253,17 +275,25 @@ struct NewPlanForm {
 }
 
 async fn add_plan(
+    State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
-    Posted { session, form }: Posted<AdminSession, NewPlanForm>,
-) -> PageResult<Redirect> {
-    let body = json!({
-        "name": form.name,
-        "credits": rate_field("credits", &form.credits)?,
-        "price_usd": rate_field("price", &form.price_usd)?,
-    });
-    api.call(&session.actor(), Method::POST, "/v1/plans", Some(&body))
-        .await?;
-    Ok(Redirect::to("/admin/plans"))
+    Submitted { session, form, claim }: Submitted<AdminSession, NewPlanForm>,
+) -> PageResult<Response> {
+    let added = async {
+        let body = json!({
+            "name": form.name.trim(),
+            "credits": rate_field("credits", &form.credits)?,
+            "price_usd": rate_field("price", &form.price_usd)?,
+        });
+        api.call(&session.actor(), Method::POST, "/v1/plans", Some(&body))
+            .await?;
+        Ok(Done::to(
+            "/admin/plans",
+            format!("Plan {} added and offered.", form.name.trim()),
+        ))
+    }
+    .await;
+    claim.finish(&state, added).await
 }
 
 #[derive(Deserialize)]
@@ -273,25 +303,31 @@ struct PlanChangeForm {
 }
 
 async fn change_plan(
+    State(state): State<AppState>,
     Extension(api): Extension<ApiClient>,
     Path(id): Path<Uuid>,
-    Posted { session, form }: Posted<AdminSession, PlanChangeForm>,
-) -> PageResult<Redirect> {
+    Submitted { session, form, claim }: Submitted<AdminSession, PlanChangeForm>,
+) -> PageResult<Response> {
     let mut body = json!({});
-    if let Some(name) = form.name {
+    let mut said = Vec::new();
+    if let Some(name) = &form.name {
         body["name"] = json!(name);
+        said.push(format!("renamed {name}"));
     }
     if let Some(active) = form.active {
         body["active"] = json!(active);
+        said.push(if active { "offered again" } else { "retired" }.to_owned());
     }
-    api.call(
-        &session.actor(),
-        Method::PATCH,
-        &format!("/v1/plans/{id}"),
-        Some(&body),
-    )
-    .await?;
-    Ok(Redirect::to("/admin/plans"))
+    let changed = api
+        .call(
+            &session.actor(),
+            Method::PATCH,
+            &format!("/v1/plans/{id}"),
+            Some(&body),
+        )
+        .await
+        .map(|()| Done::to("/admin/plans", format!("Plan {}.", said.join(" and "))));
+    claim.finish(&state, changed).await
 }
 
 pub fn router() -> Router<AppState> {

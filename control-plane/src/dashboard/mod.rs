@@ -10,7 +10,11 @@ pub mod account;
 pub mod admin;
 pub mod billing;
 pub mod catalog;
+pub mod console_credits;
+pub mod console_invoices;
+pub mod console_page;
 pub mod console_purchases;
+pub mod console_reports;
 pub mod customer;
 pub mod form;
 pub mod html;
@@ -351,6 +355,9 @@ pub fn router(client: ApiClient) -> Router<AppState> {
         .merge(catalog::router())
         .merge(billing::router())
         .merge(console_purchases::router())
+        .merge(console_credits::router())
+        .merge(console_invoices::router())
+        .merge(console_reports::router())
         .layer(axum::Extension(client))
         .layer(middleware::from_fn(error_pages))
         .layer(middleware::from_fn(security_headers))

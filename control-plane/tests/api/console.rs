@@ -8,6 +8,50 @@ use serde_json::json;
 use crate::helpers::*;
 use crate::web::*;
 
+mod forms;
+mod reports;
+
+/// The single-use token of the form with this id on a page.
+pub fn form_token(page: &Page, form_id: &str) -> String {
+    let at = page
+        .body
+        .find(&format!("id=\"{form_id}\""))
+        .unwrap_or_else(|| panic!("no form {form_id} in {}", page.body));
+    let marker = "name=\"form_token\" value=\"";
+    let start = page.body[at..].find(marker).unwrap() + at + marker.len();
+    let end = page.body[start..].find('"').unwrap() + start;
+    page.body[start..end].to_owned()
+}
+
+/// The fields of a confirmation page's Confirm form, as the browser sends them.
+pub fn confirmation_fields(page: &Page) -> Vec<(&'static str, String)> {
+    let value = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let at = page.body.find("id=\"confirm-credits\"").expect("a Confirm form");
+        let start = page.body[at..].find(&marker).unwrap() + at + marker.len();
+        let end = page.body[start..].find('"').unwrap() + start;
+        page.body[start..end]
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+    };
+    [
+        "csrf",
+        "form_token",
+        "credits",
+        "reason",
+        "confirmed",
+        "idempotency_key",
+    ]
+    .into_iter()
+    .map(|k| (k, value(k)))
+    .collect()
+}
+
+/// Owned form fields as `Web::post` takes them.
+pub fn borrowed<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 #[tokio::test]
 async fn console_sign_in_takes_the_token_in_a_form_and_sets_a_strict_cookie() {
     let app = spawn_app().await;
@@ -56,48 +100,54 @@ async fn console_grants_credits_once_per_form_and_records_who() {
     let page = web.get(&format!("/admin/accounts/{account}")).await;
     assert_eq!(page.status, StatusCode::OK);
     let csrf = page.field("csrf");
-    let key = page.field("idempotency_key");
+    let token = form_token(&page, "credits-form");
     let form = [
         ("csrf", csrf.as_str()),
-        ("idempotency_key", key.as_str()),
+        ("form_token", token.as_str()),
         ("credits", "2,500"),
         ("reason", "welcome"),
     ];
-    let p = web
-        .post(&format!("/admin/accounts/{account}/credits"), &form)
-        .await;
+    let credits = format!("/admin/accounts/{account}/credits");
+    let p = web.post(&credits, &form).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
-    // A double submit of the same form is the same transfer.
-    let p = web
-        .post(&format!("/admin/accounts/{account}/credits"), &form)
-        .await;
-    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    // A double submit of the same form is the same transfer, and leads to the same result.
+    let again = web.post_again(&credits, &form).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    assert_eq!(again.location(), p.location());
     assert_eq!(app.balance(account).await, d("2500"));
+    let shown = web.follow(&p).await;
+    assert!(
+        shown.body.contains("Grant of 2,500 credits applied (welcome)"),
+        "{}",
+        shown.body
+    );
     let actor: String = sqlx::query_scalar("SELECT actor FROM audit_log WHERE action = 'credits.grant'")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(actor, "admin:console alice");
     // A correction needs the CSRF token like everything else.
-    let p = web
-        .post(
-            &format!("/admin/accounts/{account}/credits"),
-            &[("idempotency_key", "k2"), ("credits", "-5"), ("reason", "x")],
-        )
-        .await;
+    let p = web.post(&credits, &[("credits", "-5"), ("reason", "x")]).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
+    // A correction is applied only once confirmed.
     let p = web
         .post(
-            &format!("/admin/accounts/{account}/credits"),
-            &[
-                ("csrf", &csrf),
-                ("idempotency_key", "k3"),
-                ("credits", "-500"),
-                ("reason", "typo"),
-            ],
+            &credits,
+            &[("csrf", &csrf), ("credits", "-500"), ("reason", "typo")],
         )
         .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(app.balance(account).await, d("2500"));
+    let confirm = web.follow(&p).await;
+    assert!(
+        confirm.body.contains("2,500 credits ($12.50) → "),
+        "{}",
+        confirm.body
+    );
+    let p = web
+        .post(&credits, &borrowed(&confirmation_fields(&confirm)))
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     assert_eq!(app.balance(account).await, d("2000"));
     // Suspend through the form; the API sees it.
     let p = web
@@ -107,6 +157,7 @@ async fn console_grants_credits_once_per_form_and_records_who() {
         )
         .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert!(web.follow(&p).await.body.contains("Account suspended"));
     let (_, body) = app.admin_get(&format!("/v1/accounts/{account}")).await;
     assert_eq!(body["status"], "suspended");
 }
@@ -118,23 +169,27 @@ async fn console_link_button_and_key_creation_show_their_secret_once() {
     let mut web = Web::new(&app);
     web.admin_login(ADMIN, "bob").await;
     let csrf = web.csrf(&format!("/admin/accounts/{account}")).await;
-    let p = web
-        .post(
-            &format!("/admin/accounts/{account}/password-link"),
-            &[("csrf", &csrf)],
-        )
-        .await;
-    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
-    assert!(p.body.contains("/dashboard/password?token="));
+    let link = format!("/admin/accounts/{account}/password-link");
+    let p = web.post(&link, &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let shown = web.follow(&p).await;
+    assert!(
+        shown.body.contains("/dashboard/password?token="),
+        "{}",
+        shown.body
+    );
+    // A refresh of the result shows the notice without the link; the link still works.
+    let refreshed = web.get(p.location()).await;
+    assert!(!refreshed.body.contains("token=") && refreshed.body.contains("link created"));
     let p = web
         .post(
             &format!("/admin/accounts/{account}/keys"),
             &[("csrf", &csrf), ("name", "ops")],
         )
         .await;
-    assert_eq!(p.status, StatusCode::OK);
-    assert!(p.body.contains("id=\"new-key-secret\""));
-    let p = web.get(&format!("/admin/accounts/{account}")).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert!(web.follow(&p).await.body.contains("id=\"new-key-secret\""));
+    let p = web.get(p.location()).await;
     assert!(!p.body.contains("id=\"new-key-secret\"") && !p.body.contains("token="));
 }
 

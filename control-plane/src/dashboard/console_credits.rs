@@ -1,0 +1,333 @@
+//! The console's credits form: a grant (positive) or a correction (negative) of an account's
+//! credits, always with a reason.
+//!
+//! Some changes are not applied on the first post. Every correction, and every grant of
+//! [`LARGE_GRANT`] credits or more, is answered with a confirmation page (redirected to, so that a
+//! refresh shows it again and changes nothing) that states the effect: the balance before and after,
+//! in credits and dollars. Its Confirm form carries the same values and the idempotency key of the
+//! first post, derived from that form's single-use token: confirming twice (two tabs, a double
+//! click) is one transfer.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use maud::{html, Markup};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::admin::{account_page, Extras};
+use super::console_page::render;
+use super::form::{self, Done, Submitted};
+use super::html::{credits, usd};
+use super::session::AdminSession;
+use super::{ApiClient, PageError, PageResult};
+use crate::money;
+use crate::state::AppState;
+
+/// A grant this large (credits; $50 at $0.005) or larger asks for a confirmation first.
+pub const LARGE_GRANT: i64 = 10_000;
+
+/// Whether a change of `credits` is applied only once confirmed: every correction, and a large grant.
+pub fn needs_confirmation(credits: Decimal) -> bool {
+    credits < Decimal::ZERO || credits >= Decimal::from(LARGE_GRANT)
+}
+
+/// The idempotency key the API gets for a credits form: derived from the form's single-use token
+/// (not the token itself, which stays a secret of the browser's form).
+fn idempotency_key(form_token: &str) -> String {
+    let digest = hex::encode(Sha256::digest(
+        format!("console credits\0{form_token}").as_bytes(),
+    ));
+    format!("console-{}", &digest[..32])
+}
+
+/// A key as [`idempotency_key`] makes them: the only kind a confirmation may carry.
+fn is_console_key(key: &str) -> bool {
+    key.strip_prefix("console-")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// What the credits form holds as it was typed, to show it again with its error.
+#[derive(Default)]
+pub struct CreditsEntry<'a> {
+    pub error: Option<&'a str>,
+    pub credits: &'a str,
+    pub reason: &'a str,
+}
+
+/// The form on the account page.
+pub fn credits_form(csrf: &str, account_id: Uuid, entry: &CreditsEntry<'_>) -> Markup {
+    html! {
+        @if let Some(e) = entry.error { p.notice.error #credits-error role="alert" { (e) } }
+        form.row.card #credits-form method="post" action={ "/admin/accounts/" (account_id) "/credits" } {
+            (form::fields(csrf))
+            label { "Credits (negative to correct)" input type="text" name="credits" required inputmode="decimal" placeholder="1000" value=(entry.credits); }
+            label { "Reason" input type="text" name="reason" required maxlength="1000" value=(entry.reason); }
+            button type="submit" { "Post" }
+        }
+        p.muted { "A correction, or a grant of " (credits(Decimal::from(LARGE_GRANT))) " credits or more, is confirmed on the next page before it is applied." }
+    }
+}
+
+/// A change of credits as read from a form or a confirmation address.
+struct Change {
+    credits: Decimal,
+    reason: String,
+}
+
+impl Change {
+    /// Reads the typed values; the error is in words for the form.
+    fn read(credits: &str, reason: &str) -> Result<Change, String> {
+        let typed = credits.trim().replace([',', ' '], "");
+        let credits = money::parse_plain(&typed).map_err(|_| {
+            format!(
+                "Credits: {:?} is not a number; write it like 1500 or -250.5.",
+                credits.trim()
+            )
+        })?;
+        if credits.is_zero() {
+            return Err("Credits: enter a positive number to grant or a negative one to correct.".into());
+        }
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err("Give a reason: it is kept in the ledger and the audit log.".into());
+        }
+        if reason.chars().count() > 1000 {
+            return Err("The reason is too long: 1000 characters at most.".into());
+        }
+        Ok(Change {
+            credits,
+            reason: reason.to_owned(),
+        })
+    }
+
+    fn what(&self) -> &'static str {
+        if self.credits < Decimal::ZERO {
+            "correction"
+        } else {
+            "grant"
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CreditsForm {
+    #[serde(default)]
+    credits: String,
+    #[serde(default)]
+    reason: String,
+    /// `yes` on the confirmation page's form.
+    #[serde(default)]
+    confirmed: String,
+    /// The first post's key, on the confirmation page's form.
+    #[serde(default)]
+    idempotency_key: String,
+    #[serde(default)]
+    form_token: String,
+}
+
+/// What the API answers that the notice uses.
+#[derive(Deserialize)]
+struct Applied {
+    balance_after: String,
+}
+
+fn confirm_address(account_id: Uuid, change: &Change, key: &str) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("credits", &money::plain(change.credits))
+        .append_pair("reason", &change.reason)
+        .append_pair("key", key)
+        .finish();
+    format!("/admin/accounts/{account_id}/credits/confirm?{query}")
+}
+
+async fn post_credits(
+    State(state): State<AppState>,
+    Extension(api): Extension<ApiClient>,
+    Path(id): Path<Uuid>,
+    Submitted { session, form, claim }: Submitted<AdminSession, CreditsForm>,
+) -> PageResult<Response> {
+    let change = match Change::read(&form.credits, &form.reason) {
+        Ok(c) => c,
+        Err(message) => {
+            // Shown again on the form with what was typed; nothing was changed.
+            claim.release(&state).await;
+            let extras = Extras {
+                credits: CreditsEntry {
+                    error: Some(&message),
+                    credits: &form.credits,
+                    reason: &form.reason,
+                },
+                ..Extras::default()
+            };
+            return Ok(account_page(&state, &session, id, extras).await?.into_response());
+        }
+    };
+    let confirmed = form.confirmed == "yes" && is_console_key(&form.idempotency_key);
+    if needs_confirmation(change.credits) && !confirmed {
+        let key = idempotency_key(&form.form_token);
+        let ask = Done::to(confirm_address(id, &change, &key), "");
+        return claim.finish(&state, Ok(ask)).await;
+    }
+    let key = if confirmed {
+        form.idempotency_key.clone()
+    } else {
+        idempotency_key(&form.form_token)
+    };
+    let body = json!({
+        "credits": money::plain(change.credits),
+        "reason": change.reason,
+        "idempotency_key": key,
+    });
+    let applied = api
+        .json::<Applied>(
+            &session.actor(),
+            Method::POST,
+            &format!("/v1/accounts/{id}/credits"),
+            Some(&body),
+        )
+        .await
+        .map(|a| {
+            let after = money::parse_plain(&a.balance_after).unwrap_or_default();
+            Done::to(
+                format!("/admin/accounts/{id}"),
+                format!(
+                    "{} of {} credits applied ({}). Balance now {} credits ({}).",
+                    if change.credits < Decimal::ZERO {
+                        "Correction"
+                    } else {
+                        "Grant"
+                    },
+                    credits(change.credits),
+                    change.reason,
+                    credits(after),
+                    usd(after * money::credit_usd()),
+                ),
+            )
+        });
+    claim.finish(&state, applied).await
+}
+
+#[derive(Deserialize)]
+struct ConfirmQuery {
+    #[serde(default)]
+    credits: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    key: String,
+}
+
+/// Credits and what they are worth: `-500 credits ($2.50)`.
+fn worth(c: Decimal) -> String {
+    format!("{} credits ({})", credits(c), usd(c * money::credit_usd()))
+}
+
+/// The confirmation page of a correction or a large grant: its effect, Confirm and Cancel.
+async fn confirm_page(
+    session: AdminSession,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ConfirmQuery>,
+    uri: Uri,
+) -> PageResult<Html<String>> {
+    // The first post's result, consumed so that it is not shown elsewhere later.
+    form::outcome(&state, session.token(), &uri).await?;
+    let change = Change::read(&q.credits, &q.reason).map_err(PageError::BadRequest)?;
+    if !is_console_key(&q.key) {
+        return Err(PageError::BadRequest(
+            "This confirmation address is incomplete. Go back to the account and send the form again.".into(),
+        ));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let account = crate::accounts::fetch(&mut conn, id).await?;
+    let after = account.balance + change.credits;
+    let account_url = format!("/admin/accounts/{id}");
+    let title = if change.credits < Decimal::ZERO {
+        "Confirm the correction"
+    } else {
+        "Confirm the grant"
+    };
+    let body = html! {
+        div.card #confirm-effect {
+            p { "Account: " strong { (account.name) } " " span.muted { (account.email) } }
+            p { "Change: " strong #confirm-change { (worth(change.credits)) } }
+            p { "Reason: " (change.reason) }
+            p #confirm-balance { "Balance: " (worth(account.balance)) " → " strong.negative[after < Decimal::ZERO] { (worth(after)) } }
+            @if after < Decimal::ZERO {
+                p.notice.error { "After this the balance is negative: the account's API requests are refused until credits are added." }
+            }
+            p.muted { "Nothing has been applied yet." }
+        }
+        div.actions {
+            form.inline #confirm-credits method="post" action={ (account_url) "/credits" } {
+                (form::fields(&session.csrf))
+                input type="hidden" name="credits" value=(money::plain(change.credits));
+                input type="hidden" name="reason" value=(change.reason);
+                input type="hidden" name="confirmed" value="yes";
+                input type="hidden" name="idempotency_key" value=(q.key);
+                button type="submit" { "Apply the " (change.what()) }
+            }
+            a.button.secondary #cancel href=(account_url) { "Cancel" }
+        }
+    };
+    Ok(render(&state, &session, title, body))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/accounts/{id}/credits", post(post_credits))
+        .route("/admin/accounts/{id}/credits/confirm", get(confirm_page))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap_or_default()
+    }
+
+    #[test]
+    fn corrections_and_large_grants_need_a_confirmation() {
+        for (credits, needed) in [
+            ("-0.5", true),
+            ("-100000", true),
+            ("1", false),
+            ("9999.99", false),
+            ("10000", true),
+            ("250000", true),
+        ] {
+            assert_eq!(needs_confirmation(d(credits)), needed, "{credits}");
+        }
+    }
+
+    #[test]
+    fn a_change_needs_a_number_other_than_zero_and_a_reason() {
+        let c = Change::read(" -2,500 ", " typo ").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.credits, c.reason.as_str(), c.what()),
+            (d("-2500"), "typo", "correction")
+        );
+        assert!(Change::read("0", "r").is_err());
+        assert!(Change::read("abc", "r").is_err());
+        let no_reason = Change::read("100", "  ").err().unwrap_or_default();
+        assert!(no_reason.contains("reason"), "{no_reason}");
+    }
+
+    #[test]
+    fn the_idempotency_key_is_derived_from_the_form_token_and_recognised() {
+        let key = idempotency_key("a-form-token-of-some-length");
+        assert_eq!(key, idempotency_key("a-form-token-of-some-length"));
+        assert_ne!(key, idempotency_key("another-form-token-entirely"));
+        assert!(!key.contains("a-form-token"));
+        assert!(is_console_key(&key));
+        assert!(!is_console_key("k2") && !is_console_key("console-xyz"));
+    }
+}
