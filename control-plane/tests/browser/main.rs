@@ -14,6 +14,7 @@
     clippy::indexing_slicing
 )]
 
+mod console_pages;
 mod customer_flows;
 #[allow(dead_code)]
 #[path = "../api/payments/fakes.rs"]
