@@ -4,7 +4,7 @@
 //! console's purchases (confirm Telegram sales, refund). All through the payments API.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::Method;
 use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::documents::{self, valid_number, FormatParam};
 use super::form::{self, Done, Submitted};
 use super::html::credits;
 use super::session::CustomerSession;
@@ -319,11 +320,6 @@ async fn purchases(
     super::customer::render(&state, &session, "Purchases", body).await
 }
 
-#[derive(Deserialize)]
-struct FormatParam {
-    format: Option<String>,
-}
-
 /// An invoice or credit note of the session's account, as the invoices API renders it.
 async fn invoice(
     session: CustomerSession,
@@ -331,10 +327,7 @@ async fn invoice(
     Path(number): Path<String>,
     Query(q): Query<FormatParam>,
 ) -> PageResult<Response> {
-    if number.is_empty()
-        || number.len() > 64
-        || !number.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
+    if !valid_number(&number) {
         return Err(PageError::NotFound("no such invoice".into()));
     }
     let doc: InvoiceDocument = api
@@ -348,40 +341,13 @@ async fn invoice(
     if doc.buyer.account_id != Some(session.account_id) {
         return Err(PageError::NotFound(format!("you have no invoice {number}")));
     }
-    let format = if q.format.as_deref() == Some("pdf") {
-        "pdf"
-    } else {
-        "html"
-    };
-    let resp = api
-        .send(
-            &session.actor(),
-            Method::GET,
-            &format!("/v1/invoices/{number}?format={format}"),
-            None,
-        )
-        .await?;
-    if !resp.status().is_success() {
-        return Err(PageError::Internal(format!(
-            "invoice {number} answered {}",
-            resp.status()
-        )));
-    }
-    let (mut parts, body) = resp.into_parts();
-    if format == "pdf" {
-        let disposition = format!("attachment; filename=\"{number}.pdf\"");
-        if let Ok(v) = HeaderValue::from_str(&disposition) {
-            parts.headers.insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
-    // The invoice page is self-contained with its own inline styles; still no script, no fetches.
-    parts.headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
-        ),
-    );
-    Ok(Response::from_parts(parts, body))
+    documents::serve(
+        &api,
+        &session.actor(),
+        &number,
+        q.format.as_deref().unwrap_or("html"),
+    )
+    .await
 }
 
 pub fn router() -> Router<AppState> {

@@ -13,14 +13,14 @@ use axum::http::{Method, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use maud::{html, Markup};
+use maud::html;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::admin::{account_page, Extras};
+use super::console_account::{account_page, CreditsEntry, Extras, LARGE_GRANT};
 use super::console_page::render;
 use super::form::{self, Done, Submitted};
 use super::html::{credits, usd};
@@ -28,9 +28,6 @@ use super::session::AdminSession;
 use super::{ApiClient, PageError, PageResult};
 use crate::money;
 use crate::state::AppState;
-
-/// A grant this large (credits; $50 at $0.005) or larger asks for a confirmation first.
-pub const LARGE_GRANT: i64 = 10_000;
 
 /// Whether a change of `credits` is applied only once confirmed: every correction, and a large grant.
 pub fn needs_confirmation(credits: Decimal) -> bool {
@@ -50,28 +47,6 @@ fn idempotency_key(form_token: &str) -> String {
 fn is_console_key(key: &str) -> bool {
     key.strip_prefix("console-")
         .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// What the credits form holds as it was typed, to show it again with its error.
-#[derive(Default)]
-pub struct CreditsEntry<'a> {
-    pub error: Option<&'a str>,
-    pub credits: &'a str,
-    pub reason: &'a str,
-}
-
-/// The form on the account page.
-pub fn credits_form(csrf: &str, account_id: Uuid, entry: &CreditsEntry<'_>) -> Markup {
-    html! {
-        @if let Some(e) = entry.error { p.notice.error #credits-error role="alert" { (e) } }
-        form.row.card #credits-form method="post" action={ "/admin/accounts/" (account_id) "/credits" } {
-            (form::fields(csrf))
-            label { "Credits (negative to correct)" input type="text" name="credits" required inputmode="decimal" placeholder="1000" value=(entry.credits); }
-            label { "Reason" input type="text" name="reason" required maxlength="1000" value=(entry.reason); }
-            button type="submit" { "Post" }
-        }
-        p.muted { "A correction, or a grant of " (credits(Decimal::from(LARGE_GRANT))) " credits or more, is confirmed on the next page before it is applied." }
-    }
 }
 
 /// A change of credits as read from a form or a confirmation address.

@@ -3,29 +3,19 @@
 //! invoices API as the customer's invoice page serves their own.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use maud::{html, Markup};
-use serde::Deserialize;
 
 use super::console_page::render;
+use super::documents::{self, valid_number, FormatParam};
 use super::html::when;
 use super::session::AdminSession;
 use super::{ApiClient, PageError, PageResult};
 use crate::invoices::{InvoiceDocument, Party};
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-struct FormatParam {
-    format: Option<String>,
-}
-
-/// Invoice numbers are letters, digits and dashes (`INV-2026-000001`); anything else names none.
-fn valid_number(number: &str) -> bool {
-    !number.is_empty() && number.len() <= 64 && number.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
 
 fn party(p: &Party) -> Markup {
     html! {
@@ -64,40 +54,7 @@ async fn invoice(
             return Ok(document_page(&state, &session, &doc).into_response());
         }
     };
-    let resp = api
-        .send(
-            &session.actor(),
-            Method::GET,
-            &format!("/v1/invoices/{number}?format={format}"),
-            None,
-        )
-        .await?;
-    if resp.status() == axum::http::StatusCode::NOT_FOUND {
-        return Err(PageError::NotFound(format!(
-            "There is no invoice or credit note {number}."
-        )));
-    }
-    if !resp.status().is_success() {
-        return Err(PageError::Internal(format!(
-            "invoice {number} answered {}",
-            resp.status()
-        )));
-    }
-    let (mut parts, body) = resp.into_parts();
-    if format == "pdf" {
-        let disposition = format!("attachment; filename=\"{number}.pdf\"");
-        if let Ok(v) = HeaderValue::from_str(&disposition) {
-            parts.headers.insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
-    // The document is self-contained with its own inline styles; still no script, no fetches.
-    parts.headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
-        ),
-    );
-    Ok(Response::from_parts(parts, body))
+    documents::serve(&api, &session.actor(), &number, format).await
 }
 
 fn document_page(
@@ -155,15 +112,3 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/admin/invoices/{number}", get(invoice))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::valid_number;
-
-    #[test]
-    fn only_letters_digits_and_dashes_name_a_document() {
-        assert!(valid_number("INV-2026-000001") && valid_number("CN-2026-000002"));
-        for bad in ["", "../etc", "INV 1", "INV-1?format=pdf", &"X".repeat(65)] {
-            assert!(!valid_number(bad), "{bad}");
-        }
-    }
-}

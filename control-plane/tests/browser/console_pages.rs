@@ -166,11 +166,7 @@ async fn every_console_page_fits_a_phone_and_a_laptop() {
             )
             .await;
     }
-    assert_eq!(
-        app.balance(data.grace).await,
-        before,
-        "looking applied nothing"
-    );
+    assert_eq!(app.balance(data.grace).await, before, "looking applied nothing");
     browser.quit().await;
 }
 
