@@ -96,7 +96,8 @@ pub fn page_with_banner(title: &str, nav: Nav<'_>, banner: Markup, body: Markup)
             }
             body {
                 header.top {
-                    a.brand href="/dashboard" { "ClaudeStore" }
+                    @let home = match nav { Nav::Admin { .. } | Nav::Guest(Side::Admin) => "/admin", _ => "/dashboard" };
+                    a.brand href=(home) { "ClaudeStore" }
                     @match nav {
                         Nav::None => {}
                         Nav::Customer { name, csrf } => {
