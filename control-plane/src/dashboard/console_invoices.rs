@@ -111,4 +111,3 @@ fn document_page(
 pub fn router() -> Router<AppState> {
     Router::new().route("/admin/invoices/{number}", get(invoice))
 }
-
