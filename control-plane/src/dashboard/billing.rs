@@ -14,12 +14,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::documents::{self, valid_number, FormatParam};
+use super::documents::{self, FormatParam};
 use super::form::{self, Done, Submitted};
 use super::html::credits;
 use super::session::CustomerSession;
 use super::{ApiClient, PageError, PageResult};
-use crate::invoices::InvoiceDocument;
 use crate::money;
 use crate::page::Page;
 use crate::payments::model::Purchase;
@@ -327,17 +326,7 @@ async fn invoice(
     Path(number): Path<String>,
     Query(q): Query<FormatParam>,
 ) -> PageResult<Response> {
-    if !valid_number(&number) {
-        return Err(PageError::NotFound("no such invoice".into()));
-    }
-    let doc: InvoiceDocument = api
-        .json(
-            &session.actor(),
-            Method::GET,
-            &format!("/v1/invoices/{number}?format=json"),
-            None,
-        )
-        .await?;
+    let doc = documents::fetch(&api, &session.actor(), &number).await?;
     if doc.buyer.account_id != Some(session.account_id) {
         return Err(PageError::NotFound(format!("you have no invoice {number}")));
     }

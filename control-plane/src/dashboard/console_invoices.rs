@@ -3,17 +3,16 @@
 //! invoices API as the customer's invoice page serves their own.
 
 use axum::extract::{Path, Query, State};
-use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use maud::{html, Markup};
 
 use super::console_page::render;
-use super::documents::{self, valid_number, FormatParam};
+use super::documents::{self, FormatParam};
 use super::html::when;
 use super::session::AdminSession;
-use super::{ApiClient, PageError, PageResult};
+use super::{ApiClient, PageResult};
 use crate::invoices::{InvoiceDocument, Party};
 use crate::state::AppState;
 
@@ -34,27 +33,13 @@ async fn invoice(
     Path(number): Path<String>,
     Query(q): Query<FormatParam>,
 ) -> PageResult<Response> {
-    if !valid_number(&number) {
-        return Err(PageError::NotFound(format!(
-            "There is no invoice or credit note {number}."
-        )));
-    }
-    let format = match q.format.as_deref() {
-        Some("pdf") => "pdf",
-        Some("html") => "html",
-        _ => {
-            let doc: InvoiceDocument = api
-                .json(
-                    &session.actor(),
-                    Method::GET,
-                    &format!("/v1/invoices/{number}?format=json"),
-                    None,
-                )
-                .await?;
-            return Ok(document_page(&state, &session, &doc).into_response());
+    let doc = documents::fetch(&api, &session.actor(), &number).await?;
+    match q.format.as_deref() {
+        Some(format @ ("pdf" | "html")) => {
+            documents::serve(&api, &session.actor(), &doc.number, format).await
         }
-    };
-    documents::serve(&api, &session.actor(), &number, format).await
+        _ => Ok(document_page(&state, &session, &doc).into_response()),
+    }
 }
 
 fn document_page(

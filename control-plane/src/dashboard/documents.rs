@@ -7,6 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{ApiClient, PageError, PageResult};
+use crate::invoices::InvoiceDocument;
 
 /// `?format=html|pdf` of a document's address.
 #[derive(Deserialize)]
@@ -17,6 +18,22 @@ pub struct FormatParam {
 /// Document numbers are letters, digits and dashes (`INV-2026-000001`); anything else names none.
 pub fn valid_number(number: &str) -> bool {
     !number.is_empty() && number.len() <= 64 && number.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The document `number` as the invoices API describes it (a number that cannot be one is none).
+pub async fn fetch(api: &ApiClient, actor: &str, number: &str) -> PageResult<InvoiceDocument> {
+    if !valid_number(number) {
+        return Err(PageError::NotFound(format!(
+            "There is no invoice or credit note {number}."
+        )));
+    }
+    api.json(
+        actor,
+        Method::GET,
+        &format!("/v1/invoices/{number}?format=json"),
+        None,
+    )
+    .await
 }
 
 /// The document `number` as `format` (`pdf`, else HTML), from the invoices API.
