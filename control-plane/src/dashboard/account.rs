@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{Method, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{Html, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -21,7 +21,7 @@ use super::customer::render;
 use super::form::{self, Done, Submitted};
 use super::html::{credits, when};
 use super::session::CustomerSession;
-use super::{ApiClient, PageResult};
+use super::{ApiClient, PageError, PageResult};
 use crate::money;
 use crate::state::AppState;
 
@@ -231,7 +231,6 @@ async fn settings(
     State(state): State<AppState>,
     uri: Uri,
 ) -> PageResult<Html<String>> {
-    let done = form::outcome(&state, session.token(), &uri).await?;
     let s: SettingsRow = sqlx::query_as(
         "SELECT a.low_balance_threshold, a.webhook_url, b.name AS billing_name, b.address, b.tax_id
          FROM accounts a LEFT JOIN billing_details b ON b.account_id = a.id WHERE a.id = $1",
@@ -239,6 +238,8 @@ async fn settings(
     .bind(session.account_id)
     .fetch_one(&state.pool)
     .await?;
+    // Read last: a secret in the result is shown once, so nothing may fail after it is taken.
+    let done = form::outcome(&state, session.token(), &uri).await?;
     let csrf = &session.csrf;
     let body = html! {
         (form::notice(done.as_ref()))
@@ -343,12 +344,23 @@ async fn save_alerts(
     Submitted { session, form, claim }: Submitted<CustomerSession, AlertsForm>,
 ) -> PageResult<Response> {
     let saved = async {
+        let threshold = optional(&form.low_balance_threshold);
+        if let Some(t) = threshold {
+            if !money::parse_plain(t).is_ok_and(|d| d >= Decimal::ZERO) {
+                return Err(PageError::Refused(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "The alert threshold {t:?} is not a number of credits; write it like 500 or 12.5."
+                    ),
+                ));
+            }
+        }
         let current: Option<String> = sqlx::query_scalar("SELECT webhook_url FROM accounts WHERE id = $1")
             .bind(session.account_id)
             .fetch_one(&state.pool)
             .await?;
         let url = optional(&form.webhook_url);
-        let mut change = json!({ "low_balance_threshold": optional(&form.low_balance_threshold) });
+        let mut change = json!({ "low_balance_threshold": threshold });
         // Setting the same URL again would change its signing secret: only a change is sent.
         if url != current.as_deref() {
             change["webhook_url"] = json!(url);

@@ -118,7 +118,7 @@ async fn buy(
             div.card #pending {
                 h2 { "Waiting for payment" }
                 @for p in &pending {
-                    p { (p.plan_name) ": " (credits(p.credits)) " credits for $" (money::plain(p.amount_usd)) " by " (p.method)
+                    p { (p.plan_name) ": " (credits(p.credits)) " credits for " (super::html::usd(p.amount_usd)) " by " (p.method)
                         ", started " (super::html::when(p.created_at)) ". "
                         a.button href={ "/dashboard/purchases/" (p.id) } { "Continue" } }
                 }
@@ -251,7 +251,7 @@ async fn purchase_page(
     let body = html! {
         (form::notice(done.as_ref()))
         div.card #purchase data-purchase-status=(status) data-status-url={ "/dashboard/purchases/" (id) "/status" } {
-            p { strong { (p.plan_name) } ": " (credits(p.credits)) " credits for $" (money::plain(p.amount_usd)) }
+            p { strong { (p.plan_name) } ": " (credits(p.credits)) " credits for " (super::html::usd(p.amount_usd)) }
             p { "Status: " strong #purchase-status class={ "status-" (status) } { (status) }
                 @if let Some(reason) = &p.status_reason { " " span.muted { (reason) } } }
             @if status == "pending" && p.method == "card" {
@@ -307,7 +307,7 @@ async fn purchases(
                 @for p in &list.data {
                     tr {
                         td { a href={ "/dashboard/purchases/" (p.id) } { (p.created_at.format("%Y-%m-%dT%H:%M")) } }
-                        td { (p.plan_name) } td.num { (credits(p.credits)) } td.num { "$" (money::plain(p.amount_usd)) }
+                        td { (p.plan_name) } td.num { (credits(p.credits)) } td.num { (super::html::usd(p.amount_usd)) }
                         td { (p.method) } td class={ "status-" (p.status) } { (p.status) }
                         td { @if let Some(n) = &p.invoice_number { (invoice_links(n)) }
                              @if let Some(n) = &p.credit_note_number { br; "Credit note " (invoice_links(n)) } }

@@ -49,6 +49,34 @@ fn is_console_key(key: &str) -> bool {
         .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// A number typed with commas or spaces between groups of three digits (`12,500.5`), without
+/// them; `None` when a comma or space is anywhere else (`1,5` is not 15: it is refused).
+fn thousands(typed: &str) -> Option<String> {
+    let (sign, rest) = match typed.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", typed),
+    };
+    let (int, frac) = match rest.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (rest, None),
+    };
+    if int.contains([',', ' ']) {
+        let groups: Vec<&str> = int.split([',', ' ']).collect();
+        let first_ok = groups.first().is_some_and(|g| (1..=3).contains(&g.len()));
+        if !first_ok || groups.iter().skip(1).any(|g| g.len() != 3) {
+            return None;
+        }
+    }
+    if frac.is_some_and(|f| f.contains([',', ' '])) {
+        return None;
+    }
+    let int: String = int.chars().filter(|c| *c != ',' && *c != ' ').collect();
+    Some(match frac {
+        Some(f) => format!("{sign}{int}.{f}"),
+        None => format!("{sign}{int}"),
+    })
+}
+
 /// A change of credits as read from a form or a confirmation address.
 struct Change {
     credits: Decimal,
@@ -58,7 +86,7 @@ struct Change {
 impl Change {
     /// Reads the typed values; the error is in words for the form.
     fn read(credits: &str, reason: &str) -> Result<Change, String> {
-        let typed = credits.trim().replace([',', ' '], "");
+        let typed = thousands(credits.trim()).unwrap_or_default();
         let credits = money::parse_plain(&typed).map_err(|_| {
             format!(
                 "Credits: {:?} is not a number; write it like 1500 or -250.5.",
@@ -264,6 +292,16 @@ pub fn router() -> Router<AppState> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commas_are_read_only_between_groups_of_three_digits() {
+        assert_eq!(thousands("12,500.5").as_deref(), Some("12500.5"));
+        assert_eq!(thousands("-1 000").as_deref(), Some("-1000"));
+        assert_eq!(thousands("250").as_deref(), Some("250"));
+        for bad in ["1,5", "2,50", "1.000,50", "1234,567", ",500"] {
+            assert_eq!(thousands(bad), None, "{bad}");
+        }
+    }
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap_or_default()

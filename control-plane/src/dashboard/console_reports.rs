@@ -169,11 +169,14 @@ impl DayRange {
         let day = |name: &str| -> PageResult<Option<NaiveDate>> {
             p.get(name)
                 .map(|v| {
-                    NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-                        PageError::BadRequest(format!(
-                            "The {name} date {v:?} is not a date; choose one like {today}."
-                        ))
-                    })
+                    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                        .ok()
+                        .filter(|d| (2000..=9999).contains(&chrono::Datelike::year(d)))
+                        .ok_or_else(|| {
+                            PageError::BadRequest(format!(
+                                "The {name} date {v:?} is not a date from 2000 to 9999; choose one like {today}."
+                            ))
+                        })
                 })
                 .transpose()
         };

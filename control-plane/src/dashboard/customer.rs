@@ -442,9 +442,10 @@ async fn save_key_limits(
 }
 
 async fn keys(session: CustomerSession, State(state): State<AppState>, uri: Uri) -> PageResult<Html<String>> {
-    let done = form::outcome(&state, session.token(), &uri).await?;
     let keys = keys_of(&state, session.account_id).await?;
     let spent = all_time_spend(&state, session.account_id).await?;
+    // Read after the rest: a secret in the result is shown once.
+    let done = form::outcome(&state, session.token(), &uri).await?;
     render(
         &state,
         &session,

@@ -165,16 +165,29 @@ impl Claim {
         let sealed = done
             .secret
             .map(|s| seal(&self.session_token, self.id, s.as_bytes()));
-        sqlx::query(
-            "UPDATE form_submissions SET done_at = now(), location = $2, notice = $3, sealed = $4
-             WHERE token_hash = $1",
-        )
-        .bind(&self.token_hash)
-        .bind(&location)
-        .bind(&done.notice)
-        .bind(sealed)
-        .execute(&state.pool)
-        .await?;
+        // The change is made: its result must not be reported as a failure. The record is
+        // retried; if it still cannot be written, the browser goes to the page anyway (it shows
+        // the change, without the notice), and a resend of the form waits, then says it is being
+        // processed, rather than making the change again.
+        for attempt in 1..=3 {
+            let recorded = sqlx::query(
+                "UPDATE form_submissions SET done_at = now(), location = $2, notice = $3, sealed = $4
+                 WHERE token_hash = $1",
+            )
+            .bind(&self.token_hash)
+            .bind(&location)
+            .bind(&done.notice)
+            .bind(&sealed)
+            .execute(&state.pool)
+            .await;
+            match recorded {
+                Ok(_) => break,
+                Err(e) if attempt == 3 => {
+                    tracing::error!(error = %e, "a form's result was not recorded; its change was made");
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
         Ok(Redirect::to(&location).into_response())
     }
 

@@ -125,7 +125,7 @@ fn error_page(side: html::Side, message: &str) -> axum::response::Html<String> {
         Nav::Guest(side),
         html! {
             (html::notice("error", message))
-            p.muted { "Nothing was changed. Use your browser's Back button to return to the form, or choose a page above." }
+            p.muted { "Use your browser's Back button to return to the form, or choose a page above." }
         },
     );
     axum::response::Html(body.into_string())
@@ -188,8 +188,15 @@ async fn error_pages(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
+    let own_page = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
     let message = match resp.extensions().get::<ErrorText>() {
         Some(ErrorText(m)) => m.clone(),
+        // A page that answers with its form and the error on it (sign-in, limits) stays as it is.
+        None if own_page => return resp,
         None if wants_page => generic_error(status).to_owned(),
         None => return resp,
     };

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Datelike, Duration, NaiveDate, Utc};
 use maud::{html, Markup};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -62,6 +62,9 @@ impl Filters {
                     _ => ignored.push(format!("the range {v:?} (whole days, 1 to {MAX_DAYS})")),
                 },
                 "from" | "to" => match NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+                    Ok(d) if !(2000..=9999).contains(&d.year()) => {
+                        ignored.push(format!("the date {v:?} (years 2000 to 9999)"))
+                    }
                     Ok(d) if &*k == "from" => from = Some(d),
                     Ok(d) => to = Some(d),
                     Err(_) => ignored.push(format!("the date {v:?} (YYYY-MM-DD)")),
@@ -71,15 +74,23 @@ impl Filters {
                     Err(_) => ignored.push("a key that is not one of yours".into()),
                 },
                 "model" if v.len() <= 256 => model = Some(v.to_owned()),
-                "cursor" if v.len() <= 512 => cursor = Some(v.to_owned()),
+                "cursor" => match crate::page::decode::<(chrono::DateTime<Utc>, uuid::Uuid)>(v) {
+                    Ok(_) => cursor = Some(v.to_owned()),
+                    Err(_) => {
+                        ignored.push("a page of the request log that does not exist (from the newest)".into())
+                    }
+                },
                 _ => {}
             }
         }
-        let to = to.unwrap_or(today);
-        let mut from = from.unwrap_or(to - Duration::days(days - 1));
+        let mut to = to.unwrap_or(today);
+        let mut from = match from {
+            Some(f) => f,
+            None => to - Duration::days(days - 1),
+        };
         if from > to {
-            ignored.push("a start after the end (the range was swapped)".into());
-            from = to;
+            ignored.push("a start after the end (the two dates were swapped)".into());
+            std::mem::swap(&mut from, &mut to);
         }
         if (to - from).num_days() >= MAX_DAYS {
             ignored.push(format!("days beyond {MAX_DAYS} (the range was shortened)"));
@@ -581,10 +592,20 @@ mod tests {
         assert_eq!(f.query(), "from=2026-11-01&to=2026-11-30&model=claude-sonnet-4-5");
         let f = Filters::of(Some("from=2026-12-05&to=2026-12-01"), today);
         assert_eq!(
-            (f.from, f.to),
-            (f.to, NaiveDate::from_ymd_opt(2026, 12, 1).unwrap())
+            (f.from.to_string(), f.to.to_string()),
+            ("2026-12-01".into(), "2026-12-05".into())
         );
         assert_eq!(f.ignored.len(), 1);
+        for far in [
+            "to=-262144-01-01",
+            "to=%2B262143-12-31",
+            "from=0001-01-01",
+            "cursor=garbage",
+        ] {
+            let f = Filters::of(Some(far), today);
+            assert_eq!((f.to, f.ignored.len()), (today, 1), "{far}");
+            let _ = f.usage_query(None);
+        }
         let f = Filters::of(Some("from=2020-01-01"), today);
         assert_eq!(f.days(), MAX_DAYS);
         let q = Filters::of(Some("days=7"), today).usage_query(None);

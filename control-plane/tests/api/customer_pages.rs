@@ -428,3 +428,48 @@ async fn a_revocation_sent_twice_revokes_once_and_shows_one_result() {
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_form_with_its_error_stays_a_form_for_a_browser() {
+    let app = spawn_app().await;
+    let (_, mut web) = signed_in_customer(&app, "browsing").await;
+    // A wrong password: the sign-in form again, with the reason, not a generic page.
+    let mut signed_out = Web::new(&app);
+    let csrf = signed_out.get("/dashboard/login").await.field("csrf");
+    let wrong = signed_out
+        .post_as_browser(
+            "/dashboard/login",
+            &[
+                ("csrf", &csrf),
+                ("email", "browsing@example.com"),
+                ("password", "not the password!"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        wrong.body.contains("name=\"password\"") && wrong.body.contains("wrong"),
+        "{}",
+        wrong.body
+    );
+    // A threshold that is not a number is said in words.
+    let csrf = web.csrf("/dashboard/settings").await;
+    let bad = web
+        .post_as_browser(
+            "/dashboard/settings/alerts",
+            &[
+                ("csrf", &csrf),
+                ("form_token", "a-threshold-form-token-01"),
+                ("low_balance_threshold", "1,000"),
+                ("webhook_url", ""),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("is not a number of credits"), "{}", bad.body);
+    assert!(
+        !bad.body.contains("plain decimal") && !bad.body.contains("line 1"),
+        "{}",
+        bad.body
+    );
+}

@@ -132,6 +132,19 @@ impl Web {
         self.send(req).await
     }
 
+    /// Posts a form as a browser does (`Accept: text/html`).
+    pub async fn post_as_browser(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self
+            .client
+            .request(Method::POST, format!("{}{path}", self.base))
+            .header(
+                reqwest::header::ACCEPT,
+                "text/html,application/xhtml+xml,*/*;q=0.8",
+            )
+            .form(form);
+        self.send(req).await
+    }
+
     /// Posts exactly these fields (a refresh after a POST sends the same form again).
     pub async fn post_again(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let req = self
