@@ -20,7 +20,7 @@ use hmac::{Hmac, Mac};
 use maud::{html, Markup};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::html::csrf_field;
@@ -61,7 +61,7 @@ impl<S: Session + Send, T: DeserializeOwned + Send> FromRequest<AppState> for Su
         let token: TokenOnly = parse_form(&bytes)?;
         // An unreadable form claims nothing: sending it corrected is its first submission.
         let form: T = parse_form(&bytes)?;
-        let claim = Claim::take(state, session.session_token(), &token.form_token).await?;
+        let claim = Claim::take(state, session.session_token(), &token.form_token, &bytes).await?;
         Ok(Self { session, form, claim })
     }
 }
@@ -96,7 +96,7 @@ impl Done {
 }
 
 impl Claim {
-    async fn take(state: &AppState, session_token: &str, token: &str) -> PageResult<Claim> {
+    async fn take(state: &AppState, session_token: &str, token: &str, body: &[u8]) -> PageResult<Claim> {
         if token.len() < 16 || token.len() > 128 {
             return Err(PageError::BadRequest(
                 "This form is out of date. Reload the page and fill it in again.".into(),
@@ -104,6 +104,7 @@ impl Claim {
         }
         let hash = token_hash(token);
         let session_hash = token_hash(session_token);
+        let body_hash = hex::encode(Sha256::digest(body));
         sqlx::query("DELETE FROM form_submissions WHERE created_at < now() - interval '1 day'")
             .execute(&state.pool)
             .await?;
@@ -111,12 +112,13 @@ impl Claim {
         loop {
             let id = Uuid::new_v4();
             let claimed: Option<Uuid> = sqlx::query_scalar(
-                "INSERT INTO form_submissions (token_hash, id, session_hash) VALUES ($1, $2, $3)
+                "INSERT INTO form_submissions (token_hash, id, session_hash, body_hash) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (token_hash) DO NOTHING RETURNING id",
             )
             .bind(&hash)
             .bind(id)
             .bind(&session_hash)
+            .bind(&body_hash)
             .fetch_optional(&state.pool)
             .await?;
             if claimed.is_some() {
@@ -128,17 +130,21 @@ impl Claim {
             }
             // Sent before: its result once it has one. A row gone meanwhile was a failed first
             // attempt that released the token: this one is the next attempt.
-            let earlier: Option<(String, Option<String>)> = sqlx::query_as(
-                "SELECT session_hash, CASE WHEN done_at IS NOT NULL THEN location END
+            let earlier: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT session_hash, CASE WHEN done_at IS NOT NULL THEN location END, body_hash
                  FROM form_submissions WHERE token_hash = $1",
             )
             .bind(&hash)
             .fetch_optional(&state.pool)
             .await?;
             match earlier {
-                Some((owner, _)) if owner != session_hash => return Err(PageError::Csrf),
-                Some((_, Some(location))) => return Err(PageError::Again(location)),
-                Some((_, None)) if started.elapsed() > WAIT_FOR_FIRST => {
+                Some((owner, _, _)) if owner != session_hash => return Err(PageError::Csrf),
+                // The same form with other values: its first values are done, these are not.
+                Some((_, Some(location), sent)) if sent.as_deref() != Some(body_hash.as_str()) => {
+                    return Err(PageError::Edited(location))
+                }
+                Some((_, Some(location), _)) => return Err(PageError::Again(location)),
+                Some((_, None, _)) if started.elapsed() > WAIT_FOR_FIRST => {
                     return Err(PageError::BadRequest(
                         "This form was already sent and is still being processed. Reload the page in a \
                          moment to see the result."

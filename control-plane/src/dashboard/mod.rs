@@ -65,6 +65,13 @@ pub enum PageError {
     /// The form was sent before: its result is at this address.
     #[error("already sent")]
     Again(String),
+    /// The form was sent before with other values (Back, an edit, send again): its result is at
+    /// this address, and the edit was not applied.
+    #[error(
+        "This form was sent before, and what it said then is done. What you changed since was not \
+         applied: open the page again to make another change."
+    )]
+    Edited(String),
 }
 
 impl From<sqlx::Error> for PageError {
@@ -88,7 +95,7 @@ impl From<ApiError> for PageError {
 /// An error page's text, left on the response for [`error_pages`], which lays it out with the
 /// navigation of the side of the site it was asked on.
 #[derive(Clone, Debug)]
-struct ErrorText(String);
+struct ErrorText(String, Option<String>);
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
@@ -96,6 +103,7 @@ impl IntoResponse for PageError {
             Self::SignIn(Kind::Customer) => return Redirect::to("/dashboard/login").into_response(),
             Self::SignIn(Kind::Admin) => return Redirect::to("/admin/login").into_response(),
             Self::Again(location) => return Redirect::to(location).into_response(),
+            Self::Edited(_) => StatusCode::CONFLICT,
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -112,19 +120,24 @@ impl IntoResponse for PageError {
             }
             other => other.to_string(),
         };
-        let mut resp = (status, error_page(html::Side::Other, &message)).into_response();
-        resp.extensions_mut().insert(ErrorText(message));
+        let link = match &self {
+            Self::Edited(location) => Some(location.clone()),
+            _ => None,
+        };
+        let mut resp = (status, error_page(html::Side::Other, &message, link.as_deref())).into_response();
+        resp.extensions_mut().insert(ErrorText(message, link));
         resp
     }
 }
 
 /// An error page: what happened in words, and the way on.
-fn error_page(side: html::Side, message: &str) -> axum::response::Html<String> {
+fn error_page(side: html::Side, message: &str, done: Option<&str>) -> axum::response::Html<String> {
     let body = page(
         "Cannot do that",
         Nav::Guest(side),
         html! {
             (html::notice("error", message))
+            @if let Some(done) = done { p { a #first-result href=(done) { "See what was done" } } }
             p.muted { "Use your browser's Back button to return to the form, or choose a page above." }
         },
     );
@@ -170,7 +183,7 @@ pub fn missing_page(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
     (side != html::Side::Other && wants_page)
-        .then(|| (status, error_page(side, generic_error(status))).into_response())
+        .then(|| (status, error_page(side, generic_error(status), None)).into_response())
 }
 
 /// Every error a person's browser gets from the dashboard or the console is an HTML page with the
@@ -193,11 +206,11 @@ async fn error_pages(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
-    let message = match resp.extensions().get::<ErrorText>() {
-        Some(ErrorText(m)) => m.clone(),
+    let (message, link) = match resp.extensions().get::<ErrorText>() {
+        Some(ErrorText(m, link)) => (m.clone(), link.clone()),
         // A page that answers with its form and the error on it (sign-in, limits) stays as it is.
         None if own_page => return resp,
-        None if wants_page => generic_error(status).to_owned(),
+        None if wants_page => (generic_error(status).to_owned(), None),
         None => return resp,
     };
     let message = match side {
@@ -210,7 +223,7 @@ async fn error_pages(req: Request, next: Next) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    Response::from_parts(parts, Body::from(error_page(side, &message).0))
+    Response::from_parts(parts, Body::from(error_page(side, &message, link.as_deref()).0))
 }
 
 pub type PageResult<T> = Result<T, PageError>;

@@ -473,3 +473,49 @@ async fn a_form_with_its_error_stays_a_form_for_a_browser() {
         bad.body
     );
 }
+
+#[tokio::test]
+async fn the_same_form_sent_again_with_other_values_says_its_edit_was_not_applied() {
+    let app = spawn_app().await;
+    let (account, mut web) = signed_in_customer(&app, "edited").await;
+    let csrf = web.csrf("/dashboard/keys").await;
+    let token = "one-form-token-edited-after-back";
+    let first = web
+        .post_again(
+            "/dashboard/keys",
+            &[("csrf", &csrf), ("form_token", token), ("name", "first")],
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
+    // Back, another name, send: nothing more is created, and the page says so.
+    let edited = web
+        .post_as_browser(
+            "/dashboard/keys",
+            &[("csrf", &csrf), ("form_token", token), ("name", "second")],
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::CONFLICT, "{}", edited.body);
+    assert!(edited.body.contains("was not applied"), "{}", edited.body);
+    assert!(
+        edited.body.contains(&first.location().replace('&', "&amp;")),
+        "a link to what was done: {}",
+        edited.body
+    );
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM api_keys WHERE account_id = $1")
+        .bind(account)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(names, ["first"]);
+    // The same values again (a refresh): the first result, as before.
+    let again = web
+        .post_again(
+            "/dashboard/keys",
+            &[("csrf", &csrf), ("form_token", token), ("name", "first")],
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.location()),
+        (StatusCode::SEE_OTHER, first.location())
+    );
+}
