@@ -153,7 +153,7 @@ async fn a_customer_filters_usage_keeps_forms_to_one_change_and_edits_settings()
             .fill("#password input[name=confirm]", "another long password")
             .await;
         browser.click("#password button").await;
-        assert!(browser.text("main").await.contains(says), "{says}");
+        browser.wait_text("main", WAIT, |t| t.contains(says)).await;
     }
 
     // Buying: the savings and the Telegram contact; card and crypto said to be off.
