@@ -9,7 +9,7 @@
 //! click) is one transfer.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -187,32 +187,43 @@ async fn post_credits(
         "reason": change.reason,
         "idempotency_key": key,
     });
-    let applied = api
-        .json::<Applied>(
-            &session.actor(),
-            Method::POST,
-            &format!("/v1/accounts/{id}/credits"),
-            Some(&body),
-        )
-        .await
-        .map(|a| {
-            let after = money::parse_plain(&a.balance_after).unwrap_or_default();
-            Done::to(
-                format!("/admin/accounts/{id}"),
-                format!(
-                    "{} of {} credits applied ({}). Balance now {} credits ({}).",
-                    if change.credits < Decimal::ZERO {
-                        "Correction"
-                    } else {
-                        "Grant"
-                    },
-                    credits(change.credits),
-                    change.reason,
-                    credits(after),
-                    usd(after * money::credit_usd()),
-                ),
+    let applied = async {
+        let (status, a) = api
+            .json_with_status::<Applied>(
+                &session.actor(),
+                Method::POST,
+                &format!("/v1/accounts/{id}/credits"),
+                Some(&body),
             )
-        });
+            .await?;
+        let kind = if change.credits < Decimal::ZERO { "Correction" } else { "Grant" };
+        let notice = if status == StatusCode::CREATED {
+            let after = money::parse_plain(&a.balance_after).unwrap_or_default();
+            format!(
+                "{kind} of {} credits applied ({}). Balance now {} credits ({}).",
+                credits(change.credits),
+                change.reason,
+                credits(after),
+                usd(after * money::credit_usd()),
+            )
+        } else {
+            // Confirmed before (another tab, a resend): the ledger holds it once; the balance
+            // now is read, not the one right after that transfer.
+            let now: Decimal = sqlx::query_scalar("SELECT balance FROM ledger_accounts WHERE id = $1")
+                .bind(id)
+                .fetch_one(&state.pool)
+                .await?;
+            format!(
+                "This {} of {} credits was applied before; it was not applied again. Balance now {} credits ({}).",
+                kind.to_lowercase(),
+                credits(change.credits),
+                credits(now),
+                usd(now * money::credit_usd()),
+            )
+        };
+        Ok(Done::to(format!("/admin/accounts/{id}"), notice))
+    }
+    .await;
     claim.finish(&state, applied).await
 }
 

@@ -277,6 +277,19 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> PageResult<T> {
+        self.json_with_status(actor, method, path, body)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// [`Self::json`], with the answer's status (201 applied now, 200 applied before, say).
+    pub async fn json_with_status<T: DeserializeOwned>(
+        &self,
+        actor: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> PageResult<(StatusCode, T)> {
         let resp = self.send(actor, method, path, body).await?;
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
@@ -289,6 +302,7 @@ impl ApiClient {
         };
         if status.is_success() {
             return serde_json::from_value(value)
+                .map(|v| (status, v))
                 .map_err(|e| PageError::Internal(format!("API answer: {e}")));
         }
         let message = value["error"]["message"].as_str().unwrap_or("refused").to_owned();

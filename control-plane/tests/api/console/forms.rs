@@ -83,6 +83,13 @@ async fn one_click_never_applies_a_correction_and_its_confirmation_applies_it_on
     assert_eq!(other.status, StatusCode::SEE_OTHER, "{}", other.body);
     assert_eq!(app.balance(account).await, d("-2000"));
     assert_eq!(corrections(&app, account).await, 1);
+    let told = web.follow(&other).await;
+    assert!(
+        told.body
+            .contains("was applied before; it was not applied again. Balance now -2,000 credits"),
+        "the second Confirm says it applied nothing: {}",
+        told.body
+    );
 
     let result = web.follow(&applied).await;
     assert!(
