@@ -149,6 +149,34 @@ pub async fn list(
         }
         (false, l) => page::checked_limit(l)?,
     };
+    let page = rows(pool, &scope, &q, limit).await?;
+    if !csv {
+        return Ok(Json(page).into_response());
+    }
+    let mut resp = to_csv(&page.data, scope.show_list_usd).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"usage.csv\""),
+    );
+    if let Some(c) = page.next_cursor.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert("x-next-cursor", c);
+    }
+    Ok(resp)
+}
+
+/// One page of the account's usage, newest first, as [`list`] answers it (also read in process
+/// by the dashboard's request log).
+pub async fn rows(
+    pool: &PgPool,
+    scope: &UsageScope,
+    q: &UsageQuery,
+    limit: i64,
+) -> ApiResult<Page<UsageView>> {
     if let Some(m) = &q.model {
         if m.is_empty() || m.len() > 256 {
             return Err(ApiError::invalid("model must be 1 to 256 characters"));
@@ -192,23 +220,7 @@ pub async fn list(
             r
         },
     );
-    if !csv {
-        return Ok(Json(page).into_response());
-    }
-    let mut resp = to_csv(&page.data, show).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"usage.csv\""),
-    );
-    if let Some(c) = page.next_cursor.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        h.insert("x-next-cursor", c);
-    }
-    Ok(resp)
+    Ok(page)
 }
 
 /// One CSV cell: quoted when needed, and a leading `= + - @` neutralised (spreadsheet formulas).

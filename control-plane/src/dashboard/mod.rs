@@ -170,6 +170,14 @@ fn generic_error(status: StatusCode) -> &'static str {
     }
 }
 
+/// Whether a person's browser asked (a navigation asks for `text/html`; scripts ask for JSON).
+fn wants_page(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
 /// The page of a dashboard or console address no route answers (a person's browser only), in words
 /// and with the side's navigation; `None` elsewhere (the API answers JSON).
 pub fn missing_page(
@@ -178,11 +186,7 @@ pub fn missing_page(
     status: StatusCode,
 ) -> Option<Response> {
     let side = html::Side::of(uri.path());
-    let wants_page = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"));
-    (side != html::Side::Other && wants_page)
+    (side != html::Side::Other && wants_page(headers))
         .then(|| (status, error_page(side, generic_error(status), None)).into_response())
 }
 
@@ -191,11 +195,7 @@ pub fn missing_page(
 /// answered in plain text. Answers to scripts (JSON, the balance stream) are left as they are.
 async fn error_pages(req: Request, next: Next) -> Response {
     let side = html::Side::of(req.uri().path());
-    let wants_page = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"));
+    let wants_page = wants_page(req.headers());
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {

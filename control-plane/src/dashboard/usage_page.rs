@@ -21,8 +21,9 @@ use super::session::CustomerSession;
 use super::PageResult;
 // `cell`: the one CSV guard (quoted when needed, a leading formula character neutralised).
 use crate::money;
+use crate::page::Page;
 use crate::state::AppState;
-use crate::usage::{self, cell, UsageQuery, UsageScope};
+use crate::usage::{self, cell, UsageQuery, UsageScope, UsageView};
 
 const PALETTE: &[&str] = &[
     "#b4532a", "#2a6fb4", "#2f8f4e", "#8e44ad", "#c0392b", "#d4a017", "#16a085", "#7f8c8d",
@@ -323,49 +324,22 @@ fn legend(rows: &[DayModel]) -> Markup {
     }
 }
 
-/// A request of the log, as the API lists it.
-#[derive(serde::Deserialize)]
-struct RequestRow {
-    request_id: uuid::Uuid,
-    key_id: uuid::Uuid,
-    model: String,
-    input_tokens: i64,
-    output_tokens: i64,
-    cache_write_5m_tokens: i64,
-    cache_write_1h_tokens: i64,
-    cache_read_tokens: i64,
-    cost: Decimal,
-    partial: bool,
-    created_at: chrono::DateTime<Utc>,
-}
-
-/// The account's usage listing (the API's), as `format` (`None`: a page of JSON rows).
-async fn usage_listing(
-    state: &AppState,
-    account_id: uuid::Uuid,
-    f: &Filters,
-    format: Option<&str>,
-) -> PageResult<Response> {
+/// The account's usage listing as the API's CSV export.
+async fn requests_csv_of(state: &AppState, account_id: uuid::Uuid, f: &Filters) -> PageResult<Response> {
     let scope = UsageScope {
         account_id,
         show_list_usd: false,
     };
-    Ok(usage::list(&state.pool, scope, f.usage_query(format), &HeaderMap::new()).await?)
+    Ok(usage::list(&state.pool, scope, f.usage_query(Some("csv")), &HeaderMap::new()).await?)
 }
 
-/// A page of the request log.
-#[derive(serde::Deserialize)]
-struct LogPage {
-    data: Vec<RequestRow>,
-    next_cursor: Option<String>,
-}
-
-async fn request_log(state: &AppState, account_id: uuid::Uuid, f: &Filters) -> PageResult<LogPage> {
-    let resp = usage_listing(state, account_id, f, None).await?;
-    let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
-        .await
-        .map_err(|e| super::PageError::Internal(format!("usage listing: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| super::PageError::Internal(format!("usage listing: {e}")))
+/// A page of the request log, read as the API reads it.
+async fn request_log(state: &AppState, account_id: uuid::Uuid, f: &Filters) -> PageResult<Page<UsageView>> {
+    let scope = UsageScope {
+        account_id,
+        show_list_usd: false,
+    };
+    Ok(usage::rows(&state.pool, &scope, &f.usage_query(None), REQUESTS_PAGE).await?)
 }
 
 async fn usage_page(
@@ -534,7 +508,7 @@ async fn requests_csv(
     uri: Uri,
 ) -> PageResult<Response> {
     let f = Filters::of(uri.query(), Utc::now().date_naive());
-    usage_listing(&state, session.account_id, &f, Some("csv")).await
+    requests_csv_of(&state, session.account_id, &f).await
 }
 
 pub fn router() -> Router<AppState> {

@@ -225,12 +225,34 @@ async fn forms_refuse_a_missing_or_foreign_csrf_token() {
         ("form_token", "a-single-use-form-token-1"),
     ];
     let answer = web.post("/dashboard/keys", &form).await;
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM form_submissions WHERE sealed IS NOT NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     let created = web.follow(&answer).await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     assert!(
         created.body.contains("id=\"new-key-secret\">csk_"),
         "the secret is shown once"
     );
+    // Until then the database held it sealed (not the key, nor any 8 bytes of it), and not since.
+    let secret = created
+        .body
+        .split("id=\"new-key-secret\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
+    assert_eq!(sealed.len(), secret.len());
+    assert!(!sealed
+        .windows(8)
+        .any(|w| secret.as_bytes().windows(8).any(|s| s == w)));
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM form_submissions WHERE sealed IS NOT NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0, "cleared once shown");
     let again = web.get(answer.location()).await;
     assert!(
         again.body.contains("Key mine created."),
