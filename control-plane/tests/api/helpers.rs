@@ -239,20 +239,55 @@ impl TestApp {
     }
 
     async fn debit_batch(&self, debits: Vec<Debit>, compact_ack: bool) -> DebitAck {
+        let resp = self.send_debits(debits, compact_ack).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.unwrap()
+    }
+
+    async fn send_debits(&self, debits: Vec<Debit>, compact_ack: bool) -> Response {
         let batch = DebitBatch {
             protocol: 1,
             gateway_id: Some("test-gw".into()),
             debits,
             compact_ack,
         };
-        let resp = self
-            .internal(Method::POST, "/internal/v1/debits")
+        self.internal(Method::POST, "/internal/v1/debits")
             .json(&batch)
             .send()
             .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.json().await.unwrap()
+            .unwrap()
+    }
+
+    /// Sends a batch as a gateway does: a 503 (no database connection free within the pool's
+    /// acquire timeout, nothing applied) is sent again after a pause, with the same debit ids.
+    /// Returns the answer and how many 503s came before it.
+    pub async fn debits_as_a_gateway(&self, debits: Vec<Debit>) -> (DebitAck, u32) {
+        let mut unavailable = 0;
+        loop {
+            let resp = self.send_debits(debits.clone(), false).await;
+            if resp.status() == StatusCode::SERVICE_UNAVAILABLE && unavailable < RETRIES {
+                unavailable += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            assert_eq!(resp.status(), StatusCode::OK);
+            return (resp.json().await.unwrap(), unavailable);
+        }
+    }
+
+    /// A grant sent as an operator's client does: a 503 is sent again after a pause, with the
+    /// same idempotency key. Returns the last answer and how many 503s came before it.
+    pub async fn grant_retrying(&self, account: Uuid, credits: &str, key: &str) -> (StatusCode, Value, u32) {
+        let mut unavailable = 0;
+        loop {
+            let (status, body) = self.grant(account, credits, key).await;
+            if status == StatusCode::SERVICE_UNAVAILABLE && unavailable < RETRIES {
+                unavailable += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            return (status, body, unavailable);
+        }
     }
 
     pub async fn balance(&self, account: Uuid) -> Decimal {
@@ -267,6 +302,10 @@ impl TestApp {
         body
     }
 }
+
+/// How often a 503 is sent again, and after what pause, by the helpers that act as clients do.
+const RETRIES: u32 = 20;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
     let resp: Response = req.send().await.unwrap();

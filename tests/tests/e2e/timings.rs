@@ -95,7 +95,10 @@ async fn new_key_works_on_its_first_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_requests_of_a_new_key_are_all_served() {
     let api = Api::new(harness::shared());
-    let tenant = api.tenant("10").await;
+    // Under `reserve` each request in flight holds its worst case (0.6 credits for max_tokens 256
+    // on Sonnet 4.5): the credits must cover all twenty holds at once, or how many are served
+    // would depend on how many finished before the last one was admitted.
+    let tenant = api.tenant("20").await;
     let replies = futures_util::future::join_all(
         (0..20).map(|i| api.send(Call::messages(&tenant.key, SONNET, i % 2 == 0))),
     )
