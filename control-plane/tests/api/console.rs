@@ -268,7 +268,7 @@ async fn names_keys_and_model_ids_are_escaped_on_every_page() {
     let mut hostile = debit(account, &secret, "claude-sonnet-4-5", usage(10, 10), Utc::now());
     hostile.model_served = Some(SVG.into());
     app.debits(vec![hostile]).await;
-    let (link, _) = password_link(&app, account).await;
+    let (link, _) = app.password_link(account).await;
     let mut web = Web::new(&app);
     let token = link.split("token=").nth(1).unwrap().to_owned();
     web.post(

@@ -202,13 +202,7 @@ async fn settings_change_billing_details_alerts_and_the_password() {
         .await;
     let shown = web.follow(&saved).await;
     assert!(shown.body.contains("Billing details saved"), "{}", shown.body);
-    let (s, billing) = app
-        .admin_json(
-            Method::GET,
-            &format!("/v1/accounts/{account}/billing"),
-            json!(null),
-        )
-        .await;
+    let (s, billing) = app.admin_get(&format!("/v1/accounts/{account}/billing")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(billing["name"], "Settings GmbH");
     assert_eq!(billing["tax_id"], "DE123456789");

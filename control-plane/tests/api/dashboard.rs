@@ -55,7 +55,7 @@ async fn pages_need_a_session_and_an_api_key_is_not_a_password() {
 async fn invite_link_sets_the_password_once_and_signs_in_with_a_hashed_session() {
     let app = spawn_app().await;
     let account = app.create_account("invited").await;
-    let (link, purpose) = password_link(&app, account).await;
+    let (link, purpose) = app.password_link(account).await;
     assert_eq!(purpose, "invite");
     let mut web = Web::new(&app);
     let form = web.get(&link).await;
@@ -124,9 +124,9 @@ async fn invite_link_sets_the_password_once_and_signs_in_with_a_hashed_session()
 async fn a_reset_link_ends_every_session_and_voids_earlier_links() {
     let app = spawn_app().await;
     let (account, mut web) = signed_in_customer(&app, "resetter").await;
-    let (first, purpose) = password_link(&app, account).await;
+    let (first, purpose) = app.password_link(account).await;
     assert_eq!(purpose, "reset");
-    let (second, _) = password_link(&app, account).await;
+    let (second, _) = app.password_link(account).await;
     assert_eq!(
         web.get(&first).await.status,
         StatusCode::NOT_FOUND,

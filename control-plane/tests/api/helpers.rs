@@ -290,6 +290,21 @@ impl TestApp {
         }
     }
 
+    /// A one-time password link made by the admin API: (its path with the token, its purpose).
+    pub async fn password_link(&self, account: Uuid) -> (String, String) {
+        let (s, body) = self
+            .admin_json(
+                Method::POST,
+                &format!("/v1/accounts/{account}/password-link"),
+                json!(null),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        let url = body["url"].as_str().unwrap();
+        let path = url[url.find("/dashboard/password").unwrap()..].to_owned();
+        (path, body["purpose"].as_str().unwrap().to_owned())
+    }
+
     pub async fn balance(&self, account: Uuid) -> Decimal {
         let (status, body) = self.admin_get(&format!("/v1/accounts/{account}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -192,25 +191,10 @@ impl Web {
 
 pub const PASSWORD: &str = "a long enough password";
 
-/// An admin-made link, as the admin API returns it: (path with token, purpose).
-pub async fn password_link(app: &TestApp, account: Uuid) -> (String, String) {
-    let (s, body) = app
-        .admin_json(
-            Method::POST,
-            &format!("/v1/accounts/{account}/password-link"),
-            json!(null),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let url = body["url"].as_str().unwrap();
-    let path = url[url.find("/dashboard/password").unwrap()..].to_owned();
-    (path, body["purpose"].as_str().unwrap().to_owned())
-}
-
 /// An account whose customer has set a password and is signed in.
 pub async fn signed_in_customer(app: &TestApp, name: &str) -> (Uuid, Web) {
     let account = app.create_account(name).await;
-    let (link, _) = password_link(app, account).await;
+    let (link, _) = app.password_link(account).await;
     let mut web = Web::new(app);
     let token = link.split("token=").nth(1).unwrap().to_owned();
     let page = web

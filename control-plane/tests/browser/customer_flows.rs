@@ -4,8 +4,6 @@
 //! at what buying offers.
 
 use chrono::{Duration, Utc};
-use reqwest::Method;
-use serde_json::json;
 
 use crate::helpers::*;
 use crate::scenarios::{signed_in, ONE_BROWSER};
@@ -119,13 +117,7 @@ async fn a_customer_filters_usage_keeps_forms_to_one_change_and_edits_settings()
         .await;
     browser.click("#billing button").await;
     assert!(browser.text("#done").await.contains("Billing details saved"));
-    let (_, billing) = app
-        .admin_json(
-            Method::GET,
-            &format!("/v1/accounts/{account}/billing"),
-            json!(null),
-        )
-        .await;
+    let (_, billing) = app.admin_get(&format!("/v1/accounts/{account}/billing")).await;
     assert_eq!(billing["name"], "Lin Ltd");
     browser
         .fill("#alerts input[name=low_balance_threshold]", "100000")

@@ -29,11 +29,7 @@ mod webdriver;
 
 use std::path::{Path, PathBuf};
 
-use reqwest::{Method, StatusCode};
-use serde_json::json;
 use uuid::Uuid;
-
-use helpers::TestApp;
 
 /// `target/screenshots` of the workspace (or of `CARGO_TARGET_DIR`).
 pub fn screenshots() -> PathBuf {
@@ -66,16 +62,3 @@ pub fn workdir(name: &str) -> PathBuf {
     dir
 }
 
-/// The one-time link's path for an account.
-pub async fn password_link(app: &TestApp, account: Uuid) -> String {
-    let (s, body) = app
-        .admin_json(
-            Method::POST,
-            &format!("/v1/accounts/{account}/password-link"),
-            json!(null),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let url = body["url"].as_str().unwrap();
-    url[url.find("/dashboard/password").unwrap()..].to_owned()
-}

@@ -79,7 +79,7 @@ async fn every_customer_page_fits_a_phone_and_a_laptop() {
     app.debits(debits).await;
     let browser = Browser::start(&workdir("pages")).await;
     // Signed out: the sign-in pages and the page of a password link.
-    let link = crate::password_link(&app, account).await;
+    let link = app.password_link(account).await.0;
     let signed_out: Vec<(&str, String)> = vec![
         ("sign-in", "/dashboard/login".into()),
         ("console-sign-in", "/admin/login".into()),

@@ -6,11 +6,9 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use control_plane::config::PaymentConfig;
-use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use sha2::Sha512;
 
 use crate::fakes;
 use crate::helpers::*;
@@ -20,22 +18,6 @@ use crate::{browser_available, screenshots, workdir};
 
 const IPN_SECRET: &str = "ipn-secret-browser-0123456789";
 const PLAN_105K: &str = "8f1c7a52-0d6e-4c41-9a7e-000000105000";
-
-/// Key-sorted compact JSON, as NOWPayments signs it.
-fn sorted(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let parts: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), sorted(&m[k])))
-                .collect();
-            format!("{{{}}}", parts.join(","))
-        }
-        other => serde_json::to_string(other).unwrap(),
-    }
-}
 
 /// The processor's "finished" callback for `purchase`, signed.
 async fn processor_confirms(app: &TestApp, purchase: &Value) {
@@ -53,9 +35,7 @@ async fn processor_confirms(app: &TestApp, purchase: &Value) {
         "outcome_amount": 499.1,
         "outcome_currency": "usdttrc20",
     });
-    let mut mac = Hmac::<Sha512>::new_from_slice(IPN_SECRET.as_bytes()).unwrap();
-    mac.update(sorted(&body).as_bytes());
-    let sig = hex::encode(mac.finalize().into_bytes());
+    let sig = fakes::np_sig(IPN_SECRET, &body);
     let (s, answer) = send(
         app.req(Method::POST, "/v1/webhooks/nowpayments")
             .header("content-type", "application/json")

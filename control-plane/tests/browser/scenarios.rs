@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::helpers::*;
 use crate::webdriver::{Browser, WAIT};
-use crate::{browser_available, password_link, screenshots, workdir};
+use crate::{browser_available, screenshots, workdir};
 
 /// One Chromium at a time: the machine has two cores.
 pub static ONE_BROWSER: Mutex<()> = Mutex::const_new(());
@@ -17,7 +17,7 @@ pub static ONE_BROWSER: Mutex<()> = Mutex::const_new(());
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub async fn signed_in(app: &TestApp, browser: &Browser, account: uuid::Uuid) {
-    let link = password_link(app, account).await;
+    let link = app.password_link(account).await.0;
     browser.goto(&format!("{}{link}", app.url)).await;
     browser.fill("input[name=password]", PASSWORD).await;
     browser.fill("input[name=confirm]", PASSWORD).await;

@@ -20,7 +20,7 @@ use sha2::{Sha256, Sha512};
 use uuid::Uuid;
 
 use crate::helpers::*;
-use fakes::{FakeNowPayments, FakeStripe};
+use fakes::{np_sig, FakeNowPayments, FakeStripe};
 
 pub const WEBHOOK_SECRET: &str = "whsec_test_0123456789abcdef";
 pub const IPN_SECRET: &str = "ipn-secret-test-0123456789";
@@ -88,27 +88,6 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Key-sorted compact JSON written here (not the control plane's), signed with HMAC-SHA512.
-fn sorted(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let parts: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), sorted(&m[k])))
-                .collect();
-            format!("{{{}}}", parts.join(","))
-        }
-        other => serde_json::to_string(other).unwrap(),
-    }
-}
-
-pub fn np_sig(secret: &str, body: &Value) -> String {
-    let mut mac = Hmac::<Sha512>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(sorted(body).as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
 
 impl PayApp {
     pub async fn purchase(&self, account: Uuid, body: Value) -> (StatusCode, Value) {
