@@ -61,4 +61,3 @@ pub fn workdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
-

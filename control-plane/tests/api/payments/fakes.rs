@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Form, Json, Router};
 use hmac::{Hmac, Mac};
-use sha2::Sha512;
 use serde_json::{json, Value};
+use sha2::Sha512;
 use tokio::sync::Semaphore;
 
 pub const STRIPE_KEY: &str = "sk_test_fake_0123456789";

@@ -88,7 +88,6 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-
 impl PayApp {
     pub async fn purchase(&self, account: Uuid, body: Value) -> (StatusCode, Value) {
         self.admin_json(Method::POST, &format!("/v1/accounts/{account}/purchases"), body)
