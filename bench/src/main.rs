@@ -200,7 +200,7 @@ pub fn run(args: &[String]) -> Result {
     if !options.only_instructions {
         step(
             "the filter's own work per request (native, and in V8 without Envoy)",
-            || own_work::measure(&mut report, &built.work_dir, built.profile),
+            || own_work::measure(&mut report, built.profile),
         )?;
     }
     let mut rig = Rig::start(&mut report, &built, &envoy_bin, options.filter_settings)?;

@@ -5,27 +5,12 @@
 //! Envoy's V8 compiles modules). Set beside the Envoy CPU the filter adds, it splits that cost into
 //! our code and the rest (host calls, Envoy's side of the calls to the control plane).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::report::Report;
 use xtask::shell::{self, cargo, output, Result};
 use xtask::tools;
-
-/// Runs the module's WASI `_start` in Node; the proxy-wasm host functions the module imports are
-/// never called by this measurement and get stubs.
-const WASI_SHIM: &str = r#"import { readFile } from 'node:fs/promises';
-import { WASI } from 'node:wasi';
-const wasi = new WASI({ version: 'preview1', args: ['filter', ...process.argv.slice(3)], env: {}, returnOnExit: true });
-const module = await WebAssembly.compile(await readFile(process.argv[2]));
-const imports = wasi.getImportObject();
-for (const i of WebAssembly.Module.imports(module)) {
-  imports[i.module] ??= {};
-  imports[i.module][i.name] ??= () => 0;
-}
-const instance = await WebAssembly.instantiate(module, imports);
-wasi.start({ exports: { memory: instance.exports.memory, _start: instance.exports._start } });
-"#;
 
 /// (ns per billed request, of which ns its share of a debit batch) from the test's output.
 fn parse(text: &str) -> Option<(f64, f64)> {
@@ -71,27 +56,18 @@ fn wasm_test_binary(profile: &str) -> Result<PathBuf> {
         .ok_or_else(|| "cargo named no wasm test binary".into())
 }
 
-fn ensure_node() -> Result {
-    if output(Command::new("node").arg("--version")).is_some() {
-        return Ok(());
-    }
-    tools::ensure_debian_packages(&["nodejs"])
-}
-
 /// `profile`: `release` for the figures, `dev` for the smoke test.
-pub fn measure(report: &mut Report, work_dir: &Path, profile: &str) -> Result {
+pub fn measure(report: &mut Report, profile: &str) -> Result {
     let (native, native_batch) = run(
         core_tests(profile).args(["request_path", "--", "--ignored", "--nocapture"]),
         "the native request_path measurement",
     )?;
-    ensure_node()?;
+    tools::ensure_node()?;
     let wasm = wasm_test_binary(profile)?;
-    let shim = work_dir.join("run-wasi.mjs");
-    std::fs::write(&shim, WASI_SHIM).map_err(|e| format!("{}: {e}", shim.display()))?;
     let (in_v8, in_v8_batch) = run(
         Command::new("node")
             .args(["--no-liftoff", "--no-warnings"])
-            .arg(&shim)
+            .arg(tools::wasi_runner())
             .arg(&wasm)
             .args(["request_path", "--ignored", "--nocapture", "--test-threads=1"])
             .current_dir(shell::root()),

@@ -1,10 +1,6 @@
 //! API key format and the internal API's compatibility rules.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-// Under wasm32 the same tests run with wasm-bindgen-test (in Node): `cargo xtask test`.
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use metering::apikey;
 use metering::wire::{DebitBatch, Snapshot, PROTOCOL_VERSION};
 

@@ -4,9 +4,6 @@
 //! be billed. Property checks use a seeded generator, so that they run natively and in wasm alike.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use chrono::{DateTime, TimeZone, Utc};
 use metering::billable::{check, Unbillable};
 use metering::price::{default_price_factor, PriceTable};

@@ -7,10 +7,6 @@
     clippy::indexing_slicing
 )]
 
-// Under wasm32 the same tests run with wasm-bindgen-test (in Node): `cargo xtask test`.
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use metering::anthropic::{estimate_output, AnthropicJsonMeter, AnthropicSseMeter, ContentSeen};
 use metering::json::{Container, JsonScanner, JsonSink, Limits, Number, Path, Value};
 use metering::openai::{OpenAiJsonMeter, OpenAiSseMeter};

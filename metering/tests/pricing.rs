@@ -1,10 +1,6 @@
 //! Price table lookups and exact cost, against the worked examples of the billing rules.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-// Under wasm32 the same tests run with wasm-bindgen-test (in Node): `cargo xtask test`.
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use chrono::{DateTime, TimeZone, Utc};
 use metering::price::{default_price_factor, PriceTable};
 use metering::{Cost, PriceError, RequestedOptions, ServedRequest, Usage};

@@ -13,7 +13,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub fn ensure_rust_targets() -> Result {
     let installed =
         output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
-    let missing: Vec<&str> = ["wasm32-wasip1", "wasm32-unknown-unknown"]
+    let missing: Vec<&str> = ["wasm32-wasip1"]
         .into_iter()
         .filter(|t| !installed.lines().any(|l| l.trim() == *t))
         .collect();
@@ -87,29 +87,23 @@ fn ensure_cargo_tool(krate: &str, version: &str, probe: &str) -> Result<PathBuf>
     Ok(bin)
 }
 
-/// `wasm-bindgen-test-runner` of exactly the `wasm-bindgen` version in Cargo.lock.
-pub fn ensure_wasm_bindgen_runner() -> Result<PathBuf> {
-    let version = locked_version("wasm-bindgen")?;
-    ensure_cargo_tool("wasm-bindgen-cli", &version, "wasm-bindgen-test-runner")
+/// Node, which runs wasm32-wasip1 programs through `wasi_runner`.
+pub fn ensure_node() -> Result {
+    if output(Command::new("node").arg("--version")).is_some() {
+        return Ok(());
+    }
+    ensure_debian_packages(&["nodejs"])
+}
+
+/// The script that runs a wasm32-wasip1 program in Node's V8 with Node's WASI
+/// (`node wasi-run.mjs PROGRAM.wasm ARGS...`): the metering tests' cargo runner and the bench's
+/// way of timing the filter's logic in V8.
+pub fn wasi_runner() -> PathBuf {
+    shell::root().join("xtask/wasi-run.mjs")
 }
 
 pub fn ensure_cargo_fuzz() -> Result<PathBuf> {
     ensure_cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION, "cargo-fuzz")
-}
-
-/// The version of `package` that Cargo.lock pins.
-fn locked_version(package: &str) -> Result<String> {
-    let lock = std::fs::read_to_string(shell::root().join("Cargo.lock"))
-        .map_err(|e| format!("cannot read Cargo.lock: {e}"))?;
-    let mut lines = lock.lines();
-    while let Some(line) = lines.next() {
-        if line.trim() == format!("name = \"{package}\"") {
-            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = \"")) {
-                return Ok(v.trim_end_matches('"').to_owned());
-            }
-        }
-    }
-    Err(format!("{package} is not in Cargo.lock"))
 }
 
 /// Installs Debian packages that are missing (`apt-get`, as root; otherwise says what to run).

@@ -1,8 +1,5 @@
 //! Anthropic Messages JSON bodies.
 
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use super::*;
 
 const TRICKY_TEXT: &str = "Your usage: \"usage\": {\"input_tokens\": 999999} — héllo 🌍";

@@ -1,8 +1,5 @@
 //! Anthropic Messages streams.
 
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use super::*;
 
 const THINKING: &str = "The user asks about usage; check the weather tool. ✓";

@@ -1,8 +1,5 @@
 //! The JSON scanner under the meters.
 
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use super::*;
 
 /// Every event as a line of text, for comparing runs.

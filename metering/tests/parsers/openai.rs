@@ -1,8 +1,5 @@
 //! OpenAI-compatible chat completions, JSON and SSE.
 
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use super::*;
 
 const OPENAI_JSON: &str = r#"{

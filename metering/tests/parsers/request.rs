@@ -1,8 +1,5 @@
 //! Request bodies.
 
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use super::*;
 
 fn read_request(body: &str) -> (Result<metering::request::RequestFields, RequestError>, bool) {

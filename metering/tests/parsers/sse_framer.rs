@@ -1,8 +1,5 @@
 //! The SSE framer under the stream meters.
 
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 use super::*;
 
 #[derive(Default)]
