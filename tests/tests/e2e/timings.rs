@@ -99,8 +99,11 @@ async fn concurrent_first_requests_of_a_new_key_are_all_served() {
     // on Sonnet 4.5): the credits must cover all twenty holds at once, or how many are served
     // would depend on how many finished before the last one was admitted.
     let tenant = api.tenant("20").await;
+    // The upstream answers each after 300 ms: all twenty are in flight at once, on every machine
+    // (with 10 credits, 3 of them were refused so).
+    let script = serde_json::json!({"answer_after_ms": 300});
     let replies = futures_util::future::join_all(
-        (0..20).map(|i| api.send(Call::messages(&tenant.key, SONNET, i % 2 == 0))),
+        (0..20).map(|i| api.send(Call::messages(&tenant.key, SONNET, i % 2 == 0).script(&script))),
     )
     .await;
     for r in &replies {
