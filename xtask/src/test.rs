@@ -72,15 +72,18 @@ pub fn run(args: &[String]) -> Result {
     // The target the filter ships on: the metering code as it runs inside Envoy (32-bit, no
     // threads, panic=abort), in V8.
     step("metering tests compiled to wasm32-wasip1, in Node's V8", || {
-        let runner = tools::wasi_runner();
-        exec(
-            cargo()
-                .args(["test", "-p", "metering", "--target", "wasm32-wasip1"])
-                .env(
-                    "CARGO_TARGET_WASM32_WASIP1_RUNNER",
-                    format!("node --no-warnings {}", runner.display()),
-                ),
-        )
+        // A TOML array, not a string that cargo splits at spaces: the checkout's path may have some.
+        let runner = tools::wasi_runner().display().to_string();
+        let runner = serde_json::to_string(&["node", "--no-warnings", &runner]).map_err(|e| e.to_string())?;
+        exec(cargo().args([
+            "--config",
+            &format!("target.wasm32-wasip1.runner={runner}"),
+            "test",
+            "-p",
+            "metering",
+            "--target",
+            "wasm32-wasip1",
+        ]))
     })?;
     // The benchmark's smoke mode: every figure must be produced (how fast is not checked here).
     step("cargo xtask bench --quick", || {
