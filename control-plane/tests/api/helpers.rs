@@ -259,35 +259,27 @@ impl TestApp {
     }
 
     /// Sends a batch as a gateway does: a 503 (no database connection free within the pool's
-    /// acquire timeout, nothing applied) is sent again after a pause, with the same debit ids.
-    /// Returns the answer and how many 503s came before it.
+    /// acquire timeout, nothing applied) is sent again, with the same debit ids. Returns the
+    /// answer and how many 503s came before it.
     pub async fn debits_as_a_gateway(&self, debits: Vec<Debit>) -> (DebitAck, u32) {
-        let mut unavailable = 0;
-        loop {
+        let (resp, unavailable) = resend_503(|| async {
             let resp = self.send_debits(debits.clone(), false).await;
-            if resp.status() == StatusCode::SERVICE_UNAVAILABLE && unavailable < RETRIES {
-                unavailable += 1;
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            assert_eq!(resp.status(), StatusCode::OK);
-            return (resp.json().await.unwrap(), unavailable);
-        }
+            (resp.status(), resp)
+        })
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        (resp.json().await.unwrap(), unavailable)
     }
 
-    /// A grant sent as an operator's client does: a 503 is sent again after a pause, with the
-    /// same idempotency key. Returns the last answer and how many 503s came before it.
+    /// A grant sent as an operator's client does: a 503 is sent again, with the same
+    /// idempotency key. Returns the last answer and how many 503s came before it.
     pub async fn grant_retrying(&self, account: Uuid, credits: &str, key: &str) -> (StatusCode, Value, u32) {
-        let mut unavailable = 0;
-        loop {
+        let ((status, body), unavailable) = resend_503(|| async {
             let (status, body) = self.grant(account, credits, key).await;
-            if status == StatusCode::SERVICE_UNAVAILABLE && unavailable < RETRIES {
-                unavailable += 1;
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            return (status, body, unavailable);
-        }
+            (status, (status, body))
+        })
+        .await;
+        (status, body, unavailable)
     }
 
     /// A one-time password link made by the admin API: (its path with the token, its purpose).
@@ -318,9 +310,23 @@ impl TestApp {
     }
 }
 
-/// How often a 503 is sent again, and after what pause, by the helpers that act as clients do.
-const RETRIES: u32 = 20;
-const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+/// Sends what `send` makes until it is answered with something else than 503 (at most 20 times
+/// more, 200 ms apart), as clients do. Returns the last answer and how many 503s came before it.
+async fn resend_503<T, F, Fut>(mut send: F) -> (T, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (StatusCode, T)>,
+{
+    let mut unavailable = 0;
+    loop {
+        let (status, answer) = send().await;
+        if status != StatusCode::SERVICE_UNAVAILABLE || unavailable == 20 {
+            return (answer, unavailable);
+        }
+        unavailable += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
 
 pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
     let resp: Response = req.send().await.unwrap();
