@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::customer::render;
+use super::customer::{page, render, standing};
 use super::form::{self, Done, Submitted};
 use super::html::{credits, when};
 use super::session::CustomerSession;
@@ -238,6 +238,7 @@ async fn settings(
     .bind(session.account_id)
     .fetch_one(&state.pool)
     .await?;
+    let standing = standing(&state, &session).await?;
     // Read last: a secret in the result is shown once, so nothing may fail after it is taken.
     let done = form::outcome(&state, session.token(), &uri).await?;
     let csrf = &session.csrf;
@@ -278,7 +279,7 @@ async fn settings(
             button type="submit" { "Change password" }
         }
     };
-    render(&state, &session, "Settings", body).await
+    Ok(page(&session, &standing, "Settings", body))
 }
 
 fn optional(text: &str) -> Option<&str> {

@@ -246,6 +246,8 @@ async fn purchase_page(
     uri: axum::http::Uri,
 ) -> PageResult<Html<String>> {
     let p = own_purchase(&api, &session, id).await?;
+    let standing = super::customer::standing(&state, &session).await?;
+    // Read last: nothing may fail after the result is taken.
     let done = form::outcome(&state, session.token(), &uri).await?;
     let status = p.status.as_str();
     let body = html! {
@@ -275,7 +277,7 @@ async fn purchase_page(
         }
         p { a href="/dashboard/purchases" { "All purchases" } }
     };
-    super::customer::render(&state, &session, "Purchase", body).await
+    Ok(super::customer::page(&session, &standing, "Purchase", body))
 }
 
 /// What the purchase page polls for.

@@ -34,15 +34,6 @@ use metering::keylimit::LimitPeriod;
 /// How often the balance stream looks at the database (one primary-key read per open page).
 const BALANCE_POLL: Duration = Duration::from_millis(500);
 
-async fn balance_of(state: &AppState, account_id: Uuid) -> PageResult<Decimal> {
-    Ok(
-        sqlx::query_scalar("SELECT balance FROM ledger_accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_one(&state.pool)
-            .await?,
-    )
-}
-
 /// The banner of every customer page while the balance is empty or below the account's alert
 /// threshold.
 fn low_balance_banner(balance: Decimal, threshold: Option<Decimal>) -> Markup {
@@ -61,24 +52,40 @@ fn low_balance_banner(balance: Decimal, threshold: Option<Decimal>) -> Markup {
     }
 }
 
-/// A customer page: the navigation, the low-balance banner, the title and the body.
-pub async fn render(
-    state: &AppState,
-    session: &CustomerSession,
-    title: &str,
-    body: Markup,
-) -> PageResult<Html<String>> {
-    let (balance, threshold): (Decimal, Option<Decimal>) = sqlx::query_as(
+/// What the low-balance banner of every customer page is made from.
+pub struct Standing {
+    pub balance: Decimal,
+    threshold: Option<Decimal>,
+}
+
+/// The account's balance and alert threshold. A page that shows a form's result reads this
+/// before taking the result (`form::outcome`): a secret in it is shown once, so nothing may
+/// fail after it is taken.
+pub async fn standing(state: &AppState, session: &CustomerSession) -> PageResult<Standing> {
+    let (balance, threshold) = sqlx::query_as(
         "SELECT l.balance, a.low_balance_threshold FROM accounts a JOIN ledger_accounts l ON l.id = a.id
          WHERE a.id = $1",
     )
     .bind(session.account_id)
     .fetch_one(&state.pool)
     .await?;
-    let banner = low_balance_banner(balance, threshold);
-    Ok(Html(
-        page_with_banner(title, nav::customer(session), banner, body).into_string(),
-    ))
+    Ok(Standing { balance, threshold })
+}
+
+/// A customer page: the navigation, the low-balance banner, the title and the body.
+pub fn page(session: &CustomerSession, standing: &Standing, title: &str, body: Markup) -> Html<String> {
+    let banner = low_balance_banner(standing.balance, standing.threshold);
+    Html(page_with_banner(title, nav::customer(session), banner, body).into_string())
+}
+
+/// [`page`] with the account's standing read now.
+pub async fn render(
+    state: &AppState,
+    session: &CustomerSession,
+    title: &str,
+    body: Markup,
+) -> PageResult<Html<String>> {
+    Ok(page(session, &standing(state, session).await?, title, body))
 }
 
 #[derive(sqlx::FromRow)]
@@ -97,7 +104,8 @@ struct RecentRequest {
 }
 
 async fn overview(session: CustomerSession, State(state): State<AppState>) -> PageResult<Html<String>> {
-    let balance = balance_of(&state, session.account_id).await?;
+    let standing = standing(&state, &session).await?;
+    let balance = standing.balance;
     let month: Decimal = sqlx::query_scalar(
         "SELECT coalesce(sum(cost), 0) FROM usage_records
          WHERE account_id = $1 AND admitted_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
@@ -161,7 +169,7 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
             p { a href="/dashboard/usage#requests" { "Every request" } }
         }
     };
-    render(&state, &session, "Overview", body).await
+    Ok(page(&session, &standing, "Overview", body))
 }
 
 fn balance_event(balance: Decimal) -> Event {
@@ -444,15 +452,15 @@ async fn save_key_limits(
 async fn keys(session: CustomerSession, State(state): State<AppState>, uri: Uri) -> PageResult<Html<String>> {
     let keys = keys_of(&state, session.account_id).await?;
     let spent = all_time_spend(&state, session.account_id).await?;
-    // Read after the rest: a secret in the result is shown once.
+    let standing = standing(&state, &session).await?;
+    // Read last: a secret in the result is shown once, so nothing may fail after it is taken.
     let done = form::outcome(&state, session.token(), &uri).await?;
-    render(
-        &state,
+    Ok(page(
         &session,
+        &standing,
         "API keys",
         keys_page(&session, &keys, &spent, done.as_ref()),
-    )
-    .await
+    ))
 }
 
 #[derive(Deserialize)]

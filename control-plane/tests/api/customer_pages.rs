@@ -300,6 +300,48 @@ async fn settings_change_billing_details_alerts_and_the_password() {
     );
 }
 
+/// An open session does not let someone guess the current password: wrong ones count as failed
+/// sign-ins of the account's email, and after five the change is refused even with the right one.
+#[tokio::test]
+async fn guesses_at_the_current_password_are_limited_like_sign_ins() {
+    let app = spawn_app().await;
+    let (account, mut web) = signed_in_customer(&app, "guessed").await;
+    let stored = || async {
+        sqlx::query_scalar::<_, String>("SELECT password_hash FROM customer_logins WHERE account_id = $1")
+            .bind(account)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let before = stored().await;
+    let csrf = web.csrf("/dashboard/settings").await;
+    let change = |current: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("current", current.to_owned()),
+            ("password", "a brand new passphrase".to_owned()),
+            ("confirm", "a brand new passphrase".to_owned()),
+        ]
+    };
+    for guess in 0..5 {
+        let form = change("a wrong guess");
+        let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let wrong = web.post("/dashboard/settings/password", &fields).await;
+        assert_eq!(
+            wrong.status,
+            StatusCode::BAD_REQUEST,
+            "guess {guess}: {}",
+            wrong.body
+        );
+    }
+    let form = change(PASSWORD);
+    let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = web.post("/dashboard/settings/password", &fields).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.body);
+    assert!(refused.body.contains("Too many"), "{}", refused.body);
+    assert_eq!(stored().await, before, "the password did not change");
+}
+
 #[tokio::test]
 async fn the_buy_page_shows_savings_methods_and_the_purchases_waiting_for_payment() {
     let app = spawn_app_with(|c| {

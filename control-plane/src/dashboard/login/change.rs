@@ -1,6 +1,7 @@
 //! A signed-in customer changes their password: the current one first (a session left open on a
 //! shared computer does not let someone else lock the owner out), the new one twice. The
-//! account's other sessions end; this one stays.
+//! account's other sessions end; this one stays. Wrong current passwords count as failed sign-ins
+//! of the account's email: after as many as sign-in allows, the form is refused for a while too.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,7 +10,8 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 
-use super::password::{blocking, hash_password, verify_password, MAX_PASSWORD, MIN_PASSWORD};
+use super::password::{blocking, hash_password, new_password_problem, verify_password};
+use super::throttle::{failures, record_failure, too_many, ClientIp, MAX_FAILURES_PER_EMAIL};
 use crate::audit::{self, Audit};
 use crate::dashboard::form::{Done, Submitted};
 use crate::dashboard::session::{token_hash, CustomerSession};
@@ -26,34 +28,29 @@ struct ChangeForm {
     confirm: String,
 }
 
-/// What is wrong with a new password, in words.
-fn problem(password: &str, confirm: &str, email: &str) -> Option<String> {
-    let length = password.chars().count();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
-        Some(format!(
-            "The new password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters."
-        ))
-    } else if password != confirm {
-        Some("The two new passwords differ.".to_owned())
-    } else if password.to_lowercase() == email.to_lowercase() {
-        Some("The password must not be your email.".to_owned())
-    } else {
-        None
-    }
-}
-
 async fn change(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Submitted { session, form, claim }: Submitted<CustomerSession, ChangeForm>,
 ) -> PageResult<Response> {
-    let changed = change_password(&state, &session, form).await;
+    let changed = change_password(&state, &session, &ip, form).await;
     claim.finish(&state, changed).await
 }
 
-async fn change_password(state: &AppState, session: &CustomerSession, form: ChangeForm) -> PageResult<Done> {
+async fn change_password(
+    state: &AppState,
+    session: &CustomerSession,
+    ip: &str,
+    form: ChangeForm,
+) -> PageResult<Done> {
     let refused = |why: String| PageError::Refused(StatusCode::BAD_REQUEST, why);
-    if let Some(p) = problem(&form.password, &form.confirm, &session.email) {
+    if let Some(p) = new_password_problem(&form.password, &form.confirm, &session.email) {
         return Err(refused(p));
+    }
+    // The key the sign-in form counts failures under.
+    let email = session.email.trim().to_lowercase();
+    if failures(state, "customer", "email", &email).await? >= MAX_FAILURES_PER_EMAIL {
+        return Err(too_many());
     }
     let stored: Option<String> =
         sqlx::query_scalar("SELECT password_hash FROM customer_logins WHERE account_id = $1")
@@ -66,6 +63,7 @@ async fn change_password(state: &AppState, session: &CustomerSession, form: Chan
         None => false,
     };
     if !matches {
+        record_failure(state, "customer", Some(&email), ip).await?;
         return Err(refused(
             "The current password is not right; nothing was changed.".into(),
         ));
@@ -104,18 +102,4 @@ async fn change_password(state: &AppState, session: &CustomerSession, form: Chan
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/dashboard/settings/password", post(change))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_new_password_is_long_enough_confirmed_and_not_the_email() {
-        assert!(problem("short", "short", "a@b.c").is_some_and(|p| p.contains("10 to 200")));
-        assert!(problem("long enough one", "long enough two", "a@b.c").is_some_and(|p| p.contains("differ")));
-        assert!(problem("Ada@Example.com", "Ada@Example.com", "ada@example.com")
-            .is_some_and(|p| p.contains("email")));
-        assert_eq!(problem("long enough one", "long enough one", "a@b.c"), None);
-    }
 }

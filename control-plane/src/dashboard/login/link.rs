@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::csrf::with_cookie;
-use super::password::{blocking, hash_password, MAX_PASSWORD, MIN_PASSWORD};
+use super::password::{blocking, hash_password, new_password_problem, MIN_PASSWORD};
 use crate::audit::{self, Audit};
 use crate::auth::Admin;
 use crate::dashboard::html::{notice, page, Nav};
@@ -179,19 +179,7 @@ async fn password_set(
     PlainForm(_, form): PlainForm<PasswordForm>,
 ) -> PageResult<Response> {
     let (account_id, email) = live_link(&state, &form.token).await?;
-    let length = form.password.chars().count();
-    let problem = if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
-        Some(format!(
-            "The password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters."
-        ))
-    } else if form.password != form.confirm {
-        Some("The two passwords differ.".to_owned())
-    } else if form.password.to_lowercase() == email.to_lowercase() {
-        Some("The password must not be your email.".to_owned())
-    } else {
-        None
-    };
-    if let Some(p) = problem {
+    if let Some(p) = new_password_problem(&form.password, &form.confirm, &email) {
         let body = password_page(&form.token, &email, Some(&p));
         return Ok((StatusCode::BAD_REQUEST, Html(body.into_string())).into_response());
     }

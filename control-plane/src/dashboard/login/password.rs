@@ -12,6 +12,23 @@ use crate::dashboard::{PageError, PageResult};
 pub(super) const MIN_PASSWORD: usize = 10;
 pub(super) const MAX_PASSWORD: usize = 200;
 
+/// What is wrong with a new password (its length, its repetition, not the email), in words; the
+/// rules of both the password link and the password change.
+pub(super) fn new_password_problem(password: &str, confirm: &str, email: &str) -> Option<String> {
+    let length = password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
+        Some(format!(
+            "The password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters."
+        ))
+    } else if password != confirm {
+        Some("The two passwords differ.".to_owned())
+    } else if password.to_lowercase() == email.to_lowercase() {
+        Some("The password must not be your email.".to_owned())
+    } else {
+        None
+    }
+}
+
 pub(super) fn hash_password(password: &str) -> Result<String, PageError> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
@@ -42,6 +59,16 @@ pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_password_is_long_enough_confirmed_and_not_the_email() {
+        let problem = new_password_problem;
+        assert!(problem("short", "short", "a@b.c").is_some_and(|p| p.contains("10 to 200")));
+        assert!(problem("long enough one", "long enough two", "a@b.c").is_some_and(|p| p.contains("differ")));
+        assert!(problem("Ada@Example.com", "Ada@Example.com", "ada@example.com")
+            .is_some_and(|p| p.contains("email")));
+        assert_eq!(problem("long enough one", "long enough one", "a@b.c"), None);
+    }
 
     #[test]
     fn passwords_hash_with_argon2id_and_verify() {
