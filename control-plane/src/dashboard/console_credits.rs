@@ -100,13 +100,12 @@ impl Change {
         if reason.is_empty() {
             return Err("Give a reason: it is kept in the ledger and the audit log.".into());
         }
-        if reason.chars().count() > 1000 {
-            return Err("The reason is too long: 1000 characters at most.".into());
-        }
-        Ok(Change {
-            credits,
-            reason: reason.to_owned(),
-        })
+        // The API's own check of a reason, so that what passes here is not refused after the
+        // confirmation page.
+        let reason = crate::accounts::check_text("reason", reason, 1000).map_err(|_| {
+            "The reason must be at most 1000 characters, on one line, without tabs.".to_owned()
+        })?;
+        Ok(Change { credits, reason })
     }
 
     fn what(&self) -> &'static str {

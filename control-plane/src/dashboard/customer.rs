@@ -108,7 +108,7 @@ async fn overview(session: CustomerSession, State(state): State<AppState>) -> Pa
     let balance = standing.balance;
     let month: Decimal = sqlx::query_scalar(
         "SELECT coalesce(sum(cost), 0) FROM usage_records
-         WHERE account_id = $1 AND admitted_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+         WHERE account_id = $1 AND admitted_at >= key_period_start('month', now())",
     )
     .bind(session.account_id)
     .fetch_one(&state.pool)

@@ -159,10 +159,10 @@ pub fn credits(d: Decimal) -> String {
     }
 }
 
-/// USD with two decimals.
-/// USD with two decimals and grouped thousands: `$1,250.00`.
+/// USD with two decimals (half a cent rounded away from zero, as on invoices: 1 credit is
+/// `$0.01`, not `$0.00`) and grouped thousands: `$1,250.00`.
 pub fn usd(d: Decimal) -> String {
-    let mut r = d.round_dp(2);
+    let mut r = d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     r.rescale(2);
     let text = r.to_string();
     let (sign, digits) = match text.strip_prefix('-') {
@@ -252,6 +252,16 @@ mod tests {
         assert_eq!(credits(d("275000.5")), "275,000.5");
         assert_eq!(credits(d("-1234567.123456")), "-1,234,567.1235");
         assert_eq!(credits(d("999.99999")), "1,000");
+    }
+
+    #[test]
+    fn dollars_round_half_a_cent_away_from_zero_as_invoices_do() {
+        let d = |s: &str| Decimal::from_str(s).unwrap_or_default();
+        assert_eq!(usd(d("0.005")), "$0.01");
+        assert_eq!(usd(d("0.025")), "$0.03");
+        assert_eq!(usd(d("-0.025")), "-$0.03");
+        assert_eq!(usd(d("1250")), "$1,250.00");
+        assert_eq!(usd(d("0.0049")), "$0.00");
     }
 
     #[test]

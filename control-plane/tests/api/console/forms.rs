@@ -93,10 +93,9 @@ async fn one_click_never_applies_a_correction_and_its_confirmation_applies_it_on
 
     let result = web.follow(&applied).await;
     assert!(
-        result
-            .body
-            .contains("Correction of -5,000 credits applied (chargeback)")
-            && result.body.contains("-$10.00"),
+        result.body.contains(
+            "Correction of -5,000 credits applied (chargeback). Balance now -2,000 credits (-$10.00)."
+        ),
         "{}",
         result.body
     );
@@ -138,7 +137,10 @@ async fn a_grant_of_ten_thousand_credits_or_more_is_confirmed_first_and_a_smalle
     assert_eq!(app.balance(account).await, d("9999"));
     let page = web.follow(&large).await;
     assert!(
-        page.body.contains("Confirm the grant") && page.body.contains("$50.00"),
+        page.body.contains("Confirm the grant")
+            && page
+                .body
+                .contains("id=\"confirm-change\">10,000 credits ($50.00)<"),
         "{}",
         page.body
     );
@@ -179,6 +181,22 @@ async fn a_credits_change_without_a_reason_is_shown_again_with_the_error_and_app
         )
         .await;
     assert!(p.body.contains("is not a number"), "{}", p.body);
+    // A tab pasted into the reason is refused on the form, as the API would refuse it.
+    let p = web
+        .post(
+            &credits,
+            &[
+                ("csrf", &csrf),
+                ("credits", "-70000"),
+                ("reason", "pasted\treason"),
+            ],
+        )
+        .await;
+    assert!(
+        p.body.contains("id=\"credits-error\"") && p.body.contains("without tabs"),
+        "{}",
+        p.body
+    );
     assert_eq!(app.balance(account).await, d("0"));
     // Corrected, the same form (its token was given back) is applied.
     let p = web
