@@ -204,14 +204,20 @@ async fn confirm(
                     .into(),
             ));
         }
-        let p: Purchase = api
-            .json(
+        let (before, p): (bool, Purchase) = api
+            .json_replayed(
                 &session.actor(),
                 Method::POST,
                 &format!("/v1/purchases/{id}/confirm"),
                 Some(&json!({ "reference": reference })),
             )
             .await?;
+        if before {
+            return Ok(Done::to(
+                "/admin/purchases",
+                "This purchase was confirmed before (from another page or tab): nothing was credited again and the reference typed now was not recorded.",
+            ));
+        }
         let invoice = p
             .invoice_number
             .as_deref()
@@ -249,8 +255,8 @@ async fn decide(
             "Give a reason to {action} the purchase: it is kept on the purchase and in the audit log."
         )));
     }
-    let p: Purchase = api
-        .json(
+    let (before, p): (bool, Purchase) = api
+        .json_replayed(
             &session.actor(),
             Method::POST,
             &format!("/v1/purchases/{id}/{action}"),
@@ -258,6 +264,9 @@ async fn decide(
         )
         .await?;
     let said = match action {
+        _ if before => format!(
+            "This purchase was {action}ed before (from another page or tab): nothing changed now and the reason typed now was not recorded."
+        ),
         "reject" => format!("Purchase rejected ({reason}): nothing was credited."),
         _ => {
             let note = p

@@ -290,7 +290,28 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> PageResult<(StatusCode, T)> {
+        Self::read(self.send(actor, method, path, body).await?).await
+    }
+
+    /// [`Self::json`], and whether the API says the request had been carried out before and
+    /// changed nothing now (`payments::review::REPLAYED`).
+    pub async fn json_replayed<T: DeserializeOwned>(
+        &self,
+        actor: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> PageResult<(bool, T)> {
         let resp = self.send(actor, method, path, body).await?;
+        let replayed = resp
+            .headers()
+            .get(crate::payments::review::REPLAYED)
+            .is_some_and(|v| v == "true");
+        Self::read(resp).await.map(|(_, v)| (replayed, v))
+    }
+
+    /// The answer's status and its JSON, or the API's error as a page error.
+    async fn read<T: DeserializeOwned>(resp: Response) -> PageResult<(StatusCode, T)> {
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
             .await

@@ -2,6 +2,7 @@
 //! held or pending one, refund a paid one. Each decision is audited with the actor.
 
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::Json;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
@@ -68,12 +69,25 @@ fn settlement(p: &Purchase, actor: &str, reference: &str, credits: Option<Decima
     Ok(s)
 }
 
+/// The header of an answer that changed nothing because the purchase was already confirmed or
+/// refunded (`true`): the caller's request had been carried out before, by it or another.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// The purchase as answered, marked [`REPLAYED`] when this request changed nothing.
+fn answer(purchase: Purchase, replayed: bool) -> (HeaderMap, Json<Purchase>) {
+    let mut headers = HeaderMap::new();
+    if replayed {
+        headers.insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    (headers, Json(purchase))
+}
+
 /// Confirms a Telegram sale as paid, or approves a held purchase of any method: credits the
 /// account and issues the invoice, once. Confirming a paid purchase again answers 200 unchanged.
 #[utoipa::path(post, path = "/v1/purchases/{id}/confirm", tag = "payments", request_body = ConfirmRequest,
     params(("id" = Uuid, Path, description = "purchase id")),
     security(("admin_token" = [])),
-    responses((status = 200, body = Purchase), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = Purchase, headers(("idempotent-replayed" = String, description = "`true` when the purchase was already paid and this request changed nothing"))), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "a pending card or crypto purchase (its processor confirms it), or expired, \
             failed or refunded", body = ErrorBody)))]
 async fn confirm_purchase(
@@ -81,7 +95,7 @@ async fn confirm_purchase(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     raw: axum::body::Bytes,
-) -> ApiResult<Json<Purchase>> {
+) -> ApiResult<(HeaderMap, Json<Purchase>)> {
     // The body is optional: an empty one confirms with the sale's own reference.
     let body: ConfirmRequest = if raw.iter().all(u8::is_ascii_whitespace) {
         ConfirmRequest::default()
@@ -98,7 +112,7 @@ async fn confirm_purchase(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("purchase {id} not found")))?;
     if p.status == "paid" {
-        return Ok(Json(p));
+        return Ok(answer(p, true));
     }
     if p.method != "telegram" && p.status == "pending" {
         return Err(ApiError::conflict(format!(
@@ -119,7 +133,7 @@ async fn confirm_purchase(
     fulfil::pay(&mut tx, &p, &s, &state.config.payments).await?;
     let purchase = model::fetch(&mut tx, id).await?;
     tx.commit().await?;
-    Ok(Json(purchase))
+    Ok(answer(purchase, false))
 }
 
 /// Rejects a pending or held purchase: `failed`, nothing credited. Money a processor received for
@@ -165,7 +179,7 @@ async fn reject_purchase(
 #[utoipa::path(post, path = "/v1/purchases/{id}/refund", tag = "payments", request_body = ReasonRequest,
     params(("id" = Uuid, Path, description = "purchase id")),
     security(("admin_token" = [])),
-    responses((status = 200, body = Purchase), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = Purchase, headers(("idempotent-replayed" = String, description = "`true` when the purchase was already refunded and this request changed nothing"))), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "the purchase is not paid", body = ErrorBody),
         (status = 503, description = "Stripe refused or failed; nothing changed", body = ErrorBody)))]
 async fn refund_purchase(
@@ -173,14 +187,14 @@ async fn refund_purchase(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ReasonRequest>,
-) -> ApiResult<Json<Purchase>> {
+) -> ApiResult<(HeaderMap, Json<Purchase>)> {
     let reason = check_text("reason", &body.reason, 1000)?;
     let current = {
         let mut conn = state.pool.acquire().await?;
         model::fetch(&mut conn, id).await?
     };
     if current.status == "refunded" {
-        return Ok(Json(current));
+        return Ok(answer(current, true));
     }
     if current.status != "paid" {
         return Err(ApiError::conflict(format!(
@@ -200,7 +214,8 @@ async fn refund_purchase(
     let p = model::lock(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("purchase {id} not found")))?;
-    if p.status == "paid" {
+    let applied = p.status == "paid";
+    if applied {
         fulfil::reverse(
             &mut tx,
             &p,
@@ -213,7 +228,7 @@ async fn refund_purchase(
     }
     let purchase = model::fetch(&mut tx, id).await?;
     tx.commit().await?;
-    Ok(Json(purchase))
+    Ok(answer(purchase, !applied))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -288,6 +288,21 @@ async fn a_telegram_sale_is_confirmed_only_with_its_payment_reference_once_and_s
         "{}",
         list.body
     );
+    // The same sale confirmed from a second tab (its own form token): nothing is credited again,
+    // and the page says so instead of "credited".
+    let second = [
+        ("csrf", csrf.as_str()),
+        ("form_token", "confirm-form-token-second-tab0"),
+        ("reference", "tx 0xother"),
+    ];
+    let again = web.post(&confirm, &second).await;
+    let told = web.follow(&again).await;
+    assert!(
+        told.body.contains("was confirmed before") && !told.body.contains("tx 0xother): "),
+        "{}",
+        told.body
+    );
+    assert_eq!(app.balance(account).await, d("1000"));
 
     // The invoice: its number in the list, a console page, the document as HTML and PDF.
     let number = purchase["invoice_number"].as_str().unwrap().to_owned();

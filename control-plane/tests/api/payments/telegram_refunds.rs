@@ -38,19 +38,27 @@ async fn a_telegram_sale_is_recorded_confirmed_once_and_audited() {
         let app = &app;
         let path = path.clone();
         async move {
-            send(
-                app.admin(Method::POST, &path)
-                    .header("x-claudestore-actor", "support-anna")
-                    .json(&body),
-            )
-            .await
+            let resp = app
+                .admin(Method::POST, &path)
+                .header("x-claudestore-actor", "support-anna")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let replayed = resp
+                .headers()
+                .get("idempotent-replayed")
+                .is_some_and(|v| v == "true");
+            (resp.status(), replayed, resp.json::<Value>().await.unwrap())
         }
     };
     let results = futures::future::join_all((0..8).map(|_| confirm(json!({"reference": "tx 0xabc"})))).await;
-    for (s, b) in &results {
+    for (s, _, b) in &results {
         assert_eq!(*s, StatusCode::OK, "{b}");
         assert_eq!(b["status"], "paid");
     }
+    // One of the eight paid it; the others are told that they changed nothing.
+    assert_eq!(results.iter().filter(|(_, replayed, _)| !replayed).count(), 1);
     assert_eq!(app.balance(account).await, d("105000"));
     let paid = audit_actions(&app, "purchase.paid").await;
     assert_eq!(paid.len(), 1);
@@ -111,16 +119,27 @@ async fn an_admin_refund_reverses_the_credits_issues_a_credit_note_and_may_go_ne
     .await;
     let (s, b) = app.admin_json(Method::POST, &refund, json!({})).await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_request_error");
-    let (s, r) = app
-        .admin_json(Method::POST, &refund, json!({"reason": "sold by mistake"}))
-        .await;
+    let refund_once = |reason: &'static str| {
+        let req = app
+            .admin(Method::POST, &refund)
+            .json(&json!({ "reason": reason }));
+        async move {
+            let resp = req.send().await.unwrap();
+            let replayed = resp
+                .headers()
+                .get("idempotent-replayed")
+                .is_some_and(|v| v == "true");
+            (resp.status(), replayed, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, replayed, r) = refund_once("sold by mistake").await;
     assert_eq!(s, StatusCode::OK, "{r}");
+    assert!(!replayed, "the first refund is carried out now");
     assert_eq!(r["status"], "refunded");
     assert_eq!(r["status_reason"], "sold by mistake");
     assert_eq!(app.balance(account).await, d("-250"));
-    let (_, r2) = app
-        .admin_json(Method::POST, &refund, json!({"reason": "again"}))
-        .await;
+    let (_, replayed, r2) = refund_once("again").await;
+    assert!(replayed, "a second refund is told it changed nothing");
     assert_eq!(r2["credit_note_number"], r["credit_note_number"]);
     assert_eq!(app.balance(account).await, d("-250"));
 
